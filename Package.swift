@@ -1,0 +1,100 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "reservation-gateway",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "gateway", targets: ["Gateway"]),
+        .executable(name: "reconciler", targets: ["Reconciler"]),
+        .executable(name: "bench-baseline", targets: ["BenchBaseline"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
+    ],
+    targets: [
+        // C bindings: the only targets that see hiredis and libpq.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+
+        // Redis client: NIO sockets, hiredis' reply reader, pipelined batches.
+        .target(name: "RedisClient", dependencies: [
+            "CHiredis",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Postgres client: libpq connections driven on a thread pool, never on an event loop.
+        .target(name: "PostgresClient", dependencies: [
+            "CLibPQ",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Domain: ids, keys, partitions, events, configuration, Lua scripts.
+        .target(name: "ReservationCore", dependencies: [
+            "RedisClient",
+            .product(name: "Logging", package: "swift-log"),
+        ], plugins: ["EmbedLuaPlugin"]),
+        // The gateway's HTTP server and request handling.
+        .target(name: "GatewayCore", dependencies: [
+            "ReservationCore", "RedisClient",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The reconciler: streams to Postgres, audit and repair.
+        .target(name: "ReconcilerCore", dependencies: [
+            "ReservationCore", "RedisClient", "PostgresClient",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], resources: [.copy("Migrations")]),
+
+        .executableTarget(name: "Gateway", dependencies: [
+            "GatewayCore", "ReservationCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .executableTarget(name: "Reconciler", dependencies: [
+            "ReconcilerCore", "ReservationCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Benchmark-only: the smallest SwiftNIO HTTP/1.1 server, the yardstick of the benchmark.
+        .executableTarget(name: "BenchBaseline", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+
+        // Build-time tool: embeds lua/*.lua into the binary so the scripts have one source.
+        .executableTarget(name: "EmbedLua"),
+        .plugin(name: "EmbedLuaPlugin", capability: .buildTool(), dependencies: ["EmbedLua"]),
+
+        .target(name: "TestSupport", dependencies: [
+            "RedisClient", "PostgresClient", "ReservationCore",
+        ], path: "Tests/TestSupport"),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
+        .testTarget(name: "GatewayTests", dependencies: [
+            "GatewayCore", "ReservationCore", "RedisClient", "TestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "ReconcilerTests", dependencies: [
+            "ReconcilerCore", "GatewayCore", "ReservationCore", "RedisClient", "PostgresClient", "TestSupport",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,117 @@
+import Crypto
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A Redis script called by SHA. The SHA is computed from the source, so it can never disagree
+/// with what `SCRIPT LOAD` would answer.
+public struct RedisScript: Sendable, Hashable {
+    public let name: String
+    public let source: String
+    public let sha1: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+}
+
+/// The Redis client everything in the product uses: a fixed set of pipelined connections, one per
+/// event loop of the group it is given. A caller already on one of those loops (an HTTP handler)
+/// uses that loop's connection with no thread hop; other callers are spread round robin.
+public final class RedisClient: Sendable {
+    public let configuration: RedisConfiguration
+    public let eventLoopGroup: any EventLoopGroup
+    private let connections: [RedisConnection]
+    private let nextConnection = Atomic<Int>(0)
+    private let scriptLoads = Atomic<Int>(0)
+
+    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        var connections: [RedisConnection] = []
+        for eventLoop in eventLoopGroup.makeIterator() {
+            for _ in 0..<max(1, configuration.connectionsPerEventLoop) {
+                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration))
+            }
+        }
+        self.connections = connections
+    }
+
+    /// How many times a script had to be loaded after a `NOSCRIPT` reply.
+    public var scriptLoadCount: Int { scriptLoads.load(ordering: .relaxed) }
+
+    private func connection(for eventLoop: (any EventLoop)?) -> RedisConnection {
+        if let eventLoop {
+            for connection in connections where connection.eventLoop === eventLoop { return connection }
+        }
+        let index = nextConnection.wrappingAdd(1, ordering: .relaxed).oldValue
+        return connections[index % connections.count]
+    }
+
+    /// Sends one command. Error replies fail the future with `RedisError.server`.
+    /// With `eventLoop` given (the caller's own loop), the future completes on it without a hop.
+    public func send(_ arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<RedisValue> {
+        connection(for: eventLoop).send(arguments)
+    }
+
+    public func send(_ arguments: [RedisArgument]) async throws -> RedisValue {
+        try await connection(for: nil).send(arguments).get()
+    }
+
+    public func send(_ arguments: RedisArgument...) async throws -> RedisValue {
+        try await send(arguments)
+    }
+
+    /// Sends several commands in one batch on one connection; each gets its own result.
+    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, Error>] {
+        try await connection(for: nil).send(batch: commands).get()
+    }
+
+    /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) it loads the script and
+    /// calls it once more, both in the same batch.
+    public func evalSHA(
+        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
+    ) -> EventLoopFuture<RedisValue> {
+        let connection = connection(for: eventLoop)
+        var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command.append(contentsOf: keys)
+        command.append(contentsOf: arguments)
+        let finalCommand = command
+        return connection.send(finalCommand).flatMapError { error in
+            guard let redisError = error as? RedisError, redisError.serverCode == "NOSCRIPT" else {
+                return connection.eventLoop.makeFailedFuture(error)
+            }
+            self.scriptLoads.wrappingAdd(1, ordering: .relaxed)
+            let load = connection.send(["SCRIPT", "LOAD", .string(script.source)])
+            let retry = connection.send(finalCommand)
+            return load.and(retry).map { $0.1 }
+        }
+    }
+
+    public func evalSHA(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]) async throws -> RedisValue {
+        try await evalSHA(script, keys: keys, arguments: arguments, on: nil).get()
+    }
+
+    /// Loads scripts up front (start-up), so the first requests need no NOSCRIPT round trip.
+    public func load(_ scripts: [RedisScript]) async throws {
+        for script in scripts {
+            let sha = try await send(["SCRIPT", "LOAD", .string(script.source)])
+            guard sha.string == script.sha1 else {
+                throw RedisError.protocolError("SCRIPT LOAD of \(script.name) answered another SHA")
+            }
+        }
+    }
+
+    /// Closes every connection; calls after this fail with `RedisError.shutdown`.
+    public func shutdown() async {
+        for connection in connections {
+            try? await connection.close().get()
+        }
+    }
+}

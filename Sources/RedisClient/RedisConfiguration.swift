@@ -1,0 +1,84 @@
+/// Where and how to reach Redis. Parsed once from `REDIS_URL`.
+public struct RedisConfiguration: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var password: String?
+    public var database: Int
+    /// How long a TCP connect may take before it fails. Default 2 s.
+    public var connectTimeout: Duration
+    /// How long a batch may wait for its replies before the connection is reset. Default 5 s.
+    public var commandTimeout: Duration
+    /// Connections per event loop. Default 1: commands are pipelined, so one is enough.
+    public var connectionsPerEventLoop: Int
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, database: Int = 0,
+        connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(5),
+        connectionsPerEventLoop: Int = 1
+    ) {
+        self.host = host
+        self.port = port
+        self.password = password
+        self.database = database
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.connectionsPerEventLoop = connectionsPerEventLoop
+    }
+
+    /// Parses `redis://[:password@]host:port[/db]`. A comma-separated list of cluster seeds is
+    /// accepted only as far as its first seed: cluster routing is not implemented yet.
+    public init(url: String) throws {
+        self.init()
+        let first = url.split(separator: ",").first.map(String.init) ?? url
+        guard first.hasPrefix("redis://") else { throw RedisError.invalidURL("expected redis://host:port") }
+        var rest = Substring(first.dropFirst("redis://".count))
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            // `:password` or `user:password`; ACL users are not supported, only the password is used.
+            if let colon = credentials.firstIndex(of: ":") {
+                let secret = credentials[credentials.index(after: colon)...]
+                password = secret.isEmpty ? nil : String(secret).removingPercentEncodingIfPossible()
+            } else if !credentials.isEmpty {
+                password = String(credentials).removingPercentEncodingIfPossible()
+            }
+        }
+        var hostPort = rest
+        if let slash = rest.firstIndex(of: "/") {
+            hostPort = rest[..<slash]
+            let db = rest[rest.index(after: slash)...]
+            if !db.isEmpty {
+                guard let number = Int(db), number >= 0 else { throw RedisError.invalidURL("database must be a number") }
+                database = number
+            }
+        }
+        if let colon = hostPort.lastIndex(of: ":") {
+            host = String(hostPort[..<colon])
+            guard let number = Int(hostPort[hostPort.index(after: colon)...]), (1...65535).contains(number) else {
+                throw RedisError.invalidURL("port must be 1...65535")
+            }
+            port = number
+        } else {
+            host = String(hostPort)
+        }
+        if host.isEmpty { host = "127.0.0.1" }
+    }
+}
+
+extension String {
+    /// Decodes `%XX` escapes (passwords in URLs may hold reserved characters).
+    func removingPercentEncodingIfPossible() -> String {
+        guard contains("%") else { return self }
+        var bytes: [UInt8] = []
+        var iterator = utf8.makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
+               let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
+                bytes.append(value)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

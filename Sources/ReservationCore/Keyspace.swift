@@ -1,0 +1,54 @@
+/// Where everything lives in Redis. All keys of a basket (its hash, its reservations, its
+/// consumers' counters, idempotency records, holds and its event stream) share one hash tag,
+/// `{rgNN}`, NN being the basket's partition, so every script touches a single Cluster slot.
+public enum Keyspace {
+    /// Fixed number of partitions (and streams). Changing it moves baskets between partitions,
+    /// so it is a constant of the data format, not a setting.
+    public static let partitionCount = 16
+
+    /// The partition of a basket: FNV-1a of its id, stable across processes and versions.
+    public static func partition(ofBasket basketId: String) -> Int {
+        Int(fnv1a(basketId) % UInt32(partitionCount))
+    }
+
+    /// The partition of an arbitrary string (a reservation id we did not issue, an event id).
+    public static func partition(ofForeignId id: String) -> Int { partition(ofBasket: id) }
+
+    public static func prefix(_ partition: Int) -> String {
+        partition < 10 ? "{rg0\(partition)}" : "{rg\(partition)}"
+    }
+
+    public static func basket(_ basketId: String, partition: Int) -> String { prefix(partition) + ":b:" + basketId }
+    public static func reservation(_ reservationId: String, partition: Int) -> String { prefix(partition) + ":r:" + reservationId }
+    /// Ids cannot hold `/`, so `basket/consumer` is unambiguous.
+    public static func consumerUnits(basketId: String, consumerId: String, partition: Int) -> String {
+        prefix(partition) + ":c:" + basketId + "/" + consumerId
+    }
+    public static func idempotency(basketId: String, key: String, partition: Int) -> String {
+        prefix(partition) + ":i:" + basketId + "/" + key
+    }
+    public static func rateLimit(consumerId: String, partition: Int) -> String { prefix(partition) + ":rl:" + consumerId }
+    public static func holds(_ partition: Int) -> String { prefix(partition) + ":holds" }
+    public static func stream(_ partition: Int) -> String { prefix(partition) + ":events" }
+    public static func basketIndex(_ partition: Int) -> String { prefix(partition) + ":baskets" }
+    public static func webhookClaim(eventId: String, partition: Int) -> String { prefix(partition) + ":wh:" + eventId }
+
+    static func fnv1a(_ text: String) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in text.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return hash
+    }
+}
+
+/// How long Redis keeps things. Postgres keeps them for good.
+public enum Retention {
+    /// Idempotency records: the contract's 24 h.
+    public static let idempotencySeconds = 86_400
+    /// Webhook event-id claims: the contract's 7 days.
+    public static let webhookClaimSeconds = 7 * 86_400
+    /// A cancelled or expired reservation stays readable in Redis for 7 days.
+    public static let finishedReservationSeconds = 7 * 86_400
+}

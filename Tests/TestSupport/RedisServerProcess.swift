@@ -1,0 +1,104 @@
+import Foundation
+
+/// A redis-server of a test's own (own port, own data folder), for tests that stop, kill or
+/// flush Redis without disturbing the rest of the suite. It runs daemonized with a pid file, and
+/// is stopped with the SHUTDOWN command or SIGKILL, never through Foundation's `Process` waiting
+/// (a child of the test runner may inherit a signal mask that blocks SIGTERM).
+public final class RedisServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: only immutable state; the server itself is shared through its port.
+    public let port: Int
+    public let directory: URL
+    private let appendOnly: Bool
+
+    public var url: String { "redis://127.0.0.1:\(port)" }
+    private var pidFile: String { directory.appendingPathComponent("redis.pid").path }
+
+    public init(appendOnly: Bool = true) throws {
+        self.port = try freePort()
+        self.directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("redis-test-\(port)-\(UUID().uuidString.prefix(8))")
+        self.appendOnly = appendOnly
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    public func start() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = [
+            "--bind", "127.0.0.1", "--port", String(port), "--dir", directory.path, "--daemonize", "yes",
+            "--pidfile", pidFile, "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
+            "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
+        ]
+        try process.run()
+        let ready = try await eventually(timeout: .seconds(10)) { self.command("PING").hasPrefix("+PONG") }
+        guard ready else {
+            throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start")
+        }
+    }
+
+    /// Stops the server the way an operator would (it writes its AOF first) and waits until it is gone.
+    public func stop() {
+        let pid = currentPid()
+        _ = command("SHUTDOWN")
+        waitGone(pid)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    public func kill() {
+        guard let pid = currentPid() else { return }
+        Foundation.kill(pid, SIGKILL)
+        waitGone(pid)
+    }
+
+    deinit {
+        if let pid = currentPid() { Foundation.kill(pid, SIGKILL) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func currentPid() -> pid_t? {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+              Foundation.kill(pid, 0) == 0 else { return nil }
+        return pid
+    }
+
+    private func waitGone(_ pid: pid_t?) {
+        guard let pid else { return }
+        for _ in 0..<500 {
+            if Foundation.kill(pid, 0) != 0 { return }
+            usleep(10_000)
+        }
+    }
+
+    /// Sends one inline command on a fresh socket and returns the first bytes of the answer.
+    public func command(_ text: String) -> String {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return "" }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return "" }
+        let bytes = Array((text + "\r\n").utf8)
+        guard write(descriptor, bytes, bytes.count) == bytes.count else { return "" }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = read(descriptor, &buffer, buffer.count)
+        return count > 0 ? String(decoding: buffer.prefix(count), as: UTF8.self) : ""
+    }
+
+    static var binary: String {
+        for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        where FileManager.default.isExecutableFile(atPath: candidate) {
+            return candidate
+        }
+        return "redis-server"
+    }
+}
