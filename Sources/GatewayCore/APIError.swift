@@ -1,0 +1,101 @@
+import NIOHTTP1
+import RedisClient
+
+/// Every error the HTTP API can answer, with its status and contract code. Errors of the other
+/// layers (Redis, JSON) are mapped to these in one place: `APIError.init(_:)`.
+public enum APIError: Error, Equatable, Sendable {
+    case invalidRequest(String)
+    case unauthorized
+    case invalidSignature
+    case basketNotFound
+    case reservationNotFound
+    case basketExists
+    case insufficientStock
+    case soldOut
+    case limitExceeded
+    case reservationExpired
+    case payloadTooLarge
+    case idempotencyKeyReused
+    case rateLimited(retryAfterSeconds: Int)
+    case unavailable(String)
+    case notFound
+    case methodNotAllowed
+    case internalError
+
+    public var status: HTTPResponseStatus {
+        switch self {
+        case .invalidRequest: return .badRequest
+        case .unauthorized, .invalidSignature: return .unauthorized
+        case .basketNotFound, .reservationNotFound, .notFound: return .notFound
+        case .basketExists, .insufficientStock, .soldOut, .limitExceeded, .reservationExpired: return .conflict
+        case .payloadTooLarge: return .payloadTooLarge
+        case .idempotencyKeyReused: return .unprocessableEntity
+        case .rateLimited: return .tooManyRequests
+        case .unavailable: return .serviceUnavailable
+        case .methodNotAllowed: return .methodNotAllowed
+        case .internalError: return .internalServerError
+        }
+    }
+
+    public var code: String {
+        switch self {
+        case .invalidRequest: return "invalid_request"
+        case .unauthorized: return "unauthorized"
+        case .invalidSignature: return "invalid_signature"
+        case .basketNotFound: return "basket_not_found"
+        case .reservationNotFound: return "reservation_not_found"
+        case .basketExists: return "basket_exists"
+        case .insufficientStock: return "insufficient_stock"
+        case .soldOut: return "sold_out"
+        case .limitExceeded: return "limit_exceeded"
+        case .reservationExpired: return "reservation_expired"
+        case .payloadTooLarge: return "payload_too_large"
+        case .idempotencyKeyReused: return "idempotency_key_reused"
+        case .rateLimited: return "rate_limited"
+        case .unavailable: return "unavailable"
+        case .notFound: return "not_found"
+        case .methodNotAllowed: return "method_not_allowed"
+        case .internalError: return "internal_error"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .invalidRequest(let detail): return detail
+        case .unauthorized: return "a valid admin bearer token is required"
+        case .invalidSignature: return "the webhook signature is missing, wrong or too old"
+        case .basketNotFound: return "no basket has this id"
+        case .reservationNotFound: return "no reservation has this id"
+        case .basketExists: return "a basket with this id already exists"
+        case .insufficientStock: return "the available stock cannot fall below zero"
+        case .soldOut: return "not enough units are left"
+        case .limitExceeded: return "this consumer would hold more than the basket allows"
+        case .reservationExpired: return "the reservation's hold has expired"
+        case .payloadTooLarge: return "the request body is larger than 16 KiB"
+        case .idempotencyKeyReused: return "this Idempotency-Key was used with a different body"
+        case .rateLimited: return "too many reservation attempts; retry later"
+        case .unavailable(let detail): return detail
+        case .notFound: return "no such endpoint"
+        case .methodNotAllowed: return "this endpoint does not take that method"
+        case .internalError: return "internal error"
+        }
+    }
+
+    /// Maps a lower layer's error to the answer a client gets. Redis being unreachable or slow is
+    /// a 503 (retry is safe: a call that failed in flight is answered from idempotency records or
+    /// shows up on a GET); anything else unexpected is a 500 that names nothing internal.
+    public init(_ error: Error) {
+        switch error {
+        case let error as APIError: self = error
+        case let error as RedisError:
+            switch error {
+            case .connectFailed, .connectionClosed, .timeout, .shutdown:
+                self = .unavailable("the reservation store is unavailable; retry shortly")
+            case .server, .protocolError, .invalidURL:
+                self = .internalError
+            }
+        default:
+            self = .internalError
+        }
+    }
+}

@@ -1,0 +1,313 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import Prometheus
+import RedisClient
+import ReservationCore
+
+/// A request as the HTTP layer hands it over: head plus the whole body (at most 16 KiB).
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    public var uri: String
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer?
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: HTTPResponseStatus
+    public var body: [UInt8]
+    public var contentType: String = "application/json"
+    public var extraHeaders: [(String, String)] = []
+
+    static func json(_ status: HTTPResponseStatus, _ body: [UInt8]) -> HTTPResponse {
+        HTTPResponse(status: status, body: body)
+    }
+
+    static func error(_ error: APIError) -> HTTPResponse {
+        var writer = JSONWriter(capacity: 128)
+        writer.field("error", error.code)
+        writer.field("message", error.message)
+        var response = HTTPResponse(status: error.status, body: writer.finish())
+        if case .rateLimited(let seconds) = error { response.extraHeaders.append(("Retry-After", String(seconds))) }
+        return response
+    }
+}
+
+/// Routes requests to the reservation service, validates input, and renders answers. Every
+/// error goes through `APIError` and `HTTPResponse.error`, the one place codes become bytes.
+public final class GatewayAPI: Sendable {
+    public static let maxBodyBytes = 16 * 1024
+
+    let service: ReservationService
+    let metrics: GatewayMetrics
+    let registry: PrometheusCollectorRegistry?
+    let configuration: Configuration
+    let verifier: WebhookVerifier
+    private let adminAuthorization: [UInt8]
+    let logger: Logger
+
+    public init(
+        service: ReservationService, metrics: GatewayMetrics, registry: PrometheusCollectorRegistry?,
+        configuration: Configuration, logger: Logger
+    ) {
+        self.service = service
+        self.metrics = metrics
+        self.registry = registry
+        self.configuration = configuration
+        self.verifier = WebhookVerifier(secret: configuration.webhookSecret ?? "")
+        self.adminAuthorization = Array(("Bearer " + (configuration.adminToken ?? "")).utf8)
+        self.logger = logger
+    }
+
+    enum Route: String {
+        case health, ready, metrics
+        case putBasket = "put_basket", getBasket = "get_basket", adjustStock = "adjust_stock"
+        case reserve, getReservation = "get_reservation", cancelReservation = "cancel_reservation"
+        case webhook, unknown
+    }
+
+    /// Answers one request on `eventLoop`. Never fails: errors become their JSON answer.
+    public func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        let (route, future) = dispatch(request, on: eventLoop)
+        return future.flatMapErrorThrowing { error in
+            let apiError = APIError(error)
+            if case .internalError = apiError {
+                self.logger.error("request failed", metadata: ["route": "\(route.rawValue)", "error": "\(error)"])
+            } else if case .unavailable = apiError {
+                self.metrics.unavailable()
+            }
+            return HTTPResponse.error(apiError)
+        }.map { response in
+            self.metrics.request(route: route.rawValue, status: Int(response.status.code))
+            return response
+        }
+    }
+
+    private func dispatch(_ request: HTTPRequest, on eventLoop: EventLoop) -> (Route, EventLoopFuture<HTTPResponse>) {
+        var path = Substring(request.uri)
+        if let query = path.firstIndex(of: "?") { path = path[..<query] }
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let method = request.method
+        func fail(_ error: APIError) -> EventLoopFuture<HTTPResponse> { eventLoop.makeFailedFuture(error) }
+
+        switch (segments.count, segments.first) {
+        case (1, "healthz"):
+            return (.health, eventLoop.makeSucceededFuture(.json(.ok, Array(#"{"status":"ok"}"#.utf8))))
+        case (1, "readyz"):
+            return (.ready, readiness(on: eventLoop))
+        case (1, "metrics"):
+            return (.metrics, eventLoop.makeSucceededFuture(metricsPage()))
+        default:
+            break
+        }
+        let parts = Array(segments)
+        guard parts.count >= 2, parts[0] == "v1" else { return (.unknown, fail(.notFound)) }
+        switch (parts[1], parts.count) {
+        case ("baskets", 3):
+            let basketId = String(parts[2])
+            switch method {
+            case .PUT: return (.putBasket, run { try self.createBasket(basketId, request, on: eventLoop) })
+            case .GET: return (.getBasket, run { try self.getBasket(basketId, on: eventLoop) })
+            default: return (.unknown, fail(.methodNotAllowed))
+            }
+        case ("baskets", 4) where parts[3] == "stock-adjustments":
+            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
+            return (.adjustStock, run { try self.adjustStock(String(parts[2]), request, on: eventLoop) })
+        case ("baskets", 4) where parts[3] == "reservations":
+            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
+            return (.reserve, run { try self.reserve(String(parts[2]), request, on: eventLoop) })
+        case ("reservations", 3):
+            let reservationId = String(parts[2])
+            switch method {
+            case .GET: return (.getReservation, run { try self.getReservation(reservationId, on: eventLoop) })
+            case .DELETE: return (.cancelReservation, run { try self.cancel(reservationId, on: eventLoop) })
+            default: return (.unknown, fail(.methodNotAllowed))
+            }
+        case ("webhooks", 3) where parts[2] == "payments":
+            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
+            return (.webhook, run { try self.webhook(request, on: eventLoop) })
+        default:
+            return (.unknown, fail(.notFound))
+        }
+
+        func run(_ body: () throws -> EventLoopFuture<HTTPResponse>) -> EventLoopFuture<HTTPResponse> {
+            do { return try body() } catch { return eventLoop.makeFailedFuture(error) }
+        }
+    }
+
+    // MARK: input
+
+    private func requireAdmin(_ request: HTTPRequest) throws {
+        guard let header = request.headers.first(name: "authorization"),
+              constantTimeEquals(Array(header.utf8), adminAuthorization) else { throw APIError.unauthorized }
+    }
+
+    private func requireId(_ id: String, _ name: String) throws {
+        guard Identifier.isValid(id) else {
+            throw APIError.invalidRequest("\(name) must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+        }
+    }
+
+    private func jsonObject(_ request: HTTPRequest) throws -> JSONValue {
+        guard let body = request.body, body.readableBytes > 0 else { throw APIError.invalidRequest("a JSON object body is required") }
+        let value: JSONValue
+        do {
+            value = try body.withUnsafeReadableBytes { try JSONValue.parse($0) }
+        } catch {
+            throw APIError.invalidRequest("the body is not valid JSON")
+        }
+        guard case .object = value else { throw APIError.invalidRequest("the body must be a JSON object") }
+        return value
+    }
+
+    private func integer(_ object: JSONValue, _ name: String, default fallback: Int? = nil, in range: ClosedRange<Int>) throws -> Int {
+        guard let raw = object[name], raw != .null else {
+            if let fallback { return fallback }
+            throw APIError.invalidRequest("\(name) is required")
+        }
+        guard let value = raw.integerValue, let int = Int(exactly: value), range.contains(int) else {
+            throw APIError.invalidRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return int
+    }
+
+    private func string(_ object: JSONValue, _ name: String) throws -> String {
+        guard let value = object[name]?.stringValue else { throw APIError.invalidRequest("\(name) must be a string") }
+        return value
+    }
+
+    // MARK: endpoints
+
+    static let maxStock = 1_000_000_000
+
+    private func createBasket(_ basketId: String, _ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        try requireAdmin(request)
+        try requireId(basketId, "basketId")
+        let body = try jsonObject(request)
+        let stock = try integer(body, "stock", in: 0...Self.maxStock)
+        let hold = try integer(body, "holdSeconds", default: configuration.holdSeconds, in: 1...86_400)
+        let maxPerConsumer = try integer(body, "maxPerConsumer", default: 1, in: 1...Self.maxStock)
+        return service.createBasket(basketId, stock: stock, holdSeconds: hold, maxPerConsumer: maxPerConsumer, on: eventLoop)
+            .map { .json(.created, $0.json()) }
+    }
+
+    private func adjustStock(_ basketId: String, _ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        try requireAdmin(request)
+        try requireId(basketId, "basketId")
+        let body = try jsonObject(request)
+        let delta = try integer(body, "delta", in: -Self.maxStock...Self.maxStock)
+        guard delta != 0 else { throw APIError.invalidRequest("delta must not be 0") }
+        return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json()) }
+    }
+
+    private func getBasket(_ basketId: String, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        try requireId(basketId, "basketId")
+        return service.basket(basketId, on: eventLoop).map { .json(.ok, $0.json()) }
+    }
+
+    private func reserve(_ basketId: String, _ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        do {
+            try requireId(basketId, "basketId")
+            let body = try jsonObject(request)
+            let consumerId = try string(body, "consumerId")
+            try requireId(consumerId, "consumerId")
+            let quantity = try integer(body, "quantity", default: 1, in: 1...Self.maxStock)
+            let key = request.headers.first(name: "idempotency-key")
+            if let key, !Identifier.isValidKey(key) {
+                throw APIError.invalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            }
+            let reserveRequest = ReservationService.ReserveRequest(
+                basketId: basketId, consumerId: consumerId, quantity: quantity, idempotencyKey: key)
+            return service.reserve(reserveRequest, on: eventLoop).flatMapThrowing { answer in
+                switch answer {
+                case .granted(let reservationId, let expiresAt, let remaining):
+                    self.metrics.reservation("granted")
+                    var writer = JSONWriter(capacity: 256)
+                    writer.field("reservationId", reservationId)
+                    writer.field("basketId", basketId)
+                    writer.field("consumerId", consumerId)
+                    writer.field("quantity", quantity)
+                    writer.field("status", "pending")
+                    writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
+                    writer.field("remaining", remaining)
+                    return .json(.created, writer.finish())
+                case .refused(let error):
+                    self.metrics.reservation(error.code)
+                    throw error
+                }
+            }
+        } catch {
+            metrics.reservation("rejected")
+            throw error
+        }
+    }
+
+    private func getReservation(_ reservationId: String, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        try requireId(reservationId, "reservationId")
+        return service.reservation(reservationId, on: eventLoop).map { .json(.ok, $0.json()) }
+    }
+
+    private func cancel(_ reservationId: String, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        try requireId(reservationId, "reservationId")
+        return service.cancel(reservationId, on: eventLoop).map { .json(.ok, $0.json()) }
+    }
+
+    static let paymentTypes: Set<String> = ["payment.succeeded", "payment.failed"]
+
+    private func webhook(_ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        let raw = request.body.map { Array($0.readableBytesView) } ?? []
+        guard verifier.isValid(signatureHeader: request.headers.first(name: "webhook-signature"), body: raw) else {
+            metrics.webhook("invalid_signature")
+            throw APIError.invalidSignature
+        }
+        let body = try jsonObject(request)
+        let eventId = try string(body, "id")
+        guard Identifier.isValidKey(eventId) else { throw APIError.invalidRequest("id must be 1 to 255 visible ASCII characters") }
+        let type = try string(body, "type")
+        guard Self.paymentTypes.contains(type) else {
+            throw APIError.invalidRequest("type must be payment.succeeded or payment.failed")
+        }
+        guard let data = body["data"], case .object = data else { throw APIError.invalidRequest("data must be an object") }
+        let reservationId = try string(data, "reservationId")
+        try requireId(reservationId, "data.reservationId")
+        let paymentId = try string(data, "paymentId")
+        guard Identifier.isValidKey(paymentId) else { throw APIError.invalidRequest("data.paymentId must be 1 to 255 visible ASCII characters") }
+        guard let amount = data["amountCents"]?.integerValue, amount >= 0 else {
+            throw APIError.invalidRequest("data.amountCents must be a non-negative integer")
+        }
+        let currency = try string(data, "currency")
+        guard (1...16).contains(currency.utf8.count), Identifier.isValid(currency) else {
+            throw APIError.invalidRequest("data.currency must be a currency code")
+        }
+        let event = ReservationService.PaymentEvent(
+            eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId,
+            amountCents: amount, currency: currency)
+        return service.applyPayment(event, on: eventLoop).map { result in
+            switch result {
+            case .duplicate:
+                self.metrics.webhook("duplicate")
+                return .json(.ok, Array(#"{"status":"duplicate"}"#.utf8))
+            case .processed(let outcome):
+                self.metrics.webhook(outcome)
+                var writer = JSONWriter(capacity: 64)
+                writer.field("status", "processed")
+                writer.field("outcome", outcome)
+                return .json(.ok, writer.finish())
+            }
+        }
+    }
+
+    private func readiness(on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        service.redis.send(["PING"], on: eventLoop).map { _ -> HTTPResponse in
+            .json(.ok, Array(#"{"status":"ready"}"#.utf8))
+        }.flatMapErrorThrowing { _ in
+            throw APIError.unavailable("redis does not answer")
+        }
+    }
+
+    private func metricsPage() -> HTTPResponse {
+        var bytes: [UInt8] = []
+        registry?.emit(into: &bytes)
+        return HTTPResponse(status: .ok, body: bytes, contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+}

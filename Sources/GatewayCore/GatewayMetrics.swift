@@ -1,0 +1,67 @@
+import Metrics
+import NIOCore
+import Synchronization
+
+/// The gateway's metrics, created once through the factory it is given (Prometheus in the
+/// executable). Counters per route and status are created on first use and cached, so a request
+/// costs a dictionary lookup, not a factory call.
+public final class GatewayMetrics: Sendable {
+    private let factory: any MetricsFactory
+    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
+    private let reservationCounters: [String: Counter]
+    private let webhookCounters = Mutex<[String: Counter]>([:])
+    private let expired: Counter
+    private let redisLatency: Timer
+    private let repairs: Counter
+
+    struct RequestKey: Hashable {
+        let route: String
+        let status: Int
+    }
+
+    public static let reservationOutcomes = ["granted", "sold_out", "limit_exceeded", "rate_limited", "basket_not_found", "rejected"]
+
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+        var reservations: [String: Counter] = [:]
+        for outcome in Self.reservationOutcomes {
+            reservations[outcome] = Counter(label: "gateway_reservations_total", dimensions: [("outcome", outcome)], factory: factory)
+        }
+        self.reservationCounters = reservations
+        self.expired = Counter(label: "gateway_holds_expired_total", factory: factory)
+        self.redisLatency = Timer(label: "gateway_redis_call_duration_seconds", factory: factory)
+        self.repairs = Counter(label: "gateway_basket_unavailable_total", factory: factory)
+    }
+
+    func request(route: String, status: Int) {
+        let key = RequestKey(route: route, status: status)
+        let counter = requestCounters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = Counter(
+                label: "gateway_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory)
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    func reservation(_ outcome: String) {
+        (reservationCounters[outcome] ?? reservationCounters["rejected"])?.increment()
+    }
+
+    func webhook(_ outcome: String) {
+        let counter = webhookCounters.withLock { counters in
+            if let counter = counters[outcome] { return counter }
+            let counter = Counter(label: "gateway_webhooks_total", dimensions: [("outcome", outcome)], factory: factory)
+            counters[outcome] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    func holdsExpired(_ count: Int) { expired.increment(by: count) }
+
+    func redisCall(_ duration: TimeAmount) { redisLatency.recordNanoseconds(duration.nanoseconds) }
+
+    func unavailable() { repairs.increment() }
+}

@@ -1,0 +1,136 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// The gateway's HTTP/1.1 server: SwiftNIO's HTTP codec and one small handler, nothing between.
+/// A request is parsed, answered by `GatewayAPI` on the connection's own event loop (whose Redis
+/// connection it uses), and written back: no thread hop, no task per request.
+public final class HTTPServer: Sendable {
+    private let channel: Channel
+    private let inFlight: InFlightCounter
+    public let port: Int
+
+    private init(channel: Channel, inFlight: InFlightCounter) {
+        self.channel = channel
+        self.inFlight = inFlight
+        self.port = channel.localAddress?.port ?? 0
+    }
+
+    public static func start(api: GatewayAPI, group: EventLoopGroup, host: String, port: Int) async throws -> HTTPServer {
+        let inFlight = InFlightCounter()
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
+                    try sync.addHandler(HTTPRequestHandler(api: api, inFlight: inFlight))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        return HTTPServer(channel: channel, inFlight: inFlight)
+    }
+
+    /// Stops accepting, then waits (up to `grace`) for requests in flight to be answered.
+    public func stop(grace: Duration = .seconds(10)) async {
+        try? await channel.close()
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: grace)
+        while inFlight.count > 0, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
+
+final class InFlightCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    var count: Int { value.load(ordering: .relaxed) }
+    func increment() { value.wrappingAdd(1, ordering: .relaxed) }
+    func decrement() { value.wrappingSubtract(1, ordering: .relaxed) }
+}
+
+/// One per connection. Collects a request (refusing bodies over 16 KiB), hands it to the API,
+/// writes the answer. NIO's pipelining handler keeps pipelined requests in order.
+final class HTTPRequestHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let api: GatewayAPI
+    private let inFlight: InFlightCounter
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+
+    init(api: GatewayAPI, inFlight: InFlightCounter) {
+        self.api = api
+        self.inFlight = inFlight
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            body = nil
+            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > GatewayAPI.maxBodyBytes {
+                tooLarge = true
+            } else {
+                tooLarge = false
+            }
+        case .body(var chunk):
+            guard !tooLarge else { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > GatewayAPI.maxBodyBytes {
+                tooLarge = true
+                body = nil
+            } else if body == nil {
+                body = chunk
+            } else {
+                body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let requestHead = head else { return }
+            head = nil
+            if tooLarge {
+                // The rest of an oversized body is not read: answer and close the connection.
+                write(HTTPResponse.error(.payloadTooLarge), for: requestHead, keepAlive: false, context: context)
+                return
+            }
+            let request = HTTPRequest(method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
+            body = nil
+            inFlight.increment()
+            let keepAlive = requestHead.isKeepAlive
+            let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
+            api.respond(to: request, on: context.eventLoop).whenSuccess { response in
+                self.inFlight.decrement()
+                self.write(response, for: requestHead, keepAlive: keepAlive, context: contextBox.value)
+            }
+        }
+    }
+
+    private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4)
+        headers.add(name: "content-type", value: response.contentType)
+        headers.add(name: "content-length", value: String(response.body.count))
+        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.method != .HEAD {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            buffer.writeBytes(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
