@@ -33,11 +33,11 @@ end
 local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint')
 local answer
 local stock, hold
-if not basket[1] then
-  answer = 'basket_not_found'
-elseif basket[6] == '1' then
-  -- taken out of service for a repair: nothing is recorded, the client retries
+if basket[6] == '1' then
+  -- taken out of service for a repair (or being rebuilt): nothing is recorded, the client retries
   return 'unavailable'
+elseif not basket[1] then
+  answer = 'basket_not_found'
 else
   stock = tonumber(basket[1])
   hold = tonumber(basket[4])

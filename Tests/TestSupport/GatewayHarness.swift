@@ -1,0 +1,127 @@
+import Foundation
+import GatewayCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import Prometheus
+import RedisClient
+import ReservationCore
+
+/// A real gateway (HTTP server, Redis client, scripts, expiry loop) started inside the test
+/// process on a free port, against the test Redis.
+public final class GatewayHarness: Sendable {
+    public static let adminToken = "test-admin-token"
+    public static let webhookSecret = "test-webhook-secret"
+
+    public let redis: RedisClient
+    public let service: ReservationService
+    public let api: GatewayAPI
+    public let configuration: Configuration
+    private let server: HTTPServer
+    private let expiry: Task<Void, Never>?
+
+    public var port: Int { server.port }
+
+    public static func start(
+        redisURL: String? = nil, expiryLoop: Bool = true, configure: (inout Configuration) -> Void = { _ in }
+    ) async throws -> GatewayHarness {
+        var configuration = Configuration()
+        configuration.redisURL = try redisURL ?? TestEnvironment.redisURL()
+        configuration.adminToken = adminToken
+        configuration.webhookSecret = webhookSecret
+        configuration.reserveRateLimit = 0
+        configuration.expiryIntervalMilliseconds = 50
+        configure(&configuration)
+        let redis = RedisClient(configuration: try RedisConfiguration(url: configuration.redisURL), eventLoopGroup: TestEnvironment.eventLoopGroup)
+        try await redis.load(ReservationScripts.all)
+        let registry = PrometheusCollectorRegistry()
+        let metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        let service = ReservationService(redis: redis, configuration: configuration, metrics: metrics)
+        var logger = Logger(label: "test-gateway")
+        logger.logLevel = .critical
+        let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
+        let server = try await HTTPServer.start(api: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0)
+        var expiry: Task<Void, Never>?
+        if expiryLoop {
+            let interval = configuration.expiryIntervalMilliseconds
+            expiry = Task {
+                while !Task.isCancelled {
+                    _ = try? await service.expireDueHolds()
+                    try? await Task.sleep(for: .milliseconds(interval))
+                }
+            }
+        }
+        return GatewayHarness(redis: redis, service: service, api: api, configuration: configuration, server: server, expiry: expiry)
+    }
+
+    private init(redis: RedisClient, service: ReservationService, api: GatewayAPI, configuration: Configuration, server: HTTPServer, expiry: Task<Void, Never>?) {
+        self.redis = redis
+        self.service = service
+        self.api = api
+        self.configuration = configuration
+        self.server = server
+        self.expiry = expiry
+    }
+
+    public func stop() async {
+        expiry?.cancel()
+        await server.stop(grace: .seconds(2))
+        await redis.shutdown()
+    }
+
+    // MARK: HTTP helpers
+
+    public func request(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
+    ) async throws -> TestHTTPResponse {
+        try await HTTPTestClient.request(port: port, method: method, path: path, headers: headers, body: body)
+    }
+
+    public var admin: [(String, String)] { [("Authorization", "Bearer \(Self.adminToken)")] }
+
+    @discardableResult
+    public func createBasket(_ basketId: String, stock: Int, holdSeconds: Int? = nil, maxPerConsumer: Int? = nil) async throws -> TestHTTPResponse {
+        var fields: [String: JSONValueLiteral] = ["stock": .int(stock)]
+        if let holdSeconds { fields["holdSeconds"] = .int(holdSeconds) }
+        if let maxPerConsumer { fields["maxPerConsumer"] = .int(maxPerConsumer) }
+        let response = try await request(.PUT, "/v1/baskets/\(basketId)", headers: admin, body: HTTPTestClient.json(fields))
+        guard response.status == 201 else { throw HarnessError("creating \(basketId) answered \(response.status) \(response.text)") }
+        return response
+    }
+
+    public func reserve(_ basketId: String, consumer: String, quantity: Int? = nil, idempotencyKey: String? = nil) async throws -> TestHTTPResponse {
+        var fields: [String: JSONValueLiteral] = ["consumerId": .string(consumer)]
+        if let quantity { fields["quantity"] = .int(quantity) }
+        let headers = idempotencyKey.map { [("Idempotency-Key", $0)] } ?? []
+        return try await request(.POST, "/v1/baskets/\(basketId)/reservations", headers: headers, body: HTTPTestClient.json(fields))
+    }
+
+    public func basket(_ basketId: String) async throws -> JSONValue {
+        let response = try await request(.GET, "/v1/baskets/\(basketId)")
+        guard response.status == 200, let json = response.json else { throw HarnessError("basket \(basketId): \(response.status)") }
+        return json
+    }
+
+    /// A signed webhook delivery, as the payment provider would send it.
+    public func deliverPayment(
+        eventId: String, type: String = "payment.succeeded", reservationId: String, paymentId: String = "pay-1",
+        amountCents: Int = 1299, currency: String = "EUR", timestamp: Int64? = nil, secret: String = webhookSecret
+    ) async throws -> TestHTTPResponse {
+        let body = Self.paymentBody(eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId, amountCents: amountCents, currency: currency)
+        let signature = WebhookVerifier(secret: secret).signatureHeader(body: body, timestamp: timestamp ?? Int64(Date().timeIntervalSince1970))
+        return try await request(.POST, "/v1/webhooks/payments", headers: [("Webhook-Signature", signature)], body: body)
+    }
+
+    public static func paymentBody(eventId: String, type: String, reservationId: String, paymentId: String, amountCents: Int, currency: String) -> [UInt8] {
+        Array(#"{"id":"\#(eventId)","type":"\#(type)","data":{"reservationId":"\#(reservationId)","paymentId":"\#(paymentId)","amountCents":\#(amountCents),"currency":"\#(currency)"}}"#.utf8)
+    }
+}
+
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension JSONValue {
+    public var int: Int? { integerValue.map { Int($0) } }
+}
