@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "ReservationCore", dependencies: [
             "RedisClient",
             .product(name: "Logging", package: "swift-log"),
-        ], plugins: ["EmbedLuaPlugin"]),
+        ], plugins: ["EmbedResourcesPlugin"]),
         // The gateway's HTTP server and request handling.
         .target(name: "GatewayCore", dependencies: [
             "ReservationCore", "RedisClient",
@@ -61,7 +61,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], resources: [.copy("Migrations")]),
+        ], plugins: ["EmbedResourcesPlugin"]),
 
         .executableTarget(name: "Gateway", dependencies: [
             "GatewayCore", "ReservationCore",
@@ -79,9 +79,9 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
-        // Build-time tool: embeds lua/*.lua into the binary so the scripts have one source.
-        .executableTarget(name: "EmbedLua"),
-        .plugin(name: "EmbedLuaPlugin", capability: .buildTool(), dependencies: ["EmbedLua"]),
+        // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
+        .executableTarget(name: "EmbedResources"),
+        .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
 
         .target(name: "TestSupport", dependencies: [
             "RedisClient", "PostgresClient", "ReservationCore", "GatewayCore",

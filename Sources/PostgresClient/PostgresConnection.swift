@@ -29,6 +29,8 @@ public final class PostgresConnection {
             throw PostgresError(kind: .connection, message: message)
         }
         self.handle = connection
+        // Server notices ("relation already exists, skipping") are not errors; keep them off stderr.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         try execute("SET TIME ZONE 'UTC'")
     }
 

@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOPosix
+import PostgresClient
+import RedisClient
+import ReconcilerCore
+import ReservationCore
+import ServiceLifecycle
+
+@main
+struct ReconcilerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reconciler",
+        abstract: "Moves the gateway's events from Redis into PostgreSQL, and audits and repairs drift.",
+        subcommands: [Run.self, Once.self, Audit.self, Migrate.self])
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(name: .customLong("redis-url"), help: "Overrides REDIS_URL.") var redisURL: String?
+    @Option(name: .customLong("database-url"), help: "Overrides DATABASE_URL.") var databaseURL: String?
+    @Option(help: "Overrides RECONCILER_BATCH.") var batch: Int?
+
+    /// Everything a subcommand needs, built once from the environment and flags.
+    func environment() throws -> (Configuration, Logger) {
+        var configuration: Configuration
+        do {
+            configuration = try Configuration(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if let redisURL { configuration.redisURL = redisURL }
+        if let databaseURL { configuration.databaseURL = databaseURL }
+        if let batch { configuration.reconcilerBatchSize = batch }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return (configuration, Logger(label: "reconciler"))
+    }
+
+    func reconciler(_ configuration: Configuration, _ logger: Logger) throws -> (Reconciler, RedisClient, PostgresClient) {
+        let redisConfiguration: RedisConfiguration
+        do {
+            redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let postgres = PostgresClient(url: configuration.databaseURL, size: 4)
+        let name = ProcessInfo.processInfo.environment["RECONCILER_NAME"]
+            ?? "reconciler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let claimIdle = ProcessInfo.processInfo.environment["CLAIM_IDLE_MS"].flatMap(Int.init) ?? 30_000
+        let reconciler = Reconciler(
+            redis: redis, postgres: postgres, configuration: configuration, consumerName: name,
+            claimIdleMilliseconds: claimIdle, logger: logger)
+        return (reconciler, redis, postgres)
+    }
+}
+
+extension ReconcilerCommand {
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Consume events and audit forever, until SIGTERM/SIGINT.")
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let (configuration, logger) = try options.environment()
+            let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
+            // Postgres may not be up yet: migrate with the same patience as the main loop.
+            var delay = Duration.milliseconds(200)
+            while true {
+                do {
+                    try await Migrator.migrate(postgres, logger: logger)
+                    break
+                } catch {
+                    logger.warning("migration failed; retrying", metadata: ["error": "\(error)"])
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                }
+            }
+            try? await redis.load(ReservationScripts.all)
+            logger.info("reconciler running", metadata: ["consumer": "\(reconciler.consumer.name)"])
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: ReconcilerService(reconciler: reconciler))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            await redis.shutdown()
+            await postgres.shutdown()
+        }
+    }
+
+    struct Once: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Apply every event that exists now, audit with repair, exit 0.")
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let (configuration, logger) = try options.environment()
+            let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
+            try await Migrator.migrate(postgres, logger: logger)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let applied = try await reconciler.drain()
+            let elapsed = clock.now - started
+            let drifts = try await reconciler.audit(repair: true)
+            // The repairs' own events reach Postgres too.
+            if !drifts.isEmpty { _ = try await reconciler.drain() }
+            logger.info("once finished", metadata: [
+                "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(drifts.count)",
+            ])
+            print("applied \(applied) events in \(elapsed); repaired \(drifts.count) drifts")
+            await redis.shutdown()
+            await postgres.shutdown()
+        }
+    }
+
+    struct Audit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Report drift between Redis and Postgres; change nothing. Exit 1 if any.")
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let (configuration, logger) = try options.environment()
+            let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
+            let drifts = try await reconciler.audit(repair: false)
+            for drift in drifts { print(drift) }
+            if drifts.isEmpty { print("no drift") }
+            await redis.shutdown()
+            await postgres.shutdown()
+            if !drifts.isEmpty { throw ExitCode(1) }
+        }
+    }
+
+    struct Migrate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or upgrade the schema, then exit.")
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let (configuration, logger) = try options.environment()
+            let postgres = PostgresClient(url: configuration.databaseURL, size: 1)
+            let applied = try await Migrator.migrate(postgres, logger: logger)
+            print(applied.isEmpty ? "schema is current" : "applied \(applied.joined(separator: ", "))")
+            await postgres.shutdown()
+        }
+    }
+}

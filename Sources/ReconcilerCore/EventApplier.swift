@@ -1,0 +1,159 @@
+import PostgresClient
+
+/// Turns a batch of stream entries into one Postgres transaction. Applying is idempotent and
+/// order-proof, so a redelivered entry (crash between commit and XACK) or entries applied by two
+/// reconcilers in any order leave the same rows:
+/// - a reservation's status only moves forward (pending < confirmed < cancelled | expired);
+/// - a payment is inserted once per event id (`ON CONFLICT (external_id) DO NOTHING`);
+/// - a basket takes the absolute stock and capacity of the newest event (by the gateway's
+///   per-basket `seq`), through `BasketStore.update` (optimistic locking).
+public enum EventApplier {
+    struct BasketChange {
+        var seq: Int
+        var stock: Int
+        var capacity: Int
+        var holdSeconds: Int?
+        var maxPerConsumer: Int?
+    }
+
+    struct ReservationChange {
+        var basketId: String
+        var consumerId: String
+        var quantity: Int
+        var status: String
+        var expiresAtMilliseconds: Int
+        var paymentId: String?
+    }
+
+    struct PaymentRow {
+        var eventId: String
+        var reservationId: String
+        var paymentId: String
+        var amountCents: Int?
+        var currency: String
+        var kind: String
+        var outcome: String
+    }
+
+    static func rank(_ status: String) -> Int {
+        switch status {
+        case "pending": return 0
+        case "confirmed": return 1
+        default: return 2
+        }
+    }
+
+    public struct Summary: Sendable, Equatable {
+        public var entries = 0
+        public var reservations = 0
+        public var payments = 0
+        public var baskets = 0
+    }
+
+    /// Applies `entries` in one transaction on `connection`.
+    @discardableResult
+    public static func apply(_ entries: [StreamEntry], on connection: PostgresConnection) throws -> Summary {
+        var baskets: [String: BasketChange] = [:]
+        var reservations: [String: ReservationChange] = [:]
+        var payments: [String: PaymentRow] = [:]
+
+        for entry in entries {
+            let fields = entry.fields
+            guard let type = fields["type"] else { continue }
+            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init),
+               let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init) {
+                var change = BasketChange(seq: seq, stock: stock, capacity: capacity,
+                                          holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init))
+                if let existing = baskets[basketId] {
+                    if existing.seq > change.seq {
+                        change = existing
+                    }
+                    change.holdSeconds = change.holdSeconds ?? existing.holdSeconds
+                    change.maxPerConsumer = change.maxPerConsumer ?? existing.maxPerConsumer
+                }
+                baskets[basketId] = change
+            }
+            if let reservationId = fields["res"], let basketId = fields["basket"], let status = fields["status"],
+               let quantity = fields["qty"].flatMap(Int.init), let expires = fields["exp"].flatMap(Int.init) {
+                let paymentId = type == "payment" ? fields["payment"] : nil
+                let change = ReservationChange(basketId: basketId, consumerId: fields["consumer"] ?? "", quantity: quantity,
+                                               status: status, expiresAtMilliseconds: expires, paymentId: paymentId)
+                if let existing = reservations[reservationId] {
+                    if rank(change.status) > rank(existing.status) {
+                        var merged = change
+                        merged.paymentId = change.paymentId ?? existing.paymentId
+                        reservations[reservationId] = merged
+                    } else if existing.paymentId == nil, let paymentId {
+                        reservations[reservationId]?.paymentId = paymentId
+                    }
+                } else {
+                    reservations[reservationId] = change
+                }
+            }
+            if type == "payment", let eventId = fields["event"] {
+                payments[eventId] = PaymentRow(
+                    eventId: eventId, reservationId: fields["res"] ?? "", paymentId: fields["payment"] ?? "",
+                    amountCents: fields["amount"].flatMap(Int.init), currency: fields["currency"] ?? "",
+                    kind: fields["kind"] ?? "", outcome: fields["outcome"] ?? "")
+            }
+        }
+
+        var summary = Summary(entries: entries.count, reservations: reservations.count, payments: payments.count, baskets: baskets.count)
+        try connection.transaction { connection in
+            if !reservations.isEmpty {
+                let ordered = reservations.sorted { $0.key < $1.key }
+                try connection.execute("""
+                    INSERT INTO reservations AS r (id, basket_id, consumer_id, quantity, status, expires_at, payment_id)
+                    SELECT id, basket, consumer, qty, status, to_timestamp(exp / 1000.0), pay
+                    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[])
+                        AS t(id, basket, consumer, qty, status, exp, pay)
+                    ON CONFLICT (id) DO UPDATE
+                    SET status = CASE WHEN (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
+                                        > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
+                                      THEN EXCLUDED.status ELSE r.status END,
+                        payment_id = COALESCE(r.payment_id, EXCLUDED.payment_id),
+                        updated_at = now()
+                    WHERE (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
+                          > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
+                       OR (r.payment_id IS NULL AND EXCLUDED.payment_id IS NOT NULL)
+                    """, [
+                        .textArray(ordered.map { $0.key }), .textArray(ordered.map { $0.value.basketId }),
+                        .textArray(ordered.map { $0.value.consumerId }), .intArray(ordered.map { $0.value.quantity }),
+                        .textArray(ordered.map { $0.value.status }), .intArray(ordered.map { $0.value.expiresAtMilliseconds }),
+                        .textArray(ordered.map { $0.value.paymentId }),
+                    ])
+            }
+            if !payments.isEmpty {
+                let ordered = payments.sorted { $0.key < $1.key }.map(\.value)
+                try connection.execute("""
+                    INSERT INTO payments (external_id, reservation_id, payment_id, amount_cents, currency, kind, outcome)
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
+                    ON CONFLICT (external_id) DO NOTHING
+                    """, [
+                        .textArray(ordered.map(\.eventId)), .textArray(ordered.map(\.reservationId)),
+                        .textArray(ordered.map(\.paymentId)), .intArray(ordered.map(\.amountCents)),
+                        .textArray(ordered.map(\.currency)), .textArray(ordered.map(\.kind)), .textArray(ordered.map(\.outcome)),
+                    ])
+            }
+            // Sorted, so two reconcilers lock basket rows in the same order and cannot deadlock.
+            for (basketId, change) in baskets.sorted(by: { $0.key < $1.key }) {
+                let initial = BasketRow(
+                    id: basketId, stock: change.stock, capacity: change.capacity, holdSeconds: change.holdSeconds ?? 600,
+                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1)
+                try BasketStore.update(connection, basketId, create: initial) { row in
+                    var next = row
+                    if change.seq > row.redisSeq {
+                        next.stock = change.stock
+                        next.capacity = change.capacity
+                        next.redisSeq = change.seq
+                    }
+                    if let hold = change.holdSeconds { next.holdSeconds = hold }
+                    if let max = change.maxPerConsumer { next.maxPerConsumer = max }
+                    return next == row ? nil : next
+                }
+            }
+        }
+        summary.entries = entries.count
+        return summary
+    }
+}

@@ -1,0 +1,144 @@
+import Logging
+import Metrics
+import PostgresClient
+import RedisClient
+import ReservationCore
+import ServiceLifecycle
+
+/// Moves the gateway's events from the Redis streams into Postgres, and audits and repairs the
+/// difference between the two.
+public final class Reconciler: Sendable {
+    let redis: RedisClient
+    let postgres: PostgresClient
+    public let consumer: StreamConsumer
+    let configuration: Configuration
+    let logger: Logger
+    /// How long an entry must sit unacknowledged with another consumer before `run` takes it.
+    let claimIdleMilliseconds: Int
+    private let applied = Counter(label: "reconciler_events_applied_total")
+    private let repairs = Counter(label: "reconciler_repairs_total")
+
+    public init(
+        redis: RedisClient, postgres: PostgresClient, configuration: Configuration, consumerName: String,
+        claimIdleMilliseconds: Int = 30_000, logger: Logger
+    ) {
+        self.redis = redis
+        self.postgres = postgres
+        self.consumer = StreamConsumer(redis: redis, name: consumerName)
+        self.configuration = configuration
+        self.claimIdleMilliseconds = claimIdleMilliseconds
+        self.logger = logger
+    }
+
+    var batchSize: Int { configuration.reconcilerBatchSize }
+
+    /// Applies `entries` in one transaction, then acknowledges them: XACK only after COMMIT.
+    @discardableResult
+    func process(_ entries: [StreamEntry]) async throws -> Int {
+        guard !entries.isEmpty else { return 0 }
+        let withFields = entries.filter { !$0.fields.isEmpty }
+        if !withFields.isEmpty {
+            try await postgres.withConnection { connection in
+                try EventApplier.apply(withFields, on: connection)
+            }
+        }
+        try await consumer.acknowledge(entries)
+        applied.increment(by: entries.count)
+        return entries.count
+    }
+
+    /// `reconciler once`: applies every event that exists now, including entries another
+    /// (perhaps dead) reconciler left unacknowledged, and returns how many entries it applied.
+    public func drain(streams: [String]? = nil) async throws -> Int {
+        try await consumer.ensureGroups()
+        var total = 0
+        while true {
+            let claimed = try await consumer.claimIdle(minIdleMilliseconds: 0, count: batchSize, streams: streams)
+            if claimed.isEmpty { break }
+            total += try await process(claimed)
+        }
+        let ends = try await consumer.currentEnds()
+        while true {
+            let entries = try await consumer.readNew(count: batchSize, streams: streams)
+            if entries.isEmpty { break }
+            total += try await process(entries)
+            // Entries that arrived after we started are applied too, but we stop there.
+            let pastEnd = entries.allSatisfy { entry in
+                guard let end = ends[entry.stream].flatMap(StreamID.init), let id = StreamID(entry.id) else { return true }
+                return id > end
+            }
+            if pastEnd { break }
+        }
+        return total
+    }
+
+    /// `reconciler run`: consume until graceful shutdown, auditing every `auditIntervalSeconds`.
+    /// Redis or Postgres going away is logged and retried with backoff; nothing is acknowledged
+    /// before it is committed, so nothing is lost while they are gone.
+    public func run() async {
+        var ownPendingFirst = true
+        var backoff = Duration.milliseconds(100)
+        let clock = ContinuousClock()
+        var nextClaim = clock.now
+        var nextTrim = clock.now.advanced(by: .seconds(10))
+        var nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
+        var groupsReady = false
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                if !groupsReady {
+                    try await consumer.ensureGroups()
+                    groupsReady = true
+                }
+                var entries: [StreamEntry]
+                if ownPendingFirst {
+                    entries = try await consumer.readOwnPending(count: batchSize)
+                    if entries.isEmpty { ownPendingFirst = false }
+                } else {
+                    entries = try await consumer.readNew(count: batchSize)
+                }
+                if clock.now >= nextClaim {
+                    entries += try await consumer.claimIdle(minIdleMilliseconds: claimIdleMilliseconds, count: batchSize)
+                    nextClaim = clock.now.advanced(by: .seconds(5))
+                }
+                if entries.isEmpty {
+                    if clock.now >= nextTrim {
+                        try await consumer.trim()
+                        nextTrim = clock.now.advanced(by: .seconds(10))
+                    }
+                    if clock.now >= nextAudit {
+                        let drifts = try await audit(repair: true)
+                        if !drifts.isEmpty { logger.warning("audit repaired drift", metadata: ["count": "\(drifts.count)"]) }
+                        nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
+                    }
+                    try? await Task.sleep(for: .milliseconds(20))
+                } else {
+                    try await process(entries)
+                }
+                backoff = .milliseconds(100)
+            } catch {
+                logger.warning("reconciler step failed; retrying", metadata: ["error": "\(error)", "backoff": "\(backoff)"])
+                ownPendingFirst = true
+                groupsReady = false
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+        logger.info("reconciler stopped after its last batch")
+    }
+
+    func repaired(_ drift: Drift) {
+        repairs.increment()
+        logger.warning("basket repaired", metadata: ["basket": "\(drift.basketId)", "drift": "\(drift.kind)", "detail": "\(drift.detail)"])
+    }
+}
+
+/// `reconciler run` as a Service: stops after its current batch on SIGTERM/SIGINT.
+public struct ReconcilerService: Service {
+    let reconciler: Reconciler
+
+    public init(reconciler: Reconciler) { self.reconciler = reconciler }
+
+    public func run() async throws {
+        await reconciler.run()
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the product on this machine: starts local Redis and PostgreSQL (installing them if
+# needed), builds release binaries, migrates the database, then runs `reconciler run` in the
+# background and the gateway in the foreground. Ctrl-C (or SIGTERM) stops both cleanly.
+#
+# ADMIN_TOKEN and WEBHOOK_SECRET default to the public development values printed below; set
+# them for anything but local use. Every variable of README's configuration table is honoured.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+eval "$(scripts/services.sh start)"
+export REDIS_URL DATABASE_URL
+export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
+export WEBHOOK_SECRET=${WEBHOOK_SECRET:-dev-webhook-secret}
+export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
+export GATEWAY_PORT=${GATEWAY_PORT:-8080}
+
+swift build -c release --product gateway >&2
+swift build -c release --product reconciler >&2
+BIN=$(swift build -c release --show-bin-path)
+
+"$BIN/reconciler" migrate
+"$BIN/reconciler" run &
+RECONCILER=$!
+GATEWAY=
+stop() {
+  [ -n "$GATEWAY" ] && kill -TERM "$GATEWAY" 2>/dev/null || true
+  kill -TERM "$RECONCILER" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+echo "run: gateway on http://$GATEWAY_HOST:$GATEWAY_PORT  (ADMIN_TOKEN=$ADMIN_TOKEN, WEBHOOK_SECRET=$WEBHOOK_SECRET)" >&2
+"$BIN/gateway" &
+GATEWAY=$!
+wait "$GATEWAY"
