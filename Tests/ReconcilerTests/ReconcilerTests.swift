@@ -1,0 +1,201 @@
+import Foundation
+import GatewayCore
+import Logging
+import PostgresClient
+import RedisClient
+import ReconcilerCore
+import ReservationCore
+import Testing
+import TestSupport
+
+@Suite("Reconciler against real Redis and Postgres")
+struct ReconcilerTests {
+    @Test("10 concurrent reservations on stock 3, then once: 3 rows in Postgres and stock 0")
+    func tenOnThreeReachPostgres() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        for _ in 0..<5 {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await fixture.gateway.createBasket(basketId, stock: 3)
+            let granted = try await withThrowingTaskGroup(of: Int.self) { group in
+                for consumer in 0..<10 { group.addTask { try await fixture.gateway.reserve(basketId, consumer: "c\(consumer)").status } }
+                return try await group.reduce(0) { $0 + ($1 == 201 ? 1 : 0) }
+            }
+            #expect(granted == 3)
+            try await fixture.once()
+            let rows = try await fixture.postgresReservations(basketId)
+            #expect(rows.count == 3)
+            #expect(rows.values.allSatisfy { $0 == "pending" })
+            let basket = try #require(try await fixture.postgresBasket(basketId))
+            #expect(basket.stock == 0)
+            #expect(basket.capacity == 3)
+        }
+        await fixture.stop()
+    }
+
+    @Test("concurrent cancel and reserve, then once: Postgres stock >= 0 and equal to Redis")
+    func cancelAndReserveReachPostgres() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        for _ in 0..<10 {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await fixture.gateway.createBasket(basketId, stock: 1)
+            let held = try await fixture.gateway.reserve(basketId, consumer: "holder")
+            let reservationId = try #require(held.json?["reservationId"]?.stringValue)
+            async let cancel = fixture.gateway.request(.DELETE, "/v1/reservations/\(reservationId)")
+            async let reserve = fixture.gateway.reserve(basketId, consumer: "newcomer")
+            _ = try await (cancel, reserve)
+            try await fixture.once()
+            let postgresStock = try #require(try await fixture.postgresBasket(basketId)?.stock)
+            #expect(postgresStock >= 0)
+            #expect(postgresStock == (try await fixture.redisStock(basketId)))
+            #expect(try await fixture.postgresReservations(basketId)[reservationId] == "cancelled")
+        }
+        await fixture.stop()
+    }
+
+    @Test("optimistic locking: two concurrent -1 on stock 5 give 3 and version + 2; 50 concurrent adjustments all land")
+    func optimisticLocking() async throws {
+        let database = try await TestDatabase.create()
+        let postgres = PostgresClient(url: database.url, size: 8)
+        try await Migrator.migrate(postgres, logger: Logger(label: "test"))
+        for round in 0..<20 {
+            let basketId = "lock-\(round)"
+            try await postgres.execute("INSERT INTO baskets (id, stock, capacity) VALUES ($1, 5, 5)", [.text(basketId)])
+            let before = try #require(try await postgres.withConnection { try BasketStore.read($0, basketId) })
+            async let first = BasketStore.adjustStock(postgres, basketId: basketId, by: -1)
+            async let second = BasketStore.adjustStock(postgres, basketId: basketId, by: -1)
+            _ = try await (first, second)
+            let after = try #require(try await postgres.withConnection { try BasketStore.read($0, basketId) })
+            #expect(after.stock == 3)
+            #expect(after.version == before.version + 2)
+        }
+        try await postgres.execute("INSERT INTO baskets (id, stock, capacity) VALUES ('lock-many', 100, 100)")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<50 {
+                group.addTask { _ = try await BasketStore.adjustStock(postgres, basketId: "lock-many", by: index % 2 == 0 ? 3 : -1) }
+            }
+            try await group.waitForAll()
+        }
+        let many = try #require(try await postgres.withConnection { try BasketStore.read($0, "lock-many") })
+        #expect(many.stock == 100 + 25 * 3 - 25)
+        #expect(many.version == 51)
+        await #expect(throws: BasketStoreError.insufficientStock("lock-many")) {
+            try await BasketStore.adjustStock(postgres, basketId: "lock-many", by: -1000)
+        }
+        await postgres.shutdown()
+        await database.drop()
+    }
+
+    @Test("two concurrent deliveries of one webhook, then once: exactly one payments row")
+    func oneWebhookOneRow() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        for _ in 0..<10 {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await fixture.gateway.createBasket(basketId, stock: 1)
+            let reservationId = try #require(try await fixture.gateway.reserve(basketId, consumer: "c").json?["reservationId"]?.stringValue)
+            let eventId = TestEnvironment.uniqueId("evt")
+            async let first = fixture.gateway.deliverPayment(eventId: eventId, reservationId: reservationId)
+            async let second = fixture.gateway.deliverPayment(eventId: eventId, reservationId: reservationId)
+            _ = try await (first, second)
+            try await fixture.once()
+            try await fixture.once()
+            let rows = try await fixture.postgres.query("SELECT outcome, reservation_id FROM payments WHERE external_id = $1", [.text(eventId)])
+            #expect(rows.count == 1)
+            #expect(rows.first?["outcome"].string == "confirmed")
+            #expect(try await fixture.postgresReservations(basketId)[reservationId] == "confirmed")
+            let row = try await fixture.postgres.query("SELECT payment_id FROM reservations WHERE id = $1", [.text(reservationId)])
+            #expect(row.first?["payment_id"].string == "pay-1")
+        }
+        await fixture.stop()
+    }
+
+    /// Writes `count` reservations straight through the reserve script, pipelined.
+    static func reserveMany(_ fixture: ReconcilerFixture, basketId: String, count: Int) async throws {
+        let partition = Keyspace.partition(ofBasket: basketId)
+        let ids = ReservationIdGenerator()
+        for start in stride(from: 0, to: count, by: 1000) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in start..<min(start + 1000, count) {
+                    group.addTask {
+                        let id = ids.next(partition: partition)
+                        let basketKey = RedisArgument.string(Keyspace.basket(basketId, partition: partition))
+                        let reply = try await fixture.redis.evalSHA(
+                            ReservationScripts.reserve,
+                            keys: [basketKey, .string(Keyspace.reservation(id, partition: partition)),
+                                   .string(Keyspace.consumerUnits(basketId: basketId, consumerId: "c\(index)", partition: partition)),
+                                   .string(Keyspace.holds(partition)), .string(Keyspace.stream(partition)), basketKey, basketKey],
+                            arguments: [.string(basketId), .string("c\(index)"), 1, .string(id), 0, "", 86400, 604800])
+                        guard reply.string?.hasPrefix("granted") == true else { throw HarnessError("reserve: \(reply)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    @Test("a reconciler killed with SIGKILL while draining 20,000 events, then started again: every reservation once")
+    func killedMidDrain() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("big")
+        try await fixture.gateway.createBasket(basketId, stock: 20_000)
+        try await Self.reserveMany(fixture, basketId: basketId, count: 20_000)
+        var environment = fixture.environment
+        environment["RECONCILER_BATCH"] = "200"
+        let first = try ProductProcess("reconciler", ["once"], environment: environment)
+        let midway = try await eventually(timeout: .seconds(60), interval: .milliseconds(5)) {
+            let count = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
+            return count > 0
+        }
+        first.kill()
+        #expect(midway)
+        let partial = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
+        #expect(partial < 20_000, "killed before it finished (\(partial) rows)")
+        let second = try await ProductProcess.run("reconciler", ["once"], environment: environment)
+        #expect(second.status == 0)
+        let summary = try await fixture.postgres.query(
+            "SELECT count(*) AS n, count(DISTINCT id) AS d, count(*) FILTER (WHERE status = 'pending') AS p FROM reservations WHERE basket_id = $1",
+            [.text(basketId)])
+        #expect(summary[0]["n"].int == 20_000)
+        #expect(summary[0]["d"].int == 20_000)
+        #expect(summary[0]["p"].int == 20_000)
+        #expect(try await fixture.postgresBasket(basketId)?.stock == 0)
+        let audit = try await ProductProcess.run("reconciler", ["audit"], environment: fixture.environment)
+        #expect(audit.status == 0, "\(audit.output)")
+        await fixture.stop()
+    }
+
+    @Test("two reconcilers draining the same streams at once: nothing doubled, nothing lost")
+    func twoReconcilers() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("b")
+        try await fixture.gateway.createBasket(basketId, stock: 5_000)
+        try await Self.reserveMany(fixture, basketId: basketId, count: 5_000)
+        // Cancel a fifth of them so statuses move, and pay for some.
+        let ids = Array(try await fixture.redis.send("ZRANGE", .string(Keyspace.holds(Keyspace.partition(ofBasket: basketId))), 0, -1).array ?? [])
+            .compactMap(\.string)
+        for id in ids.prefix(1000) { _ = try await fixture.gateway.request(.DELETE, "/v1/reservations/\(id)") }
+        for (index, id) in ids.dropFirst(1000).prefix(200).enumerated() {
+            _ = try await fixture.gateway.deliverPayment(eventId: "two-\(basketId)-\(index)", reservationId: id)
+        }
+        let a = fixture.reconciler("a")
+        let b = fixture.reconciler("b")
+        async let drainedA = a.drain()
+        async let drainedB = b.drain()
+        let (countA, countB) = try await (drainedA, drainedB)
+        #expect(countA + countB >= 5_000 + 1 + 1_000 + 200)
+        let summary = try await fixture.postgres.query("""
+            SELECT count(*) AS n, count(*) FILTER (WHERE status = 'cancelled') AS c,
+                   count(*) FILTER (WHERE status = 'confirmed') AS k, count(*) FILTER (WHERE status = 'pending') AS p
+            FROM reservations WHERE basket_id = $1
+            """, [.text(basketId)])
+        #expect(summary[0]["n"].int == 5_000)
+        #expect(summary[0]["c"].int == 1_000)
+        #expect(summary[0]["k"].int == 200)
+        #expect(summary[0]["p"].int == 3_800)
+        #expect(try await fixture.postgres.query("SELECT count(*) AS n FROM payments")[0]["n"].int == 200)
+        let basket = try #require(try await fixture.postgresBasket(basketId))
+        #expect(basket.stock == 1_000)
+        #expect(basket.stock == (try await fixture.redisStock(basketId)))
+        #expect(try await a.audit(repair: false).isEmpty)
+        await fixture.stop()
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import PostgresClient
+
+/// A PostgreSQL 15 server of a test's own (own port, own data folder), for tests that stop it.
+/// As root it runs as the `postgres` user, since the server refuses to run as root.
+public final class PostgresServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: immutable after init; the server is shared only through its port.
+    public let port: Int
+    public let directory: String
+    static let bin = "/usr/lib/postgresql/15/bin"
+
+    public var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres" }
+
+    public init() throws {
+        port = try freePort()
+        directory = "/tmp/pg-test-\(port)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if getuid() == 0 { try Self.shell(["chown", "postgres:postgres", directory]) }
+        try asOwner(["\(Self.bin)/initdb", "-D", directory, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+    }
+
+    public func start() throws {
+        try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-l", "\(directory)/server.log", "-w", "-t", "60",
+                     "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off", "start"])
+    }
+
+    public func stop() throws {
+        try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-m", "fast", "-w", "stop"])
+    }
+
+    deinit {
+        try? asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-m", "immediate", "-w", "stop"])
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func asOwner(_ arguments: [String]) throws {
+        try Self.shell(getuid() == 0 ? ["runuser", "-u", "postgres", "--"] + arguments : arguments)
+    }
+
+    static func shell(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        while process.isRunning { usleep(5_000) }
+        guard process.terminationStatus == 0 else {
+            throw HarnessError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+        }
+    }
+}
+
+/// A database of a test's own on the shared test server (dropped at the end).
+public final class TestDatabase: Sendable {
+    public let url: String
+    public let name: String
+    private let adminURL: String
+
+    public static func create() async throws -> TestDatabase {
+        let base = try TestEnvironment.databaseURL()
+        let name = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20)
+        let admin = PostgresClient(url: base, size: 1)
+        try await admin.execute("CREATE DATABASE \(name)")
+        await admin.shutdown()
+        return TestDatabase(url: Self.replacingDatabase(in: base, with: String(name)), name: String(name), adminURL: base)
+    }
+
+    private init(url: String, name: String, adminURL: String) {
+        self.url = url
+        self.name = name
+        self.adminURL = adminURL
+    }
+
+    public func drop() async {
+        let admin = PostgresClient(url: adminURL, size: 1)
+        _ = try? await admin.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        await admin.shutdown()
+    }
+
+    static func replacingDatabase(in url: String, with name: String) -> String {
+        var base = url
+        var query = ""
+        if let mark = base.firstIndex(of: "?") {
+            query = String(base[mark...])
+            base = String(base[..<mark])
+        }
+        guard let slash = base.range(of: "/", options: .backwards), base[..<slash.lowerBound].contains("@") || base.hasPrefix("postgres") else {
+            return base + "/" + name + query
+        }
+        return base[..<slash.lowerBound] + "/" + name + query
+    }
+}
+
+/// Runs a binary of this package (built next to the test bundle), e.g. `reconciler`.
+public final class ProductProcess: @unchecked Sendable {
+    // @unchecked Sendable: `process` is only used by the owning test's sequential code.
+    public let process: Process
+    private let output: Pipe
+
+    public static func binary(_ name: String) -> URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // The test bundle may be reported as a path inside the .xctest folder.
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path), directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent(name)
+    }
+
+    public init(_ name: String, _ arguments: [String], environment: [String: String]) throws {
+        process = Process()
+        process.executableURL = Self.binary(name)
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        for (key, value) in environment { merged[key] = value }
+        process.environment = merged
+        output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var isRunning: Bool { process.isRunning }
+
+    public func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        while process.isRunning { usleep(5_000) }
+    }
+
+    /// Waits for the process to exit (polling; never blocks a thread on waitpid) and returns its
+    /// exit status and standard output.
+    public func finish(timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        var collected = Data()
+        while process.isRunning {
+            if clock.now > deadline {
+                kill()
+                throw HarnessError("\(process.executableURL?.lastPathComponent ?? "process") did not finish in time")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        collected.append(output.fileHandleForReading.readDataToEndOfFile())
+        return (process.terminationStatus, String(decoding: collected, as: UTF8.self))
+    }
+
+    /// Runs to completion.
+    public static func run(_ name: String, _ arguments: [String], environment: [String: String]) async throws -> (status: Int32, output: String) {
+        try await ProductProcess(name, arguments, environment: environment).finish()
+    }
+}
