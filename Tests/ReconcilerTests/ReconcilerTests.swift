@@ -140,7 +140,7 @@ struct ReconcilerTests {
         try await Self.reserveMany(fixture, basketId: basketId, count: 20_000)
         var environment = fixture.environment
         environment["RECONCILER_BATCH"] = "200"
-        let first = try ProductProcess("reconciler", ["once"], environment: environment)
+        let first = try ProductProcess.start("reconciler", ["once"], environment: environment)
         let midway = try await eventually(timeout: .seconds(60), interval: .milliseconds(5)) {
             let count = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
             return count > 0

@@ -38,15 +38,9 @@ public final class PostgresServerProcess: @unchecked Sendable {
     }
 
     static func shell(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        while process.isRunning { usleep(5_000) }
-        guard process.terminationStatus == 0 else {
-            throw HarnessError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+        let status = try Subprocess(arguments).finishBlocking()
+        guard status == 0 else {
+            throw HarnessError("\(arguments.joined(separator: " ")) exited \(status)")
         }
     }
 }
@@ -93,59 +87,22 @@ public final class TestDatabase: Sendable {
 }
 
 /// Runs a binary of this package (built next to the test bundle), e.g. `reconciler`.
-public final class ProductProcess: @unchecked Sendable {
-    // @unchecked Sendable: `process` is only used by the owning test's sequential code.
-    public let process: Process
-    private let output: Pipe
-
-    public static func binary(_ name: String) -> URL {
+public enum ProductProcess {
+    public static func binary(_ name: String) -> String {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         // The test bundle may be reported as a path inside the .xctest folder.
         while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path), directory.path != "/" {
             directory.deleteLastPathComponent()
         }
-        return directory.appendingPathComponent(name)
+        return directory.appendingPathComponent(name).path
     }
 
-    public init(_ name: String, _ arguments: [String], environment: [String: String]) throws {
-        process = Process()
-        process.executableURL = Self.binary(name)
-        process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        for (key, value) in environment { merged[key] = value }
-        process.environment = merged
-        output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-    }
-
-    public var isRunning: Bool { process.isRunning }
-
-    public func kill() {
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        while process.isRunning { usleep(5_000) }
-    }
-
-    /// Waits for the process to exit (polling; never blocks a thread on waitpid) and returns its
-    /// exit status and standard output.
-    public func finish(timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: timeout)
-        var collected = Data()
-        while process.isRunning {
-            if clock.now > deadline {
-                kill()
-                throw HarnessError("\(process.executableURL?.lastPathComponent ?? "process") did not finish in time")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        collected.append(output.fileHandleForReading.readDataToEndOfFile())
-        return (process.terminationStatus, String(decoding: collected, as: UTF8.self))
+    public static func start(_ name: String, _ arguments: [String], environment: [String: String]) throws -> Subprocess {
+        try Subprocess([binary(name)] + arguments, environment: environment, captureOutput: true)
     }
 
     /// Runs to completion.
     public static func run(_ name: String, _ arguments: [String], environment: [String: String]) async throws -> (status: Int32, output: String) {
-        try await ProductProcess(name, arguments, environment: environment).finish()
+        try await start(name, arguments, environment: environment).finish()
     }
 }

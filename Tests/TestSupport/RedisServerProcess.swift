@@ -22,14 +22,12 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     public func start() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = [
+        let process = try Subprocess([Self.binary,
             "--bind", "127.0.0.1", "--port", String(port), "--dir", directory.path, "--daemonize", "yes",
             "--pidfile", pidFile, "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
             "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
-        ]
-        try process.run()
+        ])
+        _ = try await process.finish(timeout: .seconds(10))
         let ready = try await eventually(timeout: .seconds(10)) { self.command("PING").hasPrefix("+PONG") }
         guard ready else {
             throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start")

@@ -1,0 +1,167 @@
+import Foundation
+import GatewayCore
+import Logging
+import PostgresClient
+import RedisClient
+import ReconcilerCore
+import ReservationCore
+import Testing
+import TestSupport
+
+@Suite("Reconciler drift repair and outages")
+struct DriftAndOutageTests {
+    /// Reserves for `attempts` new consumers and returns how many were granted.
+    static func grants(_ fixture: ReconcilerFixture, _ basketId: String, attempts: Int) async throws -> Int {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<attempts {
+                group.addTask {
+                    let response = try await fixture.gateway.reserve(basketId, consumer: "late-\(index)-\(UUID().uuidString.prefix(6))")
+                    return response.status == 201 ? 1 : 0
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+    }
+
+    static func audit(_ fixture: ReconcilerFixture) async throws -> (status: Int32, output: String) {
+        try await ProductProcess.run("reconciler", ["audit"], environment: fixture.environment)
+    }
+
+    static func once(_ fixture: ReconcilerFixture) async throws {
+        let result = try await ProductProcess.run("reconciler", ["once"], environment: fixture.environment)
+        #expect(result.status == 0, "\(result.output)")
+    }
+
+    /// A basket with 3 of 10 units held, one paid, one cancelled, all in Postgres.
+    static func prepared(_ fixture: ReconcilerFixture) async throws -> (String, [String]) {
+        let basketId = TestEnvironment.uniqueId("drift")
+        try await fixture.gateway.createBasket(basketId, stock: 10)
+        var ids: [String] = []
+        for consumer in 0..<4 {
+            let response = try await fixture.gateway.reserve(basketId, consumer: "c\(consumer)")
+            ids.append(try #require(response.json?["reservationId"]?.stringValue))
+        }
+        _ = try await fixture.gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: ids[0])
+        _ = try await fixture.gateway.request(.DELETE, "/v1/reservations/\(ids[3])")
+        try await once(fixture)
+        #expect(try await audit(fixture).status == 0)
+        return (basketId, ids)
+    }
+
+    @Test("an overwritten stock counter is reported, repaired, and the right stock sells")
+    func overwrittenCounter() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, _) = try await Self.prepared(fixture)
+        _ = try await fixture.redis.send("HSET", .string(Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))), "stock", 999)
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && report.output.contains("counters"), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        #expect(try await fixture.postgresBasket(basketId)?.stock == 7)
+        #expect(try await Self.grants(fixture, basketId, attempts: 12) == 7)
+        await fixture.stop()
+    }
+
+    @Test("a basket whose keys were deleted is rebuilt from Postgres, reservations included")
+    func deletedBasket() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, ids) = try await Self.prepared(fixture)
+        let partition = Keyspace.partition(ofBasket: basketId)
+        var keys: [RedisArgument] = [.string(Keyspace.basket(basketId, partition: partition))]
+        keys += ids.map { .string(Keyspace.reservation($0, partition: partition)) }
+        keys += (0..<4).map { .string(Keyspace.consumerUnits(basketId: basketId, consumerId: "c\($0)", partition: partition)) }
+        _ = try await fixture.redis.send(["DEL"] + keys)
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && report.output.contains("missing_in_redis"), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        let basket = try await fixture.gateway.basket(basketId)
+        #expect(basket["stock"]?.int == 7)
+        #expect(basket["pending"]?.int == 2)
+        #expect(basket["confirmed"]?.int == 1)
+        #expect(try await fixture.gateway.request(.GET, "/v1/reservations/\(ids[0])").json?["status"]?.stringValue == "confirmed")
+        // The per-consumer limit survived: c1 still holds its one unit.
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "c1").errorCode == "limit_exceeded")
+        #expect(try await Self.grants(fixture, basketId, attempts: 10) == 7)
+        await fixture.stop()
+    }
+
+    @Test("after Redis is flushed entirely, everything is rebuilt and the right stock sells")
+    func flushedRedis() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, ids) = try await Self.prepared(fixture)
+        let (otherId, _) = try await Self.prepared(fixture)
+        _ = try await fixture.redis.send("FLUSHALL")
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && report.output.contains(otherId), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        #expect(try await fixture.gateway.request(.GET, "/v1/reservations/\(ids[1])").json?["status"]?.stringValue == "pending")
+        // The held unit of a reservation rebuilt from Postgres still expires or cancels once.
+        let cancelled = try await fixture.gateway.request(.DELETE, "/v1/reservations/\(ids[1])")
+        #expect(cancelled.json?["status"]?.stringValue == "cancelled")
+        #expect(try await Self.grants(fixture, basketId, attempts: 12) == 8)
+        #expect(try await Self.grants(fixture, otherId, attempts: 12) == 7)
+        try await Self.once(fixture)
+        #expect(try await fixture.postgresBasket(basketId)?.stock == 0)
+        #expect(try await Self.audit(fixture).status == 0)
+        await fixture.stop()
+    }
+
+    @Test("Postgres stopped for 10 s while reservations continue and run is running: it catches up, nothing lost or doubled")
+    func postgresOutage() async throws {
+        let server = try PostgresServerProcess()
+        try server.start()
+        let redisServer = try RedisServerProcess(appendOnly: false)
+        try await redisServer.start()
+        let gateway = try await GatewayHarness.start(redisURL: redisServer.url)
+        let postgres = PostgresClient(url: server.url, size: 2)
+        try await Migrator.migrate(postgres, logger: Logger(label: "test"))
+        var configuration = Configuration()
+        configuration.reconcilerBatchSize = 200
+        var logger = Logger(label: "test-reconciler")
+        logger.logLevel = .critical
+        let reconciler = Reconciler(redis: gateway.redis, postgres: postgres, configuration: configuration,
+                                    consumerName: "outage", logger: logger)
+        let running = Task { await reconciler.run() }
+
+        let basketId = TestEnvironment.uniqueId("outage")
+        try await gateway.createBasket(basketId, stock: 1_000)
+        func count() async throws -> Int {
+            try await postgres.query("SELECT count(*) AS n FROM reservations WHERE basket_id = $1", [.text(basketId)])[0]["n"].int ?? 0
+        }
+        var granted = 0
+        for index in 0..<50 where try await gateway.reserve(basketId, consumer: "before-\(index)").status == 201 { granted += 1 }
+        #expect(try await eventually(timeout: .seconds(20)) { try await count() == 50 })
+
+        try server.stop()
+        let outageEnds = ContinuousClock.now.advanced(by: .seconds(10))
+        var index = 0
+        while ContinuousClock.now < outageEnds {
+            if try await gateway.reserve(basketId, consumer: "during-\(index)").status == 201 { granted += 1 }
+            index += 1
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        try server.start()
+        for index in 0..<50 where try await gateway.reserve(basketId, consumer: "after-\(index)").status == 201 { granted += 1 }
+
+        #expect(try await eventually(timeout: .seconds(60), interval: .milliseconds(100)) { try await count() == granted })
+        let summary = try await postgres.query(
+            "SELECT count(*) AS n, count(DISTINCT id) AS d FROM reservations WHERE basket_id = $1", [.text(basketId)])
+        #expect(summary[0]["n"].int == granted)
+        #expect(summary[0]["d"].int == granted)
+        #expect(try await eventually(timeout: .seconds(20)) {
+            try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - granted
+        })
+        #expect(try await gateway.basket(basketId)["stock"]?.int == 1_000 - granted)
+        running.cancel()
+        _ = await running.value
+        await gateway.stop()
+        await postgres.shutdown()
+        try? server.stop()
+        redisServer.stop()
+    }
+}
