@@ -1,0 +1,108 @@
+import Foundation
+import GatewayCore
+import ReservationCore
+import Testing
+
+/// Pure functions: no servers involved.
+@Suite("Unit")
+struct UnitTests {
+    @Test("JSON parsing accepts RFC 8259 and nothing else", arguments: [
+        (#"{"a":1,"b":[true,false,null],"c":"x\"\\\/\u00e9\ud83d\ude00","d":-0.5e3}"#, true),
+        (#"  {"nested":{"deep":[{"x":1}]}}  "#, true),
+        (#"{"a":1,}"#, false), (#"{'a':1}"#, false), (#"{"a":01}"#, false), (#"{"a":1} x"#, false),
+        (#"{"a":"\x"}"#, false), (#"{"a":"\ud83d"}"#, false), ("{\"a\":\"tab\there\"}", false), (#"[1,2"#, false), ("", false),
+    ])
+    func jsonParsing(text: String, valid: Bool) {
+        let parsed = try? JSONValue.parse(Array(text.utf8))
+        #expect((parsed != nil) == valid, "\(text)")
+    }
+
+    @Test("JSON values decode to the right types")
+    func jsonValues() throws {
+        let value = try JSONValue.parse(Array(#"{"n":42,"f":1.5,"s":"é😀","big":123456789012}"#.utf8))
+        #expect(value["n"] == .integer(42))
+        #expect(value["f"] == .number(1.5))
+        #expect(value["s"]?.stringValue == "é😀")
+        #expect(value["big"]?.integerValue == 123_456_789_012)
+    }
+
+    @Test("ids follow the contract's format", arguments: [
+        ("basket-1", true), ("A.b_c:d@e-F", true), (String(repeating: "x", count: 128), true),
+        ("", false), (String(repeating: "x", count: 129), false), ("has space", false), ("slash/no", false), ("é", false),
+    ])
+    func identifiers(id: String, valid: Bool) {
+        #expect(Identifier.isValid(id) == valid)
+    }
+
+    @Test("reservation ids name their partition and are unique")
+    func reservationIds() {
+        let generator = ReservationIdGenerator()
+        let other = ReservationIdGenerator()
+        var seen = Set<String>()
+        for partition in 0..<Keyspace.partitionCount {
+            for _ in 0..<100 {
+                let id = generator.next(partition: partition)
+                #expect(ReservationIdGenerator.partition(of: id) == partition)
+                #expect(Identifier.isValid(id))
+                #expect(seen.insert(id).inserted)
+                #expect(seen.insert(other.next(partition: partition)).inserted)
+            }
+        }
+        #expect(ReservationIdGenerator.partition(of: "99-x") == nil)
+        #expect(ReservationIdGenerator.partition(of: "ab-x") == nil)
+    }
+
+    @Test("every key of a basket shares one hash tag")
+    func hashTags() {
+        let basket = "sneakers-42"
+        let partition = Keyspace.partition(ofBasket: basket)
+        let keys = [Keyspace.basket(basket, partition: partition), Keyspace.stream(partition), Keyspace.holds(partition),
+                    Keyspace.consumerUnits(basketId: basket, consumerId: "c", partition: partition),
+                    Keyspace.idempotency(basketId: basket, key: "k", partition: partition)]
+        let tags = Set(keys.map { key in key[key.index(after: key.firstIndex(of: "{")!)..<key.firstIndex(of: "}")!] })
+        #expect(tags.count == 1)
+        #expect(Keyspace.partition(ofBasket: basket) == partition, "stable across calls")
+    }
+
+    @Test("webhook signatures: valid, tampered, stale, rotated secrets")
+    func webhookSignatures() {
+        let verifier = WebhookVerifier(secret: "s3cret")
+        let body = Array(#"{"id":"e"}"#.utf8)
+        let header = verifier.signatureHeader(body: body, timestamp: 1_000_000)
+        #expect(verifier.isValid(signatureHeader: header, body: body, now: 1_000_000))
+        #expect(verifier.isValid(signatureHeader: header, body: body, now: 1_000_300))
+        #expect(!verifier.isValid(signatureHeader: header, body: body, now: 1_000_301))
+        #expect(!verifier.isValid(signatureHeader: header, body: body + [32], now: 1_000_000))
+        #expect(!WebhookVerifier(secret: "other").isValid(signatureHeader: header, body: body, now: 1_000_000))
+        let rotated = "t=1000000,v1=" + String(repeating: "0", count: 64) + "," + header.split(separator: ",")[1]
+        #expect(verifier.isValid(signatureHeader: rotated, body: body, now: 1_000_000))
+        #expect(!verifier.isValid(signatureHeader: nil, body: body, now: 1_000_000))
+    }
+
+    @Test("RFC 3339 formatting in UTC with milliseconds")
+    func rfc3339() {
+        #expect(RFC3339.format(milliseconds: 0) == "1970-01-01T00:00:00.000Z")
+        #expect(RFC3339.format(milliseconds: 1_795_968_054_123) == "2026-11-29T16:00:54.123Z")
+        #expect(RFC3339.format(milliseconds: 951_782_400_000) == "2000-02-29T00:00:00.000Z")
+    }
+
+    @Test("configuration: defaults, variables, and clear errors")
+    func configuration() throws {
+        let defaults = try Configuration(environment: [:])
+        #expect(defaults.redisURL == "redis://127.0.0.1:6379")
+        #expect(defaults.databaseURL == "postgres://postgres@127.0.0.1:5432/reservations")
+        #expect(defaults.port == 8080)
+        #expect(defaults.holdSeconds == 600)
+        #expect(defaults.reserveRateLimit == 20)
+        let custom = try Configuration(environment: ["GATEWAY_PORT": "9000", "HOLD_SECONDS": "30", "RESERVE_RATE_LIMIT": "0"])
+        #expect(custom.port == 9000 && custom.holdSeconds == 30 && custom.reserveRateLimit == 0)
+        #expect(throws: Configuration.Problem.invalid(variable: "HOLD_SECONDS", reason: "expected an integer in 1...86400")) {
+            try Configuration(environment: ["HOLD_SECONDS": "0"])
+        }
+        var missing = try Configuration(environment: [:])
+        #expect(throws: Configuration.Problem.missing(variable: "ADMIN_TOKEN")) { try missing.resolveSecrets() }
+        missing.developmentMode = true
+        try missing.resolveSecrets()
+        #expect(missing.adminToken == Configuration.developmentAdminToken)
+    }
+}
