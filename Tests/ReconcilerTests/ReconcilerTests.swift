@@ -139,7 +139,7 @@ struct ReconcilerTests {
         try await fixture.gateway.createBasket(basketId, stock: 20_000)
         try await Self.reserveMany(fixture, basketId: basketId, count: 20_000)
         var environment = fixture.environment
-        environment["RECONCILER_BATCH"] = "200"
+        environment["RECONCILER_BATCH"] = "20"  // many small transactions: a wide window to kill in
         let first = try ProductProcess.start("reconciler", ["once"], environment: environment)
         let midway = try await eventually(timeout: .seconds(60), interval: .milliseconds(5)) {
             let count = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
