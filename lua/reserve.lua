@@ -7,7 +7,7 @@
 -- ARGV[7] idempotency retention (s)  ARGV[8] retention of finished reservations (s, unused here)
 -- Returns one answer string: "granted|<id>|<expiresAtMs>|<remaining>", "sold_out",
 -- "limit_exceeded", "basket_not_found", "unavailable", "rate_limited|<retryMs>",
--- "idempotency_key_reused". A replay returns the first answer, stored verbatim.
+-- "idempotency_key_reused", "id_collision". A replay returns the first answer, stored verbatim.
 -- Every check runs before the first write, so a failure leaves nothing half done.
 local quantity = tonumber(ARGV[3])
 local idempotent = ARGV[6] ~= ''
@@ -47,7 +47,8 @@ else
   elseif stock < quantity then
     answer = 'sold_out'
   elseif redis.call('EXISTS', KEYS[2]) == 1 then
-    return redis.error_reply('reservation id collision')
+    -- never happens with the gateway's ids; an answer, not an error, so pipelines keep going
+    return 'id_collision'
   end
 end
 

@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""The benchmark (scripts/bench.sh runs this after building and starting services).
+
+Measures, in one run and alternating so the machine's noise hits every side alike:
+baseline (smallest SwiftNIO HTTP/1.1 server) vs. the gateway's reserve and sold-out paths with
+wrk (64 connections, BENCH_ROUNDS rounds of BENCH_SECONDS each, medians), a 10,000-unit flash
+sale checked against Redis and Postgres, redis-benchmark running the reserve script at
+pipeline depth 16, the reconciler draining 200,000 events, and the gateway's peak RSS.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+BIN = os.environ["BIN"]
+REDIS_PORT = os.environ.get("REDIS_PORT", "6390")
+DATABASE_URL = os.environ["DATABASE_URL"]
+REDIS_URL = os.environ["REDIS_URL"]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+GATEWAY_PORT, BASELINE_PORT = 8088, 8090
+ADMIN = "bench-admin"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", "-p", REDIS_PORT, *map(str, args)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def psql(sql):
+    return subprocess.run(["psql", DATABASE_URL, "-Atqc", sql], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def http(method, path, body=None, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{GATEWAY_PORT}{path}", method=method,
+                                     data=body.encode() if body else None, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_http(port, path="/healthz"):
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1)
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def fnv_partition(text, partitions=16):
+    value = 2166136261
+    for byte in text.encode():
+        value ^= byte
+        value = (value * 16777619) & 0xFFFFFFFF
+    return value % partitions
+
+
+def to_ms(text):
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, script=None, args=(), seconds=SECONDS):
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    if script:
+        command += ["-s", script]
+    command.append(f"http://127.0.0.1:{port}/")
+    if script:
+        command += ["--", *args]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+        match = re.search(rf"^\s+{label}\s+(\S+)", output, re.M)
+        result[key] = to_ms(match.group(1)) if match else None
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non_2xx"] = int(errors.group(1)) if errors else 0
+    result["requests"] = int(re.search(r"(\d+) requests in", output).group(1))
+    return result
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def reset_data():
+    redis("FLUSHALL")
+    psql("TRUNCATE baskets, reservations, payments")
+
+
+def create_basket(basket, stock, max_per_consumer=1):
+    status, body = http("PUT", f"/v1/baskets/{basket}", json.dumps({"stock": stock, "maxPerConsumer": max_per_consumer}),
+                        {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+    assert status == 201, (status, body)
+
+
+def reserve_script_args(basket, count_field="__rand_int__"):
+    p = f"{{rg{fnv_partition(basket):02d}}}"
+    keys = [f"{p}:b:{basket}", f"{p}:r:{basket}-{count_field}", f"{p}:c:{basket}/{count_field}", f"{p}:holds", f"{p}:events",
+            f"{p}:b:{basket}", f"{p}:b:{basket}"]
+    args = [basket, f"c{count_field}", "1", f"{fnv_partition(basket):02d}-rb-{count_field}", "0", "", "86400", "604800"]
+    return keys, args
+
+
+def redis_benchmark(basket, requests, pipeline=16):
+    sha = redis("SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "reserve.lua")).read())
+    redis("HSET", f"{{rg{fnv_partition(basket):02d}}}:b:{basket}", "stock", 10**9, "pending", 0, "confirmed", 0,
+          "capacity", 10**9, "hold", 600, "max", 1, "seq", 1)
+    keys, args = reserve_script_args(basket)
+    command = ["redis-benchmark", "-p", REDIS_PORT, "-c", "50", "-n", str(requests), "-r", "1000000000",
+               "-P", str(pipeline), "-q", "EVALSHA", sha, str(len(keys)), *keys, *args]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(re.findall(r"([\d.]+) requests per second", output)[-1])
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+
+def main():
+    subprocess.run([f"{BIN}/reconciler", "migrate"], check=True, capture_output=True)
+    reset_data()
+    environment = dict(os.environ, ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", GATEWAY_PORT=str(GATEWAY_PORT),
+                       LOG_LEVEL="error")
+    gateway = subprocess.Popen([f"{BIN}/gateway"], env=environment)
+    baseline = subprocess.Popen([f"{BIN}/bench-baseline", str(BASELINE_PORT)], stdout=subprocess.DEVNULL)
+    results = {"machine": machine(), "started": datetime.datetime.utcnow().isoformat() + "Z",
+               "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 2}}
+    try:
+        wait_http(GATEWAY_PORT)
+        wait_http(BASELINE_PORT)
+        create_basket("bench-huge", 10**9)
+        create_basket("bench-soldout", 0)
+        script = os.path.join(ROOT, "bench", "reserve.lua")
+        log("warming up")
+        wrk(BASELINE_PORT, seconds=2)
+        wrk(GATEWAY_PORT, script, ["bench-huge", "warm"], seconds=2)
+        rounds = {"baseline": [], "reserve": [], "sold_out": []}
+        for round_number in range(ROUNDS):
+            log(f"round {round_number + 1}/{ROUNDS}: baseline, reserve, sold out ({SECONDS} s each)")
+            rounds["baseline"].append(wrk(BASELINE_PORT))
+            rounds["reserve"].append(wrk(GATEWAY_PORT, script, ["bench-huge", f"r{round_number}"]))
+            rounds["sold_out"].append(wrk(GATEWAY_PORT, script, ["bench-soldout", f"s{round_number}"]))
+        results["rounds"] = rounds
+        results["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        median = lambda name, key: statistics.median(r[key] for r in rounds[name])
+        results["baseline_rps"] = median("baseline", "rps")
+        results["reserve_rps"] = median("reserve", "rps")
+        results["reserve_p50_ms"] = median("reserve", "p50_ms")
+        results["reserve_p99_ms"] = median("reserve", "p99_ms")
+        results["reserve_non_2xx"] = sum(r["non_2xx"] for r in rounds["reserve"])
+        results["sold_out_rps"] = median("sold_out", "rps")
+        results["reserve_ratio"] = results["reserve_rps"] / results["baseline_rps"]
+        results["sold_out_ratio"] = results["sold_out_rps"] / results["baseline_rps"]
+        baseline.terminate()
+
+        log("flash sale: 10,000 units")
+        reset_data()
+        basket = f"flash-{int(time.time())}"
+        create_basket(basket, 10_000)
+        load = subprocess.Popen(["wrk", "-t2", f"-c{CONNECTIONS}", "-d30s", "-s", script, f"http://127.0.0.1:{GATEWAY_PORT}/",
+                                 "--", basket, "flash"], stdout=subprocess.DEVNULL)
+        started = time.monotonic()
+        sold_out_after = None
+        while time.monotonic() - started < 30:
+            if http("GET", f"/v1/baskets/{basket}")[1].get("stock") == 0:
+                sold_out_after = time.monotonic() - started
+                break
+            time.sleep(0.005)
+        load.terminate()
+        load.wait()
+        view = http("GET", f"/v1/baskets/{basket}")[1]
+        subprocess.run([f"{BIN}/reconciler", "once"], check=True, capture_output=True, env=environment)
+        audit = subprocess.run([f"{BIN}/reconciler", "audit"], capture_output=True, env=environment)
+        rows = int(psql(f"SELECT count(*) FROM reservations WHERE basket_id = '{basket}'"))
+        postgres_stock = int(psql(f"SELECT stock FROM baskets WHERE id = '{basket}'"))
+        results["flash_sale"] = {
+            "seconds_to_sell_out": sold_out_after, "granted_redis": view.get("pending"), "stock_redis": view.get("stock"),
+            "rows_postgres": rows, "stock_postgres": postgres_stock, "audit_exit": audit.returncode,
+            "ok": view.get("pending") == 10_000 and rows == 10_000 and postgres_stock == 0 and audit.returncode == 0,
+        }
+
+        log("redis-benchmark: the reserve script at pipeline depth 16")
+        reset_data()
+        results["redis_script_rps_p16"] = redis_benchmark("bench-rb", 1_000_000)
+        results["reserve_vs_redis_ratio"] = results["reserve_rps"] / results["redis_script_rps_p16"]
+
+        log("reconciler: draining 200,000 events")
+        reset_data()
+        redis_benchmark("bench-drain", 200_000)
+        events = int(redis("XLEN", f"{{rg{fnv_partition('bench-drain'):02d}}}:events"))
+        output = subprocess.run([f"{BIN}/reconciler", "once"], check=True, capture_output=True, text=True, env=environment).stdout
+        match = re.search(r"applied (\d+) events in ([\d.]+) seconds", output)
+        applied, seconds = int(match.group(1)), float(match.group(2))
+        results["reconciler"] = {"events_waiting": events, "applied": applied, "seconds": seconds, "events_per_second": applied / seconds}
+    finally:
+        for process in (gateway, baseline):
+            if process.poll() is None:
+                process.terminate()
+        gateway.wait()
+
+    os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench-results", "latest.json"), "w") as out:
+        json.dump(results, out, indent=2)
+    m = results["machine"]
+    flash = results["flash_sale"]
+    rows = [
+        ("baseline (SwiftNIO hello world) req/s", f"{results['baseline_rps']:,.0f}", ""),
+        ("reserve reservations/s", f"{results['reserve_rps']:,.0f}", f"ratio {results['reserve_ratio']:.2f} (target >= 0.75)"),
+        ("reserve p50 / p99 latency", f"{results['reserve_p50_ms']:.2f} / {results['reserve_p99_ms']:.2f} ms", "p99 target <= 5 ms"),
+        ("sold-out requests/s", f"{results['sold_out_rps']:,.0f}", f"ratio {results['sold_out_ratio']:.2f} (target >= 0.90)"),
+        ("redis-benchmark reserve script, P16", f"{results['redis_script_rps_p16']:,.0f}",
+         f"gateway/redis {results['reserve_vs_redis_ratio']:.2f}"),
+        ("flash sale 10,000 units", f"{flash['seconds_to_sell_out'] or float('nan'):.2f} s to sell out",
+         f"granted {flash['granted_redis']}, postgres rows {flash['rows_postgres']}, stock {flash['stock_postgres']}, "
+         f"audit exit {flash['audit_exit']}: {'OK' if flash['ok'] else 'FAILED'}"),
+        ("reconciler drain", f"{results['reconciler']['events_per_second']:,.0f} events/s",
+         f"{results['reconciler']['applied']:,} events in {results['reconciler']['seconds']:.2f} s (target >= 50,000/s)"),
+        ("gateway peak RSS (reserve load)", f"{results['gateway_peak_rss_mb']:.0f} MB", "target <= 150 MB"),
+    ]
+    print(f"\nmachine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+          f"wrk -t2 -c{CONNECTIONS}, {ROUNDS} x {SECONDS} s rounds, medians\n")
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>28}  {note}")
+    print("\nwritten to bench-results/latest.json")
+
+
+if __name__ == "__main__":
+    main()
