@@ -21,8 +21,9 @@ if idempotent then
 end
 
 local limit = tonumber(ARGV[5])
+local attempts = 0
 if limit > 0 then
-  local attempts = tonumber(redis.call('GET', KEYS[7]) or '0')
+  attempts = tonumber(redis.call('GET', KEYS[7]) or '0')
   if attempts >= limit then
     local ttl = redis.call('PTTL', KEYS[7])
     if ttl < 0 then ttl = 1000 end
@@ -30,9 +31,9 @@ if limit > 0 then
   end
 end
 
-local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint')
+local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq')
 local answer
-local stock, hold
+local stock, held
 if basket[6] == '1' then
   -- taken out of service for a repair (or being rebuilt): nothing is recorded, the client retries
   return 'unavailable'
@@ -40,8 +41,7 @@ elseif not basket[1] then
   answer = 'basket_not_found'
 else
   stock = tonumber(basket[1])
-  hold = tonumber(basket[4])
-  local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+  held = tonumber(redis.call('GET', KEYS[3]) or '0')
   if held + quantity > tonumber(basket[5]) then
     answer = 'limit_exceeded'
   elseif stock < quantity then
@@ -54,24 +54,29 @@ end
 
 -- writes start here
 if limit > 0 then
-  if redis.call('INCR', KEYS[7]) == 1 then redis.call('PEXPIRE', KEYS[7], 1000) end
+  if attempts == 0 then
+    redis.call('SET', KEYS[7], 1, 'PX', 1000)
+  else
+    redis.call('INCR', KEYS[7])
+  end
 end
 
 if not answer then
   local now = redis.call('TIME')
   local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local expiresAt = nowMs + hold * 1000
+  local expiresAt = nowMs + tonumber(basket[4]) * 1000
   local remaining = stock - quantity
-  redis.call('HINCRBY', KEYS[1], 'stock', -quantity)
-  local pending = redis.call('HINCRBY', KEYS[1], 'pending', quantity)
-  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  local seq = tonumber(basket[7]) + 1
+  -- one HSET with the values computed from the HMGET above, instead of three HINCRBYs
+  redis.call('HSET', KEYS[1], 'stock', remaining, 'pending', tonumber(basket[2]) + quantity, 'seq', seq)
   redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', quantity,
-    'status', 'pending', 'exp', expiresAt, 'created', nowMs, 'pay', '')
-  redis.call('INCRBY', KEYS[3], quantity)
+    'status', 'pending', 'exp', expiresAt)
+  redis.call('SET', KEYS[3], held + quantity)
   redis.call('ZADD', KEYS[4], expiresAt, ARGV[4])
+  -- the event's status is implied by its type ("reserved" -> pending)
   redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
     'stock', remaining, 'capacity', basket[3], 'res', ARGV[4], 'consumer', ARGV[2], 'qty', quantity,
-    'status', 'pending', 'exp', expiresAt, 'at', nowMs)
+    'exp', expiresAt)
   answer = 'granted|' .. ARGV[4] .. '|' .. expiresAt .. '|' .. remaining
 end
 

@@ -66,21 +66,34 @@ public final class GatewayAPI: Sendable {
         case webhook, unknown
     }
 
-    /// Answers one request on `eventLoop`. Never fails: errors become their JSON answer.
-    public func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+    /// Answers one request on `eventLoop` and hands the answer to `completion` on that loop.
+    /// Never fails: errors become their JSON answer here, the one place that happens.
+    public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         let (route, future) = dispatch(request, on: eventLoop)
-        return future.flatMapErrorThrowing { error in
-            let apiError = APIError(error)
-            if case .internalError = apiError {
-                self.logger.error("request failed", metadata: ["route": "\(route.rawValue)", "error": "\(error)"])
-            } else if case .unavailable = apiError {
-                self.metrics.unavailable()
+        future.whenComplete { result in
+            let response: HTTPResponse
+            switch result {
+            case .success(let answer):
+                response = answer
+            case .failure(let error):
+                let apiError = APIError(error)
+                if case .internalError = apiError {
+                    self.logger.error("request failed", metadata: ["route": "\(route.rawValue)", "error": "\(error)"])
+                } else if case .unavailable = apiError {
+                    self.metrics.unavailable()
+                }
+                response = HTTPResponse.error(apiError)
             }
-            return HTTPResponse.error(apiError)
-        }.map { response in
             self.metrics.request(route: route.rawValue, status: Int(response.status.code))
-            return response
+            completion(response)
         }
+    }
+
+    /// The same, as a future (tests and callers outside the HTTP handler).
+    public func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        let promise = eventLoop.makePromise(of: HTTPResponse.self)
+        respond(to: request, on: eventLoop) { promise.succeed($0) }
+        return promise.futureResult
     }
 
     private func dispatch(_ request: HTTPRequest, on eventLoop: EventLoop) -> (Route, EventLoopFuture<HTTPResponse>) {

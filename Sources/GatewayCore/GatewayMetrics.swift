@@ -8,6 +8,8 @@ import Synchronization
 public final class GatewayMetrics: Sendable {
     private let factory: any MetricsFactory
     private let requestCounters = Mutex<[RequestKey: Counter]>([:])
+    /// The hot routes' usual answers, created up front so counting them takes no lock.
+    private let commonRequestCounters: [String: [Int: Counter]]
     private let reservationCounters: [String: Counter]
     private let webhookCounters = Mutex<[String: Counter]>([:])
     private let expired: Counter
@@ -28,12 +30,25 @@ public final class GatewayMetrics: Sendable {
             reservations[outcome] = Counter(label: "gateway_reservations_total", dimensions: [("outcome", outcome)], factory: factory)
         }
         self.reservationCounters = reservations
+        var common: [String: [Int: Counter]] = [:]
+        for (route, statuses) in [("reserve", [201, 400, 404, 409, 422, 429, 503]), ("get_basket", [200, 404]),
+                                  ("get_reservation", [200, 404]), ("webhook", [200, 400, 401])] {
+            for status in statuses {
+                common[route, default: [:]][status] = Counter(
+                    label: "gateway_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory)
+            }
+        }
+        self.commonRequestCounters = common
         self.expired = Counter(label: "gateway_holds_expired_total", factory: factory)
         self.redisLatency = Timer(label: "gateway_redis_call_duration_seconds", factory: factory)
         self.repairs = Counter(label: "gateway_basket_unavailable_total", factory: factory)
     }
 
     func request(route: String, status: Int) {
+        if let counter = commonRequestCounters[route]?[status] {
+            counter.increment()
+            return
+        }
         let key = RequestKey(route: route, status: status)
         let counter = requestCounters.withLock { counters in
             if let counter = counters[key] { return counter }

@@ -104,10 +104,13 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             body = nil
             inFlight.increment()
             let keepAlive = requestHead.isKeepAlive
-            let contextBox = NIOLoopBound(context, eventLoop: context.eventLoop)
-            api.respond(to: request, on: context.eventLoop).whenSuccess { response in
-                self.inFlight.decrement()
-                self.write(response, for: requestHead, keepAlive: keepAlive, context: contextBox.value)
+            // The answer arrives on this channel's event loop (the API answers on the loop it is
+            // given), so the handler and its context are only ever touched there.
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            api.respond(to: request, on: context.eventLoop) { response in
+                let (handler, context) = bound.value
+                handler.inFlight.decrement()
+                handler.write(response, for: requestHead, keepAlive: keepAlive, context: context)
             }
         }
     }

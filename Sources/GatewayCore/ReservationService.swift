@@ -19,9 +19,20 @@ public final class ReservationService: Sendable {
         self.soldOut = SoldOutCache(milliseconds: configuration.soldOutCacheMilliseconds)
     }
 
-    private func timed(_ future: EventLoopFuture<RedisValue>) -> EventLoopFuture<RedisValue> {
+    /// A Redis call whose reply `decode` turns into the answer, with its latency recorded; one
+    /// future node per call (this is the hot path).
+    private func call<T>(
+        _ future: EventLoopFuture<RedisValue>, _ decode: @escaping @Sendable (RedisValue) throws -> T
+    ) -> EventLoopFuture<T> {
         let started = NIODeadline.now()
-        return future.always { _ in self.metrics.redisCall(NIODeadline.now() - started) }
+        return future.flatMapThrowing { reply in
+            self.metrics.redisCall(NIODeadline.now() - started)
+            return try decode(reply)
+        }
+    }
+
+    private func timed(_ future: EventLoopFuture<RedisValue>) -> EventLoopFuture<RedisValue> {
+        call(future) { $0 }
     }
 
     private func script(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], on eventLoop: EventLoop) -> EventLoopFuture<RedisValue> {
@@ -124,7 +135,7 @@ public final class ReservationService: Sendable {
             .string(request.basketId), .string(request.consumerId), .int(request.quantity), .string(reservationId),
             .int(limit), .string(fingerprint), .int(Retention.idempotencySeconds), .int(Retention.finishedReservationSeconds),
         ]
-        return script(ReservationScripts.reserve, keys: keys, arguments: arguments, on: eventLoop).flatMapThrowing { reply in
+        return call(redis.evalSHA(ReservationScripts.reserve, keys: keys, arguments: arguments, on: eventLoop)) { reply in
             guard let encoded = reply.string else { throw APIError.internalError }
             let answer = try ReserveAnswer(encoded)
             if case .refused(.soldOut) = answer {

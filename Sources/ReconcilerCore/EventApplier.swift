@@ -73,7 +73,9 @@ public enum EventApplier {
                 }
                 baskets[basketId] = change
             }
-            if let reservationId = fields["res"], let basketId = fields["basket"], let status = fields["status"],
+            // "reserved" events leave their status implied (pending), to keep the hot script small.
+            let status = fields["status"] ?? (type == "reserved" ? "pending" : nil)
+            if let reservationId = fields["res"], let basketId = fields["basket"], let status,
                let quantity = fields["qty"].flatMap(Int.init), let expires = fields["exp"].flatMap(Int.init) {
                 let paymentId = type == "payment" ? fields["payment"] : nil
                 let change = ReservationChange(basketId: basketId, consumerId: fields["consumer"] ?? "", quantity: quantity,
