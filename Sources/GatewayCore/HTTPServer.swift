@@ -28,7 +28,9 @@ public final class HTTPServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Our response headers are fixed names and values we build ourselves, so the per-response
+                    // header validator (about 9% of a reservation's CPU in a profile) is left out.
+                    try sync.configureHTTPServerPipeline(withErrorHandling: true, withOutboundHeaderValidation: false)
                     try sync.addHandler(HTTPRequestHandler(api: api, inFlight: inFlight))
                 }
             }
