@@ -6,8 +6,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# The suite gets a Redis and a Postgres of its own (not the ones scripts/run.sh uses), emptied
+# at the start of every run, so runs never see each other's data.
+export REDIS_PORT=${TEST_REDIS_PORT:-6380} PG_PORT=${TEST_PG_PORT:-5433} SERVICES_DIR=$ROOT/.local/test-services
 eval "$(scripts/services.sh start)"
 export REDIS_URL DATABASE_URL
+redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "test: installing docker-compose (used only to validate docker-compose.yml)" >&2
