@@ -221,3 +221,19 @@ struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+@Suite("Test environment")
+struct TestEnvironmentTests {
+    @Test("under CI=true a missing service variable is an error naming it, never a skip")
+    func missingVariableUnderCI() throws {
+        do {
+            _ = try TestEnvironment.variable("REDIS_URL", default: "redis://x", environment: ["CI": "true"])
+            Issue.record("expected an error")
+        } catch let error as TestEnvironment.Missing {
+            #expect(error.variable == "REDIS_URL")
+            #expect("\(error)".contains("REDIS_URL"))
+        }
+        #expect(try TestEnvironment.variable("DATABASE_URL", default: "fallback", environment: [:]) == "fallback")
+        #expect(try TestEnvironment.variable("DATABASE_URL", default: "x", environment: ["CI": "true", "DATABASE_URL": "set"]) == "set")
+    }
+}

@@ -15,9 +15,11 @@ public enum TestEnvironment {
 
     public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
-    public static func variable(_ name: String, default fallback: String) throws -> String {
-        if let value = ProcessInfo.processInfo.environment[name], !value.isEmpty { return value }
-        if isCI { throw Missing(variable: name) }
+    public static func variable(
+        _ name: String, default fallback: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> String {
+        if let value = environment[name], !value.isEmpty { return value }
+        if environment["CI"] == "true" { throw Missing(variable: name) }
         return fallback
     }
 
