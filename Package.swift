@@ -43,9 +43,15 @@ let package = Package(
             "RedisClient",
             .product(name: "Logging", package: "swift-log"),
         ], plugins: ["EmbedResourcesPlugin"]),
-        // The gateway's HTTP server and request handling.
+        // A small SwiftNIO HTTP/1.1 server (the gateway's API and the reconciler's /metrics).
+        .target(name: "HTTPServing", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        // The gateway's routes, request handling, metrics and hold expiry.
         .target(name: "GatewayCore", dependencies: [
-            "ReservationCore", "RedisClient",
+            "ReservationCore", "RedisClient", "HTTPServing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -57,7 +63,9 @@ let package = Package(
         ]),
         // The reconciler: streams to Postgres, audit and repair.
         .target(name: "ReconcilerCore", dependencies: [
-            "ReservationCore", "RedisClient", "PostgresClient",
+            "ReservationCore", "RedisClient", "PostgresClient", "HTTPServing",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

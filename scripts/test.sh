@@ -15,8 +15,9 @@ redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "test: installing docker-compose (used only to validate docker-compose.yml)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  else sudo -n apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; fi
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
 docker-compose -f docker-compose.yml config -q
 echo "test: docker-compose.yml is valid" >&2

@@ -4,21 +4,9 @@ import NIOHTTP1
 import Prometheus
 import RedisClient
 import ReservationCore
+@_exported import HTTPServing
 
-/// A request as the HTTP layer hands it over: head plus the whole body (at most 16 KiB).
-public struct HTTPRequest: Sendable {
-    public var method: HTTPMethod
-    public var uri: String
-    public var headers: HTTPHeaders
-    public var body: ByteBuffer?
-}
-
-public struct HTTPResponse: Sendable {
-    public var status: HTTPResponseStatus
-    public var body: [UInt8]
-    public var contentType: String = "application/json"
-    public var extraHeaders: [(String, String)] = []
-
+extension HTTPResponse {
     static func json(_ status: HTTPResponseStatus, _ body: [UInt8]) -> HTTPResponse {
         HTTPResponse(status: status, body: body)
     }
@@ -35,8 +23,10 @@ public struct HTTPResponse: Sendable {
 
 /// Routes requests to the reservation service, validates input, and renders answers. Every
 /// error goes through `APIError` and `HTTPResponse.error`, the one place codes become bytes.
-public final class GatewayAPI: Sendable {
+public final class GatewayAPI: HTTPResponder {
     public static let maxBodyBytes = 16 * 1024
+    public var maxBodyBytes: Int { Self.maxBodyBytes }
+    public var payloadTooLarge: HTTPResponse { .error(.payloadTooLarge) }
 
     let service: ReservationService
     let metrics: GatewayMetrics

@@ -20,7 +20,7 @@ public struct GatewayHTTPService: Service {
     }
 
     public func run() async throws {
-        let server = try await HTTPServer.start(api: api, group: group, host: host, port: port)
+        let server = try await HTTPServer.start(responder: api, group: group, host: host, port: port)
         logger.info("gateway listening", metadata: ["host": "\(host)", "port": "\(server.port)"])
         try? await gracefulShutdown()
         logger.info("gateway stopping: no new connections, finishing requests in flight")

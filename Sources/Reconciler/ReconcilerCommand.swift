@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import HTTPServing
+import Metrics
 import NIOPosix
+import Prometheus
 import PostgresClient
 import RedisClient
 import ReconcilerCore
@@ -50,12 +53,11 @@ struct CommonOptions: ParsableArguments {
         }
         let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         let postgres = PostgresClient(url: configuration.databaseURL, size: 4)
-        let name = ProcessInfo.processInfo.environment["RECONCILER_NAME"]
+        let name = configuration.reconcilerName
             ?? "reconciler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
-        let claimIdle = ProcessInfo.processInfo.environment["CLAIM_IDLE_MS"].flatMap(Int.init) ?? 30_000
         let reconciler = Reconciler(
             redis: redis, postgres: postgres, configuration: configuration, consumerName: name,
-            claimIdleMilliseconds: claimIdle, logger: logger)
+            claimIdleMilliseconds: configuration.claimIdleMilliseconds, logger: logger)
         return (reconciler, redis, postgres)
     }
 }
@@ -67,7 +69,16 @@ extension ReconcilerCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.environment()
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
+            var metricsServer: HTTPServer?
+            if configuration.reconcilerMetricsPort > 0 {
+                metricsServer = try await HTTPServer.start(
+                    responder: MetricsEndpoint(registry: registry), group: MultiThreadedEventLoopGroup.singleton,
+                    host: configuration.host, port: configuration.reconcilerMetricsPort)
+                logger.info("reconciler metrics", metadata: ["port": "\(configuration.reconcilerMetricsPort)"])
+            }
             // Postgres may not be up yet: migrate with the same patience as the main loop.
             var delay = Duration.milliseconds(200)
             while true {
@@ -86,6 +97,7 @@ extension ReconcilerCommand {
                 services: [.init(service: ReconcilerService(reconciler: reconciler))],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
+            await metricsServer?.stop(grace: .seconds(1))
             await redis.shutdown()
             await postgres.shutdown()
         }

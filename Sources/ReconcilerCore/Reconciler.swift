@@ -16,7 +16,7 @@ public final class Reconciler: Sendable {
     /// How long an entry must sit unacknowledged with another consumer before `run` takes it.
     let claimIdleMilliseconds: Int
     private let applied = Counter(label: "reconciler_events_applied_total")
-    private let repairs = Counter(label: "reconciler_repairs_total")
+    private let batches = Counter(label: "reconciler_batches_total")
 
     public init(
         redis: RedisClient, postgres: PostgresClient, configuration: Configuration, consumerName: String,
@@ -44,6 +44,7 @@ public final class Reconciler: Sendable {
         }
         try await consumer.acknowledge(entries)
         applied.increment(by: entries.count)
+        batches.increment()
         return entries.count
     }
 
@@ -127,7 +128,7 @@ public final class Reconciler: Sendable {
     }
 
     func repaired(_ drift: Drift) {
-        repairs.increment()
+        Counter(label: "reconciler_repairs_total", dimensions: [("drift", drift.kind.rawValue)]).increment()
         logger.warning("basket repaired", metadata: ["basket": "\(drift.basketId)", "drift": "\(drift.kind)", "detail": "\(drift.detail)"])
     }
 }

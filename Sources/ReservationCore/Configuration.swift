@@ -28,6 +28,14 @@ public struct Configuration: Sendable, Equatable {
     public var reconcilerBatchSize: Int = 2000
     /// `AUDIT_INTERVAL_SECONDS`, default 30: how often `reconciler run` audits.
     public var auditIntervalSeconds: Int = 30
+    /// `CLAIM_IDLE_MS`, default 30000: how long an entry sits unacknowledged with another
+    /// (presumably dead) reconciler before `reconciler run` takes it over.
+    public var claimIdleMilliseconds: Int = 30_000
+    /// `RECONCILER_NAME`, default `reconciler-<host>-<pid>`: this reconciler's consumer name.
+    public var reconcilerName: String?
+    /// `RECONCILER_METRICS_PORT`, default 9464 (0 turns it off): where `reconciler run` serves
+    /// `/metrics` in Prometheus text format, on `GATEWAY_HOST`'s loopback default 127.0.0.1.
+    public var reconcilerMetricsPort: Int = 9464
     /// `LOG_LEVEL`, default `info`.
     public var logLevel: String = "info"
     /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
@@ -76,6 +84,9 @@ public struct Configuration: Sendable, Equatable {
         if let value = try int("SOLD_OUT_CACHE_MS", 0...10_000) { soldOutCacheMilliseconds = value }
         if let value = try int("RECONCILER_BATCH", 1...100_000) { reconcilerBatchSize = value }
         if let value = try int("AUDIT_INTERVAL_SECONDS", 1...86_400) { auditIntervalSeconds = value }
+        if let value = try int("CLAIM_IDLE_MS", 0...86_400_000) { claimIdleMilliseconds = value }
+        reconcilerName = text("RECONCILER_NAME")
+        if let value = try int("RECONCILER_METRICS_PORT", 0...65535) { reconcilerMetricsPort = value }
         if let value = text("LOG_LEVEL") { logLevel = value }
     }
 

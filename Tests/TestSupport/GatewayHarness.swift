@@ -40,7 +40,7 @@ public final class GatewayHarness: Sendable {
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .critical
         let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
-        let server = try await HTTPServer.start(api: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0)
+        let server = try await HTTPServer.start(responder: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0)
         var expiry: Task<Void, Never>?
         if expiryLoop {
             let interval = configuration.expiryIntervalMilliseconds

@@ -4,9 +4,48 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// The gateway's HTTP/1.1 server: SwiftNIO's HTTP codec and one small handler, nothing between.
-/// A request is parsed, answered by `GatewayAPI` on the connection's own event loop (whose Redis
-/// connection it uses), and written back: no thread hop, no task per request.
+/// A request as the HTTP layer hands it over: head plus the whole body (at most `maxBodyBytes`).
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    public var uri: String
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer?
+
+    public init(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer?) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: HTTPResponseStatus
+    public var body: [UInt8]
+    public var contentType: String
+    public var extraHeaders: [(String, String)]
+
+    public init(status: HTTPResponseStatus, body: [UInt8], contentType: String = "application/json", extraHeaders: [(String, String)] = []) {
+        self.status = status
+        self.body = body
+        self.contentType = contentType
+        self.extraHeaders = extraHeaders
+    }
+}
+
+/// What answers requests. It is called on the connection's event loop and must call
+/// `completion` exactly once, on that same loop.
+public protocol HTTPResponder: Sendable {
+    /// Bodies above this get 413 without being read further.
+    var maxBodyBytes: Int { get }
+    /// The answer to a body that is too large.
+    var payloadTooLarge: HTTPResponse { get }
+    func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void)
+}
+
+/// A small HTTP/1.1 server: SwiftNIO's HTTP codec and one handler, nothing between. A request
+/// is parsed, answered by the responder on the connection's own event loop (the gateway's Redis
+/// connection for that loop lives there too), and written back: no thread hop, no task per request.
 public final class HTTPServer: Sendable {
     private let channel: Channel
     private let inFlight: InFlightCounter
@@ -18,7 +57,7 @@ public final class HTTPServer: Sendable {
         self.port = channel.localAddress?.port ?? 0
     }
 
-    public static func start(api: GatewayAPI, group: EventLoopGroup, host: String, port: Int) async throws -> HTTPServer {
+    public static func start(responder: some HTTPResponder, group: EventLoopGroup, host: String, port: Int) async throws -> HTTPServer {
         let inFlight = InFlightCounter()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
@@ -31,7 +70,7 @@ public final class HTTPServer: Sendable {
                     // Our response headers are fixed names and values we build ourselves, so the per-response
                     // header validator (about 9% of a reservation's CPU in a profile) is left out.
                     try sync.configureHTTPServerPipeline(withErrorHandling: true, withOutboundHeaderValidation: false)
-                    try sync.addHandler(HTTPRequestHandler(api: api, inFlight: inFlight))
+                    try sync.addHandler(HTTPRequestHandler(responder: responder, inFlight: inFlight))
                 }
             }
             .bind(host: host, port: port)
@@ -59,18 +98,18 @@ final class InFlightCounter: Sendable {
 
 /// One per connection. Collects a request (refusing bodies over 16 KiB), hands it to the API,
 /// writes the answer. NIO's pipelining handler keeps pipelined requests in order.
-final class HTTPRequestHandler: ChannelInboundHandler {
+final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let api: GatewayAPI
+    private let responder: Responder
     private let inFlight: InFlightCounter
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var tooLarge = false
 
-    init(api: GatewayAPI, inFlight: InFlightCounter) {
-        self.api = api
+    init(responder: Responder, inFlight: InFlightCounter) {
+        self.responder = responder
         self.inFlight = inFlight
     }
 
@@ -79,14 +118,14 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         case .head(let requestHead):
             head = requestHead
             body = nil
-            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > GatewayAPI.maxBodyBytes {
+            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > responder.maxBodyBytes {
                 tooLarge = true
             } else {
                 tooLarge = false
             }
         case .body(var chunk):
             guard !tooLarge else { return }
-            if (body?.readableBytes ?? 0) + chunk.readableBytes > GatewayAPI.maxBodyBytes {
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > responder.maxBodyBytes {
                 tooLarge = true
                 body = nil
             } else if body == nil {
@@ -99,17 +138,17 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             head = nil
             if tooLarge {
                 // The rest of an oversized body is not read: answer and close the connection.
-                write(HTTPResponse.error(.payloadTooLarge), for: requestHead, keepAlive: false, context: context)
+                write(responder.payloadTooLarge, for: requestHead, keepAlive: false, context: context)
                 return
             }
             let request = HTTPRequest(method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
             body = nil
             inFlight.increment()
             let keepAlive = requestHead.isKeepAlive
-            // The answer arrives on this channel's event loop (the API answers on the loop it is
-            // given), so the handler and its context are only ever touched there.
+            // The answer arrives on this channel's event loop (the responder answers on the loop it
+            // is given), so the handler and its context are only ever touched there.
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            api.respond(to: request, on: context.eventLoop) { response in
+            responder.respond(to: request, on: context.eventLoop) { response in
                 let (handler, context) = bound.value
                 handler.inFlight.decrement()
                 handler.write(response, for: requestHead, keepAlive: keepAlive, context: context)
