@@ -268,6 +268,50 @@ struct ConcurrencyTests {
         await gateway.stop()
     }
 
+    @Test("two gateways expiring the same holds at once give every unit back exactly once")
+    func expiryByTwoGateways() async throws {
+        let first = try await GatewayHarness.start()
+        let second = try await GatewayHarness.start()
+        for _ in 0..<3 {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await first.createBasket(basketId, stock: 50, holdSeconds: 1)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for consumer in 0..<50 {
+                    group.addTask {
+                        let gateway = consumer % 2 == 0 ? first : second
+                        guard try await gateway.reserve(basketId, consumer: "c\(consumer)").status == 201 else { throw HarnessError("not granted") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await eventually(timeout: .seconds(15)) { try await first.basket(basketId)["pending"]?.int == 0 })
+            let basket = try await Self.checkInvariant(first, basketId)
+            #expect(basket["stock"]?.int == 50)
+            #expect(basket["capacity"]?.int == 50)
+            let events = try await Self.events(first.redis, basketId)
+            #expect(events.filter { $0["type"] == "expired" }.count == 50)
+        }
+        await first.stop()
+        await second.stop()
+    }
+
+    @Test("the sold-out flag only refuses: a cancel clears it at once")
+    func soldOutFlagClearedByCancel() async throws {
+        let gateway = try await GatewayHarness.start { $0.soldOutCacheMilliseconds = 10_000 }
+        for _ in 0..<Self.rounds {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await gateway.createBasket(basketId, stock: 1)
+            let holder = try await gateway.reserve(basketId, consumer: "holder")
+            let reservationId = try #require(holder.json?["reservationId"]?.stringValue)
+            #expect(try await gateway.reserve(basketId, consumer: "waiting").errorCode == "sold_out")
+            #expect(try await gateway.reserve(basketId, consumer: "waiting").errorCode == "sold_out")
+            #expect(try await gateway.request(.DELETE, "/v1/reservations/\(reservationId)").status == 200)
+            #expect(try await gateway.reserve(basketId, consumer: "waiting").status == 201, "the unit given back sells at once")
+            _ = try await Self.checkInvariant(gateway, basketId)
+        }
+        await gateway.stop()
+    }
+
     // MARK: helpers
 
     static func pendingReservation(_ gateway: GatewayHarness) async throws -> (String, String) {
