@@ -12,6 +12,18 @@ extension HTTPResponse {
     }
 
     static func error(_ error: APIError) -> HTTPResponse {
+        // The refusals a flash sale sends by the thousand have fixed bodies: render them once.
+        switch error {
+        case .soldOut: return soldOut
+        case .limitExceeded: return limitExceeded
+        default: return render(error)
+        }
+    }
+
+    private static let soldOut = render(.soldOut)
+    private static let limitExceeded = render(.limitExceeded)
+
+    private static func render(_ error: APIError) -> HTTPResponse {
         var writer = JSONWriter(capacity: 128)
         writer.field("error", error.code)
         writer.field("message", error.message)
@@ -155,7 +167,7 @@ public final class GatewayAPI: HTTPResponder {
         guard let body = request.body, body.readableBytes > 0 else { throw APIError.invalidRequest("a JSON object body is required") }
         let value: JSONValue
         do {
-            value = try body.withUnsafeReadableBytes { try JSONValue.parse($0) }
+            value = try body.withUnsafeReadableBytes { try JSONValue.parse(raw: $0) }
         } catch {
             throw APIError.invalidRequest("the body is not valid JSON")
         }

@@ -32,11 +32,13 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     public static func parse<Bytes: Collection>(_ bytes: Bytes) throws -> JSONValue where Bytes.Element == UInt8 {
         let array = Array(bytes)
-        return try array.withUnsafeBufferPointer { buffer in
-            var parser = JSONParser(bytes: buffer)
-            let value = try parser.parseDocument()
-            return value
-        }
+        return try array.withUnsafeBytes { try parse(raw: $0) }
+    }
+
+    /// Parses bytes in place (a request body), without copying them first.
+    public static func parse(raw bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+        var parser = JSONParser(bytes: UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
+        return try parser.parseDocument()
     }
 }
 
