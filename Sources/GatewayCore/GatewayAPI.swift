@@ -91,13 +91,6 @@ public final class GatewayAPI: HTTPResponder {
         }
     }
 
-    /// The same, as a future (tests and callers outside the HTTP handler).
-    public func respond(to request: HTTPRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        let promise = eventLoop.makePromise(of: HTTPResponse.self)
-        respond(to: request, on: eventLoop) { promise.succeed($0) }
-        return promise.futureResult
-    }
-
     private func dispatch(_ request: HTTPRequest, on eventLoop: EventLoop) -> (Route, EventLoopFuture<HTTPResponse>) {
         var path = Substring(request.uri)
         if let query = path.firstIndex(of: "?") { path = path[..<query] }

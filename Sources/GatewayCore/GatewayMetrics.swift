@@ -14,7 +14,8 @@ public final class GatewayMetrics: Sendable {
     private let webhookCounters = Mutex<[String: Counter]>([:])
     private let expired: Counter
     private let redisLatency: Timer
-    private let repairs: Counter
+    /// 503 answers: Redis unreachable, or a basket out of service for a repair.
+    private let unavailableAnswers: Counter
 
     struct RequestKey: Hashable {
         let route: String
@@ -41,7 +42,7 @@ public final class GatewayMetrics: Sendable {
         self.commonRequestCounters = common
         self.expired = Counter(label: "gateway_holds_expired_total", factory: factory)
         self.redisLatency = Timer(label: "gateway_redis_call_duration_seconds", factory: factory)
-        self.repairs = Counter(label: "gateway_basket_unavailable_total", factory: factory)
+        self.unavailableAnswers = Counter(label: "gateway_unavailable_total", factory: factory)
     }
 
     func request(route: String, status: Int) {
@@ -78,5 +79,5 @@ public final class GatewayMetrics: Sendable {
 
     func redisCall(_ duration: TimeAmount) { redisLatency.recordNanoseconds(duration.nanoseconds) }
 
-    func unavailable() { repairs.increment() }
+    func unavailable() { unavailableAnswers.increment() }
 }

@@ -111,12 +111,6 @@ public struct StreamConsumer: Sendable {
         return ends
     }
 
-    /// Entries delivered but not acknowledged, per stream (what audit reports as lag).
-    public func pendingCount(_ stream: String) async throws -> Int {
-        let reply = try await redis.send("XPENDING", .string(stream), .string(Self.group))
-        return reply.array?.first?.int ?? 0
-    }
-
     /// A stream or group that vanished (Redis flushed) is recreated, and the read retried once.
     private func withGroups<T>(_ body: () async throws -> T) async throws -> T {
         do {
