@@ -6,9 +6,10 @@ import Foundation
 /// (a child of the test runner may inherit a signal mask that blocks SIGTERM).
 public final class RedisServerProcess: @unchecked Sendable {
     // @unchecked Sendable: only immutable state; the server itself is shared through its port.
-    public let port: Int
+    public private(set) var port: Int
     public let directory: URL
     private let appendOnly: Bool
+    private var started = false
 
     public var url: String { "redis://127.0.0.1:\(port)" }
     private var pidFile: String { directory.appendingPathComponent("redis.pid").path }
@@ -21,14 +22,31 @@ public final class RedisServerProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
+    /// Starts the server. The first start retries on a new port if the one picked was taken in
+    /// the meantime (another test's server can be handed the same free port); restarts keep it.
     public func start() async throws {
+        var attempts = started ? 1 : 3
+        while true {
+            do {
+                try await startOnce()
+                started = true
+                return
+            } catch {
+                attempts -= 1
+                guard attempts > 0 else { throw error }
+                port = try freePort()
+            }
+        }
+    }
+
+    private func startOnce() async throws {
         let process = try Subprocess([Self.binary,
             "--bind", "127.0.0.1", "--port", String(port), "--dir", directory.path, "--daemonize", "yes",
             "--pidfile", pidFile, "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
             "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
         ])
         _ = try await process.finish(timeout: .seconds(10))
-        let ready = try await eventually(timeout: .seconds(10)) { self.command("PING").hasPrefix("+PONG") }
+        let ready = try await eventually(timeout: .seconds(15)) { self.command("PING").hasPrefix("+PONG") }
         guard ready else {
             throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start")
         }
