@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import NIOCore
 import NIOPosix
 import PostgresClient
@@ -81,8 +82,21 @@ public func eventually(
     return try await condition()
 }
 
-/// A port nothing listens on right now (the kernel picks it).
+/// A port nothing listens on now and that no other test of this process has been given: a
+/// test that stops its server and starts it again on the same port must not find another
+/// test's server there (nor later shut that one down).
 public func freePort() throws -> Int {
+    for _ in 0..<100 {
+        let port = try kernelFreePort()
+        if claimedPorts.withLock({ $0.insert(port).inserted }) { return port }
+    }
+    throw POSIXError(.EADDRINUSE)
+}
+
+private let claimedPorts = Mutex<Set<Int>>([])
+
+/// A port nothing listens on right now (the kernel picks it).
+private func kernelFreePort() throws -> Int {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
     defer { close(descriptor) }
