@@ -111,17 +111,11 @@ extension ReconcilerCommand {
             let (configuration, logger) = try options.environment()
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
             try await Migrator.migrate(postgres, logger: logger)
-            let clock = ContinuousClock()
-            let started = clock.now
-            let applied = try await reconciler.drain()
-            let elapsed = clock.now - started
-            let drifts = try await reconciler.audit(repair: true)
-            // The repairs' own events reach Postgres too.
-            if !drifts.isEmpty { _ = try await reconciler.drain() }
+            let (applied, elapsed, repaired) = try await reconciler.once()
             logger.info("once finished", metadata: [
-                "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(drifts.count)",
+                "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(repaired)",
             ])
-            print("applied \(applied) events in \(elapsed); repaired \(drifts.count) drifts")
+            print("applied \(applied) events in \(elapsed); repaired \(repaired) drifts")
             await redis.shutdown()
             await postgres.shutdown()
         }

@@ -100,7 +100,7 @@ public enum EventApplier {
             }
         }
 
-        var summary = Summary(entries: entries.count, reservations: reservations.count, payments: payments.count, baskets: baskets.count)
+        let summary = Summary(entries: entries.count, reservations: reservations.count, payments: payments.count, baskets: baskets.count)
         try connection.transaction { connection in
             if !reservations.isEmpty {
                 let ordered = reservations.sorted { $0.key < $1.key }
@@ -155,7 +155,6 @@ public enum EventApplier {
                 }
             }
         }
-        summary.entries = entries.count
         return summary
     }
 }

@@ -73,6 +73,18 @@ public final class Reconciler: Sendable {
         return total
     }
 
+    /// `reconciler once` after migrating: drain, audit with repair, and drain the repairs' own
+    /// events. Returns the events applied by the first drain, how long it took, and the repairs.
+    public func once() async throws -> (applied: Int, elapsed: Duration, repaired: Int) {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let applied = try await drain()
+        let elapsed = clock.now - started
+        let drifts = try await audit(repair: true)
+        if !drifts.isEmpty { _ = try await drain() }
+        return (applied, elapsed, drifts.count)
+    }
+
     /// `reconciler run`: consume until graceful shutdown, auditing every `auditIntervalSeconds`.
     /// Redis or Postgres going away is logged and retried with backoff; nothing is acknowledged
     /// before it is committed, so nothing is lost while they are gone.

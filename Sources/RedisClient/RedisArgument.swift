@@ -66,17 +66,14 @@ extension ByteBuffer {
         }
         var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes hold any UInt64 in decimal
         var remaining = value
-        let count = withUnsafeMutableBytes(of: &scratch) { raw -> Int in
+        withUnsafeMutableBytes(of: &scratch) { raw in
             var index = raw.count
             while remaining > 0 {
                 index -= 1
                 raw[index] = UInt8(ascii: "0") + UInt8(remaining % 10)
                 remaining /= 10
             }
-            let used = raw.count - index
             writeBytes(UnsafeRawBufferPointer(rebasing: raw[index...]))
-            return used
         }
-        _ = count
     }
 }

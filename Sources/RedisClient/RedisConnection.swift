@@ -216,7 +216,7 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     private static func describe(_ error: Error) -> String {
-        if error is ChannelError, case ChannelError.connectTimeout = error as! ChannelError { return "connect timed out" }
+        if case ChannelError.connectTimeout? = error as? ChannelError { return "connect timed out" }
         if let connectError = error as? NIOConnectionError {
             return connectError.connectionErrors.first.map { "\($0.error)" } ?? "connection failed"
         }

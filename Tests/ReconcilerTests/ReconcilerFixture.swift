@@ -49,9 +49,7 @@ final class ReconcilerFixture: Sendable {
 
     /// What `reconciler once` does, in process.
     func once() async throws {
-        let reconciler = reconciler()
-        _ = try await reconciler.drain()
-        if try await !reconciler.audit(repair: true).isEmpty { _ = try await reconciler.drain() }
+        _ = try await reconciler().once()
     }
 
     func stop() async {
