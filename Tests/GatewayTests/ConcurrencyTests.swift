@@ -83,7 +83,7 @@ struct ConcurrencyTests {
             outcomes.insert(reserved.status)
             let basket = try await Self.checkInvariant(gateway, basketId)
             // The stream records the order the scripts ran in.
-            let events = try await Self.events(gateway.redis, basketId)
+            let events = try await Self.events(gateway, basketId)
             let cancelIndex = try #require(events.firstIndex { $0["type"] == "cancelled" })
             if reserved.status == 201 {
                 let reserveIndex = try #require(events.lastIndex { $0["type"] == "reserved" && $0["consumer"] == "newcomer" })
@@ -107,7 +107,7 @@ struct ConcurrencyTests {
             async let second = gateway.deliverPayment(eventId: eventId, reservationId: reservationId)
             let answers = try await [first, second].map { $0.json?["status"]?.stringValue }
             #expect(answers.sorted { ($0 ?? "") < ($1 ?? "") } == ["duplicate", "processed"])
-            let events = try await Self.events(gateway.redis, basketId, partitionOf: reservationId)
+            let events = try await Self.events(gateway, basketId, partitionOf: reservationId)
             #expect(events.filter { $0["type"] == "payment" && $0["event"] == eventId }.count == 1)
             let reservation = try await gateway.request(.GET, "/v1/reservations/\(reservationId)")
             #expect(reservation.json?["status"]?.stringValue == "confirmed")
@@ -133,7 +133,7 @@ struct ConcurrencyTests {
             #expect(answers.filter { $0.json?["status"]?.stringValue == "processed" }.count == 1)
             #expect(answers.filter { $0.json?["status"]?.stringValue == "duplicate" }.count == 49)
             #expect(answers.first { $0.json?["status"]?.stringValue == "processed" }?.json?["outcome"]?.stringValue == "confirmed")
-            let events = try await Self.events(gateway.redis, basketId, partitionOf: reservationId)
+            let events = try await Self.events(gateway, basketId, partitionOf: reservationId)
             #expect(events.filter { $0["type"] == "payment" && $0["event"] == eventId }.count == 1)
             _ = try await Self.checkInvariant(gateway, basketId)
         }
@@ -199,35 +199,77 @@ struct ConcurrencyTests {
         await gateway.stop()
     }
 
-    @Test("a 1-second hold expires by itself, its unit sells again, and a late payment is refund_required")
+    @Test("a due hold expires with no request, its unit sells again, and a late payment is refund_required")
     func holdExpiry() async throws {
         let gateway = try await GatewayHarness.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<Self.rounds {
                 group.addTask {
+                    // A 10-minute hold, made due on demand: every step below happens on its own side of
+                    // the deadline however slow the machine is.
                     let basketId = TestEnvironment.uniqueId("b")
-                    try await gateway.createBasket(basketId, stock: 1, holdSeconds: 1)
+                    try await gateway.createBasket(basketId, stock: 1, holdSeconds: 600)
                     let first = try await gateway.reserve(basketId, consumer: "slow")
                     let reservationId = try #require(first.json?["reservationId"]?.stringValue)
                     #expect(try await gateway.reserve(basketId, consumer: "other").errorCode == "sold_out")
-                    let expired = try await eventually(timeout: .seconds(10)) {
-                        try await gateway.request(.GET, "/v1/reservations/\(reservationId)").json?["status"]?.stringValue == "expired"
-                    }
-                    #expect(expired)
-                    #expect(try await gateway.basket(basketId)["stock"]?.int == 1)
-                    let late = try await gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: reservationId)
-                    #expect(late.json?["outcome"]?.stringValue == "refund_required")
-                    let basket = try await Self.checkInvariant(gateway, basketId)
-                    #expect(basket["stock"]?.int == 1)
-                    #expect(basket["confirmed"]?.int == 0)
-                    let again = try await gateway.reserve(basketId, consumer: "other")
-                    #expect(again.status == 201)
-                    #expect(try await gateway.request(.DELETE, "/v1/reservations/\(reservationId)").errorCode == "reservation_expired")
+                    try await gateway.makeHoldDue(reservationId)
+                    try await Self.expectExpiredAndResold(gateway, basketId: basketId, reservationId: reservationId)
                 }
             }
             try await group.waitForAll()
         }
         await gateway.stop()
+    }
+
+    @Test("a real 1-second hold runs out by itself (assertions hold on either side of its deadline)")
+    func shortHoldRunsOut() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("b")
+        try await gateway.createBasket(basketId, stock: 1, holdSeconds: 1)
+        let first = try await gateway.reserve(basketId, consumer: "slow")
+        let reservationId = try #require(first.json?["reservationId"]?.stringValue)
+        let expiresAt = try #require(first.json?["expiresAt"]?.stringValue.flatMap { ISO8601DateFormatter.withFractionalSeconds.date(from: $0) })
+        let other = try await gateway.reserve(basketId, consumer: "other")
+        let answeredAt = Date()
+        if answeredAt < expiresAt {
+            // Answered before the hold ran out, so the script ran before it too: the unit was held.
+            #expect(other.errorCode == "sold_out")
+        } else {
+            // A slow machine: the hold may have run out first, and then "other" may hold the unit.
+            #expect(other.status == 201 || other.errorCode == "sold_out")
+        }
+        let expired = try await eventually(interval: .milliseconds(100)) {
+            try await gateway.request(.GET, "/v1/reservations/\(reservationId)").json?["status"]?.stringValue == "expired"
+        }
+        #expect(expired)
+        if let otherId = other.json?["reservationId"]?.stringValue {
+            #expect(try await eventually(interval: .milliseconds(100)) {
+                try await gateway.request(.GET, "/v1/reservations/\(otherId)").json?["status"]?.stringValue == "expired"
+            })
+        }
+        #expect(try await eventually { try await gateway.basket(basketId)["stock"]?.int == 1 })
+        _ = try await Self.checkInvariant(gateway, basketId)
+        #expect(try await gateway.request(.DELETE, "/v1/reservations/\(reservationId)").errorCode == "reservation_expired")
+        await gateway.stop()
+    }
+
+    /// After `reservationId`'s hold became due: the expiry loop expires it (no request needed),
+    /// its unit is back, a late payment is refund_required, the unit sells again, and a cancel of
+    /// the expired reservation is refused.
+    static func expectExpiredAndResold(_ gateway: GatewayHarness, basketId: String, reservationId: String) async throws {
+        let expired = try await eventually(interval: .milliseconds(100)) {
+            try await gateway.request(.GET, "/v1/reservations/\(reservationId)").json?["status"]?.stringValue == "expired"
+        }
+        #expect(expired)
+        #expect(try await gateway.basket(basketId)["stock"]?.int == 1)
+        let late = try await gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: reservationId)
+        #expect(late.json?["outcome"]?.stringValue == "refund_required")
+        let basket = try await checkInvariant(gateway, basketId)
+        #expect(basket["stock"]?.int == 1)
+        #expect(basket["confirmed"]?.int == 0)
+        let again = try await gateway.reserve(basketId, consumer: "other")
+        #expect(again.status == 201)
+        #expect(try await gateway.request(.DELETE, "/v1/reservations/\(reservationId)").errorCode == "reservation_expired")
     }
 
     @Test("two concurrent cancels give the units back once")
@@ -247,7 +289,7 @@ struct ConcurrencyTests {
             let basket = try await Self.checkInvariant(gateway, basketId)
             #expect(basket["stock"]?.int == 3)
             #expect(basket["capacity"]?.int == 3)
-            let events = try await Self.events(gateway.redis, basketId)
+            let events = try await Self.events(gateway, basketId)
             #expect(events.filter { $0["type"] == "cancelled" }.count == 1)
         }
         await gateway.stop()
@@ -274,21 +316,25 @@ struct ConcurrencyTests {
         let second = try await GatewayHarness.start()
         for _ in 0..<3 {
             let basketId = TestEnvironment.uniqueId("b")
-            try await first.createBasket(basketId, stock: 50, holdSeconds: 1)
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await first.createBasket(basketId, stock: 50, holdSeconds: 600)
+            try await withThrowingTaskGroup(of: String.self) { group in
                 for consumer in 0..<50 {
                     group.addTask {
                         let gateway = consumer % 2 == 0 ? first : second
-                        guard try await gateway.reserve(basketId, consumer: "c\(consumer)").status == 201 else { throw HarnessError("not granted") }
+                        let reserved = try await gateway.reserve(basketId, consumer: "c\(consumer)")
+                        guard let id = reserved.json?["reservationId"]?.stringValue else { throw HarnessError("not granted") }
+                        return id
                     }
                 }
-                try await group.waitForAll()
+                let ids = try await group.reduce(into: [String]()) { $0.append($1) }
+                // Every hold falls due at once, while both gateways' expiry loops run.
+                for id in ids { try await first.makeHoldDue(id) }
             }
-            #expect(try await eventually(timeout: .seconds(15)) { try await first.basket(basketId)["pending"]?.int == 0 })
+            #expect(try await eventually(interval: .milliseconds(100)) { try await first.basket(basketId)["pending"]?.int == 0 })
             let basket = try await Self.checkInvariant(first, basketId)
             #expect(basket["stock"]?.int == 50)
             #expect(basket["capacity"]?.int == 50)
-            let events = try await Self.events(first.redis, basketId)
+            let events = try await Self.events(first, basketId)
             #expect(events.filter { $0["type"] == "expired" }.count == 50)
         }
         await first.stop()
@@ -325,11 +371,12 @@ struct ConcurrencyTests {
     }
 
     /// This basket's events, in stream order, as field dictionaries.
-    static func events(_ redis: RedisClient, _ basketId: String, partitionOf reservationId: String? = nil) async throws -> [[String: String]] {
+    static func events(_ gateway: GatewayHarness, _ basketId: String, partitionOf reservationId: String? = nil) async throws -> [[String: String]] {
         let partition = Keyspace.partition(ofBasket: basketId)
-        // Only the last two minutes: the shared test stream is never trimmed during a run.
-        let since = Int(Date().timeIntervalSince1970 * 1000) - 120_000
-        let reply = try await redis.send("XRANGE", .string(Keyspace.stream(partition)), .string("\(since)-0"), "+")
+        // Only what was written since this gateway started (the shared test stream is never trimmed during a run);
+        // a minute of slack for clocks, none for how long the run takes.
+        let since = gateway.startedMilliseconds - 60_000
+        let reply = try await gateway.redis.send("XRANGE", .string(Keyspace.stream(partition)), .string("\(since)-0"), "+")
         var events: [[String: String]] = []
         for entry in reply.array ?? [] {
             guard let parts = entry.array, parts.count == 2, let fields = parts[1].array else { continue }

@@ -175,7 +175,7 @@ struct PostgresClientTests {
             #expect(error.kind == .connection)
             #expect(error.isConnectionProblem)
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30), "bounded by connect_timeout, not a hang (generous for a loaded machine)")
         await client.shutdown()
     }
 

@@ -135,7 +135,7 @@ struct DriftAndOutageTests {
         }
         var granted = 0
         for index in 0..<50 where try await gateway.reserve(basketId, consumer: "before-\(index)").status == 201 { granted += 1 }
-        #expect(try await eventually(timeout: .seconds(20)) { try await count() == 50 })
+        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == 50 })
 
         try server.stop()
         let outageEnds = ContinuousClock.now.advanced(by: .seconds(10))
@@ -148,12 +148,12 @@ struct DriftAndOutageTests {
         try server.start()
         for index in 0..<50 where try await gateway.reserve(basketId, consumer: "after-\(index)").status == 201 { granted += 1 }
 
-        #expect(try await eventually(timeout: .seconds(60), interval: .milliseconds(100)) { try await count() == granted })
+        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == granted })
         let summary = try await postgres.query(
             "SELECT count(*) AS n, count(DISTINCT id) AS d FROM reservations WHERE basket_id = $1", [.text(basketId)])
         #expect(summary[0]["n"].int == granted)
         #expect(summary[0]["d"].int == granted)
-        #expect(try await eventually(timeout: .seconds(20)) {
+        #expect(try await eventually(interval: .milliseconds(100)) {
             try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - granted
         })
         #expect(try await gateway.basket(basketId)["stock"]?.int == 1_000 - granted)

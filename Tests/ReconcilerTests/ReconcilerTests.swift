@@ -139,16 +139,33 @@ struct ReconcilerTests {
         try await fixture.gateway.createBasket(basketId, stock: 20_000)
         try await Self.reserveMany(fixture, basketId: basketId, count: 20_000)
         var environment = fixture.environment
-        environment["RECONCILER_BATCH"] = "20"  // many small transactions: a wide window to kill in
+        environment["RECONCILER_BATCH"] = "20"  // many small transactions
+        // An uncommitted row holding the id of the 10,000th reservation in the stream: the
+        // reconciler's insert of that id waits for this transaction, so the drain stops halfway
+        // and the kill lands mid-drain however fast or slow the machine is.
+        let stream = Keyspace.stream(Keyspace.partition(ofBasket: basketId))
+        let firstHalf = try await fixture.redis.send("XRANGE", .string(stream), "-", "+", "COUNT", 10_000).array ?? []
+        let blockedId = try #require(firstHalf.last?.array?.last?.array.flatMap { fields in
+            stride(from: 0, to: fields.count - 1, by: 2).first { fields[$0].string == "res" }.flatMap { fields[$0 + 1].string }
+        })
+        let blocker = PostgresClient(url: fixture.database.url, size: 1)
+        try await blocker.execute("BEGIN")
+        try await blocker.execute(
+            "INSERT INTO reservations (id, basket_id, consumer_id, quantity, status, expires_at) VALUES ($1, 'blocker', 'blocker', 1, 'pending', now())",
+            [.text(blockedId)])
         let first = try ProductProcess.start("reconciler", ["once"], environment: environment)
-        let midway = try await eventually(timeout: .seconds(60), interval: .milliseconds(5)) {
+        let midway = try await eventually(interval: .milliseconds(50)) {
             let count = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
-            return count > 0
+            let waiting = try await fixture.postgres.query(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]["n"].int ?? 0
+            return count > 0 && waiting > 0
         }
         first.kill()
-        #expect(midway)
+        #expect(midway, "the reconciler committed some batches and then waited on the blocking row")
         let partial = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
-        #expect(partial < 20_000, "killed before it finished (\(partial) rows)")
+        #expect(partial > 0 && partial < 20_000, "killed mid-drain (\(partial) rows)")
+        try await blocker.execute("ROLLBACK")
+        await blocker.shutdown()
         let second = try await ProductProcess.run("reconciler", ["once"], environment: environment)
         #expect(second.status == 0)
         let summary = try await fixture.postgres.query(

@@ -21,6 +21,8 @@ public final class GatewayHarness: Sendable {
     private let expiry: Task<Void, Never>?
 
     public var port: Int { server.port }
+    /// Wall-clock milliseconds when this harness started (tests read the stream from there on).
+    public let startedMilliseconds = Int(Date().timeIntervalSince1970 * 1000)
 
     public static func start(
         redisURL: String? = nil, expiryLoop: Bool = true, configure: (inout Configuration) -> Void = { _ in }
@@ -100,6 +102,15 @@ public final class GatewayHarness: Sendable {
         let response = try await request(.GET, "/v1/baskets/\(basketId)")
         guard response.status == 200, let json = response.json else { throw HarnessError("basket \(basketId): \(response.status)") }
         return json
+    }
+
+    /// Makes a pending reservation's hold due now, as if its `holdSeconds` had passed: tests that
+    /// need an expiry use long holds and call this, so no step races a short wall-clock window.
+    public func makeHoldDue(_ reservationId: String) async throws {
+        guard let partition = ReservationIdGenerator.partition(of: reservationId) else { throw HarnessError("not our id: \(reservationId)") }
+        let past = Int(Date().timeIntervalSince1970 * 1000) - 1000
+        _ = try await redis.send("HSET", .string(Keyspace.reservation(reservationId, partition: partition)), "exp", .int(past))
+        _ = try await redis.send("ZADD", .string(Keyspace.holds(partition)), "XX", .int(past), .string(reservationId))
     }
 
     /// A signed webhook delivery, as the payment provider would send it.

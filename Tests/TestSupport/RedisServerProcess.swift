@@ -45,8 +45,8 @@ public final class RedisServerProcess: @unchecked Sendable {
             "--pidfile", pidFile, "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
             "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
         ])
-        _ = try await process.finish(timeout: .seconds(10))
-        let ready = try await eventually(timeout: .seconds(15)) { self.command("PING").hasPrefix("+PONG") }
+        _ = try await process.finish(timeout: .seconds(60))
+        let ready = try await eventually(timeout: .seconds(45), interval: .milliseconds(100)) { self.command("PING").hasPrefix("+PONG") }
         guard ready else {
             throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start")
         }

@@ -69,8 +69,11 @@ public enum TestEnvironment {
 }
 
 /// Polls `condition` until it holds or `timeout` passes; tests wait for conditions, not clocks.
+/// The limit is generous on purpose (a cold build and CPU hogs on two cores slow everything by
+/// several times): it only decides how long a real failure takes to report, never whether a
+/// correct run passes.
 public func eventually(
-    timeout: Duration = .seconds(10), interval: Duration = .milliseconds(20),
+    timeout: Duration = .seconds(120), interval: Duration = .milliseconds(20),
     _ condition: () async throws -> Bool
 ) async throws -> Bool {
     let clock = ContinuousClock()
