@@ -60,7 +60,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        ], plugins: ["EmbedResourcesPlugin"]),
         // The reconciler: streams to Postgres, audit and repair.
         .target(name: "ReconcilerCore", dependencies: [
             "ReservationCore", "RedisClient", "PostgresClient", "HTTPServing",

@@ -2,9 +2,11 @@
 -- KEYS[1] basket hash   KEYS[2] partition stream   KEYS[3] partition's basket index (set)
 -- ARGV[1] mode: "create" or "adjust"   ARGV[2] basketId
 -- create: ARGV[3] stock  ARGV[4] holdSeconds  ARGV[5] maxPerConsumer
--- adjust: ARGV[3] delta
+-- adjust: ARGV[3] delta  ARGV[4] the largest capacity a basket may have
 -- Returns {answer, stock, pending, confirmed, capacity, hold, max} with answer one of
--- "ok", "basket_exists", "basket_not_found", "insufficient_stock", "unavailable".
+-- "ok", "basket_exists", "basket_not_found", "insufficient_stock", "capacity_exceeded",
+-- "unavailable". Bounding capacity keeps every counter (and the Postgres columns, 32-bit
+-- integers) far from any overflow, whatever sequence of adjustments an admin sends.
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 
@@ -25,11 +27,12 @@ if ARGV[1] == 'create' then
 end
 
 -- adjust
-local b = redis.call('HMGET', KEYS[1], 'stock', 'maint')
+local b = redis.call('HMGET', KEYS[1], 'stock', 'maint', 'capacity')
 if not b[1] then return {'basket_not_found'} end
 if b[2] == '1' then return {'unavailable'} end
 local delta = tonumber(ARGV[3])
 if tonumber(b[1]) + delta < 0 then return {'insufficient_stock'} end
+if tonumber(b[3]) + delta > tonumber(ARGV[4]) then return {'capacity_exceeded'} end
 local stock = redis.call('HINCRBY', KEYS[1], 'stock', delta)
 local capacity = redis.call('HINCRBY', KEYS[1], 'capacity', delta)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)

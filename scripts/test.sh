@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing, starts the local Redis
-# and PostgreSQL (scripts/services.sh), validates docker-compose.yml, builds, and runs every test
-# against the real servers. Extra arguments go to `swift test` (e.g. --filter GatewayTests).
+# and PostgreSQL (scripts/services.sh), validates docker-compose.yml, builds, runs every Swift
+# test against the real servers, then checks the API against docs/openapi.yaml with a live
+# gateway (scripts/api-test.sh: openapi-spec-validator and schemathesis, in .local/venv).
+# Extra arguments go to `swift test` (e.g. --filter GatewayTests); SKIP_API_TEST=1 skips the
+# API check.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -22,5 +25,15 @@ fi
 docker-compose -f docker-compose.yml config -q
 echo "test: docker-compose.yml is valid" >&2
 
+if ! command -v curl >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+  echo "test: installing curl and python3-venv" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl python3-venv >/dev/null
+fi
+
 swift build --build-tests
 swift test --skip-build "$@"
+if [ "${SKIP_API_TEST:-0}" != 1 ]; then
+  scripts/api-test.sh
+fi

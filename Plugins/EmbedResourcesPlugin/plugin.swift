@@ -2,7 +2,8 @@ import Foundation
 import PackagePlugin
 
 /// Embeds the repository's `lua/*.lua` (into ReservationCore, as `EmbeddedLua`) and
-/// `migrations/*.sql` (into ReconcilerCore, as `EmbeddedMigrations`).
+/// `migrations/*.sql` (into ReconcilerCore, as `EmbeddedMigrations`) and `docs/*.yaml` (into
+/// GatewayCore, as `EmbeddedDocs`: the OpenAPI document the gateway serves).
 @main
 struct EmbedResourcesPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
@@ -10,6 +11,7 @@ struct EmbedResourcesPlugin: BuildToolPlugin {
         switch target.name {
         case "ReservationCore": (folder, fileExtension, enumName) = ("lua", "lua", "EmbeddedLua")
         case "ReconcilerCore": (folder, fileExtension, enumName) = ("migrations", "sql", "EmbeddedMigrations")
+        case "GatewayCore": (folder, fileExtension, enumName) = ("docs", "yaml", "EmbeddedDocs")
         default: return []
         }
         let directory = context.package.directoryURL.appending(path: folder)

@@ -11,6 +11,7 @@ public enum APIError: Error, Equatable, Sendable {
     case reservationNotFound
     case basketExists
     case insufficientStock
+    case capacityExceeded
     case soldOut
     case limitExceeded
     case reservationExpired
@@ -19,7 +20,8 @@ public enum APIError: Error, Equatable, Sendable {
     case rateLimited(retryAfterSeconds: Int)
     case unavailable(String)
     case notFound
-    case methodNotAllowed
+    case methodNotAllowed(allowed: String)
+    case requestHeaderTooLarge
     case internalError
 
     public var status: HTTPResponseStatus {
@@ -27,12 +29,13 @@ public enum APIError: Error, Equatable, Sendable {
         case .invalidRequest: return .badRequest
         case .unauthorized, .invalidSignature: return .unauthorized
         case .basketNotFound, .reservationNotFound, .notFound: return .notFound
-        case .basketExists, .insufficientStock, .soldOut, .limitExceeded, .reservationExpired: return .conflict
+        case .basketExists, .insufficientStock, .capacityExceeded, .soldOut, .limitExceeded, .reservationExpired: return .conflict
         case .payloadTooLarge: return .payloadTooLarge
         case .idempotencyKeyReused: return .unprocessableEntity
         case .rateLimited: return .tooManyRequests
         case .unavailable: return .serviceUnavailable
         case .methodNotAllowed: return .methodNotAllowed
+        case .requestHeaderTooLarge: return .requestHeaderFieldsTooLarge
         case .internalError: return .internalServerError
         }
     }
@@ -46,6 +49,7 @@ public enum APIError: Error, Equatable, Sendable {
         case .reservationNotFound: return "reservation_not_found"
         case .basketExists: return "basket_exists"
         case .insufficientStock: return "insufficient_stock"
+        case .capacityExceeded: return "capacity_exceeded"
         case .soldOut: return "sold_out"
         case .limitExceeded: return "limit_exceeded"
         case .reservationExpired: return "reservation_expired"
@@ -55,6 +59,7 @@ public enum APIError: Error, Equatable, Sendable {
         case .unavailable: return "unavailable"
         case .notFound: return "not_found"
         case .methodNotAllowed: return "method_not_allowed"
+        case .requestHeaderTooLarge: return "request_header_too_large"
         case .internalError: return "internal_error"
         }
     }
@@ -68,6 +73,7 @@ public enum APIError: Error, Equatable, Sendable {
         case .reservationNotFound: return "no reservation has this id"
         case .basketExists: return "a basket with this id already exists"
         case .insufficientStock: return "the available stock cannot fall below zero"
+        case .capacityExceeded: return "a basket holds at most \(ReservationService.maxCapacity) units"
         case .soldOut: return "not enough units are left"
         case .limitExceeded: return "this consumer would hold more than the basket allows"
         case .reservationExpired: return "the reservation's hold has expired"
@@ -76,7 +82,8 @@ public enum APIError: Error, Equatable, Sendable {
         case .rateLimited: return "too many reservation attempts; retry later"
         case .unavailable(let detail): return detail
         case .notFound: return "no such endpoint"
-        case .methodNotAllowed: return "this endpoint does not take that method"
+        case .methodNotAllowed(let allowed): return "this endpoint takes \(allowed)"
+        case .requestHeaderTooLarge: return "the request line and headers are larger than the gateway accepts"
         case .internalError: return "internal error"
         }
     }

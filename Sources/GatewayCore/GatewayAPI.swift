@@ -28,7 +28,13 @@ extension HTTPResponse {
         writer.field("error", error.code)
         writer.field("message", error.message)
         var response = HTTPResponse(status: error.status, body: writer.finish())
-        if case .rateLimited(let seconds) = error { response.extraHeaders.append(("Retry-After", String(seconds))) }
+        switch error {
+        case .rateLimited(let seconds): response.extraHeaders.append(("Retry-After", String(seconds)))
+        case .unavailable: response.extraHeaders.append(("Retry-After", "1"))
+        case .methodNotAllowed(let allowed): response.extraHeaders.append(("Allow", allowed))
+        case .payloadTooLarge, .requestHeaderTooLarge: response.closeConnection = true
+        default: break
+        }
         return response
     }
 }
@@ -61,17 +67,23 @@ public final class GatewayAPI: HTTPResponder {
         self.logger = logger
     }
 
-    enum Route: String {
-        case health, ready, metrics
-        case putBasket = "put_basket", getBasket = "get_basket", adjustStock = "adjust_stock"
-        case reserve, getReservation = "get_reservation", cancelReservation = "cancel_reservation"
-        case webhook, unknown
-    }
-
     /// Answers one request on `eventLoop` and hands the answer to `completion` on that loop.
     /// Never fails: errors become their JSON answer here, the one place that happens.
     public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
-        let (route, future) = dispatch(request, on: eventLoop)
+        let label: String
+        let future: EventLoopFuture<HTTPResponse>
+        switch Router.route(method: request.method, target: request.uri) {
+        case .success(let endpoint):
+            label = endpoint.label
+            do {
+                future = try answer(endpoint, request, on: eventLoop)
+            } catch {
+                future = eventLoop.makeFailedFuture(error)
+            }
+        case .failure(let error):
+            label = "unknown"
+            future = eventLoop.makeFailedFuture(error)
+        }
         future.whenComplete { result in
             let response: HTTPResponse
             switch result {
@@ -80,68 +92,38 @@ public final class GatewayAPI: HTTPResponder {
             case .failure(let error):
                 let apiError = APIError(error)
                 if case .internalError = apiError {
-                    self.logger.error("request failed", metadata: ["route": "\(route.rawValue)", "error": "\(error)"])
+                    self.logger.error("request failed", metadata: ["route": "\(label)", "error": "\(error)"])
                 } else if case .unavailable = apiError {
                     self.metrics.unavailable()
                 }
                 response = HTTPResponse.error(apiError)
             }
-            self.metrics.request(route: route.rawValue, status: Int(response.status.code))
+            self.metrics.request(route: label, status: Int(response.status.code))
             completion(response)
         }
     }
 
-    private func dispatch(_ request: HTTPRequest, on eventLoop: EventLoop) -> (Route, EventLoopFuture<HTTPResponse>) {
-        var path = Substring(request.uri)
-        if let query = path.firstIndex(of: "?") { path = path[..<query] }
-        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        let method = request.method
-        func fail(_ error: APIError) -> EventLoopFuture<HTTPResponse> { eventLoop.makeFailedFuture(error) }
-
-        switch (segments.count, segments.first) {
-        case (1, "healthz"):
-            return (.health, eventLoop.makeSucceededFuture(.json(.ok, Array(#"{"status":"ok"}"#.utf8))))
-        case (1, "readyz"):
-            return (.ready, readiness(on: eventLoop))
-        case (1, "metrics"):
-            return (.metrics, eventLoop.makeSucceededFuture(metricsPage()))
-        default:
-            break
-        }
-        let parts = Array(segments)
-        guard parts.count >= 2, parts[0] == "v1" else { return (.unknown, fail(.notFound)) }
-        switch (parts[1], parts.count) {
-        case ("baskets", 3):
-            let basketId = String(parts[2])
-            switch method {
-            case .PUT: return (.putBasket, run { try self.createBasket(basketId, request, on: eventLoop) })
-            case .GET: return (.getBasket, run { try self.getBasket(basketId, on: eventLoop) })
-            default: return (.unknown, fail(.methodNotAllowed))
-            }
-        case ("baskets", 4) where parts[3] == "stock-adjustments":
-            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
-            return (.adjustStock, run { try self.adjustStock(String(parts[2]), request, on: eventLoop) })
-        case ("baskets", 4) where parts[3] == "reservations":
-            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
-            return (.reserve, run { try self.reserve(String(parts[2]), request, on: eventLoop) })
-        case ("reservations", 3):
-            let reservationId = String(parts[2])
-            switch method {
-            case .GET: return (.getReservation, run { try self.getReservation(reservationId, on: eventLoop) })
-            case .DELETE: return (.cancelReservation, run { try self.cancel(reservationId, on: eventLoop) })
-            default: return (.unknown, fail(.methodNotAllowed))
-            }
-        case ("webhooks", 3) where parts[2] == "payments":
-            guard method == .POST else { return (.unknown, fail(.methodNotAllowed)) }
-            return (.webhook, run { try self.webhook(request, on: eventLoop) })
-        default:
-            return (.unknown, fail(.notFound))
-        }
-
-        func run(_ body: () throws -> EventLoopFuture<HTTPResponse>) -> EventLoopFuture<HTTPResponse> {
-            do { return try body() } catch { return eventLoop.makeFailedFuture(error) }
+    private func answer(_ endpoint: Endpoint, _ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
+        switch endpoint {
+        case .health: return eventLoop.makeSucceededFuture(.json(.ok, Array(#"{"status":"ok"}"#.utf8)))
+        case .ready: return readiness(on: eventLoop)
+        case .metrics: return eventLoop.makeSucceededFuture(metricsPage())
+        case .openapi: return eventLoop.makeSucceededFuture(Self.openAPIDocument)
+        case .createBasket(let basketId): return try createBasket(basketId, request, on: eventLoop)
+        case .getBasket(let basketId): return try getBasket(basketId, on: eventLoop)
+        case .adjustStock(let basketId): return try adjustStock(basketId, request, on: eventLoop)
+        case .reserve(let basketId): return try reserve(basketId, request, on: eventLoop)
+        case .getReservation(let reservationId): return try getReservation(reservationId, on: eventLoop)
+        case .cancelReservation(let reservationId): return try cancel(reservationId, on: eventLoop)
+        case .webhook: return try webhook(request, on: eventLoop)
         }
     }
+
+    /// docs/openapi.yaml, embedded at build time.
+    static let openAPIDocument: HTTPResponse = {
+        let text = EmbeddedDocs.sources.first { $0.key == "openapi" }?.value ?? ""
+        return HTTPResponse(status: .ok, body: Array(text.utf8), contentType: "application/yaml")
+    }()
 
     // MARK: input
 
@@ -169,7 +151,7 @@ public final class GatewayAPI: HTTPResponder {
     }
 
     private func integer(_ object: JSONValue, _ name: String, default fallback: Int? = nil, in range: ClosedRange<Int>) throws -> Int {
-        guard let raw = object[name], raw != .null else {
+        guard let raw = object[name] else {
             if let fallback { return fallback }
             throw APIError.invalidRequest("\(name) is required")
         }
@@ -186,7 +168,7 @@ public final class GatewayAPI: HTTPResponder {
 
     // MARK: endpoints
 
-    static let maxStock = 1_000_000_000
+    static let maxStock = ReservationService.maxCapacity
 
     private func createBasket(_ basketId: String, _ request: HTTPRequest, on eventLoop: EventLoop) throws -> EventLoopFuture<HTTPResponse> {
         try requireAdmin(request)

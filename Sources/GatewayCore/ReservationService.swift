@@ -41,6 +41,10 @@ public final class ReservationService: Sendable {
 
     // MARK: baskets
 
+    /// The most units a basket may ever have (stock + pending + confirmed), and so the bound of
+    /// every count the gateway reports: far below 2^31, so no sum overflows anywhere.
+    public static let maxCapacity = 1_000_000_000
+
     public func createBasket(
         _ basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int, on eventLoop: EventLoop
     ) -> EventLoopFuture<BasketView> {
@@ -60,7 +64,7 @@ public final class ReservationService: Sendable {
             ReservationScripts.basket,
             keys: [.string(Keyspace.basket(basketId, partition: partition)), .string(Keyspace.stream(partition)),
                    .string(Keyspace.basketIndex(partition))],
-            arguments: ["adjust", .string(basketId), .int(delta)],
+            arguments: ["adjust", .string(basketId), .int(delta), .int(Self.maxCapacity)],
             on: eventLoop
         ).flatMapThrowing { reply in
             let view = try Self.basketView(basketId, reply)
@@ -86,6 +90,7 @@ public final class ReservationService: Sendable {
         case "basket_exists": throw APIError.basketExists
         case "basket_not_found": throw APIError.basketNotFound
         case "insufficient_stock": throw APIError.insufficientStock
+        case "capacity_exceeded": throw APIError.capacityExceeded
         case "unavailable": throw APIError.unavailable("the basket is being repaired; retry shortly")
         default: throw APIError.internalError
         }

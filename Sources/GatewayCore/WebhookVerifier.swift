@@ -23,12 +23,12 @@ public struct WebhookVerifier: Sendable {
         for part in header.split(separator: ",") {
             let item = part.trimmingCharacters(in: .whitespaces)
             if item.hasPrefix("t=") {
-                timestamp = Int64(item.dropFirst(2))
+                timestamp = Self.parseTimestamp(item.dropFirst(2))
             } else if item.hasPrefix("v1="), let bytes = Self.decodeHex(item.dropFirst(3)) {
                 signatures.append(bytes)
             }
         }
-        guard let timestamp, !signatures.isEmpty, abs(now - timestamp) <= toleranceSeconds else { return false }
+        guard let timestamp, !signatures.isEmpty, Self.isWithin(toleranceSeconds, timestamp, of: now) else { return false }
         var message = Array(String(timestamp).utf8)
         message.append(UInt8(ascii: "."))
         message.append(contentsOf: body)
@@ -46,6 +46,26 @@ public struct WebhookVerifier: Sendable {
         message.append(contentsOf: body)
         let mac = HMAC<SHA256>.authenticationCode(for: message, using: key)
         return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Unix seconds as the provider writes them: 1 to 12 decimal digits, no sign (that reaches the
+    /// year 33658, and no arithmetic on it can overflow). Anything else is no timestamp.
+    static func parseTimestamp<S: StringProtocol>(_ text: S) -> Int64? {
+        let utf8 = text.utf8
+        guard (1...12).contains(utf8.count) else { return nil }
+        var value: Int64 = 0
+        for byte in utf8 {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+        }
+        return value
+    }
+
+    /// |now - timestamp| <= tolerance, without a subtraction that could overflow whatever the
+    /// values (the header is anyone's to write).
+    static func isWithin(_ tolerance: Int64, _ timestamp: Int64, of now: Int64) -> Bool {
+        let (difference, overflow) = now.subtractingReportingOverflow(timestamp)
+        return !overflow && difference.magnitude <= tolerance.magnitude
     }
 
     static func decodeHex<S: StringProtocol>(_ text: S) -> [UInt8]? {

@@ -24,12 +24,19 @@ public struct HTTPResponse: Sendable {
     public var body: [UInt8]
     public var contentType: String
     public var extraHeaders: [(String, String)]
+    /// Close the connection after this answer (`Connection: close`), e.g. after refusing a body
+    /// or head too large to read.
+    public var closeConnection: Bool
 
-    public init(status: HTTPResponseStatus, body: [UInt8], contentType: String = "application/json", extraHeaders: [(String, String)] = []) {
+    public init(
+        status: HTTPResponseStatus, body: [UInt8], contentType: String = "application/json", extraHeaders: [(String, String)] = [],
+        closeConnection: Bool = false
+    ) {
         self.status = status
         self.body = body
         self.contentType = contentType
         self.extraHeaders = extraHeaders
+        self.closeConnection = closeConnection
     }
 }
 
@@ -151,7 +158,7 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
             responder.respond(to: request, on: context.eventLoop) { response in
                 let (handler, context) = bound.value
                 handler.inFlight.decrement()
-                handler.write(response, for: requestHead, keepAlive: keepAlive, context: context)
+                handler.write(response, for: requestHead, keepAlive: keepAlive && !response.closeConnection, context: context)
             }
         }
     }

@@ -21,9 +21,20 @@ public indirect enum JSONValue: Sendable, Equatable {
         return nil
     }
 
+    /// The value as an integer, if it is one mathematically: `2`, and also `2.0` or `2e0`, as JSON
+    /// Schema counts them (a client's JSON library may write any of these). A fractional or
+    /// non-finite number is not, nor one beyond 2^53 written with a fraction or exponent (a double
+    /// cannot hold it exactly, so it is refused rather than rounded).
     public var integerValue: Int64? {
-        if case .integer(let value) = self { return value }
-        return nil
+        switch self {
+        case .integer(let value):
+            return value
+        case .number(let value):
+            guard value.isFinite, value.rounded(.towardZero) == value, value.magnitude <= 9_007_199_254_740_992 else { return nil }
+            return Int64(value)
+        default:
+            return nil
+        }
     }
 
     public struct ParseError: Error, Equatable {

@@ -40,12 +40,25 @@ struct ContractErrorTests {
         #expect(removed.json?["stock"]?.int == 0)
         Self.expectError(try await gateway.request(.POST, "/v1/baskets/\(basketId)-x/stock-adjustments", headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 404, "basket_not_found")
         Self.expectError(try await gateway.request(.GET, "/v1/baskets/\(basketId)-x"), 404, "basket_not_found")
+        // Capacity is bounded (so no counter, here or in Postgres, can overflow): 409 past it.
+        let full = try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 1_000_000_000]))
+        #expect(full.json?["capacity"]?.int == 1_000_000_000)
+        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 409, "capacity_exceeded")
+        #expect(try await gateway.basket(basketId)["capacity"]?.int == 1_000_000_000)
+        // Integral numbers in any JSON notation are integers; null is not a value for a number.
+        let floaty = try await gateway.request(.POST, adjust, headers: gateway.admin, body: Array(#"{"delta": -1.0e0}"#.utf8))
+        #expect(floaty.json?["stock"]?.int == 999_999_999)
+        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: Array(#"{"delta": null}"#.utf8)), 400, "invalid_request")
+        // Ids in paths may be percent-encoded, as URL libraries write ':' and '@'.
+        let encodedId = basketId + "%3Av2"
+        #expect(try await gateway.request(.PUT, "/v1/baskets/\(encodedId)", headers: gateway.admin, body: body).json?["basketId"]?.stringValue == basketId + ":v2")
         await gateway.stop()
     }
 
     @Test("bad basket bodies get 400", arguments: [
         #"{"stock": -1}"#, #"{"stock": "3"}"#, #"{"stock": 1.5}"#, #"{}"#, #"{"stock": 3, "holdSeconds": 0}"#,
         #"{"stock": 3, "holdSeconds": 86401}"#, #"{"stock": 3, "maxPerConsumer": 0}"#, #"[1]"#, #"{"stock": 3"#, "",
+        #"{"stock": null}"#, #"{"stock": 3, "holdSeconds": null}"#, #"{"stock": 1e400}"#, #"{"stock": 9223372036854775808}"#,
     ])
     func badBasketBodies(body: String) async throws {
         let gateway = try await GatewayHarness.start()
@@ -195,8 +208,15 @@ struct ContractErrorTests {
         let gateway = try await GatewayHarness.start()
         Self.expectError(try await gateway.request(.GET, "/v2/baskets/x"), 404, "not_found")
         Self.expectError(try await gateway.request(.GET, "/"), 404, "not_found")
-        Self.expectError(try await gateway.request(.POST, "/v1/baskets/x"), 405, "method_not_allowed")
+        let wrongMethod = try await gateway.request(.POST, "/v1/baskets/x")
+        Self.expectError(wrongMethod, 405, "method_not_allowed")
+        #expect(wrongMethod.headers.first(name: "allow") == "GET, HEAD, PUT")
         Self.expectError(try await gateway.request(.GET, "/v1/webhooks/payments"), 405, "method_not_allowed")
+        Self.expectError(try await gateway.request(.DELETE, "/healthz"), 405, "method_not_allowed")
+        let document = try await gateway.request(.GET, "/openapi.yaml")
+        #expect(document.status == 200)
+        #expect(document.headers.first(name: "content-type") == "application/yaml")
+        #expect(document.text.hasPrefix("openapi: 3.1"))
         await gateway.stop()
     }
 
@@ -221,6 +241,7 @@ struct ContractErrorTests {
         #expect(try await gateway.request(.GET, "/healthz").status == 200)
         let notReady = try await gateway.request(.GET, "/readyz")
         Self.expectError(notReady, 503, "unavailable")
+        #expect(notReady.headers.first(name: "retry-after") == "1")
         Self.expectError(try await gateway.reserve("metrics-basket", consumer: "c"), 503, "unavailable")
         try await server.start()
         #expect(try await eventually { try await gateway.request(.GET, "/readyz").status == 200 })

@@ -1,5 +1,5 @@
 import Foundation
-import GatewayCore
+@testable import GatewayCore
 import ReservationCore
 import Testing
 
@@ -77,6 +77,23 @@ struct UnitTests {
         let rotated = "t=1000000,v1=" + String(repeating: "0", count: 64) + "," + header.split(separator: ",")[1]
         #expect(verifier.isValid(signatureHeader: rotated, body: body, now: 1_000_000))
         #expect(!verifier.isValid(signatureHeader: nil, body: body, now: 1_000_000))
+        #expect(verifier.isValid(signatureHeader: header, body: body, now: 999_700), "300 s early is still within tolerance")
+        #expect(!verifier.isValid(signatureHeader: header, body: body, now: 999_699))
+    }
+
+    @Test("webhook timestamps that would overflow are refused, never trap", arguments: [
+        "-9223372036854775808", "9223372036854775807", "-1", "+1000000", "99999999999999999999", "", "1e6", " 1000000", "0x10",
+    ])
+    func webhookHostileTimestamps(timestamp: String) {
+        let verifier = WebhookVerifier(secret: "s3cret")
+        let body = Array(#"{"id":"e"}"#.utf8)
+        let mac = verifier.signatureHeader(body: body, timestamp: 1_000_000).split(separator: ",")[1]
+        for now in [Int64.min, -1, 0, 1_000_000, Int64.max] {
+            #expect(!verifier.isValid(signatureHeader: "t=\(timestamp),\(mac)", body: body, now: now))
+        }
+        #expect(!WebhookVerifier.isWithin(300, .min, of: .max))
+        #expect(!WebhookVerifier.isWithin(300, .max, of: .min))
+        #expect(WebhookVerifier.isWithin(300, .max, of: .max))
     }
 
     @Test("RFC 3339 formatting in UTC with milliseconds")
@@ -104,5 +121,40 @@ struct UnitTests {
         missing.developmentMode = true
         try missing.resolveSecrets()
         #expect(missing.adminToken == Configuration.developmentAdminToken)
+    }
+
+    @Test("routing: every endpoint, 404 for other paths, 405 with what the path allows")
+    func routing() {
+        #expect(Router.route(method: .PUT, target: "/v1/baskets/b-1") == .success(.createBasket(basketId: "b-1")))
+        #expect(Router.route(method: .GET, target: "/v1/baskets/b-1?x=1") == .success(.getBasket(basketId: "b-1")))
+        #expect(Router.route(method: .POST, target: "/v1/baskets/b/reservations") == .success(.reserve(basketId: "b")))
+        #expect(Router.route(method: .POST, target: "/v1/baskets/b/stock-adjustments") == .success(.adjustStock(basketId: "b")))
+        #expect(Router.route(method: .DELETE, target: "/v1/reservations/r") == .success(.cancelReservation(reservationId: "r")))
+        #expect(Router.route(method: .POST, target: "/v1/webhooks/payments") == .success(.webhook))
+        #expect(Router.route(method: .GET, target: "/openapi.yaml") == .success(.openapi))
+        #expect(Router.route(method: .POST, target: "/healthz") == .failure(.methodNotAllowed(allowed: "GET, HEAD")))
+        #expect(Router.route(method: .PATCH, target: "/v1/baskets/b") == .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT")))
+        for target in ["", "*", "http://x/v1/baskets/b", "/v1/baskets/b/reservations/x", "/v1/baskets/b/other", "/v2/baskets/b",
+                       "/" + String(repeating: "a/", count: 600), "/v1/webhooks/other"] {
+            #expect(Router.route(method: .GET, target: target) == .failure(.notFound), "\(target)")
+        }
+    }
+
+    @Test("path ids are percent-decoded before their format is checked", arguments: [
+        ("/v1/reservations/00-a%3Ab", "00-a:b"), ("/v1/reservations/a%40b", "a@b"), ("/v1/reservations/%41", "A"),
+        ("/v1/reservations/a%2", "a%2"), ("/v1/reservations/a%zz", "a%zz"), ("/v1/reservations/%", "%"),
+        ("/v1/reservations/a%2Fb", "a/b"), ("/v1/reservations/%00", "\u{0}"), ("/v1/reservations/%FF", "\u{FFFD}"),
+    ])
+    func percentDecoding(target: String, id: String) {
+        #expect(Router.route(method: .GET, target: target) == .success(.getReservation(reservationId: id)))
+    }
+
+    @Test("JSON integers: integral numbers in any notation count, fractions and huge floats do not")
+    func jsonIntegers() throws {
+        let cases: [(String, Int64?)] = [("2", 2), ("2.0", 2), ("2e0", 2), ("-0", 0), ("1e9", 1_000_000_000), ("2.5", nil), ("1e400", nil),
+                                         ("9223372036854775807", .max), ("9223372036854775808", nil), ("1e300", nil), ("-1e-400", 0)]
+        for (text, expected) in cases {
+            #expect(try JSONValue.parse(Array(text.utf8)).integerValue == expected, "\(text)")
+        }
     }
 }

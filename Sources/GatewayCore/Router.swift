@@ -1,0 +1,124 @@
+import NIOHTTP1
+
+/// What a request asks for, decided from its method and target alone: no I/O, no allocation
+/// beyond the path segments, total over every input (the fuzz target feeds it arbitrary bytes).
+public enum Endpoint: Equatable, Sendable {
+    case health, ready, metrics, openapi
+    case createBasket(basketId: String), getBasket(basketId: String), adjustStock(basketId: String)
+    case reserve(basketId: String)
+    case getReservation(reservationId: String), cancelReservation(reservationId: String)
+    case webhook
+
+    /// The `route` label of the request metrics (a fixed set: never a value from the request).
+    public var label: String {
+        switch self {
+        case .health: return "health"
+        case .ready: return "ready"
+        case .metrics: return "metrics"
+        case .openapi: return "openapi"
+        case .createBasket: return "put_basket"
+        case .getBasket: return "get_basket"
+        case .adjustStock: return "adjust_stock"
+        case .reserve: return "reserve"
+        case .getReservation: return "get_reservation"
+        case .cancelReservation: return "cancel_reservation"
+        case .webhook: return "webhook"
+        }
+    }
+}
+
+public enum Router {
+    /// The longest request target looked at; anything longer is not a path of ours (404), and a
+    /// head that long is refused earlier by the server's head limit anyway.
+    static let maxTargetBytes = 1024
+
+    /// The endpoint `method` and `target` name, or the error to answer (404 `not_found`, 405
+    /// `method_not_allowed` with what the path allows). Ids are returned as they appear in the
+    /// path; their format is checked by the endpoint (400 `invalid_request`).
+    public static func route(method: HTTPMethod, target: String) -> Result<Endpoint, APIError> {
+        let utf8 = target.utf8
+        guard utf8.count <= maxTargetBytes, utf8.first == UInt8(ascii: "/") else { return .failure(.notFound) }
+        var path = Substring(target)
+        if let query = path.firstIndex(where: { $0 == "?" || $0 == "#" }) { path = path[..<query] }
+        let parts = path.split(separator: "/", maxSplits: 5, omittingEmptySubsequences: false).dropFirst()
+        let segments = Array(parts)
+
+        func get(_ endpoint: Endpoint) -> Result<Endpoint, APIError> {
+            method == .GET || method == .HEAD ? .success(endpoint) : .failure(.methodNotAllowed(allowed: "GET, HEAD"))
+        }
+        func post(_ endpoint: Endpoint) -> Result<Endpoint, APIError> {
+            method == .POST ? .success(endpoint) : .failure(.methodNotAllowed(allowed: "POST"))
+        }
+
+        switch segments.count {
+        case 1:
+            switch segments[0] {
+            case "healthz": return get(.health)
+            case "readyz": return get(.ready)
+            case "metrics": return get(.metrics)
+            case "openapi.yaml": return get(.openapi)
+            default: return .failure(.notFound)
+            }
+        case 3 where segments[0] == "v1":
+            let id = percentDecoded(segments[2])
+            switch segments[1] {
+            case "baskets":
+                switch method {
+                case .PUT: return .success(.createBasket(basketId: id))
+                case .GET, .HEAD: return .success(.getBasket(basketId: id))
+                default: return .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT"))
+                }
+            case "reservations":
+                switch method {
+                case .GET, .HEAD: return .success(.getReservation(reservationId: id))
+                case .DELETE: return .success(.cancelReservation(reservationId: id))
+                default: return .failure(.methodNotAllowed(allowed: "GET, HEAD, DELETE"))
+                }
+            case "webhooks" where segments[2] == "payments":
+                return post(.webhook)
+            default:
+                return .failure(.notFound)
+            }
+        case 4 where segments[0] == "v1" && segments[1] == "baskets":
+            let basketId = percentDecoded(segments[2])
+            switch segments[3] {
+            case "stock-adjustments": return post(.adjustStock(basketId: basketId))
+            case "reservations": return post(.reserve(basketId: basketId))
+            default: return .failure(.notFound)
+            }
+        default:
+            return .failure(.notFound)
+        }
+    }
+
+    /// A path segment with its `%XX` escapes decoded (a client's URL library writes `:` and `@`
+    /// of an id as `%3A` and `%40`). A malformed escape is left as it is, and the id check that
+    /// follows refuses it; decoded bytes that are not UTF-8 become U+FFFD, which it refuses too.
+    static func percentDecoded(_ segment: Substring) -> String {
+        guard segment.utf8.contains(UInt8(ascii: "%")) else { return String(segment) }
+        let utf8 = Array(segment.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(utf8.count)
+        var index = 0
+        while index < utf8.count {
+            if utf8[index] == UInt8(ascii: "%"), index + 2 < utf8.count,
+               let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2]) {
+                bytes.append(high << 4 | low)
+                index += 3
+            } else {
+                bytes.append(utf8[index])
+                index += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}
