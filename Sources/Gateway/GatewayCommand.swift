@@ -55,7 +55,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         let redisConfiguration: RedisConfiguration
         do {
-            redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+            redisConfiguration = try RedisConfiguration(gateway: configuration)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -72,7 +72,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: GatewayHTTPService(api: api, group: group, host: configuration.host, port: configuration.port, logger: logger)),
+                    .init(service: GatewayHTTPService(api: api, group: group, configuration: configuration, logger: logger)),
                     .init(service: HoldExpiryService(
                         service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)),
                 ],

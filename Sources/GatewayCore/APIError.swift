@@ -96,9 +96,11 @@ public enum APIError: Error, Equatable, Sendable {
         case let error as APIError: self = error
         case let error as RedisError:
             switch error {
-            case .connectFailed, .connectionClosed, .timeout, .shutdown:
+            case .overloaded:
+                self = .unavailable("the reservation store is overloaded; retry shortly")
+            case _ where error.isTransient:
                 self = .unavailable("the reservation store is unavailable; retry shortly")
-            case .server, .protocolError, .invalidURL:
+            default:
                 self = .internalError
             }
         default:

@@ -45,12 +45,16 @@ public final class GatewayAPI: HTTPResponder {
     public static let maxBodyBytes = 16 * 1024
     public var maxBodyBytes: Int { Self.maxBodyBytes }
     public var payloadTooLarge: HTTPResponse { .error(.payloadTooLarge) }
+    public var requestHeaderTooLarge: HTTPResponse { .error(.requestHeaderTooLarge) }
+    public var malformedRequest: HTTPResponse { .error(.invalidRequest("the request is not valid HTTP/1.1")) }
 
     let service: ReservationService
     let metrics: GatewayMetrics
     let registry: PrometheusCollectorRegistry?
     let configuration: Configuration
     let verifier: WebhookVerifier
+    /// The HTTP server's connection counts, shown on the metrics page.
+    public let connections = HTTPServerStatistics()
     private let adminAuthorization: [UInt8]
     let logger: Logger
 

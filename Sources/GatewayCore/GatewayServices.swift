@@ -1,5 +1,7 @@
 import Logging
 import NIOCore
+import RedisClient
+import ReservationCore
 import ServiceLifecycle
 
 /// Serves HTTP until graceful shutdown (SIGTERM/SIGINT): then it stops accepting and lets
@@ -7,24 +9,46 @@ import ServiceLifecycle
 public struct GatewayHTTPService: Service {
     let api: GatewayAPI
     let group: EventLoopGroup
-    let host: String
-    let port: Int
+    let configuration: Configuration
     let logger: Logger
 
-    public init(api: GatewayAPI, group: EventLoopGroup, host: String, port: Int, logger: Logger) {
+    public init(api: GatewayAPI, group: EventLoopGroup, configuration: Configuration, logger: Logger) {
         self.api = api
         self.group = group
-        self.host = host
-        self.port = port
+        self.configuration = configuration
         self.logger = logger
     }
 
     public func run() async throws {
-        let server = try await HTTPServer.start(responder: api, group: group, host: host, port: port)
-        logger.info("gateway listening", metadata: ["host": "\(host)", "port": "\(server.port)"])
+        let server = try await HTTPServer.start(
+            responder: api, group: group, host: configuration.host, port: configuration.port,
+            limits: HTTPServerLimits(configuration), statistics: api.connections)
+        logger.info("gateway listening", metadata: ["host": "\(configuration.host)", "port": "\(server.port)"])
         try? await gracefulShutdown()
-        logger.info("gateway stopping: no new connections, finishing requests in flight")
+        logger.info("gateway stopping: no new connections; answering requests already received, then closing")
         await server.stop()
+        logger.info("gateway connections closed", metadata: ["open": "\(server.statistics.openConnections)"])
+    }
+}
+
+extension HTTPServerLimits {
+    /// The gateway's limits, from its configuration (README, "Security and limits").
+    public init(_ configuration: Configuration) {
+        self.init()
+        maxConnections = configuration.maxConnections
+        maxHeadBytes = configuration.maxHeadBytes
+        requestTimeout = .milliseconds(configuration.requestTimeoutMilliseconds)
+        idleTimeout = .milliseconds(configuration.idleTimeoutMilliseconds)
+        shutdownGrace = .milliseconds(configuration.shutdownGraceMilliseconds)
+    }
+}
+
+extension RedisConfiguration {
+    /// REDIS_URL plus the gateway's load-shedding settings.
+    public init(gateway configuration: Configuration) throws {
+        try self.init(url: configuration.redisURL)
+        maxPendingCommands = configuration.redisMaxPending
+        shedAfter = .milliseconds(configuration.redisShedAfterMilliseconds)
     }
 }
 

@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -38,6 +37,15 @@ public struct HTTPResponse: Sendable {
         self.extraHeaders = extraHeaders
         self.closeConnection = closeConnection
     }
+
+    /// The whole answer as bytes on the wire, for refusals written before (or instead of) the
+    /// HTTP codec: always `Connection: close`.
+    func rawBytes() -> [UInt8] {
+        var text = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\ncontent-type: \(contentType)\r\ncontent-length: \(body.count)\r\n"
+        for (name, value) in extraHeaders { text += "\(name): \(value)\r\n" }
+        text += "connection: close\r\n\r\n"
+        return Array(text.utf8) + body
+    }
 }
 
 /// What answers requests. It is called on the connection's event loop and must call
@@ -45,143 +53,145 @@ public struct HTTPResponse: Sendable {
 public protocol HTTPResponder: Sendable {
     /// Bodies above this get 413 without being read further.
     var maxBodyBytes: Int { get }
-    /// The answer to a body that is too large.
+    /// The answer to a body that is too large (413).
     var payloadTooLarge: HTTPResponse { get }
+    /// The answer to a request head over `HTTPServerLimits.maxHeadBytes` (431).
+    var requestHeaderTooLarge: HTTPResponse { get }
+    /// The answer to bytes that are not HTTP/1.1 (400).
+    var malformedRequest: HTTPResponse { get }
     func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void)
 }
 
-/// A small HTTP/1.1 server: SwiftNIO's HTTP codec and one handler, nothing between. A request
+/// The limits that keep slow, idle, huge or numerous clients from taking the server down. Every
+/// one is a setting of the gateway (README, "Security and limits").
+public struct HTTPServerLimits: Sendable, Equatable {
+    /// Open connections beyond this are closed as soon as they are accepted, so the ones already
+    /// admitted keep their latency. `GATEWAY_MAX_CONNECTIONS`, default 10,000.
+    public var maxConnections = 10_000
+    /// The request line and headers may take at most this many bytes (431 beyond).
+    /// `GATEWAY_MAX_HEAD_BYTES`, default 16 KiB.
+    public var maxHeadBytes = 16 * 1024
+    /// Once a request's first byte arrived, the whole request (head and body) must arrive within
+    /// this; slower clients are closed. `GATEWAY_REQUEST_TIMEOUT_MS`, default 10 s.
+    public var requestTimeout: Duration = .seconds(10)
+    /// A connection with no request under way is closed after this. `GATEWAY_IDLE_TIMEOUT_MS`,
+    /// default 60 s.
+    public var idleTimeout: Duration = .seconds(60)
+    /// On stop, requests already received get this long to be answered before their
+    /// connections are closed anyway. `GATEWAY_SHUTDOWN_GRACE_MS`, default 10 s.
+    public var shutdownGrace: Duration = .seconds(10)
+
+    public init() {}
+}
+
+/// Counts of the server's connections, read by the metrics page.
+public final class HTTPServerStatistics: Sendable {
+    private let open = Atomic<Int>(0)
+    private let refused = Atomic<Int>(0)
+    private let timedOut = Atomic<Int>(0)
+
+    public init() {}
+
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+    public var refusedConnections: Int { refused.load(ordering: .relaxed) }
+    public var timedOutConnections: Int { timedOut.load(ordering: .relaxed) }
+
+    func admit(limit: Int) -> Bool {
+        let (admitted, _) = open.wrappingAdd(1, ordering: .relaxed)
+        guard admitted > limit else { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        refused.wrappingAdd(1, ordering: .relaxed)
+        return false
+    }
+
+    func closed() { open.wrappingSubtract(1, ordering: .relaxed) }
+    func timedOutOne() { timedOut.wrappingAdd(1, ordering: .relaxed) }
+}
+
+/// A small HTTP/1.1 server: SwiftNIO's HTTP codec and our handlers, nothing between. A request
 /// is parsed, answered by the responder on the connection's own event loop (the gateway's Redis
 /// connection for that loop lives there too), and written back: no thread hop, no task per request.
 public final class HTTPServer: Sendable {
     private let channel: Channel
-    private let inFlight: InFlightCounter
+    private let connections: ConnectionRegistry
+    public let statistics: HTTPServerStatistics
+    private let limits: HTTPServerLimits
     public let port: Int
 
-    private init(channel: Channel, inFlight: InFlightCounter) {
+    private init(channel: Channel, connections: ConnectionRegistry, statistics: HTTPServerStatistics, limits: HTTPServerLimits) {
         self.channel = channel
-        self.inFlight = inFlight
+        self.connections = connections
+        self.statistics = statistics
+        self.limits = limits
         self.port = channel.localAddress?.port ?? 0
     }
 
-    public static func start(responder: some HTTPResponder, group: EventLoopGroup, host: String, port: Int) async throws -> HTTPServer {
-        let inFlight = InFlightCounter()
+    public static func start(
+        responder: some HTTPResponder, group: EventLoopGroup, host: String, port: Int,
+        limits: HTTPServerLimits = HTTPServerLimits(), statistics: HTTPServerStatistics = HTTPServerStatistics()
+    ) async throws -> HTTPServer {
+        let connections = ConnectionRegistry()
+        // NIO's own header limits stay above ours: our guard answers 431 first, theirs is a backstop.
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = max(limits.maxHeadBytes * 2, 1024)
+        decoderLimits.maxHeaderListSize = max(limits.maxHeadBytes * 2, 1024)
+        decoderLimits.maxHeaderFieldCount = 1_000
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard statistics.admit(limit: limits.maxConnections) else {
+                    // Over the limit: closed at once, before any byte is read or any state is kept.
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in
+                    statistics.closed()
+                    connections.remove(channel)
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let state = ConnectionState(limits: limits, statistics: statistics, refusal: responder.requestHeaderTooLarge)
                     let sync = channel.pipeline.syncOperations
-                    // Our response headers are fixed names and values we build ourselves, so the per-response
-                    // header validator (about 9% of a reservation's CPU in a profile) is left out.
-                    try sync.configureHTTPServerPipeline(withErrorHandling: true, withOutboundHeaderValidation: false)
-                    try sync.addHandler(HTTPRequestHandler(responder: responder, inFlight: inFlight))
+                    let encoder = HTTPResponseEncoder()
+                    try sync.addHandler(RequestGuard(state: state))
+                    try sync.addHandler(encoder)
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
+                    try sync.addHandler(HTTPServerPipelineHandler())
+                    // Our response headers are fixed names and values we build ourselves, so NIO's
+                    // per-response header validator (about 9% of a reservation's CPU) is left out.
+                    try sync.addHandler(HTTPRequestHandler(responder: responder, state: state))
+                    connections.add(channel)
                 }
             }
             .bind(host: host, port: port)
             .get()
-        return HTTPServer(channel: channel, inFlight: inFlight)
+        return HTTPServer(channel: channel, connections: connections, statistics: statistics, limits: limits)
     }
 
-    /// Stops accepting, then waits (up to `grace`) for requests in flight to be answered.
-    public func stop(grace: Duration = .seconds(10)) async {
+    /// A graceful stop: no new connections; idle connections are closed; every request already
+    /// received is answered with `Connection: close` and its connection then closed; after
+    /// `limits.shutdownGrace` whatever is still open is closed anyway.
+    public func stop() async {
         try? await channel.close()
+        for connection in connections.all() {
+            connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
         let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: grace)
-        while inFlight.count > 0, clock.now < deadline {
+        let deadline = clock.now.advanced(by: limits.shutdownGrace)
+        while statistics.openConnections > 0, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
+        for connection in connections.all() { connection.close(promise: nil) }
     }
 }
 
-final class InFlightCounter: Sendable {
-    private let value = Atomic<Int>(0)
-    var count: Int { value.load(ordering: .relaxed) }
-    func increment() { value.wrappingAdd(1, ordering: .relaxed) }
-    func decrement() { value.wrappingSubtract(1, ordering: .relaxed) }
-}
+/// The open connections, so a stop can reach each one.
+final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-/// One per connection. Collects a request (refusing bodies over 16 KiB), hands it to the API,
-/// writes the answer. NIO's pipelining handler keeps pipelined requests in order.
-final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let responder: Responder
-    private let inFlight: InFlightCounter
-    private var head: HTTPRequestHead?
-    private var body: ByteBuffer?
-    private var tooLarge = false
-
-    init(responder: Responder, inFlight: InFlightCounter) {
-        self.responder = responder
-        self.inFlight = inFlight
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let requestHead):
-            head = requestHead
-            body = nil
-            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > responder.maxBodyBytes {
-                tooLarge = true
-            } else {
-                tooLarge = false
-            }
-        case .body(var chunk):
-            guard !tooLarge else { return }
-            if (body?.readableBytes ?? 0) + chunk.readableBytes > responder.maxBodyBytes {
-                tooLarge = true
-                body = nil
-            } else if body == nil {
-                body = chunk
-            } else {
-                body!.writeBuffer(&chunk)
-            }
-        case .end:
-            guard let requestHead = head else { return }
-            head = nil
-            if tooLarge {
-                // The rest of an oversized body is not read: answer and close the connection.
-                write(responder.payloadTooLarge, for: requestHead, keepAlive: false, context: context)
-                return
-            }
-            let request = HTTPRequest(method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
-            body = nil
-            inFlight.increment()
-            let keepAlive = requestHead.isKeepAlive
-            // The answer arrives on this channel's event loop (the responder answers on the loop it
-            // is given), so the handler and its context are only ever touched there.
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            responder.respond(to: request, on: context.eventLoop) { response in
-                let (handler, context) = bound.value
-                handler.inFlight.decrement()
-                handler.write(response, for: requestHead, keepAlive: keepAlive && !response.closeConnection, context: context)
-            }
-        }
-    }
-
-    private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(4)
-        headers.add(name: "content-type", value: response.contentType)
-        headers.add(name: "content-length", value: String(response.body.count))
-        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if request.method != .HEAD {
-            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
-            buffer.writeBytes(response.body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        }
-        if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        } else {
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        }
-    }
+    func add(_ channel: any Channel) { channels.withLock { $0[ObjectIdentifier(channel)] = channel } }
+    func remove(_ channel: any Channel) { _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+    func all() -> [any Channel] { channels.withLock { Array($0.values) } }
 }

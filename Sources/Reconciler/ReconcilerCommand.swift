@@ -67,6 +67,14 @@ extension ReconcilerCommand {
         static let configuration = CommandConfiguration(abstract: "Consume events and audit forever, until SIGTERM/SIGINT.")
         @OptionGroup var options: CommonOptions
 
+        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
+        static var metricsLimits: HTTPServerLimits {
+            var limits = HTTPServerLimits()
+            limits.maxConnections = 64
+            limits.shutdownGrace = .seconds(1)
+            return limits
+        }
+
         func run() async throws {
             let (configuration, logger) = try options.environment()
             let registry = PrometheusCollectorRegistry()
@@ -76,7 +84,7 @@ extension ReconcilerCommand {
             if configuration.reconcilerMetricsPort > 0 {
                 metricsServer = try await HTTPServer.start(
                     responder: MetricsEndpoint(registry: registry), group: MultiThreadedEventLoopGroup.singleton,
-                    host: configuration.host, port: configuration.reconcilerMetricsPort)
+                    host: configuration.host, port: configuration.reconcilerMetricsPort, limits: Self.metricsLimits)
                 logger.info("reconciler metrics", metadata: ["port": "\(configuration.reconcilerMetricsPort)"])
             }
             // Postgres may not be up yet: migrate with the same patience as the main loop.
@@ -97,7 +105,7 @@ extension ReconcilerCommand {
                 services: [.init(service: ReconcilerService(reconciler: reconciler))],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
-            await metricsServer?.stop(grace: .seconds(1))
+            await metricsServer?.stop()
             await redis.shutdown()
             await postgres.shutdown()
         }
@@ -106,6 +114,14 @@ extension ReconcilerCommand {
     struct Once: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Apply every event that exists now, audit with repair, exit 0.")
         @OptionGroup var options: CommonOptions
+
+        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
+        static var metricsLimits: HTTPServerLimits {
+            var limits = HTTPServerLimits()
+            limits.maxConnections = 64
+            limits.shutdownGrace = .seconds(1)
+            return limits
+        }
 
         func run() async throws {
             let (configuration, logger) = try options.environment()
@@ -125,6 +141,14 @@ extension ReconcilerCommand {
         static let configuration = CommandConfiguration(abstract: "Report drift between Redis and Postgres; change nothing. Exit 1 if any.")
         @OptionGroup var options: CommonOptions
 
+        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
+        static var metricsLimits: HTTPServerLimits {
+            var limits = HTTPServerLimits()
+            limits.maxConnections = 64
+            limits.shutdownGrace = .seconds(1)
+            return limits
+        }
+
         func run() async throws {
             let (configuration, logger) = try options.environment()
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
@@ -140,6 +164,14 @@ extension ReconcilerCommand {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create or upgrade the schema, then exit.")
         @OptionGroup var options: CommonOptions
+
+        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
+        static var metricsLimits: HTTPServerLimits {
+            var limits = HTTPServerLimits()
+            limits.maxConnections = 64
+            limits.shutdownGrace = .seconds(1)
+            return limits
+        }
 
         func run() async throws {
             let (configuration, logger) = try options.environment()

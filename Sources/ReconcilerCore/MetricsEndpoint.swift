@@ -10,6 +10,8 @@ public struct MetricsEndpoint: HTTPResponder {
 
     public var maxBodyBytes: Int { 1024 }
     public var payloadTooLarge: HTTPResponse { HTTPResponse(status: .payloadTooLarge, body: []) }
+    public var requestHeaderTooLarge: HTTPResponse { HTTPResponse(status: .requestHeaderFieldsTooLarge, body: []) }
+    public var malformedRequest: HTTPResponse { HTTPResponse(status: .badRequest, body: []) }
 
     public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         switch (request.method, request.uri) {

@@ -10,6 +10,12 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var commandTimeout: Duration
     /// Connections per event loop. Default 1: commands are pipelined, so one is enough.
     public var connectionsPerEventLoop: Int
+    /// Calls a connection may hold (queued plus in flight) before new ones fail at once with
+    /// `overloaded`, instead of waiting behind a growing queue. Default 2048.
+    public var maxPendingCommands: Int = 2048
+    /// When the batch on the wire has waited this long for Redis, new calls fail at once with
+    /// `overloaded` until Redis answers again. Default 1 s.
+    public var shedAfter: Duration = .seconds(1)
 
     public init(
         host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, database: Int = 0,

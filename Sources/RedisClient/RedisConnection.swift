@@ -23,6 +23,8 @@ final class RedisConnection: @unchecked Sendable {
     private var inFlight = CircularBuffer<EventLoopPromise<RedisValue>>(initialCapacity: 64)
     private var flushScheduled = false
     private var batchTimeout: Scheduled<Void>?
+    /// When the batch now on the wire was written (nil when nothing is in flight).
+    private var batchSentAt: NIODeadline?
     /// Why the current channel is being closed, when we close it ourselves.
     private var closeReason: RedisError?
 
@@ -50,6 +52,10 @@ final class RedisConnection: @unchecked Sendable {
     private func enqueue(_ arguments: [RedisArgument]) -> EventLoopFuture<RedisValue> {
         eventLoop.assertInEventLoop()
         let promise = eventLoop.makePromise(of: RedisValue.self)
+        if shouldShed() {
+            promise.fail(RedisError.overloaded)
+            return promise.futureResult
+        }
         switch state {
         case .shutdown:
             promise.fail(RedisError.shutdown)
@@ -64,6 +70,15 @@ final class RedisConnection: @unchecked Sendable {
             if inFlight.isEmpty { scheduleFlush() }
         }
         return promise.futureResult
+    }
+
+    /// Load shedding: a call that would wait behind too many others, or behind a batch Redis has
+    /// not answered for `shedAfter`, fails at once (and is never sent) instead of joining a queue
+    /// that only grows. Calls already admitted keep their place and their latency.
+    private func shouldShed() -> Bool {
+        if outboxPromises.count + inFlight.count >= configuration.maxPendingCommands { return true }
+        if let sentAt = batchSentAt, NIODeadline.now() - sentAt > TimeAmount(configuration.shedAfter) { return true }
+        return false
     }
 
     private func append(_ arguments: [RedisArgument], _ promise: EventLoopPromise<RedisValue>) {
@@ -87,6 +102,7 @@ final class RedisConnection: @unchecked Sendable {
         let batch = outbox
         outbox = channel.allocator.buffer(capacity: max(4096, batch.readableBytes))
         channel.writeAndFlush(batch, promise: nil)
+        batchSentAt = .now()
         armBatchTimeout(channel)
     }
 
@@ -146,13 +162,19 @@ final class RedisConnection: @unchecked Sendable {
             let promise = eventLoop.makePromise(of: RedisValue.self)
             promise.futureResult.whenFailure { [weak self] error in
                 guard let self, case .ready(let current) = self.state, current === channel else { return }
-                self.closeReason = .server("handshake failed: \(error)")
+                self.closeReason = .handshakeFailed(Self.describeReply(error))
                 channel.close(promise: nil)
             }
             inFlight.append(promise)
         }
         channel.writeAndFlush(buffer, promise: nil)
+        batchSentAt = .now()
         armBatchTimeout(channel)
+    }
+
+    /// An error reply's code only (never the command or its arguments: AUTH carries the password).
+    private static func describeReply(_ error: any Error) -> String {
+        (error as? RedisError)?.serverCode.map(String.init) ?? "connection failed"
     }
 
     // MARK: called by the channel handler, on the event loop
@@ -172,6 +194,7 @@ final class RedisConnection: @unchecked Sendable {
         if inFlight.isEmpty {
             batchTimeout?.cancel()
             batchTimeout = nil
+            batchSentAt = nil
             if !outboxPromises.isEmpty { scheduleFlush() }
         }
     }
@@ -189,6 +212,7 @@ final class RedisConnection: @unchecked Sendable {
         closeReason = nil
         batchTimeout?.cancel()
         batchTimeout = nil
+        batchSentAt = nil
         let lost = inFlight
         inFlight.removeAll()
         for promise in lost { promise.fail(reason) }
@@ -256,12 +280,5 @@ private final class RedisChannelHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         connection.failed(.connectionClosed, on: context.channel)
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

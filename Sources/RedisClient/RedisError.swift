@@ -14,6 +14,11 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidURL(String)
     /// The client was shut down.
     case shutdown
+    /// Refused without being sent: too many calls wait for this connection, or Redis has not
+    /// answered the batch on the wire for a while. Nothing ran; retrying later is safe.
+    case overloaded
+    /// The connection's AUTH or SELECT was refused; nothing queued on it ran.
+    case handshakeFailed(String)
 
     public var description: String {
         switch self {
@@ -24,6 +29,26 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .protocolError(let message): return "redis protocol error: \(message)"
         case .invalidURL(let reason): return "invalid REDIS_URL: \(reason)"
         case .shutdown: return "redis client is shut down"
+        case .overloaded: return "redis is overloaded or slow; the call was not sent"
+        case .handshakeFailed(let reason): return "redis refused the connection's handshake: \(reason)"
+        }
+    }
+
+    /// Error replies that mean "not now" rather than "wrong": out of memory, loading its data,
+    /// busy with a script, a replica or cluster not ready. A client should retry later.
+    public var isTransient: Bool {
+        switch self {
+        case .connectFailed, .connectionClosed, .timeout, .overloaded, .handshakeFailed, .shutdown:
+            return true
+        case .server:
+            switch serverCode {
+            case "OOM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS", "MISCONF", "NOPERM":
+                return true
+            default:
+                return false
+            }
+        case .protocolError, .invalidURL:
+            return false
         }
     }
 

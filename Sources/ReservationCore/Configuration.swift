@@ -36,6 +36,24 @@ public struct Configuration: Sendable, Equatable {
     /// `RECONCILER_METRICS_PORT`, default 9464 (0 turns it off): where `reconciler run` serves
     /// `/metrics` in Prometheus text format, on `GATEWAY_HOST`'s loopback default 127.0.0.1.
     public var reconcilerMetricsPort: Int = 9464
+    /// `GATEWAY_MAX_CONNECTIONS`, default 10000: open connections beyond this are closed at once.
+    public var maxConnections: Int = 10_000
+    /// `GATEWAY_MAX_HEAD_BYTES`, default 16384: the largest request line plus headers (431 beyond).
+    public var maxHeadBytes: Int = 16 * 1024
+    /// `GATEWAY_REQUEST_TIMEOUT_MS`, default 10000: time a client has to send a whole request
+    /// (head and body) once its first byte arrived; slower clients are closed.
+    public var requestTimeoutMilliseconds: Int = 10_000
+    /// `GATEWAY_IDLE_TIMEOUT_MS`, default 60000: a connection with no request under way is closed after this.
+    public var idleTimeoutMilliseconds: Int = 60_000
+    /// `GATEWAY_SHUTDOWN_GRACE_MS`, default 10000: on SIGTERM, how long requests already received
+    /// have to be answered before their connections are closed anyway.
+    public var shutdownGraceMilliseconds: Int = 10_000
+    /// `REDIS_MAX_PENDING`, default 2048: calls one Redis connection may hold (queued plus in
+    /// flight); beyond it new calls are answered 503 at once.
+    public var redisMaxPending: Int = 2048
+    /// `REDIS_SHED_AFTER_MS`, default 1000: when Redis has not answered the batch on the wire for
+    /// this long, new calls are answered 503 at once until it does.
+    public var redisShedAfterMilliseconds: Int = 1000
     /// `LOG_LEVEL`, default `info`.
     public var logLevel: String = "info"
     /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
@@ -85,6 +103,13 @@ public struct Configuration: Sendable, Equatable {
         if let value = try int("RECONCILER_BATCH", 1...100_000) { reconcilerBatchSize = value }
         if let value = try int("AUDIT_INTERVAL_SECONDS", 1...86_400) { auditIntervalSeconds = value }
         if let value = try int("CLAIM_IDLE_MS", 0...86_400_000) { claimIdleMilliseconds = value }
+        if let value = try int("GATEWAY_MAX_CONNECTIONS", 1...1_000_000) { maxConnections = value }
+        if let value = try int("GATEWAY_MAX_HEAD_BYTES", 1024...1_048_576) { maxHeadBytes = value }
+        if let value = try int("GATEWAY_REQUEST_TIMEOUT_MS", 100...3_600_000) { requestTimeoutMilliseconds = value }
+        if let value = try int("GATEWAY_IDLE_TIMEOUT_MS", 100...86_400_000) { idleTimeoutMilliseconds = value }
+        if let value = try int("GATEWAY_SHUTDOWN_GRACE_MS", 0...3_600_000) { shutdownGraceMilliseconds = value }
+        if let value = try int("REDIS_MAX_PENDING", 1...1_000_000) { redisMaxPending = value }
+        if let value = try int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
         reconcilerName = text("RECONCILER_NAME")
         if let value = try int("RECONCILER_METRICS_PORT", 0...65535) { reconcilerMetricsPort = value }
         if let value = text("LOG_LEVEL") { logLevel = value }

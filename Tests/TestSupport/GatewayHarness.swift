@@ -17,7 +17,7 @@ public final class GatewayHarness: Sendable {
     public let service: ReservationService
     public let api: GatewayAPI
     public let configuration: Configuration
-    private let server: HTTPServer
+    public let server: HTTPServer
     private let expiry: Task<Void, Never>?
 
     public var port: Int { server.port }
@@ -34,7 +34,7 @@ public final class GatewayHarness: Sendable {
         configuration.reserveRateLimit = 0
         configuration.expiryIntervalMilliseconds = 50
         configure(&configuration)
-        let redis = RedisClient(configuration: try RedisConfiguration(url: configuration.redisURL), eventLoopGroup: TestEnvironment.eventLoopGroup)
+        let redis = RedisClient(configuration: try RedisConfiguration(gateway: configuration), eventLoopGroup: TestEnvironment.eventLoopGroup)
         try await redis.load(ReservationScripts.all)
         let registry = PrometheusCollectorRegistry()
         let metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
@@ -42,7 +42,10 @@ public final class GatewayHarness: Sendable {
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .critical
         let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
-        let server = try await HTTPServer.start(responder: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0)
+        var limits = HTTPServerLimits(configuration)
+        limits.shutdownGrace = .seconds(5)
+        let server = try await HTTPServer.start(
+            responder: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0, limits: limits, statistics: api.connections)
         var expiry: Task<Void, Never>?
         if expiryLoop {
             let interval = configuration.expiryIntervalMilliseconds
@@ -67,7 +70,7 @@ public final class GatewayHarness: Sendable {
 
     public func stop() async {
         expiry?.cancel()
-        await server.stop(grace: .seconds(2))
+        await server.stop()
         await redis.shutdown()
     }
 

@@ -1,0 +1,341 @@
+import NIOCore
+import NIOHTTP1
+
+/// Where one connection is between requests, and the timer that belongs to that place. A plain
+/// value that returns what to do, so every transition is tested without a socket
+/// (`ConnectionLifecycleTests`); `ConnectionState` carries it out on the channel.
+public struct ConnectionLifecycle: Equatable, Sendable {
+    public enum Phase: Equatable, Sendable {
+        /// No request under way: the idle timer runs.
+        case idle
+        /// A request's first bytes arrived, its head is not complete: the request timer runs and
+        /// the head's bytes are counted against the limit.
+        case receivingHead(bytes: Int)
+        /// The head is parsed, the body is arriving: the request timer still runs.
+        case receivingBody
+        /// The request is complete and being answered: no timer (the responder bounds its waits).
+        case handling
+        /// A refusal was written and our side shut: input is read and dropped until the client
+        /// closes or the linger timer ends it, so the refusal is not lost to a reset.
+        case lingering
+    }
+
+    public enum Timer: Equatable, Sendable {
+        case none, idle, request, linger
+    }
+
+    public private(set) var phase: Phase = .idle
+    public let maxHeadBytes: Int
+
+    public init(maxHeadBytes: Int) { self.maxHeadBytes = maxHeadBytes }
+
+    /// The timer the current phase needs.
+    public var timer: Timer {
+        switch phase {
+        case .idle: return .idle
+        case .receivingHead, .receivingBody: return .request
+        case .handling: return .none
+        case .lingering: return .linger
+        }
+    }
+
+    public enum ReadDecision: Equatable, Sendable {
+        /// Hand this many bytes to the HTTP decoder (then ask again for the rest).
+        case forward(Int)
+        /// Hand everything to the decoder; nothing is counted in this phase.
+        case forwardAll
+        /// Drop the bytes (lingering after a refusal).
+        case discard
+    }
+
+    /// `available` bytes arrived. In `receivingHead`, at most one byte past the head limit is
+    /// handed on at a time: if the decoder has not found the end of the head by then, the head is
+    /// too large, whatever follows it.
+    public mutating func bytesArrived(_ available: Int) -> ReadDecision {
+        switch phase {
+        case .lingering:
+            return .discard
+        case .receivingBody, .handling:
+            return .forwardAll
+        case .idle:
+            phase = .receivingHead(bytes: 0)
+            return bytesArrived(available)
+        case .receivingHead(let bytes):
+            let allowed = max(1, maxHeadBytes - bytes + 1)
+            let count = min(available, allowed)
+            phase = .receivingHead(bytes: bytes + count)
+            return .forward(count)
+        }
+    }
+
+    /// After forwarding: true if the head is still incomplete past the limit (answer 431).
+    public var headTooLarge: Bool {
+        if case .receivingHead(let bytes) = phase { return bytes > maxHeadBytes }
+        return false
+    }
+
+    /// The decoder produced a request head.
+    public mutating func headReceived() {
+        if phase != .lingering { phase = .receivingBody }
+    }
+
+    /// The request's end arrived: it is complete.
+    public mutating func requestReceived() {
+        if phase != .lingering { phase = .handling }
+    }
+
+    /// The answer is about to be written; with keep-alive the connection waits for the next
+    /// request. (Called before the response's end is written, so a pipelined request that the
+    /// write releases finds the connection already idle.)
+    public mutating func responseWritten() {
+        if phase == .handling || phase == .receivingBody { phase = .idle }
+    }
+
+    /// A refusal was written: drop input until the client goes.
+    public mutating func refused() { phase = .lingering }
+}
+
+/// The lifecycle of one connection with its timers, shared by `RequestGuard` (which sees raw
+/// bytes) and `HTTPRequestHandler` (which sees requests). Both live on the channel's event loop,
+/// which is the only place this object is touched.
+final class ConnectionState {
+    private(set) var lifecycle: ConnectionLifecycle
+    let limits: HTTPServerLimits
+    let statistics: HTTPServerStatistics
+    /// The 431 answer, rendered once per connection only when needed.
+    let refusal: HTTPResponse
+    private var timer: Scheduled<Void>?
+    private var armed: ConnectionLifecycle.Timer = .none
+    static let lingerTime: TimeAmount = .seconds(2)
+
+    init(limits: HTTPServerLimits, statistics: HTTPServerStatistics, refusal: HTTPResponse) {
+        self.lifecycle = ConnectionLifecycle(maxHeadBytes: limits.maxHeadBytes)
+        self.limits = limits
+        self.statistics = statistics
+        self.refusal = refusal
+    }
+
+    func update(_ channel: any Channel, _ change: (inout ConnectionLifecycle) -> Void) {
+        change(&lifecycle)
+        syncTimer(channel)
+    }
+
+    func bytesArrived(_ available: Int, _ channel: any Channel) -> ConnectionLifecycle.ReadDecision {
+        let decision = lifecycle.bytesArrived(available)
+        syncTimer(channel)
+        return decision
+    }
+
+    /// Arms the timer the phase needs, if it is not the one running. A phase keeps its timer
+    /// across transitions within it (the request timer runs from the first byte to the end).
+    private func syncTimer(_ channel: any Channel) {
+        let wanted = lifecycle.timer
+        guard wanted != armed else { return }
+        timer?.cancel()
+        timer = nil
+        armed = wanted
+        let delay: TimeAmount
+        switch wanted {
+        case .none: return
+        case .idle: delay = TimeAmount(limits.idleTimeout)
+        case .request: delay = TimeAmount(limits.requestTimeout)
+        case .linger: delay = Self.lingerTime
+        }
+        let statistics = self.statistics
+        timer = channel.eventLoop.scheduleTask(in: delay) {
+            if wanted == .request { statistics.timedOutOne() }
+            channel.close(promise: nil)
+        }
+    }
+
+    func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+        armed = .none
+    }
+}
+
+/// First in the pipeline, before the HTTP decoder: counts a request head's bytes (431 past the
+/// limit, decided before the decoder buffers more), runs the connection's timers, and drops
+/// input after a refusal.
+final class RequestGuard: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let state: ConnectionState
+
+    init(state: ConnectionState) { self.state = state }
+
+    func channelActive(context: ChannelHandlerContext) {
+        state.update(context.channel) { _ in }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.cancelTimer()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        while buffer.readableBytes > 0 {
+            switch state.bytesArrived(buffer.readableBytes, context.channel) {
+            case .discard:
+                return
+            case .forwardAll:
+                context.fireChannelRead(wrapInboundOut(buffer))
+                return
+            case .forward(let count):
+                let slice = buffer.readSlice(length: count)!
+                context.fireChannelRead(wrapInboundOut(slice))
+                if state.lifecycle.headTooLarge {
+                    refuse(context: context, state.refusal)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Writes `response` straight to the socket (the decoder holds half a head, so the codec is
+    /// bypassed), shuts our side, and lingers.
+    private func refuse(context: ChannelHandlerContext, _ response: HTTPResponse) {
+        state.update(context.channel) { $0.refused() }
+        let bytes = response.rawBytes()
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .lingering = state.lifecycle.phase, let event = event as? ChannelEvent, event == .inputClosed {
+            // The client read the refusal and went: done.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// One per connection, after NIO's HTTP decoder and pipelining handler. Collects a request
+/// (refusing bodies over the responder's limit as soon as that is known), hands it to the
+/// responder, writes the answer. NIO's pipelining handler keeps pipelined requests in order and
+/// carries out a graceful stop (`ChannelShouldQuiesceEvent`): idle connections close at once,
+/// busy ones after their answer, which it marks `Connection: close`.
+final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let responder: Responder
+    private let state: ConnectionState
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    /// The current request was refused (413) and answered already; its remaining parts are dropped.
+    private var refused = false
+    /// A response is being produced or written (a parse error then cannot be answered).
+    private var responding = false
+
+    init(responder: Responder, state: ConnectionState) {
+        self.responder = responder
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            state.update(context.channel) { $0.headReceived() }
+            head = requestHead
+            body = nil
+            refused = false
+            // Decided from Content-Length before a byte of the body is read. (NIO's decoder
+            // already refused a malformed or negative one.)
+            if let length = requestHead.headers.first(name: "content-length"),
+               length.utf8.count > 9 || (Int(length) ?? 0) > responder.maxBodyBytes {
+                refuse(context: context, requestHead)
+            }
+        case .body(var chunk):
+            guard !refused else { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > responder.maxBodyBytes {
+                // A chunked (or lying) body: refused as soon as it passes the limit.
+                body = nil
+                if let requestHead = head { refuse(context: context, requestHead) }
+            } else if body == nil {
+                body = chunk
+            } else {
+                body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let requestHead = head, !refused else { return }
+            head = nil
+            state.update(context.channel) { $0.requestReceived() }
+            let request = HTTPRequest(method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
+            body = nil
+            responding = true
+            let keepAlive = requestHead.isKeepAlive
+            // The answer arrives on this channel's event loop (the responder answers on the loop it
+            // is given), so the handler and its context are only ever touched there.
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            responder.respond(to: request, on: context.eventLoop) { response in
+                let (handler, context) = bound.value
+                handler.write(response, for: requestHead, keepAlive: keepAlive && !response.closeConnection, context: context)
+            }
+        }
+    }
+
+    /// 413 at once, `Connection: close`; the rest of the body is never read.
+    private func refuse(context: ChannelHandlerContext, _ requestHead: HTTPRequestHead) {
+        refused = true
+        head = nil
+        body = nil
+        responding = true
+        write(responder.payloadTooLarge, for: requestHead, keepAlive: false, context: context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parseError = error as? HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        // Not HTTP: answer once if nothing else is being answered; the decoder then closes.
+        if !responding {
+            responding = true
+            var response = parseError == .headerOverflow ? responder.requestHeaderTooLarge : responder.malformedRequest
+            response.closeConnection = true
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+            write(response, for: head, keepAlive: false, context: context)
+        }
+    }
+
+    private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4)
+        headers.add(name: "content-type", value: response.contentType)
+        headers.add(name: "content-length", value: String(response.body.count))
+        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.method != .HEAD {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            buffer.writeBytes(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        responding = false
+        if keepAlive {
+            state.update(context.channel) { $0.responseWritten() }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            // Our side is shut after the answer; input is dropped until the client goes (or the
+            // linger timer ends it), so the answer is not lost to a reset.
+            state.update(context.channel) { $0.refused() }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                channel.close(mode: .output, promise: nil)
+            }
+        }
+    }
+}
