@@ -49,6 +49,7 @@ extension RedisConfiguration {
         try self.init(url: configuration.redisURL)
         maxPendingCommands = configuration.redisMaxPending
         shedAfter = .milliseconds(configuration.redisShedAfterMilliseconds)
+        commandTimeout = .milliseconds(configuration.redisCommandTimeoutMilliseconds)
     }
 }
 

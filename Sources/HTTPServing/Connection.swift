@@ -106,6 +106,8 @@ final class ConnectionState {
     let refusal: HTTPResponse
     private var timer: Scheduled<Void>?
     private var armed: ConnectionLifecycle.Timer = .none
+    /// A graceful stop reached this connection: NIO's pipelining handler owns its last answer.
+    var quiescing = false
     static let lingerTime: TimeAmount = .seconds(2)
 
     init(limits: HTTPServerLimits, statistics: HTTPServerStatistics, refusal: HTTPResponse) {
@@ -212,6 +214,7 @@ final class RequestGuard: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent { state.quiescing = true }
         if case .lingering = state.lifecycle.phase, let event = event as? ChannelEvent, event == .inputClosed {
             // The client read the refusal and went: done.
             context.close(promise: nil)
@@ -238,6 +241,8 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
     private var refused = false
     /// A response is being produced or written (a parse error then cannot be answered).
     private var responding = false
+    /// The client shut its side: the request under way (if any) is answered, then we close.
+    private var inputClosed = false
 
     init(responder: Responder, state: ConnectionState) {
         self.responder = responder
@@ -295,13 +300,26 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
         write(responder.payloadTooLarge, for: requestHead, keepAlive: false, context: context)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // A client that sent its request and shut its side still gets the answer; one that
+            // went away between requests (or mid-request) is closed now, not at the idle timeout.
+            inputClosed = true
+            if !responding { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parseError = error as? HTTPParserError else {
             context.close(promise: nil)
             return
         }
-        // Not HTTP: answer once if nothing else is being answered; the decoder then closes.
-        if !responding {
+        // Not HTTP: answer once if nothing else is being answered and the connection is still
+        // open for it; the decoder then closes. (A parse error also comes when a connection that
+        // held half a request is closed, by a timeout or a stop: nothing is written then.)
+        if !responding, !state.quiescing, context.channel.isActive, state.lifecycle.phase != .lingering {
             responding = true
             var response = parseError == .headerOverflow ? responder.requestHeaderTooLarge : responder.malformedRequest
             response.closeConnection = true
@@ -325,7 +343,10 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         responding = false
-        if keepAlive {
+        if inputClosed {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else if keepAlive {
             state.update(context.channel) { $0.responseWritten() }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {

@@ -97,7 +97,7 @@ public final class HTTPServerStatistics: Sendable {
     public var timedOutConnections: Int { timedOut.load(ordering: .relaxed) }
 
     func admit(limit: Int) -> Bool {
-        let (admitted, _) = open.wrappingAdd(1, ordering: .relaxed)
+        let (_, admitted) = open.wrappingAdd(1, ordering: .relaxed)
         guard admitted > limit else { return true }
         open.wrappingSubtract(1, ordering: .relaxed)
         refused.wrappingAdd(1, ordering: .relaxed)

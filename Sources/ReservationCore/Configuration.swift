@@ -54,6 +54,9 @@ public struct Configuration: Sendable, Equatable {
     /// `REDIS_SHED_AFTER_MS`, default 1000: when Redis has not answered the batch on the wire for
     /// this long, new calls are answered 503 at once until it does.
     public var redisShedAfterMilliseconds: Int = 1000
+    /// `REDIS_COMMAND_TIMEOUT_MS`, default 5000: a batch Redis has not answered within this resets
+    /// the connection (its calls fail with 503).
+    public var redisCommandTimeoutMilliseconds: Int = 5000
     /// `LOG_LEVEL`, default `info`.
     public var logLevel: String = "info"
     /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
@@ -110,6 +113,7 @@ public struct Configuration: Sendable, Equatable {
         if let value = try int("GATEWAY_SHUTDOWN_GRACE_MS", 0...3_600_000) { shutdownGraceMilliseconds = value }
         if let value = try int("REDIS_MAX_PENDING", 1...1_000_000) { redisMaxPending = value }
         if let value = try int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
+        if let value = try int("REDIS_COMMAND_TIMEOUT_MS", 10...3_600_000) { redisCommandTimeoutMilliseconds = value }
         reconcilerName = text("RECONCILER_NAME")
         if let value = try int("RECONCILER_METRICS_PORT", 0...65535) { reconcilerMetricsPort = value }
         if let value = text("LOG_LEVEL") { logLevel = value }

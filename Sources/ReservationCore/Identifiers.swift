@@ -1,4 +1,3 @@
-import Synchronization
 
 /// The contract's id format: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
 public enum Identifier {
@@ -30,23 +29,33 @@ public enum Identifier {
     }
 }
 
-/// Reservation ids: `NN-<instance>-<counter>`, NN being the basket's partition (so a lookup by
-/// id finds the right keys), `<instance>` 64 random bits drawn when the process starts, and
-/// `<counter>` a per-process sequence. Unique across gateway instances, and short enough
-/// (at most 3 + 13 + 1 + 13 characters) to stay within the id format.
+/// Reservation ids: `NN-<26 characters>`, NN being the basket's partition (so a lookup by id
+/// finds the right keys) and the rest 128 bits from the system's cryptographic random source
+/// (`getrandom`), in lowercase base 32. The id is what lets its holder read and cancel the
+/// reservation, so nothing in it is predictable from another id: no counter, no per-process
+/// part. 29 characters, within the id format. Collisions would need 2^64 ids.
 public final class ReservationIdGenerator: Sendable {
-    private let instance: String
-    private let counter = Atomic<UInt64>(0)
+    public init() {}
 
-    public init() {
-        var generator = SystemRandomNumberGenerator()
-        self.instance = String(generator.next() as UInt64, radix: 36)
-    }
+    static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
 
     public func next(partition: Int) -> String {
-        let sequence = counter.wrappingAdd(1, ordering: .relaxed).newValue
-        let prefix = partition < 10 ? "0\(partition)" : "\(partition)"
-        return prefix + "-" + instance + "-" + String(sequence, radix: 36)
+        var generator = SystemRandomNumberGenerator()
+        let high: UInt64 = generator.next()
+        let low: UInt64 = generator.next()
+        var bytes = [UInt8](repeating: 0, count: 29)
+        bytes[0] = UInt8(ascii: "0") + UInt8(partition / 10 % 10)
+        bytes[1] = UInt8(ascii: "0") + UInt8(partition % 10)
+        bytes[2] = UInt8(ascii: "-")
+        // 26 base-32 digits = 130 bits: the top two digits take 64 bits each side by side.
+        var value = (high, low)
+        for index in stride(from: 28, through: 3, by: -1) {
+            let digit = Int(value.1 & 31)
+            bytes[index] = Self.alphabet[digit]
+            value.1 = (value.1 >> 5) | ((value.0 & 31) << 59)
+            value.0 >>= 5
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The partition a reservation id names, or nil if the id is not one we issue.

@@ -358,6 +358,22 @@ struct ConcurrencyTests {
         await gateway.stop()
     }
 
+    @Test("the sold-out memory refuses by quantity: after 2 units are refused, the last unit still sells")
+    func soldOutFlagByQuantity() async throws {
+        let gateway = try await GatewayHarness.start { $0.soldOutCacheMilliseconds = 10_000 }
+        for _ in 0..<Self.rounds {
+            let basketId = TestEnvironment.uniqueId("b")
+            try await gateway.createBasket(basketId, stock: 1, maxPerConsumer: 5)
+            for _ in 0..<3 {
+                #expect(try await gateway.reserve(basketId, consumer: "greedy", quantity: 2).errorCode == "sold_out")
+            }
+            #expect(try await gateway.reserve(basketId, consumer: "modest", quantity: 1).status == 201, "one unit was left")
+            #expect(try await gateway.reserve(basketId, consumer: "late", quantity: 1).errorCode == "sold_out")
+            _ = try await Self.checkInvariant(gateway, basketId)
+        }
+        await gateway.stop()
+    }
+
     // MARK: helpers
 
     static func pendingReservation(_ gateway: GatewayHarness) async throws -> (String, String) {

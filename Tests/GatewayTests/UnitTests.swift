@@ -157,4 +157,47 @@ struct UnitTests {
             #expect(try JSONValue.parse(Array(text.utf8)).integerValue == expected, "\(text)")
         }
     }
+
+    @Test("reservation ids: 128 random bits after the partition, nothing predictable from the previous one")
+    func unguessableIds() {
+        let generator = ReservationIdGenerator()
+        var seen = Set<String>()
+        var perPosition = [Set<UInt8>](repeating: [], count: 29)
+        var sameAsPrevious = 0
+        var previous: [UInt8]?
+        for _ in 0..<10_000 {
+            let id = generator.next(partition: 7)
+            let bytes = Array(id.utf8)
+            #expect(bytes.count == 29 && id.hasPrefix("07-"))
+            #expect(seen.insert(id).inserted)
+            for (index, byte) in bytes.enumerated() { perPosition[index].insert(byte) }
+            if let previous { sameAsPrevious += zip(previous.dropFirst(3), bytes.dropFirst(3)).filter { $0 == $1 }.count }
+            previous = bytes
+        }
+        // Every random position takes every value it can (the first carries 3 bits, the rest 5).
+        #expect(perPosition[3].count == 8)
+        for index in 4..<29 { #expect(perPosition[index].count == 32, "position \(index)") }
+        // Consecutive ids agree on 26/32 = 0.8 positions on average by chance; a counter or a shared
+        // per-process part would make it far more.
+        #expect(Double(sameAsPrevious) / 9_999 < 1.5)
+    }
+
+    @Test("the sold-out memory refuses only what Redis would refuse: q or more after a refusal of q")
+    func soldOutByQuantity() {
+        let cache = SoldOutCache(milliseconds: 60_000)
+        cache.markSoldOut("b", quantity: 2, ifUnchangedSince: cache.generation)
+        #expect(cache.isSoldOut("b", quantity: 2))
+        #expect(cache.isSoldOut("b", quantity: 5))
+        #expect(!cache.isSoldOut("b", quantity: 1), "one unit may be left: ask Redis")
+        cache.markSoldOut("b", quantity: 5, ifUnchangedSince: cache.generation)
+        #expect(!cache.isSoldOut("b", quantity: 1), "a larger refusal does not widen the smaller one")
+        cache.markSoldOut("b", quantity: 1, ifUnchangedSince: cache.generation)
+        #expect(cache.isSoldOut("b", quantity: 1))
+        let stale = cache.generation
+        cache.clear("b")
+        #expect(!cache.isSoldOut("b", quantity: 1))
+        cache.markSoldOut("b", quantity: 1, ifUnchangedSince: stale)
+        #expect(!cache.isSoldOut("b", quantity: 1), "a refusal older than a release is not remembered")
+        #expect(!SoldOutCache(milliseconds: 0).isSoldOut("b", quantity: 1))
+    }
 }

@@ -133,9 +133,13 @@ struct DriftAndOutageTests {
         func count() async throws -> Int {
             try await postgres.query("SELECT count(*) AS n FROM reservations WHERE basket_id = $1", [.text(basketId)])[0]["n"].int ?? 0
         }
+        // What Redis holds is the truth Postgres must reach: on a loaded machine a reservation can
+        // time out (503, outcome unknown to the client) and still have been applied.
+        func held() async throws -> Int { try await gateway.basket(basketId)["pending"]?.int ?? -1 }
         var granted = 0
         for index in 0..<50 where try await gateway.reserve(basketId, consumer: "before-\(index)").status == 201 { granted += 1 }
-        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == 50 })
+        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == held() })
+        #expect(try await held() >= granted)
 
         try server.stop()
         let outageEnds = ContinuousClock.now.advanced(by: .seconds(10))
@@ -148,15 +152,17 @@ struct DriftAndOutageTests {
         try server.start()
         for index in 0..<50 where try await gateway.reserve(basketId, consumer: "after-\(index)").status == 201 { granted += 1 }
 
-        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == granted })
+        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == held() })
+        let total = try await held()
+        #expect(total >= granted, "every 201 is held")
         let summary = try await postgres.query(
             "SELECT count(*) AS n, count(DISTINCT id) AS d FROM reservations WHERE basket_id = $1", [.text(basketId)])
-        #expect(summary[0]["n"].int == granted)
-        #expect(summary[0]["d"].int == granted)
+        #expect(summary[0]["n"].int == total)
+        #expect(summary[0]["d"].int == total)
         #expect(try await eventually(interval: .milliseconds(100)) {
-            try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - granted
+            try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - total
         })
-        #expect(try await gateway.basket(basketId)["stock"]?.int == 1_000 - granted)
+        #expect(try await gateway.basket(basketId)["stock"]?.int == 1_000 - total)
         running.cancel()
         _ = await running.value
         await gateway.stop()

@@ -23,7 +23,9 @@ public enum HTTPTestClient {
         let group = TestEnvironment.eventLoopGroup
         let eventLoop = group.next()
         let promise = eventLoop.makePromise(of: TestHTTPResponse.self)
-        let channel = try await ClientBootstrap(group: eventLoop)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
             .connectTimeout(.seconds(60))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -32,6 +34,10 @@ public enum HTTPTestClient {
                 }
             }
             .connect(host: host, port: port).get()
+        } catch {
+            promise.fail(error)  // never leave the promise behind
+            throw error
+        }
         var requestHeaders = HTTPHeaders()
         requestHeaders.add(name: "host", value: "\(host):\(port)")
         requestHeaders.add(name: "connection", value: "close")

@@ -66,6 +66,15 @@ public final class RedisServerProcess: @unchecked Sendable {
         waitGone(pid)
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered, until `resume`.
+    public func pause() {
+        if let pid = currentPid() { Foundation.kill(pid, SIGSTOP) }
+    }
+
+    public func resume() {
+        if let pid = currentPid() { Foundation.kill(pid, SIGCONT) }
+    }
+
     deinit {
         if let pid = currentPid() { Foundation.kill(pid, SIGKILL) }
         try? FileManager.default.removeItem(at: directory)

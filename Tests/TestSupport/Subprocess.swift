@@ -74,6 +74,11 @@ public final class Subprocess: @unchecked Sendable {
         return result == 0
     }
 
+    /// Sends `signal` (e.g. SIGTERM, SIGSTOP) without waiting.
+    public func signal(_ signal: Int32) {
+        Foundation.kill(pid, signal)
+    }
+
     public func kill() {
         Foundation.kill(pid, SIGKILL)
         while isRunning { usleep(2_000) }
