@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// scripts/fuzz.sh builds with RESERVATION_FUZZ_BUILD=1 (in its own .build-fuzz): the code under
+// fuzz gets libFuzzer's coverage instrumentation, and RequestFuzzer links libFuzzer, which
+// supplies `main`. Ordinary builds are untouched (RequestFuzzer is then a replay tool).
+let fuzzBuild = Context.environment["RESERVATION_FUZZ_BUILD"] == "1"
+let fuzzCoverage: [SwiftSetting] = fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
+
 let package = Package(
     name: "reservation-gateway",
     platforms: [.macOS(.v14)],
@@ -42,13 +48,13 @@ let package = Package(
         .target(name: "ReservationCore", dependencies: [
             "RedisClient",
             .product(name: "Logging", package: "swift-log"),
-        ], plugins: ["EmbedResourcesPlugin"]),
+        ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
         // A small SwiftNIO HTTP/1.1 server (the gateway's API and the reconciler's /metrics).
         .target(name: "HTTPServing", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], swiftSettings: fuzzCoverage),
         // The gateway's routes, request handling, metrics and hold expiry.
         .target(name: "GatewayCore", dependencies: [
             "ReservationCore", "RedisClient", "HTTPServing",
@@ -60,7 +66,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Crypto", package: "swift-crypto"),
-        ], plugins: ["EmbedResourcesPlugin"]),
+        ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
         // The reconciler: streams to Postgres, audit and repair.
         .target(name: "ReconcilerCore", dependencies: [
             "ReservationCore", "RedisClient", "PostgresClient", "HTTPServing",
@@ -87,6 +93,15 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
+        // Fuzzing: RequestDecoder under libFuzzer (scripts/fuzz.sh); in ordinary builds a replay tool.
+        .executableTarget(name: "RequestFuzzer", dependencies: [
+            "GatewayCore", "HTTPServing", "ReservationCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "Fuzz/RequestFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
+        swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
+        linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
+
         // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
         .executableTarget(name: "EmbedResources"),
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
@@ -103,7 +118,7 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
         .testTarget(name: "GatewayTests", dependencies: [
-            "GatewayCore", "ReservationCore", "RedisClient", "TestSupport",
+            "GatewayCore", "HTTPServing", "ReservationCore", "RedisClient", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReconcilerTests", dependencies: [

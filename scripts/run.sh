@@ -3,14 +3,21 @@
 # needed), builds release binaries, migrates the database, then runs `reconciler run` in the
 # background and the gateway in the foreground. Ctrl-C (or SIGTERM) stops both cleanly.
 #
-# ADMIN_TOKEN and WEBHOOK_SECRET default to the public development values printed below; set
-# them for anything but local use. Every variable of README's configuration table is honoured.
+# ADMIN_TOKEN and WEBHOOK_SECRET default to the public development values (printed, and only
+# those are printed); set your own for anything but local use. Every variable of README's
+# configuration table is honoured.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 eval "$(scripts/services.sh start)"
 export REDIS_URL DATABASE_URL
+# Only a value this script filled in (a public development one) is ever printed.
+DEFAULTED=
+[ -z "${ADMIN_TOKEN:-}" ] && DEFAULTED="$DEFAULTED ADMIN_TOKEN=dev-admin-token"
+[ -z "${WEBHOOK_SECRET:-}" ] && DEFAULTED="$DEFAULTED WEBHOOK_SECRET=dev-webhook-secret"
+SECRETS="your own ADMIN_TOKEN and WEBHOOK_SECRET"
+[ -n "$DEFAULTED" ] && SECRETS="PUBLIC DEVELOPMENT SECRETS:$DEFAULTED; set your own for anything but local use"
 export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
 export WEBHOOK_SECRET=${WEBHOOK_SECRET:-dev-webhook-secret}
 export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
@@ -31,7 +38,7 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-echo "run: gateway on http://$GATEWAY_HOST:$GATEWAY_PORT  (ADMIN_TOKEN=$ADMIN_TOKEN, WEBHOOK_SECRET=$WEBHOOK_SECRET)" >&2
+echo "run: gateway on http://$GATEWAY_HOST:$GATEWAY_PORT ($SECRETS)" >&2
 "$BIN/gateway" &
 GATEWAY=$!
 wait "$GATEWAY"

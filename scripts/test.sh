@@ -3,8 +3,9 @@
 # and PostgreSQL (scripts/services.sh), validates docker-compose.yml, builds, runs every Swift
 # test against the real servers, then checks the API against docs/openapi.yaml with a live
 # gateway (scripts/api-test.sh: openapi-spec-validator and schemathesis, in .local/venv).
-# Extra arguments go to `swift test` (e.g. --filter GatewayTests); SKIP_API_TEST=1 skips the
-# API check.
+# Then a 20-second libFuzzer run over the request decoding (scripts/fuzz.sh). Extra arguments go
+# to `swift test` (e.g. --filter GatewayTests); SKIP_API_TEST=1 skips the API check and
+# FUZZ_SECONDS=0 the fuzzing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -22,8 +23,14 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
-docker-compose -f docker-compose.yml config -q
-echo "test: docker-compose.yml is valid" >&2
+ADMIN_TOKEN=check WEBHOOK_SECRET=check docker-compose -f docker-compose.yml config -q
+# No default secrets: without them the compose file must refuse, naming what is missing.
+if env -u ADMIN_TOKEN -u WEBHOOK_SECRET docker-compose -f docker-compose.yml config -q 2>/tmp/compose-check.$$; then
+  echo "test: docker-compose.yml starts without ADMIN_TOKEN/WEBHOOK_SECRET" >&2; exit 1
+fi
+grep -q "ADMIN_TOKEN\|WEBHOOK_SECRET" /tmp/compose-check.$$ || { cat /tmp/compose-check.$$ >&2; exit 1; }
+rm -f /tmp/compose-check.$$
+echo "test: docker-compose.yml is valid and requires its secrets" >&2
 
 if ! command -v curl >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
   echo "test: installing curl and python3-venv" >&2
@@ -36,4 +43,9 @@ swift build --build-tests
 swift test --skip-build "$@"
 if [ "${SKIP_API_TEST:-0}" != 1 ]; then
   scripts/api-test.sh
+fi
+# A short fuzzing run of the request decoding, so a regression there fails CI (scripts/fuzz.sh
+# runs longer on demand). FUZZ_SECONDS=0 skips it.
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi

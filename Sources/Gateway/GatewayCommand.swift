@@ -72,9 +72,11 @@ struct GatewayCommand: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: GatewayHTTPService(api: api, group: group, configuration: configuration, logger: logger)),
+                    // A graceful stop runs in reverse order: the HTTP server stops first (no new
+                    // requests; those received are answered), then the expiry loop.
                     .init(service: HoldExpiryService(
                         service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)),
+                    .init(service: GatewayHTTPService(api: api, group: group, configuration: configuration, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

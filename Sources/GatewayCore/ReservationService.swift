@@ -103,7 +103,7 @@ public final class ReservationService: Sendable {
 
     // MARK: reservations
 
-    public struct ReserveRequest: Sendable {
+    public struct ReserveRequest: Sendable, Equatable {
         public var basketId: String
         public var consumerId: String
         public var quantity: Int
@@ -202,7 +202,7 @@ public final class ReservationService: Sendable {
 
     // MARK: payments
 
-    public struct PaymentEvent: Sendable {
+    public struct PaymentEvent: Sendable, Equatable {
         public var eventId: String
         public var type: String
         public var reservationId: String

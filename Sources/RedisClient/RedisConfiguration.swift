@@ -11,11 +11,12 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// Connections per event loop. Default 1: commands are pipelined, so one is enough.
     public var connectionsPerEventLoop: Int
     /// Calls a connection may hold (queued plus in flight) before new ones fail at once with
-    /// `overloaded`, instead of waiting behind a growing queue. Default 2048.
-    public var maxPendingCommands: Int = 2048
+    /// `overloaded`, instead of waiting behind a growing queue. Default: no bound (the gateway
+    /// sets one; a batch process like the reconciler would only retry a refusal).
+    public var maxPendingCommands: Int = .max
     /// When the batch on the wire has waited this long for Redis, new calls fail at once with
-    /// `overloaded` until Redis answers again. Default 1 s.
-    public var shedAfter: Duration = .seconds(1)
+    /// `overloaded` until Redis answers again. Default nil: off (the gateway turns it on).
+    public var shedAfter: Duration?
 
     public init(
         host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, database: Int = 0,

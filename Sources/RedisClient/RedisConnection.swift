@@ -77,7 +77,7 @@ final class RedisConnection: @unchecked Sendable {
     /// that only grows. Calls already admitted keep their place and their latency.
     private func shouldShed() -> Bool {
         if outboxPromises.count + inFlight.count >= configuration.maxPendingCommands { return true }
-        if let sentAt = batchSentAt, NIODeadline.now() - sentAt > TimeAmount(configuration.shedAfter) { return true }
+        if let limit = configuration.shedAfter, let sentAt = batchSentAt, NIODeadline.now() - sentAt > TimeAmount(limit) { return true }
         return false
     }
 

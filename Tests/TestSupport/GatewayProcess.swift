@@ -40,6 +40,23 @@ public final class GatewayProcess: Sendable {
         try await HTTPTestClient.request(port: port, method: method, path: path, headers: headers, body: body)
     }
 
+    /// The same, retried (generously) when the connection is closed before an answer: for setup
+    /// calls to a gateway started with very short timeouts.
+    public func requestRetrying(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
+    ) async throws -> TestHTTPResponse {
+        var lastError: (any Error)?
+        for _ in 0..<50 {
+            do {
+                return try await request(method, path, headers: headers, body: body)
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        throw lastError ?? HarnessError("no answer")
+    }
+
     public var admin: [(String, String)] { [("Authorization", "Bearer \(Self.adminToken)")] }
 
     public var isRunning: Bool { process.isRunning }

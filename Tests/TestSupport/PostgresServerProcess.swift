@@ -20,8 +20,15 @@ public final class PostgresServerProcess: @unchecked Sendable {
     }
 
     public func start() throws {
-        try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-l", "\(directory)/server.log", "-w", "-t", "60",
-                     "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off", "start"])
+        do {
+            try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-l", "\(directory)/server.log", "-w", "-t", "300",
+                         "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off", "start"])
+        } catch {
+            // The server's own words, before the folder goes away with this object.
+            let log = (try? String(contentsOfFile: "\(directory)/server.log", encoding: .utf8)) ?? ""
+            try? log.write(toFile: "/tmp/pg-start-failure-\(port).log", atomically: true, encoding: .utf8)
+            throw HarnessError("\(error); server.log (kept in /tmp/pg-start-failure-\(port).log) ends: \(log.suffix(600))")
+        }
     }
 
     public func stop() throws {

@@ -84,6 +84,9 @@ public final class RedisServerProcess: @unchecked Sendable {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
               Foundation.kill(pid, 0) == 0 else { return nil }
+        // A pid file left by a killed server may name a pid the system has since given to another
+        // process (pid_max is 32768 here): signal only a redis-server.
+        guard let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("redis-server") else { return nil }
         return pid
     }
 

@@ -26,6 +26,11 @@ public final class Subprocess: @unchecked Sendable {
         } else {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
+        // After the dup2 above (actions run in order): the child keeps stdin, stdout and stderr
+        // only. Without this it would inherit every socket the test process has open (thousands,
+        // in the connection tests): a server started then runs out of descriptors, and keeps
+        // clients' connections alive after they close.
+        Self.closeInheritedDescriptors(&actions)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -55,6 +60,19 @@ public final class Subprocess: @unchecked Sendable {
         }
         pid = child
         outputFD = captureOutput ? pipeFDs[0] : -1
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), found at run time because
+    /// Swift's Glibc module does not declare it.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom = addCloseFrom {
+            _ = addCloseFrom(&actions, 3)
+        }
     }
 
     deinit {

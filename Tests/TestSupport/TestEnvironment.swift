@@ -87,33 +87,41 @@ public func eventually(
 
 /// A port nothing listens on now and that no other test of this process has been given: a
 /// test that stops its server and starts it again on the same port must not find another
-/// test's server there (nor later shut that one down).
+/// test's server there (nor later shut that one down). Ports come from below the kernel's
+/// ephemeral range, so the thousands of client sockets the suite opens can never take a port a
+/// test server is about to bind (or bind again after a restart).
 public func freePort() throws -> Int {
-    for _ in 0..<100 {
-        let port = try kernelFreePort()
+    let ephemeralStart = ephemeralRange().lowerBound
+    let range = 10_000..<max(10_001, min(ephemeralStart, 32_768))
+    for _ in 0..<1_000 {
+        let port = Int.random(in: range)
+        guard isFree(port) else { continue }
         if claimedPorts.withLock({ $0.insert(port).inserted }) { return port }
     }
     throw POSIXError(.EADDRINUSE)
 }
 
+/// The kernel's ephemeral port range (Linux), 32768...60999 if it cannot be read.
+private func ephemeralRange() -> ClosedRange<Int> {
+    guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return 32_768...60_999 }
+    let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+    guard numbers.count == 2, numbers[0] <= numbers[1] else { return 32_768...60_999 }
+    return numbers[0]...numbers[1]
+}
+
 private let claimedPorts = Mutex<Set<Int>>([])
 
-/// A port nothing listens on right now (the kernel picks it).
-private func kernelFreePort() throws -> Int {
+/// Whether `port` can be bound on 127.0.0.1 right now.
+private func isFree(_ port: Int) -> Bool {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+    guard descriptor >= 0 else { return false }
     defer { close(descriptor) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-            guard bind(descriptor, pointer, length) == 0 else { return -1 }
-            return getsockname(descriptor, pointer, &length)
-        }
+    address.sin_port = UInt16(port).bigEndian
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: address.sin_port))
+    return bound == 0
 }

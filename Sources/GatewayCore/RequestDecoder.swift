@@ -1,0 +1,166 @@
+import NIOCore
+import NIOHTTP1
+import ReservationCore
+
+/// Turns an HTTP request into a validated command, or into the error to answer: routing, the
+/// admin token, the webhook signature, the Idempotency-Key, JSON bodies, ids and number ranges.
+/// No I/O and no clock of its own (`now` is given), so it is tested and fuzzed on its own
+/// (`Tests/Fuzz`); every value from outside is range-checked here before anything uses it.
+public struct RequestDecoder: Sendable {
+    public enum Command: Sendable, Equatable {
+        case health, ready, metrics, openapi
+        case createBasket(basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int)
+        case getBasket(basketId: String)
+        case adjustStock(basketId: String, delta: Int)
+        case reserve(ReservationService.ReserveRequest)
+        case getReservation(reservationId: String)
+        case cancelReservation(reservationId: String)
+        case payment(ReservationService.PaymentEvent)
+    }
+
+    /// The largest stock, delta, quantity or per-consumer limit a request may carry.
+    public static let maxUnits = ReservationService.maxCapacity
+    static let paymentTypes: Set<String> = ["payment.succeeded", "payment.failed"]
+
+    private let adminAuthorization: [UInt8]
+    private let verifier: WebhookVerifier
+    private let defaultHoldSeconds: Int
+
+    public init(adminToken: String, webhookSecret: String, defaultHoldSeconds: Int) {
+        self.adminAuthorization = Array(("Bearer " + adminToken).utf8)
+        self.verifier = WebhookVerifier(secret: webhookSecret)
+        self.defaultHoldSeconds = defaultHoldSeconds
+    }
+
+    /// The endpoint (nil if the route is unknown) and the command or the error to answer.
+    public func decode(_ request: HTTPRequest, now: Int64) -> (endpoint: Endpoint?, result: Result<Command, APIError>) {
+        switch Router.route(method: request.method, target: request.uri) {
+        case .failure(let error):
+            return (nil, .failure(error))
+        case .success(let endpoint):
+            do {
+                return (endpoint, .success(try command(endpoint, request, now: now)))
+            } catch let error as APIError {
+                return (endpoint, .failure(error))
+            } catch {
+                return (endpoint, .failure(.internalError))
+            }
+        }
+    }
+
+    private func command(_ endpoint: Endpoint, _ request: HTTPRequest, now: Int64) throws -> Command {
+        switch endpoint {
+        case .health: return .health
+        case .ready: return .ready
+        case .metrics: return .metrics
+        case .openapi: return .openapi
+        case .createBasket(let basketId):
+            try requireAdmin(request)
+            try requireId(basketId, "basketId")
+            let body = try jsonObject(request)
+            return .createBasket(
+                basketId: basketId, stock: try integer(body, "stock", in: 0...Self.maxUnits),
+                holdSeconds: try integer(body, "holdSeconds", default: defaultHoldSeconds, in: 1...86_400),
+                maxPerConsumer: try integer(body, "maxPerConsumer", default: 1, in: 1...Self.maxUnits))
+        case .getBasket(let basketId):
+            try requireId(basketId, "basketId")
+            return .getBasket(basketId: basketId)
+        case .adjustStock(let basketId):
+            try requireAdmin(request)
+            try requireId(basketId, "basketId")
+            let body = try jsonObject(request)
+            let delta = try integer(body, "delta", in: -Self.maxUnits...Self.maxUnits)
+            guard delta != 0 else { throw APIError.invalidRequest("delta must not be 0") }
+            return .adjustStock(basketId: basketId, delta: delta)
+        case .reserve(let basketId):
+            try requireId(basketId, "basketId")
+            let body = try jsonObject(request)
+            let consumerId = try string(body, "consumerId")
+            try requireId(consumerId, "consumerId")
+            let quantity = try integer(body, "quantity", default: 1, in: 1...Self.maxUnits)
+            let key = request.headers.first(name: "idempotency-key")
+            if let key, !Identifier.isValidKey(key) {
+                throw APIError.invalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            }
+            return .reserve(ReservationService.ReserveRequest(basketId: basketId, consumerId: consumerId, quantity: quantity, idempotencyKey: key))
+        case .getReservation(let reservationId):
+            try requireId(reservationId, "reservationId")
+            return .getReservation(reservationId: reservationId)
+        case .cancelReservation(let reservationId):
+            try requireId(reservationId, "reservationId")
+            return .cancelReservation(reservationId: reservationId)
+        case .webhook:
+            return .payment(try payment(request, now: now))
+        }
+    }
+
+    /// The signature is checked over the raw bytes before the body is parsed at all.
+    private func payment(_ request: HTTPRequest, now: Int64) throws -> ReservationService.PaymentEvent {
+        let raw = request.body.map { Array($0.readableBytesView) } ?? []
+        guard verifier.isValid(signatureHeader: request.headers.first(name: "webhook-signature"), body: raw, now: now) else {
+            throw APIError.invalidSignature
+        }
+        let body = try jsonObject(request)
+        let eventId = try string(body, "id")
+        guard Identifier.isValidKey(eventId) else { throw APIError.invalidRequest("id must be 1 to 255 visible ASCII characters") }
+        let type = try string(body, "type")
+        guard Self.paymentTypes.contains(type) else {
+            throw APIError.invalidRequest("type must be payment.succeeded or payment.failed")
+        }
+        guard let data = body["data"], case .object = data else { throw APIError.invalidRequest("data must be an object") }
+        let reservationId = try string(data, "reservationId")
+        try requireId(reservationId, "data.reservationId")
+        let paymentId = try string(data, "paymentId")
+        guard Identifier.isValidKey(paymentId) else { throw APIError.invalidRequest("data.paymentId must be 1 to 255 visible ASCII characters") }
+        guard let amount = data["amountCents"]?.integerValue, amount >= 0 else {
+            throw APIError.invalidRequest("data.amountCents must be a non-negative integer")
+        }
+        let currency = try string(data, "currency")
+        guard (1...16).contains(currency.utf8.count), Identifier.isValid(currency) else {
+            throw APIError.invalidRequest("data.currency must be a currency code")
+        }
+        return ReservationService.PaymentEvent(
+            eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId, amountCents: amount, currency: currency)
+    }
+
+    // MARK: pieces
+
+    private func requireAdmin(_ request: HTTPRequest) throws {
+        guard let header = request.headers.first(name: "authorization"),
+              constantTimeEquals(Array(header.utf8), adminAuthorization) else { throw APIError.unauthorized }
+    }
+
+    private func requireId(_ id: String, _ name: String) throws {
+        guard Identifier.isValid(id) else {
+            throw APIError.invalidRequest("\(name) must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+        }
+    }
+
+    private func jsonObject(_ request: HTTPRequest) throws -> JSONValue {
+        guard let body = request.body, body.readableBytes > 0 else { throw APIError.invalidRequest("a JSON object body is required") }
+        let value: JSONValue
+        do {
+            value = try body.withUnsafeReadableBytes { try JSONValue.parse(raw: $0) }
+        } catch {
+            throw APIError.invalidRequest("the body is not valid JSON")
+        }
+        guard case .object = value else { throw APIError.invalidRequest("the body must be a JSON object") }
+        return value
+    }
+
+    private func integer(_ object: JSONValue, _ name: String, default fallback: Int? = nil, in range: ClosedRange<Int>) throws -> Int {
+        guard let raw = object[name] else {
+            if let fallback { return fallback }
+            throw APIError.invalidRequest("\(name) is required")
+        }
+        guard let value = raw.integerValue, let int = Int(exactly: value), range.contains(int) else {
+            throw APIError.invalidRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return int
+    }
+
+    private func string(_ object: JSONValue, _ name: String) throws -> String {
+        guard let value = object[name]?.stringValue else { throw APIError.invalidRequest("\(name) must be a string") }
+        return value
+    }
+}
