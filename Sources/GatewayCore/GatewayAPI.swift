@@ -46,9 +46,13 @@ extension HTTPResponse {
 public final class GatewayAPI: HTTPResponder {
     public static let maxBodyBytes = 16 * 1024
     public var maxBodyBytes: Int { Self.maxBodyBytes }
-    public var payloadTooLarge: HTTPResponse { .error(.payloadTooLarge) }
-    public var requestHeaderTooLarge: HTTPResponse { .error(.requestHeaderTooLarge) }
-    public var malformedRequest: HTTPResponse { .error(.invalidRequest("the request is not valid HTTP/1.1")) }
+    // Fixed refusals, rendered once (the 431 one is handed to every new connection).
+    private static let payloadTooLargeAnswer = HTTPResponse.error(.payloadTooLarge)
+    private static let requestHeaderTooLargeAnswer = HTTPResponse.error(.requestHeaderTooLarge)
+    private static let malformedRequestAnswer = HTTPResponse.error(.invalidRequest("the request is not valid HTTP/1.1"))
+    public var payloadTooLarge: HTTPResponse { Self.payloadTooLargeAnswer }
+    public var requestHeaderTooLarge: HTTPResponse { Self.requestHeaderTooLargeAnswer }
+    public var malformedRequest: HTTPResponse { Self.malformedRequestAnswer }
 
     let service: ReservationService
     let metrics: GatewayMetrics
