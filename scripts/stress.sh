@@ -39,7 +39,8 @@ LOGS=$ROOT/.local/stress/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$LOGS"
 HOG_PIDS=()
 stop_hogs() { for pid in "${HOG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap stop_hogs EXIT INT TERM
+trap stop_hogs EXIT
+trap 'exit 130' INT TERM  # the EXIT trap then stops the hogs
 for _ in $(seq 1 "$HOGS"); do
   ( while :; do :; done ) &
   HOG_PIDS+=($!)
