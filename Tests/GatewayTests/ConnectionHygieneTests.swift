@@ -177,7 +177,7 @@ struct ConnectionHygieneTests {
         let basketId = TestEnvironment.uniqueId("b")
         try await gateway.createBasket(basketId, stock: 100, maxPerConsumer: 100)
         // Redis stops answering (SIGSTOP) until the test lets it go on.
-        server.pause()
+        try server.pause()
         let finished = Counter()
         let answers = ResponseLog()
         let tasks = Mutex<[Task<TestHTTPResponse, any Error>]>([])
@@ -198,7 +198,7 @@ struct ConnectionHygieneTests {
         }
         #expect(shed)
         #expect(finished.value == 0, "the refusal came while the admitted calls still waited (Redis is stopped)")
-        server.resume()
+        try server.resume()
         let all = try await tasks.withLock { $0 }.asyncMap { try await $0.value }
         // Every admitted call completes once Redis answers: none was dropped.
         let unexpected = all.filter { $0.status != 201 && $0.status != 503 }.map { "\($0.status) \($0.text)" }
@@ -219,7 +219,7 @@ struct ConnectionHygieneTests {
         }
         let basketId = TestEnvironment.uniqueId("b")
         try await gateway.createBasket(basketId, stock: 100, maxPerConsumer: 100)
-        server.pause()
+        try server.pause()
         let answers = ResponseLog()
         let tasks = Mutex<[Task<TestHTTPResponse, any Error>]>([])
         let shed = try await eventually(interval: .milliseconds(50)) {
@@ -233,7 +233,7 @@ struct ConnectionHygieneTests {
             return answers.all.contains { $0.status == 503 && $0.errorCode == "unavailable" }
         }
         #expect(shed)
-        server.resume()
+        try server.resume()
         let all = try await tasks.withLock { $0 }.asyncMap { try await $0.value }
         let unexpected = all.filter { $0.status != 201 && $0.status != 503 }.map { "\($0.status) \($0.text)" }
         #expect(unexpected.isEmpty, "\(unexpected)")

@@ -189,7 +189,7 @@ struct HostileTrafficTests {
         }
         // Let the load run, then freeze Redis so requests are certainly in flight at the stop.
         #expect(try await eventually { answered.count >= 200 })
-        redisServer.pause()
+        try redisServer.pause()
         _ = try await eventually { sent.value >= answered.count + 16 }
         gateway.process.signal(SIGTERM)
         // Redis goes on only once the stop has begun (the listening socket refuses), so the
@@ -198,7 +198,7 @@ struct HostileTrafficTests {
             (try? await RawConnection.open(port: gateway.port)) == nil
         })
         try await Task.sleep(for: .milliseconds(100))
-        redisServer.resume()
+        try redisServer.resume()
         let status = try await gateway.process.finish(timeout: .seconds(120)).status
         #expect(status == 0)
         for client in clients { _ = try? await client.value }

@@ -46,9 +46,16 @@ public final class RedisServerProcess: @unchecked Sendable {
             "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
         ])
         _ = try await process.finish(timeout: .seconds(60))
-        let ready = try await eventually(timeout: .seconds(45), interval: .milliseconds(100)) { self.command("PING").hasPrefix("+PONG") }
-        guard ready else {
-            throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start")
+        // Ready means *our* server answers: its data folder is ours. A PING alone could be answered
+        // by another process's server that took the port first (ours then failed to bind), and a
+        // test would pause, kill or flush the wrong server.
+        // And its pid file is written: Redis opens its port before it writes the file, and a
+        // test that pauses or kills the server needs the pid.
+        let ours = try await eventually(timeout: .seconds(45), interval: .milliseconds(100)) {
+            self.command("CONFIG GET dir").contains(self.directory.path) && self.currentPid() != nil
+        }
+        guard ours else {
+            throw TestEnvironment.ServiceUnavailable(variable: "redis-server :\(port)", reason: "did not start, or the port is another server's")
         }
     }
 
@@ -67,12 +74,14 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered, until `resume`.
-    public func pause() {
-        if let pid = currentPid() { Foundation.kill(pid, SIGSTOP) }
+    public func pause() throws {
+        guard let pid = currentPid() else { throw HarnessError("redis-server :\(port) has no live pid to pause") }
+        Foundation.kill(pid, SIGSTOP)
     }
 
-    public func resume() {
-        if let pid = currentPid() { Foundation.kill(pid, SIGCONT) }
+    public func resume() throws {
+        guard let pid = currentPid() else { throw HarnessError("redis-server :\(port) has no live pid to resume") }
+        Foundation.kill(pid, SIGCONT)
     }
 
     deinit {
