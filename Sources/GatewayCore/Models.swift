@@ -66,8 +66,9 @@ enum ReserveAnswer: Equatable {
         case "idempotency_key_reused": self = .refused(.idempotencyKeyReused)
         case "unavailable": self = .refused(.unavailable("the basket is being repaired; retry shortly"))
         case "rate_limited":
-            let milliseconds = parts.count > 1 ? Int(parts[1]) ?? 1000 : 1000
-            self = .refused(.rateLimited(retryAfterSeconds: max(1, (milliseconds + 999) / 1000)))
+            // A Redis reply, range-checked before any arithmetic: a window is at most a second.
+            let milliseconds = min(max(parts.count > 1 ? Int(parts[1]) ?? 1000 : 1000, 1), 60_000)
+            self = .refused(.rateLimited(retryAfterSeconds: (milliseconds + 999) / 1000))
         default:
             throw APIError.internalError
         }
