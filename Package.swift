@@ -44,11 +44,16 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Domain: ids, keys, partitions, events, configuration, Lua scripts.
+        // Domain: ids, keys, partitions, records, configuration. No Redis client types.
         .target(name: "ReservationCore", dependencies: [
-            "RedisClient",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
+        ], swiftSettings: fuzzCoverage),
+        // The seam between Swift and lua/: one typed call per script (its keys, arguments and
+        // reply decoding) and per plain command the store sends.
+        .target(name: "ReservationScripts", dependencies: [
+            "RedisClient", "ReservationCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], plugins: ["EmbedResourcesPlugin"]),
         // A small SwiftNIO HTTP/1.1 server (the gateway's API and the reconciler's /metrics).
         .target(name: "HTTPServing", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
@@ -57,7 +62,7 @@ let package = Package(
         ], swiftSettings: fuzzCoverage),
         // The gateway's routes, request handling, metrics and hold expiry.
         .target(name: "GatewayCore", dependencies: [
-            "ReservationCore", "RedisClient", "HTTPServing",
+            "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -69,7 +74,7 @@ let package = Package(
         ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
         // The reconciler: streams to Postgres, audit and repair.
         .target(name: "ReconcilerCore", dependencies: [
-            "ReservationCore", "RedisClient", "PostgresClient", "HTTPServing",
+            "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "HTTPServing",
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -78,12 +83,12 @@ let package = Package(
         ], plugins: ["EmbedResourcesPlugin"]),
 
         .executableTarget(name: "Gateway", dependencies: [
-            "GatewayCore", "ReservationCore",
+            "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "Reconciler", dependencies: [
-            "ReconcilerCore", "ReservationCore",
+            "ReconcilerCore", "ReservationCore", "ReservationScripts", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmark-only: the smallest SwiftNIO HTTP/1.1 server, the yardstick of the benchmark.
@@ -107,7 +112,7 @@ let package = Package(
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
 
         .target(name: "TestSupport", dependencies: [
-            "RedisClient", "PostgresClient", "ReservationCore", "GatewayCore",
+            "RedisClient", "PostgresClient", "ReservationCore", "ReservationScripts", "GatewayCore", "HTTPServing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -118,11 +123,11 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
         .testTarget(name: "GatewayTests", dependencies: [
-            "GatewayCore", "HTTPServing", "ReservationCore", "RedisClient", "TestSupport",
+            "GatewayCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReconcilerTests", dependencies: [
-            "ReconcilerCore", "GatewayCore", "ReservationCore", "RedisClient", "PostgresClient", "TestSupport",
+            "ReconcilerCore", "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "TestSupport",
         ]),
     ],
     swiftLanguageModes: [.v6]

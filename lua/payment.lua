@@ -1,26 +1,36 @@
 -- payment: apply one verified payment webhook, at most once per event id.
 -- The event id is claimed with SET NX in this same script, so a claim never exists without
 -- its effect, and a second delivery (concurrent or not) finds the claim and changes nothing.
--- KEYS[1] claim key of the event id   KEYS[2] reservation hash   KEYS[3] holds (zset)
--- KEYS[4] partition stream
--- ARGV[1] key prefix  ARGV[2] event id  ARGV[3] type  ARGV[4] reservationId  ARGV[5] paymentId
--- ARGV[6] amountCents  ARGV[7] currency  ARGV[8] claim retention (s)  ARGV[9] retention of
--- finished reservations (s)
--- Returns {"duplicate"}, {"unavailable"} or {"processed", outcome}.
+-- The reservation's basket never changes, so the caller reads it first and passes its key; the
+-- script checks it still matches and touches no other key.
+-- KEYS[1] claim: the event id's claim
+-- KEYS[2] reservation: the reservation's hash
+-- KEYS[3] holds: the partition's pending holds (zset)
+-- KEYS[4] stream: the partition's event stream
+-- KEYS[5] basket: the reservation's basket hash (any key of the partition when there is none)
+-- ARGV[1] eventId
+-- ARGV[2] type: "payment.succeeded" or "payment.failed"
+-- ARGV[3] reservationId
+-- ARGV[4] paymentId
+-- ARGV[5] amountCents
+-- ARGV[6] currency
+-- ARGV[7] claimSeconds: how long the claim is kept
+-- ARGV[8] basketId: the reservation's basket as the caller read it, "" when it found none
+-- Returns {"duplicate"}, {"unavailable"}, {"stale_keys"} (the reservation is not what the
+-- caller read: read again) or {"processed", outcome}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 
-local prefix = ARGV[1]
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local r = redis.call('HMGET', KEYS[2], 'basket', 'consumer', 'qty', 'status', 'exp')
-local basketKey = r[1] and (prefix .. ':b:' .. r[1])
+if (r[1] or '') ~= ARGV[8] then return {'stale_keys'} end
 
 local outcome
-if ARGV[3] == 'payment.failed' then
+if ARGV[2] == 'payment.failed' then
   outcome = 'failed'
 elseif not r[1] then
   outcome = 'unknown_reservation'
-elseif redis.call('HGET', basketKey, 'maint') == '1' then
+elseif redis.call('HGET', KEYS[5], 'maint') == '1' then
   return {'unavailable'}
 elseif r[4] == 'pending' and tonumber(r[5]) > nowMs then
   outcome = 'confirmed'
@@ -30,19 +40,19 @@ else
 end
 
 -- writes start here
-redis.call('SET', KEYS[1], outcome, 'NX', 'EX', tonumber(ARGV[8]))
-local fields = {'type', 'payment', 'event', ARGV[2], 'kind', ARGV[3], 'res', ARGV[4],
-  'payment', ARGV[5], 'amount', ARGV[6], 'currency', ARGV[7], 'outcome', outcome, 'at', nowMs}
+redis.call('SET', KEYS[1], outcome, 'NX', 'EX', tonumber(ARGV[7]))
+local fields = {'type', 'payment', 'event', ARGV[1], 'kind', ARGV[2], 'res', ARGV[3],
+  'payment', ARGV[4], 'amount', ARGV[5], 'currency', ARGV[6], 'outcome', outcome, 'at', nowMs}
 if outcome == 'confirmed' then
   local quantity = tonumber(r[3])
-  redis.call('HINCRBY', basketKey, 'pending', -quantity)
-  redis.call('HINCRBY', basketKey, 'confirmed', quantity)
-  local seq = redis.call('HINCRBY', basketKey, 'seq', 1)
-  local basket = redis.call('HMGET', basketKey, 'stock', 'capacity')
-  redis.call('HSET', KEYS[2], 'status', 'confirmed', 'pay', ARGV[5])
-  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('HINCRBY', KEYS[5], 'pending', -quantity)
+  redis.call('HINCRBY', KEYS[5], 'confirmed', quantity)
+  local seq = redis.call('HINCRBY', KEYS[5], 'seq', 1)
+  local basket = redis.call('HMGET', KEYS[5], 'stock', 'capacity')
+  redis.call('HSET', KEYS[2], 'status', 'confirmed', 'pay', ARGV[4])
+  redis.call('ZREM', KEYS[3], ARGV[3])
   for _, v in ipairs({'basket', r[1], 'seq', seq, 'stock', basket[1], 'capacity', basket[2],
-    'consumer', r[2], 'qty', quantity, 'status', 'confirmed', 'exp', r[5]}) do
+    'consumer', r[2], 'qty', quantity, 'status', 'confirmed', 'exp', r[5], 'pay', ARGV[4]}) do
     fields[#fields + 1] = v
   end
 elseif r[1] then

@@ -1,22 +1,32 @@
 -- reserve: take `quantity` units of a basket for a consumer, atomically.
--- KEYS[1] basket hash        KEYS[2] reservation hash   KEYS[3] consumer's units on the basket
--- KEYS[4] holds (zset)       KEYS[5] partition stream    KEYS[6] idempotency record ("" slot key if none)
--- KEYS[7] consumer's rate-limit window
--- ARGV[1] basketId  ARGV[2] consumerId  ARGV[3] quantity  ARGV[4] reservationId
--- ARGV[5] attempts allowed per second (0: no limit)  ARGV[6] idempotency fingerprint ("" if none)
--- ARGV[7] idempotency retention (s)  ARGV[8] retention of finished reservations (s, unused here)
--- Returns one answer string: "granted|<id>|<expiresAtMs>|<remaining>", "sold_out",
--- "limit_exceeded", "basket_not_found", "unavailable", "rate_limited|<retryMs>",
--- "idempotency_key_reused", "id_collision". A replay returns the first answer, stored verbatim.
+-- Every key it touches comes in KEYS (all share the partition's hash tag, one Cluster slot).
+-- KEYS[1] basket: the basket hash
+-- KEYS[2] reservation: the new reservation's hash
+-- KEYS[3] consumerUnits: units each consumer holds on the basket (hash consumer -> units)
+-- KEYS[4] holds: the partition's pending holds (zset, score = expiry in ms)
+-- KEYS[5] stream: the partition's event stream
+-- KEYS[6] idempotency: the Idempotency-Key record (the basket key when there is none)
+-- KEYS[7] rateLimit: the consumer's rate-limit window (the basket key when there is no limit)
+-- ARGV[1] basketId
+-- ARGV[2] consumerId
+-- ARGV[3] quantity
+-- ARGV[4] reservationId
+-- ARGV[5] attemptsPerSecond: 0 for no limit
+-- ARGV[6] fingerprint: "" without an Idempotency-Key
+-- ARGV[7] idempotencySeconds: how long the record is kept
+-- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
+-- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
+-- {"idempotency_key_reused"}, {"id_collision"}. A replay returns the first answer, as stored.
 -- Every check runs before the first write, so a failure leaves nothing half done.
 local quantity = tonumber(ARGV[3])
 local idempotent = ARGV[6] ~= ''
 
 if idempotent then
-  local stored = redis.call('HMGET', KEYS[6], 'fp', 'answer')
+  local stored = redis.call('HMGET', KEYS[6], 'fp', 'a', 'id', 'exp', 'left')
   if stored[1] then
-    if stored[1] ~= ARGV[6] then return 'idempotency_key_reused' end
-    return stored[2]
+    if stored[1] ~= ARGV[6] then return {'idempotency_key_reused'} end
+    if stored[3] then return {stored[2], stored[3], stored[4], stored[5]} end
+    return {stored[2]}
   end
 end
 
@@ -27,7 +37,7 @@ if limit > 0 then
   if attempts >= limit then
     local ttl = redis.call('PTTL', KEYS[7])
     if ttl < 0 then ttl = 1000 end
-    return 'rate_limited|' .. ttl
+    return {'rate_limited', ttl}
   end
 end
 
@@ -36,19 +46,19 @@ local answer
 local stock, held
 if basket[6] == '1' then
   -- taken out of service for a repair (or being rebuilt): nothing is recorded, the client retries
-  return 'unavailable'
+  return {'unavailable'}
 elseif not basket[1] then
   answer = 'basket_not_found'
 else
   stock = tonumber(basket[1])
-  held = tonumber(redis.call('GET', KEYS[3]) or '0')
+  held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
   if held + quantity > tonumber(basket[5]) then
     answer = 'limit_exceeded'
   elseif stock < quantity then
     answer = 'sold_out'
   elseif redis.call('EXISTS', KEYS[2]) == 1 then
     -- never happens with the gateway's ids; an answer, not an error, so pipelines keep going
-    return 'id_collision'
+    return {'id_collision'}
   end
 end
 
@@ -61,7 +71,10 @@ if limit > 0 then
   end
 end
 
-if not answer then
+local reply
+if answer then
+  reply = {answer}
+else
   local now = redis.call('TIME')
   local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local expiresAt = nowMs + tonumber(basket[4]) * 1000
@@ -71,17 +84,21 @@ if not answer then
   redis.call('HSET', KEYS[1], 'stock', remaining, 'pending', tonumber(basket[2]) + quantity, 'seq', seq)
   redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', quantity,
     'status', 'pending', 'exp', expiresAt)
-  redis.call('SET', KEYS[3], held + quantity)
+  redis.call('HSET', KEYS[3], ARGV[2], held + quantity)
   redis.call('ZADD', KEYS[4], expiresAt, ARGV[4])
   -- the event's status is implied by its type ("reserved" -> pending)
   redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
     'stock', remaining, 'capacity', basket[3], 'res', ARGV[4], 'consumer', ARGV[2], 'qty', quantity,
     'exp', expiresAt)
-  answer = 'granted|' .. ARGV[4] .. '|' .. expiresAt .. '|' .. remaining
+  reply = {'granted', ARGV[4], expiresAt, remaining}
 end
 
 if idempotent then
-  redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'answer', answer)
+  if reply[2] then
+    redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', reply[1], 'id', reply[2], 'exp', reply[3], 'left', reply[4])
+  else
+    redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', reply[1])
+  end
   redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
 end
-return answer
+return reply

@@ -1,7 +1,7 @@
 import Foundation
 import PackagePlugin
 
-/// Embeds the repository's `lua/*.lua` (into ReservationCore, as `EmbeddedLua`) and
+/// Embeds the repository's `lua/*.lua` (into ReservationScripts, as `EmbeddedLua`) and
 /// `migrations/*.sql` (into ReconcilerCore, as `EmbeddedMigrations`) and `docs/*.yaml` (into
 /// GatewayCore, as `EmbeddedDocs`: the OpenAPI document the gateway serves).
 @main
@@ -9,7 +9,7 @@ struct EmbedResourcesPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
         let (folder, fileExtension, enumName): (String, String, String)
         switch target.name {
-        case "ReservationCore": (folder, fileExtension, enumName) = ("lua", "lua", "EmbeddedLua")
+        case "ReservationScripts": (folder, fileExtension, enumName) = ("lua", "lua", "EmbeddedLua")
         case "ReconcilerCore": (folder, fileExtension, enumName) = ("migrations", "sql", "EmbeddedMigrations")
         case "GatewayCore": (folder, fileExtension, enumName) = ("docs", "yaml", "EmbeddedDocs")
         default: return []

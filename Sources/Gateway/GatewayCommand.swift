@@ -7,6 +7,7 @@ import NIOPosix
 import Prometheus
 import RedisClient
 import ReservationCore
+import ReservationScripts
 import ServiceLifecycle
 
 /// `gateway`: the reservation HTTP API. Configuration comes from the environment (README's

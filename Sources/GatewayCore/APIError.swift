@@ -1,5 +1,6 @@
 import NIOHTTP1
 import RedisClient
+import ReservationScripts
 
 /// Every error the HTTP API can answer, with its status and contract code. Errors of the other
 /// layers (Redis, JSON) are mapped to these in one place: `APIError.init(_:)`.
@@ -88,12 +89,24 @@ public enum APIError: Error, Equatable, Sendable {
         }
     }
 
-    /// Maps a lower layer's error to the answer a client gets. Redis being unreachable or slow is
-    /// a 503 (retry is safe: a call that failed in flight is answered from idempotency records or
-    /// shows up on a GET); anything else unexpected is a 500 that names nothing internal.
+    /// Maps a lower layer's error to the answer a client gets: the service's refusals to their
+    /// codes; Redis being unreachable or slow to a 503 (retry is safe: a call that failed in
+    /// flight is answered from idempotency records or shows up on a GET); anything else
+    /// unexpected (a store reply of the wrong shape) to a 500 that names nothing internal.
     public init(_ error: Error) {
         switch error {
         case let error as APIError: self = error
+        case let error as ReservationError:
+            switch error {
+            case .basketNotFound: self = .basketNotFound
+            case .basketExists: self = .basketExists
+            case .insufficientStock: self = .insufficientStock
+            case .capacityExceeded: self = .capacityExceeded
+            case .reservationNotFound: self = .reservationNotFound
+            case .reservationExpired: self = .reservationExpired
+            case .underRepair: self = .unavailable("the basket is being repaired; retry shortly")
+            case .inconsistentStore: self = .internalError
+            }
         case let error as RedisError:
             switch error {
             case .overloaded:

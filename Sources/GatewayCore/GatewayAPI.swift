@@ -1,11 +1,10 @@
-import Foundation
+import HTTPServing
 import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
-import RedisClient
 import ReservationCore
-@_exported import HTTPServing
+import ReservationScripts
 
 extension HTTPResponse {
     static func json(_ status: HTTPResponseStatus, _ body: [UInt8]) -> HTTPResponse {
@@ -80,15 +79,15 @@ public final class GatewayAPI: HTTPResponder {
     /// Answers one request on `eventLoop` and hands the answer to `completion` on that loop.
     /// Never fails: errors become their JSON answer here, the one place that happens.
     public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
-        let (endpoint, decoded) = decoder.decode(request, now: Int64(Date().timeIntervalSince1970))
+        let (endpoint, decoded) = decoder.decode(request, now: WallClock.nowSeconds())
         let label = endpoint?.label ?? "unknown"
         let future: EventLoopFuture<HTTPResponse>
         switch decoded {
         case .success(let command):
             future = execute(command, on: eventLoop)
         case .failure(let error):
-            if case .reserve = endpoint { metrics.reservation("rejected") }
-            if case .invalidSignature = error { metrics.webhook("invalid_signature") }
+            if case .reserve = endpoint { metrics.reservation(.rejected) }
+            if case .invalidSignature = error { metrics.webhook(.invalidSignature) }
             future = eventLoop.makeFailedFuture(error)
         }
         future.whenComplete { result in
@@ -122,17 +121,17 @@ public final class GatewayAPI: HTTPResponder {
             return eventLoop.makeSucceededFuture(Self.openAPIDocument)
         case .createBasket(let basketId, let stock, let holdSeconds, let maxPerConsumer):
             return service.createBasket(basketId, stock: stock, holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer, on: eventLoop)
-                .map { .json(.created, $0.json()) }
+                .map { .json(.created, $0.json(basketId: basketId)) }
         case .getBasket(let basketId):
-            return service.basket(basketId, on: eventLoop).map { .json(.ok, $0.json()) }
+            return service.basket(basketId, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .adjustStock(let basketId, let delta):
-            return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json()) }
+            return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .reserve(let request):
             return reserve(request, on: eventLoop)
         case .getReservation(let reservationId):
-            return service.reservation(reservationId, on: eventLoop).map { .json(.ok, $0.json()) }
+            return service.reservation(reservationId, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
         case .cancelReservation(let reservationId):
-            return service.cancel(reservationId, on: eventLoop).map { .json(.ok, $0.json()) }
+            return service.cancel(reservationId, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
         case .payment(let event):
             return payment(event, on: eventLoop)
         }
@@ -145,10 +144,11 @@ public final class GatewayAPI: HTTPResponder {
     }()
 
     private func reserve(_ request: ReservationService.ReserveRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        service.reserve(request, on: eventLoop).flatMapThrowing { answer in
-            switch answer {
+        service.reserve(request, on: eventLoop).flatMapThrowing { outcome in
+            let refusal: APIError
+            switch outcome {
             case .granted(let reservationId, let expiresAt, let remaining):
-                self.metrics.reservation("granted")
+                self.metrics.reservation(.granted)
                 var writer = JSONWriter(capacity: 256)
                 writer.field("reservationId", reservationId)
                 writer.field("basketId", request.basketId)
@@ -158,31 +158,46 @@ public final class GatewayAPI: HTTPResponder {
                 writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
                 writer.field("remaining", remaining)
                 return .json(.created, writer.finish())
-            case .refused(let error):
-                self.metrics.reservation(error.code)
-                throw error
+            case .soldOut:
+                self.metrics.reservation(.soldOut)
+                refusal = .soldOut
+            case .limitExceeded:
+                self.metrics.reservation(.limitExceeded)
+                refusal = .limitExceeded
+            case .basketNotFound:
+                self.metrics.reservation(.basketNotFound)
+                refusal = .basketNotFound
+            case .rateLimited(let milliseconds):
+                self.metrics.reservation(.rateLimited)
+                refusal = .rateLimited(retryAfterSeconds: (milliseconds + 999) / 1000)
+            case .idempotencyKeyReused:
+                self.metrics.reservation(.rejected)
+                refusal = .idempotencyKeyReused
+            case .unavailable, .idCollision:
+                // idCollision never reaches here (the service throws); grouped to keep the switch whole
+                self.metrics.reservation(.rejected)
+                refusal = APIError(ReservationError.underRepair)
             }
+            throw refusal
         }
     }
 
-    private func payment(_ event: ReservationService.PaymentEvent, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        service.applyPayment(event, on: eventLoop).map { result in
-            switch result {
-            case .duplicate:
-                self.metrics.webhook("duplicate")
+    private func payment(_ event: PaymentCall.Event, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+        service.applyPayment(event, on: eventLoop).map { outcome in
+            guard let outcome else {
+                self.metrics.webhook(.duplicate)
                 return .json(.ok, Array(#"{"status":"duplicate"}"#.utf8))
-            case .processed(let outcome):
-                self.metrics.webhook(outcome)
-                var writer = JSONWriter(capacity: 64)
-                writer.field("status", "processed")
-                writer.field("outcome", outcome)
-                return .json(.ok, writer.finish())
             }
+            self.metrics.webhook(.processed(outcome))
+            var writer = JSONWriter(capacity: 64)
+            writer.field("status", "processed")
+            writer.field("outcome", outcome.rawValue)
+            return .json(.ok, writer.finish())
         }
     }
 
     private func readiness(on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
-        service.redis.send(["PING"], on: eventLoop).map { _ -> HTTPResponse in
+        service.checkStore(on: eventLoop).map { _ -> HTTPResponse in
             .json(.ok, Array(#"{"status":"ready"}"#.utf8))
         }.flatMapErrorThrowing { _ in
             throw APIError.unavailable("redis does not answer")

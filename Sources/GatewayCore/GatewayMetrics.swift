@@ -1,4 +1,5 @@
 import Metrics
+import ReservationScripts
 import NIOCore
 import Synchronization
 
@@ -10,8 +11,8 @@ public final class GatewayMetrics: Sendable {
     private let requestCounters = Mutex<[RequestKey: Counter]>([:])
     /// The hot routes' usual answers, created up front so counting them takes no lock.
     private let commonRequestCounters: [String: [Int: Counter]]
-    private let reservationCounters: [String: Counter]
-    private let webhookCounters = Mutex<[String: Counter]>([:])
+    private let reservationCounters: [ReservationOutcome: Counter]
+    private let webhookCounters: [String: Counter]
     private let expired: Counter
     private let redisLatency: Timer
     /// 503 answers: Redis unreachable, or a basket out of service for a repair.
@@ -22,15 +23,44 @@ public final class GatewayMetrics: Sendable {
         let status: Int
     }
 
-    public static let reservationOutcomes = ["granted", "sold_out", "limit_exceeded", "rate_limited", "basket_not_found", "rejected"]
+    /// The `outcome` label of `gateway_reservations_total`.
+    public enum ReservationOutcome: String, CaseIterable, Sendable {
+        case granted
+        case soldOut = "sold_out"
+        case limitExceeded = "limit_exceeded"
+        case rateLimited = "rate_limited"
+        case basketNotFound = "basket_not_found"
+        /// Anything else: invalid requests, reused idempotency keys, baskets under repair.
+        case rejected
+    }
+
+    /// The `outcome` label of `gateway_webhooks_total`.
+    public enum WebhookOutcome: Sendable, Hashable {
+        case processed(PaymentOutcome)
+        case duplicate
+        case invalidSignature
+
+        var label: String {
+            switch self {
+            case .processed(let outcome): return outcome.rawValue
+            case .duplicate: return "duplicate"
+            case .invalidSignature: return "invalid_signature"
+            }
+        }
+    }
 
     public init(factory: any MetricsFactory) {
         self.factory = factory
-        var reservations: [String: Counter] = [:]
-        for outcome in Self.reservationOutcomes {
-            reservations[outcome] = Counter(label: "gateway_reservations_total", dimensions: [("outcome", outcome)], factory: factory)
+        var reservations: [ReservationOutcome: Counter] = [:]
+        for outcome in ReservationOutcome.allCases {
+            reservations[outcome] = Counter(label: "gateway_reservations_total", dimensions: [("outcome", outcome.rawValue)], factory: factory)
         }
         self.reservationCounters = reservations
+        var webhooks: [String: Counter] = [:]
+        for outcome in PaymentOutcome.allCases.map(WebhookOutcome.processed) + [.duplicate, .invalidSignature] {
+            webhooks[outcome.label] = Counter(label: "gateway_webhooks_total", dimensions: [("outcome", outcome.label)], factory: factory)
+        }
+        self.webhookCounters = webhooks
         var common: [String: [Int: Counter]] = [:]
         for (route, statuses) in [("reserve", [201, 400, 404, 409, 422, 429, 503]), ("get_basket", [200, 404]),
                                   ("get_reservation", [200, 404]), ("webhook", [200, 400, 401])] {
@@ -61,19 +91,9 @@ public final class GatewayMetrics: Sendable {
         counter.increment()
     }
 
-    func reservation(_ outcome: String) {
-        (reservationCounters[outcome] ?? reservationCounters["rejected"])?.increment()
-    }
+    func reservation(_ outcome: ReservationOutcome) { reservationCounters[outcome]?.increment() }
 
-    func webhook(_ outcome: String) {
-        let counter = webhookCounters.withLock { counters in
-            if let counter = counters[outcome] { return counter }
-            let counter = Counter(label: "gateway_webhooks_total", dimensions: [("outcome", outcome)], factory: factory)
-            counters[outcome] = counter
-            return counter
-        }
-        counter.increment()
-    }
+    func webhook(_ outcome: WebhookOutcome) { webhookCounters[outcome.label]?.increment() }
 
     func holdsExpired(_ count: Int) { expired.increment(by: count) }
 

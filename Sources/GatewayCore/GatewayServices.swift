@@ -1,3 +1,4 @@
+import HTTPServing
 import Logging
 import NIOCore
 import RedisClient

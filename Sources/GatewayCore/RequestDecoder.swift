@@ -1,6 +1,8 @@
 import NIOCore
 import NIOHTTP1
+import HTTPServing
 import ReservationCore
+import ReservationScripts
 
 /// Turns an HTTP request into a validated command, or into the error to answer: routing, the
 /// admin token, the webhook signature, the Idempotency-Key, JSON bodies, ids and number ranges.
@@ -15,7 +17,7 @@ public struct RequestDecoder: Sendable {
         case reserve(ReservationService.ReserveRequest)
         case getReservation(reservationId: String)
         case cancelReservation(reservationId: String)
-        case payment(ReservationService.PaymentEvent)
+        case payment(PaymentCall.Event)
     }
 
     /// The largest stock, delta, quantity or per-consumer limit a request may carry.
@@ -95,7 +97,7 @@ public struct RequestDecoder: Sendable {
     }
 
     /// The signature is checked over the raw bytes before the body is parsed at all.
-    private func payment(_ request: HTTPRequest, now: Int64) throws -> ReservationService.PaymentEvent {
+    private func payment(_ request: HTTPRequest, now: Int64) throws -> PaymentCall.Event {
         let raw = request.body.map { Array($0.readableBytesView) } ?? []
         guard verifier.isValid(signatureHeader: request.headers.first(name: "webhook-signature"), body: raw, now: now) else {
             throw APIError.invalidSignature
@@ -119,7 +121,7 @@ public struct RequestDecoder: Sendable {
         guard (1...16).contains(currency.utf8.count), Identifier.isValid(currency) else {
             throw APIError.invalidRequest("data.currency must be a currency code")
         }
-        return ReservationService.PaymentEvent(
+        return PaymentCall.Event(
             eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId, amountCents: amount, currency: currency)
     }
 

@@ -1,10 +1,29 @@
 import NIOCore
 import RedisClient
 import ReservationCore
-import Synchronization
+import ReservationScripts
 
-/// The gateway's operations, each one Redis round trip (one script call or one read) on the
-/// caller's event loop. Validation of ids and bodies happens before this layer.
+/// A refusal of the reservation service, in the domain's words. Store failures (Redis
+/// unreachable, overloaded, a reply of the wrong shape) pass through as the store's own errors;
+/// `APIError.init(_:)` maps both to HTTP, the one place that happens.
+public enum ReservationError: Error, Sendable, Equatable {
+    case basketNotFound
+    case basketExists
+    case insufficientStock
+    case capacityExceeded
+    case reservationNotFound
+    case reservationExpired
+    /// The basket is out of service for a repair (or missing in Redis until it is rebuilt).
+    case underRepair
+    /// The store answered something that cannot happen with the gateway's own data (an id
+    /// collision, a reservation that changed between two reads of an immutable field).
+    case inconsistentStore(String)
+}
+
+/// The gateway's operations, each one typed store call (a script or a read; cancel and payment
+/// read the reservation's basket first, to name every key their script touches) on the
+/// caller's event loop. Validation of ids and bodies happens before this layer; nothing here
+/// knows about HTTP.
 public final class ReservationService: Sendable {
     let redis: RedisClient
     let configuration: Configuration
@@ -19,24 +38,31 @@ public final class ReservationService: Sendable {
         self.soldOut = SoldOutCache(milliseconds: configuration.soldOutCacheMilliseconds)
     }
 
-    /// A Redis call whose reply `decode` turns into the answer, with its latency recorded; one
-    /// future node per call (this is the hot path).
-    private func call<T>(
-        _ future: EventLoopFuture<RedisValue>, _ decode: @escaping @Sendable (RedisValue) throws -> T
+    /// Runs a store call with its latency recorded, and `decide` turns the outcome into the
+    /// answer; one future node per call after the store's (this is the hot path).
+    private func run<Call: ScriptCall, T>(
+        _ call: Call, on eventLoop: EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
     ) -> EventLoopFuture<T> {
         let started = NIODeadline.now()
-        return future.flatMapThrowing { reply in
+        return redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).flatMapThrowing { reply in
             self.metrics.redisCall(NIODeadline.now() - started)
-            return try decode(reply)
+            return try decide(try Call.decode(reply))
         }
     }
 
-    private func timed(_ future: EventLoopFuture<RedisValue>) -> EventLoopFuture<RedisValue> {
-        call(future) { $0 }
+    private func run<Call: CommandCall, T>(
+        _ call: Call, on eventLoop: EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
+    ) -> EventLoopFuture<T> {
+        let started = NIODeadline.now()
+        return redis.send(call.command, on: eventLoop).flatMapThrowing { reply in
+            self.metrics.redisCall(NIODeadline.now() - started)
+            return try decide(try Call.decode(reply))
+        }
     }
 
-    private func script(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], on eventLoop: EventLoop) -> EventLoopFuture<RedisValue> {
-        timed(redis.evalSHA(script, keys: keys, arguments: arguments, on: eventLoop))
+    /// Whether the store answers (readiness).
+    public func checkStore(on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+        redis.send(["PING"], on: eventLoop).map { _ in }
     }
 
     // MARK: baskets
@@ -47,58 +73,34 @@ public final class ReservationService: Sendable {
 
     public func createBasket(
         _ basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int, on eventLoop: EventLoop
-    ) -> EventLoopFuture<BasketView> {
-        let partition = Keyspace.partition(ofBasket: basketId)
-        return script(
-            ReservationScripts.basket,
-            keys: [.string(Keyspace.basket(basketId, partition: partition)), .string(Keyspace.stream(partition)),
-                   .string(Keyspace.basketIndex(partition))],
-            arguments: ["create", .string(basketId), .int(stock), .int(holdSeconds), .int(maxPerConsumer)],
-            on: eventLoop
-        ).flatMapThrowing { try Self.basketView(basketId, $0) }
-    }
-
-    public func adjustStock(_ basketId: String, delta: Int, on eventLoop: EventLoop) -> EventLoopFuture<BasketView> {
-        let partition = Keyspace.partition(ofBasket: basketId)
-        return script(
-            ReservationScripts.basket,
-            keys: [.string(Keyspace.basket(basketId, partition: partition)), .string(Keyspace.stream(partition)),
-                   .string(Keyspace.basketIndex(partition))],
-            arguments: ["adjust", .string(basketId), .int(delta), .int(Self.maxCapacity)],
-            on: eventLoop
-        ).flatMapThrowing { reply in
-            let view = try Self.basketView(basketId, reply)
-            if delta > 0 { self.soldOut.clear(basketId) }
-            return view
+    ) -> EventLoopFuture<BasketState> {
+        run(CreateBasketCall(basketId: basketId, stock: stock, holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer), on: eventLoop) {
+            switch $0 {
+            case .created(let state): return state
+            case .exists: throw ReservationError.basketExists
+            }
         }
     }
 
-    public func basket(_ basketId: String, on eventLoop: EventLoop) -> EventLoopFuture<BasketView> {
-        let partition = Keyspace.partition(ofBasket: basketId)
-        return timed(redis.send(
-            ["HMGET", .string(Keyspace.basket(basketId, partition: partition)),
-             "stock", "pending", "confirmed", "capacity", "hold", "max"], on: eventLoop)
-        ).flatMapThrowing { reply in
-            try Self.basketView(basketId, .array([.bulk(Array("ok".utf8))] + (reply.array ?? [])))
+    public func adjustStock(_ basketId: String, delta: Int, on eventLoop: EventLoop) -> EventLoopFuture<BasketState> {
+        run(AdjustBasketCall(basketId: basketId, delta: delta, maxCapacity: Self.maxCapacity), on: eventLoop) { outcome in
+            switch outcome {
+            case .adjusted(let state):
+                if delta > 0 { self.soldOut.clear(basketId) }
+                return state
+            case .basketNotFound: throw ReservationError.basketNotFound
+            case .insufficientStock: throw ReservationError.insufficientStock
+            case .capacityExceeded: throw ReservationError.capacityExceeded
+            case .unavailable: throw ReservationError.underRepair
+            }
         }
     }
 
-    static func basketView(_ basketId: String, _ reply: RedisValue) throws -> BasketView {
-        guard let fields = reply.array, let answer = fields.first?.string else { throw APIError.internalError }
-        switch answer {
-        case "ok": break
-        case "basket_exists": throw APIError.basketExists
-        case "basket_not_found": throw APIError.basketNotFound
-        case "insufficient_stock": throw APIError.insufficientStock
-        case "capacity_exceeded": throw APIError.capacityExceeded
-        case "unavailable": throw APIError.unavailable("the basket is being repaired; retry shortly")
-        default: throw APIError.internalError
+    public func basket(_ basketId: String, on eventLoop: EventLoop) -> EventLoopFuture<BasketState> {
+        run(ReadBasketCall(basketId: basketId), on: eventLoop) { state in
+            guard let state else { throw ReservationError.basketNotFound }
+            return state
         }
-        guard fields.count == 7 else { throw APIError.internalError }
-        guard let stock = fields[1].int else { throw APIError.basketNotFound }
-        return BasketView(
-            basketId: basketId, stock: stock, pending: fields[2].int ?? 0, confirmed: fields[3].int ?? 0,
-            capacity: fields[4].int ?? stock, holdSeconds: fields[5].int ?? 0, maxPerConsumer: fields[6].int ?? 1)
     }
 
     // MARK: reservations
@@ -110,153 +112,122 @@ public final class ReservationService: Sendable {
         public var idempotencyKey: String?
     }
 
-    /// Returns the 201 body or throws the refusal. One script call; nothing else touches Redis.
-    func reserve(_ request: ReserveRequest, on eventLoop: EventLoop) -> EventLoopFuture<ReserveAnswer> {
+    /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
+    /// sale answers far more of them than grants.
+    func reserve(_ request: ReserveRequest, on eventLoop: EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
         if request.idempotencyKey == nil, soldOut.isSoldOut(request.basketId, quantity: request.quantity) {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
-            return eventLoop.makeSucceededFuture(.refused(.soldOut))
+            return eventLoop.makeSucceededFuture(.soldOut)
         }
         let cacheGeneration = soldOut.generation
-        let partition = Keyspace.partition(ofBasket: request.basketId)
-        let basketKey = RedisArgument.string(Keyspace.basket(request.basketId, partition: partition))
-        let reservationId = ids.next(partition: partition)
-        let limit = configuration.reserveRateLimit
-        var fingerprint = ""
-        var idempotencyKey = basketKey
-        if let key = request.idempotencyKey {
-            fingerprint = request.consumerId + "\n" + String(request.quantity)
-            idempotencyKey = .string(Keyspace.idempotency(basketId: request.basketId, key: key, partition: partition))
-        }
-        let keys: [RedisArgument] = [
-            basketKey,
-            .string(Keyspace.reservation(reservationId, partition: partition)),
-            .string(Keyspace.consumerUnits(basketId: request.basketId, consumerId: request.consumerId, partition: partition)),
-            .string(Keyspace.holds(partition)),
-            .string(Keyspace.stream(partition)),
-            idempotencyKey,
-            limit > 0 ? .string(Keyspace.rateLimit(consumerId: request.consumerId, partition: partition)) : basketKey,
-        ]
-        let arguments: [RedisArgument] = [
-            .string(request.basketId), .string(request.consumerId), .int(request.quantity), .string(reservationId),
-            .int(limit), .string(fingerprint), .int(Retention.idempotencySeconds), .int(Retention.finishedReservationSeconds),
-        ]
-        return call(redis.evalSHA(ReservationScripts.reserve, keys: keys, arguments: arguments, on: eventLoop)) { reply in
-            guard let encoded = reply.string else { throw APIError.internalError }
-            let answer = try ReserveAnswer(encoded)
-            if case .refused(.soldOut) = answer {
+        let call = ReserveCall(
+            basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity,
+            reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
+            attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey)
+        return run(call, on: eventLoop) { outcome in
+            switch outcome {
+            case .soldOut:
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
+            case .idCollision:
+                throw ReservationError.inconsistentStore("reservation id collision")
+            default:
+                break
             }
-            return answer
+            return outcome
         }
     }
 
-    public func reservation(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationView> {
+    public func reservation(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
-            return eventLoop.makeFailedFuture(APIError.reservationNotFound)
+            return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
-        return timed(redis.send(
-            ["HMGET", .string(Keyspace.reservation(reservationId, partition: partition)),
-             "basket", "consumer", "qty", "status", "exp", "pay"], on: eventLoop)
-        ).flatMapThrowing { reply in
-            try Self.reservationView(reservationId, reply.array ?? [])
+        return run(ReadReservationCall(reservationId: reservationId, partition: partition), on: eventLoop) { record in
+            guard let record else { throw ReservationError.reservationNotFound }
+            return record
         }
     }
 
-    public func cancel(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationView> {
+    /// Reads the reservation (its basket and consumer name the keys), then cancels it.
+    public func cancel(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
-            return eventLoop.makeFailedFuture(APIError.reservationNotFound)
+            return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
-        return script(
-            ReservationScripts.release,
-            keys: [.string(Keyspace.holds(partition)), .string(Keyspace.stream(partition)),
-                   .string(Keyspace.reservation(reservationId, partition: partition))],
-            arguments: ["cancel", .string(Keyspace.prefix(partition)), .string(reservationId), .int(Retention.finishedReservationSeconds)],
-            on: eventLoop
-        ).flatMapThrowing { reply in
-            guard let fields = reply.array, let answer = fields.first?.string else { throw APIError.internalError }
-            switch answer {
-            case "cancelled":
-                let view = try Self.reservationView(reservationId, Array(fields.dropFirst()))
-                self.soldOut.clear(view.basketId)
-                return view
-            case "reservation_not_found": throw APIError.reservationNotFound
-            case "reservation_expired":
-                self.soldOut.clearAll()
-                throw APIError.reservationExpired
-            case "unavailable": throw APIError.unavailable("the basket is being repaired; retry shortly")
-            default: throw APIError.internalError
+        return reservation(reservationId, on: eventLoop).flatMap { record in
+            let target = ReleaseTarget(reservationId: reservationId, basketId: record.basketId, consumerId: record.consumerId)
+            return self.run(CancelReservationCall(target, partition: partition), on: eventLoop) { outcome in
+                switch outcome {
+                case .cancelled(let record):
+                    self.soldOut.clear(record.basketId)
+                    return record
+                case .reservationNotFound: throw ReservationError.reservationNotFound
+                case .reservationExpired:
+                    self.soldOut.clearAll()
+                    throw ReservationError.reservationExpired
+                case .unavailable: throw ReservationError.underRepair
+                case .staleKeys: throw ReservationError.inconsistentStore("reservation changed basket or consumer")
+                }
             }
         }
-    }
-
-    static func reservationView(_ reservationId: String, _ fields: [RedisValue]) throws -> ReservationView {
-        guard fields.count >= 6 else { throw APIError.internalError }
-        guard let basketId = fields[0].string else { throw APIError.reservationNotFound }
-        let payment = fields[5].string
-        return ReservationView(
-            reservationId: reservationId, basketId: basketId, consumerId: fields[1].string ?? "",
-            quantity: fields[2].int ?? 0, status: fields[3].string ?? "pending",
-            expiresAtMilliseconds: Int64(fields[4].int ?? 0),
-            paymentId: (payment?.isEmpty ?? true) ? nil : payment)
     }
 
     // MARK: payments
 
-    public struct PaymentEvent: Sendable, Equatable {
-        public var eventId: String
-        public var type: String
-        public var reservationId: String
-        public var paymentId: String
-        public var amountCents: Int64
-        public var currency: String
-    }
-
-    public enum PaymentResult: Sendable, Equatable {
-        case processed(outcome: String)
-        case duplicate
-    }
-
-    public func applyPayment(_ event: PaymentEvent, on eventLoop: EventLoop) -> EventLoopFuture<PaymentResult> {
+    /// Reads the reservation's basket (it names the basket key), then applies the event. The
+    /// basket of a reservation never changes, so a second read is needed only if the
+    /// reservation appeared or vanished between the two steps; after three tries the answer is
+    /// an error the payment provider retries.
+    public func applyPayment(_ event: PaymentCall.Event, on eventLoop: EventLoop) -> EventLoopFuture<PaymentOutcome?> {
         let partition = ReservationIdGenerator.partition(of: event.reservationId)
             ?? Keyspace.partition(ofForeignId: event.reservationId)
-        return script(
-            ReservationScripts.payment,
-            keys: [.string(Keyspace.webhookClaim(eventId: event.eventId, partition: partition)),
-                   .string(Keyspace.reservation(event.reservationId, partition: partition)),
-                   .string(Keyspace.holds(partition)), .string(Keyspace.stream(partition))],
-            arguments: [.string(Keyspace.prefix(partition)), .string(event.eventId), .string(event.type),
-                        .string(event.reservationId), .string(event.paymentId), .int(Int(event.amountCents)),
-                        .string(event.currency), .int(Retention.webhookClaimSeconds), .int(Retention.finishedReservationSeconds)],
-            on: eventLoop
-        ).flatMapThrowing { reply in
-            guard let fields = reply.array, let answer = fields.first?.string else { throw APIError.internalError }
-            switch answer {
-            case "duplicate": return .duplicate
-            case "processed":
-                guard fields.count == 2, let outcome = fields[1].string else { throw APIError.internalError }
-                return .processed(outcome: outcome)
-            case "unavailable": throw APIError.unavailable("the basket is being repaired; retry shortly")
-            default: throw APIError.internalError
+        return applyPayment(event, partition: partition, attempt: 1, on: eventLoop)
+    }
+
+    /// nil: a duplicate delivery.
+    private func applyPayment(_ event: PaymentCall.Event, partition: Int, attempt: Int, on eventLoop: EventLoop) -> EventLoopFuture<PaymentOutcome?> {
+        run(ReadReservationCall(reservationId: event.reservationId, partition: partition), on: eventLoop) { $0?.basketId }
+            .flatMap { basketId in
+                self.run(PaymentCall(event, partition: partition, basketId: basketId), on: eventLoop) { $0 }
             }
-        }
+            .flatMapThrowing { outcome -> PaymentOutcome?? in
+                switch outcome {
+                case .processed(let outcome): return .some(outcome)
+                case .duplicate: return .some(nil)
+                case .unavailable: throw ReservationError.underRepair
+                case .staleKeys:
+                    if attempt >= 3 { throw ReservationError.inconsistentStore("reservation changed during a payment") }
+                    return nil
+                }
+            }
+            .flatMap { settled in
+                if let settled { return eventLoop.makeSucceededFuture(settled) }
+                return self.applyPayment(event, partition: partition, attempt: attempt + 1, on: eventLoop)
+            }
     }
 
     // MARK: holds
 
     /// Expires every due hold of every partition (in batches). Safe to run in several gateways
-    /// at once: a hold is expired by exactly one script run, whichever comes first.
+    /// at once: a hold is expired by exactly one script run, whichever comes first. The due ids
+    /// and their baskets are read first (they name the keys); the script expires only those
+    /// still pending and due by Redis' clock.
     public func expireDueHolds() async throws -> Int {
         let batch = 500
         var total = 0
         for partition in 0..<Keyspace.partitionCount {
             while true {
-                let reply = try await redis.evalSHA(
-                    ReservationScripts.release,
-                    keys: [.string(Keyspace.holds(partition)), .string(Keyspace.stream(partition)), .string(Keyspace.holds(partition))],
-                    arguments: ["expire", .string(Keyspace.prefix(partition)), .int(batch), .int(Retention.finishedReservationSeconds)])
-                let expired = reply.int ?? 0
+                let now = WallClock.nowMilliseconds()
+                let due = try await redis.run(DueHoldsCall(partition: partition, nowMilliseconds: now, limit: batch))
+                if due.isEmpty { break }
+                let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
+                let targets = zip(due, reads).map { id, reply in
+                    let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
+                    return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
+                }
+                let expired = try await redis.run(ExpireHoldsCall(targets, partition: partition))
                 total += expired
-                if expired < batch { break }
+                // Stop at a short batch, or one where nothing was due by Redis' clock (or every
+                // basket is under repair): the next round of the loop tries again.
+                if due.count < batch || expired == 0 { break }
             }
         }
         if total > 0 {
@@ -264,73 +235,5 @@ public final class ReservationService: Sendable {
             metrics.holdsExpired(total)
         }
         return total
-    }
-}
-
-/// Remembers, for a few milliseconds, that a basket answered sold_out, so a stampede on a sold-out
-/// basket is refused without a Redis round trip. It only ever refuses what Redis would refuse: a
-/// sold_out for q units means fewer than q were left, so it refuses q or more, never fewer (a
-/// stream of too-large requests must not keep the last units unsellable). It never grants. Any
-/// cancel, expiry or stock increase seen by this gateway clears it; other gateways' releases are
-/// seen when the entry runs out.
-/// A sold_out answer that left Redis before a release this gateway saw is not remembered
-/// (`generation` tells), so the cache never outlives a release it knows about.
-final class SoldOutCache: Sendable {
-    struct Entry {
-        /// Uptime nanoseconds until which the entry stands.
-        var until: Int64
-        /// The smallest quantity refused: Redis had fewer units than this.
-        var quantity: Int
-    }
-
-    private let ttl: Int64
-    private let entries = Mutex<[String: Entry]>([:])
-    private let releases = Atomic<UInt64>(0)
-
-    var generation: UInt64 { releases.load(ordering: .acquiring) }
-
-    init(milliseconds: Int) { self.ttl = Int64(milliseconds) * 1_000_000 }
-
-    func isSoldOut(_ basketId: String, quantity: Int) -> Bool {
-        guard ttl > 0 else { return false }
-        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
-        return entries.withLock { entries in
-            guard let entry = entries[basketId] else { return false }
-            if now >= entry.until {
-                entries[basketId] = nil
-                return false
-            }
-            return quantity >= entry.quantity
-        }
-    }
-
-    func markSoldOut(_ basketId: String, quantity: Int, ifUnchangedSince generation: UInt64) {
-        guard ttl > 0 else { return }
-        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
-        entries.withLock { entries in
-            guard releases.load(ordering: .acquiring) == generation else { return }
-            if entries.count > 10_000 { entries.removeAll() }
-            // Each entry stands for one real refusal: a larger refused quantity neither replaces a
-            // smaller one nor extends its time (that would let a stream of too-large requests keep
-            // a stale refusal alive).
-            if let existing = entries[basketId], now < existing.until, existing.quantity < quantity { return }
-            entries[basketId] = Entry(until: now + ttl, quantity: quantity)
-        }
-    }
-
-    func clear(_ basketId: String) {
-        guard ttl > 0 else { return }
-        entries.withLock { entries in
-            releases.wrappingAdd(1, ordering: .releasing)
-            entries[basketId] = nil
-        }
-    }
-
-    func clearAll() {
-        guard ttl > 0 else { return }
-        entries.withLock { entries in
-            releases.wrappingAdd(1, ordering: .releasing)
-            entries.removeAll()
-        }
     }
 }

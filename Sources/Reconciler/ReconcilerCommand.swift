@@ -9,6 +9,7 @@ import PostgresClient
 import RedisClient
 import ReconcilerCore
 import ReservationCore
+import ReservationScripts
 import ServiceLifecycle
 
 @main

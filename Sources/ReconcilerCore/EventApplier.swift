@@ -1,4 +1,5 @@
 import PostgresClient
+import ReservationCore
 
 /// Turns a batch of stream entries into one Postgres transaction. Applying is idempotent and
 /// order-proof, so a redelivered entry (crash between commit and XACK) or entries applied by two
@@ -16,14 +17,6 @@ public enum EventApplier {
         var maxPerConsumer: Int?
     }
 
-    struct ReservationChange {
-        var basketId: String
-        var consumerId: String
-        var quantity: Int
-        var status: String
-        var expiresAtMilliseconds: Int
-        var paymentId: String?
-    }
 
     struct PaymentRow {
         var eventId: String
@@ -35,11 +28,17 @@ public enum EventApplier {
         var outcome: String
     }
 
-    static func rank(_ status: String) -> Int {
-        switch status {
-        case "pending": return 0
-        case "confirmed": return 1
-        default: return 2
+    /// The reservation an event carries, if it carries one. Every field is named here, so a new
+    /// field does not compile until its event mapping is written.
+    static func reservation(in fields: [String: String], type: String) -> ReservationRecord? {
+        ReservationRecord { field in
+            switch field {
+            case .basket, .consumer, .qty, .exp: return fields[field.rawValue]
+            // "reserved" events leave their status implied (pending), to keep the hot script small.
+            case .status: return fields["status"] ?? (type == "reserved" ? "pending" : nil)
+            // Payment events written before `pay` existed carry the id as `payment` only.
+            case .pay: return fields["pay"] ?? (type == "payment" ? fields["payment"] : nil)
+            }
         }
     }
 
@@ -54,7 +53,7 @@ public enum EventApplier {
     @discardableResult
     public static func apply(_ entries: [StreamEntry], on connection: PostgresConnection) throws -> Summary {
         var baskets: [String: BasketChange] = [:]
-        var reservations: [String: ReservationChange] = [:]
+        var reservations: [String: ReservationRecord] = [:]
         var payments: [String: PaymentRow] = [:]
 
         for entry in entries {
@@ -73,19 +72,13 @@ public enum EventApplier {
                 }
                 baskets[basketId] = change
             }
-            // "reserved" events leave their status implied (pending), to keep the hot script small.
-            let status = fields["status"] ?? (type == "reserved" ? "pending" : nil)
-            if let reservationId = fields["res"], let basketId = fields["basket"], let status,
-               let quantity = fields["qty"].flatMap(Int.init), let expires = fields["exp"].flatMap(Int.init) {
-                let paymentId = type == "payment" ? fields["payment"] : nil
-                let change = ReservationChange(basketId: basketId, consumerId: fields["consumer"] ?? "", quantity: quantity,
-                                               status: status, expiresAtMilliseconds: expires, paymentId: paymentId)
+            if let reservationId = fields["res"], let change = reservation(in: fields, type: type) {
                 if let existing = reservations[reservationId] {
-                    if rank(change.status) > rank(existing.status) {
+                    if change.status.rank > existing.status.rank {
                         var merged = change
                         merged.paymentId = change.paymentId ?? existing.paymentId
                         reservations[reservationId] = merged
-                    } else if existing.paymentId == nil, let paymentId {
+                    } else if existing.paymentId == nil, let paymentId = change.paymentId {
                         reservations[reservationId]?.paymentId = paymentId
                     }
                 } else {
@@ -104,11 +97,16 @@ public enum EventApplier {
         try connection.transaction { connection in
             if !reservations.isEmpty {
                 let ordered = reservations.sorted { $0.key < $1.key }
+                // One text array per field (see ReservationColumns), cast to each column in SQL.
+                var arrays: [PostgresValue] = [.textArray(ordered.map { $0.key })]
+                for field in ReservationField.allCases {
+                    arrays.append(.textArray(ordered.map { $0.value.value(of: field) }))
+                }
+                let placeholders = (1...arrays.count).map { "$\($0)::text[]" }.joined(separator: ", ")
                 try connection.execute("""
-                    INSERT INTO reservations AS r (id, basket_id, consumer_id, quantity, status, expires_at, payment_id)
-                    SELECT id, basket, consumer, qty, status, to_timestamp(exp / 1000.0), pay
-                    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[])
-                        AS t(id, basket, consumer, qty, status, exp, pay)
+                    INSERT INTO reservations AS r (id, \(ReservationColumns.insertColumns))
+                    SELECT t.id, \(ReservationColumns.insertValues)
+                    FROM unnest(\(placeholders)) AS t(id, \(ReservationColumns.unnestNames))
                     ON CONFLICT (id) DO UPDATE
                     SET status = CASE WHEN (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
                                         > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
@@ -118,12 +116,7 @@ public enum EventApplier {
                     WHERE (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
                           > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
                        OR (r.payment_id IS NULL AND EXCLUDED.payment_id IS NOT NULL)
-                    """, [
-                        .textArray(ordered.map { $0.key }), .textArray(ordered.map { $0.value.basketId }),
-                        .textArray(ordered.map { $0.value.consumerId }), .intArray(ordered.map { $0.value.quantity }),
-                        .textArray(ordered.map { $0.value.status }), .intArray(ordered.map { $0.value.expiresAtMilliseconds }),
-                        .textArray(ordered.map { $0.value.paymentId }),
-                    ])
+                    """, arrays)
             }
             if !payments.isEmpty {
                 let ordered = payments.sorted { $0.key < $1.key }.map(\.value)

@@ -75,12 +75,12 @@ public final class RedisClient: Sendable {
     /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) it loads the script and
     /// calls it once more, both in the same batch.
     public func evalSHA(
-        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
+        _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
     ) -> EventLoopFuture<RedisValue> {
         let connection = connection(for: eventLoop)
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)
-        command.append(contentsOf: keys)
+        for key in keys { command.append(.string(key)) }
         command.append(contentsOf: arguments)
         let finalCommand = command
         return connection.send(finalCommand).flatMapError { error in
@@ -94,7 +94,7 @@ public final class RedisClient: Sendable {
         }
     }
 
-    public func evalSHA(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]) async throws -> RedisValue {
+    public func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RedisValue {
         try await evalSHA(script, keys: keys, arguments: arguments, on: nil).get()
     }
 

@@ -20,10 +20,9 @@ public enum Keyspace {
 
     public static func basket(_ basketId: String, partition: Int) -> String { prefix(partition) + ":b:" + basketId }
     public static func reservation(_ reservationId: String, partition: Int) -> String { prefix(partition) + ":r:" + reservationId }
-    /// Ids cannot hold `/`, so `basket/consumer` is unambiguous.
-    public static func consumerUnits(basketId: String, consumerId: String, partition: Int) -> String {
-        prefix(partition) + ":c:" + basketId + "/" + consumerId
-    }
+    /// Units each consumer holds on a basket: one hash per basket (consumer id -> units), so a
+    /// repair rewrites it whole instead of searching for per-consumer keys.
+    public static func consumerUnits(basketId: String, partition: Int) -> String { prefix(partition) + ":u:" + basketId }
     public static func idempotency(basketId: String, key: String, partition: Int) -> String {
         prefix(partition) + ":i:" + basketId + "/" + key
     }

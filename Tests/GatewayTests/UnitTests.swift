@@ -57,7 +57,7 @@ struct UnitTests {
         let basket = "sneakers-42"
         let partition = Keyspace.partition(ofBasket: basket)
         let keys = [Keyspace.basket(basket, partition: partition), Keyspace.stream(partition), Keyspace.holds(partition),
-                    Keyspace.consumerUnits(basketId: basket, consumerId: "c", partition: partition),
+                    Keyspace.consumerUnits(basketId: basket, partition: partition),
                     Keyspace.idempotency(basketId: basket, key: "k", partition: partition)]
         let tags = Set(keys.map { key in key[key.index(after: key.firstIndex(of: "{")!)..<key.firstIndex(of: "}")!] })
         #expect(tags.count == 1)

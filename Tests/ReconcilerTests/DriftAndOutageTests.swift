@@ -70,7 +70,7 @@ struct DriftAndOutageTests {
         let partition = Keyspace.partition(ofBasket: basketId)
         var keys: [RedisArgument] = [.string(Keyspace.basket(basketId, partition: partition))]
         keys += ids.map { .string(Keyspace.reservation($0, partition: partition)) }
-        keys += (0..<4).map { .string(Keyspace.consumerUnits(basketId: basketId, consumerId: "c\($0)", partition: partition)) }
+        keys.append(.string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
         _ = try await fixture.redis.send(["DEL"] + keys)
         let report = try await Self.audit(fixture)
         #expect(report.status == 1)

@@ -5,6 +5,7 @@ import PostgresClient
 import RedisClient
 import ReconcilerCore
 import ReservationCore
+import ReservationScripts
 import Testing
 import TestSupport
 
@@ -116,15 +117,10 @@ struct ReconcilerTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in start..<min(start + 1000, count) {
                     group.addTask {
-                        let id = ids.next(partition: partition)
-                        let basketKey = RedisArgument.string(Keyspace.basket(basketId, partition: partition))
-                        let reply = try await fixture.redis.evalSHA(
-                            ReservationScripts.reserve,
-                            keys: [basketKey, .string(Keyspace.reservation(id, partition: partition)),
-                                   .string(Keyspace.consumerUnits(basketId: basketId, consumerId: "c\(index)", partition: partition)),
-                                   .string(Keyspace.holds(partition)), .string(Keyspace.stream(partition)), basketKey, basketKey],
-                            arguments: [.string(basketId), .string("c\(index)"), 1, .string(id), 0, "", 86400, 604800])
-                        guard reply.string?.hasPrefix("granted") == true else { throw HarnessError("reserve: \(reply)") }
+                        let outcome = try await fixture.redis.run(ReserveCall(
+                            basketId: basketId, consumerId: "c\(index)", quantity: 1, reservationId: ids.next(partition: partition),
+                            attemptsPerSecond: 0, idempotencyKey: nil))
+                        guard case .granted = outcome else { throw HarnessError("reserve: \(outcome)") }
                     }
                 }
                 try await group.waitForAll()

@@ -1,11 +1,13 @@
 import Foundation
 import GatewayCore
+import HTTPServing
 import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
 import RedisClient
 import ReservationCore
+import ReservationScripts
 
 /// A real gateway (HTTP server, Redis client, scripts, expiry loop) started inside the test
 /// process on a free port, against the test Redis.

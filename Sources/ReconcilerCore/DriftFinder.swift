@@ -1,0 +1,118 @@
+import PostgresClient
+import RedisClient
+import ReservationCore
+import ReservationScripts
+
+/// One difference between Redis and Postgres for one basket.
+public struct Drift: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case missingInRedis = "missing_in_redis"
+        case missingInPostgres = "missing_in_postgres"
+        case counters
+        case reservations
+    }
+
+    public let basketId: String
+    public let kind: Kind
+    public let detail: String
+
+    public var description: String { "basket \(basketId): \(kind.rawValue): \(detail)" }
+}
+
+/// Finding drift: compares each basket's counters and active reservations in Redis with Postgres.
+/// It only reads; `BasketRepair.swift` rebuilds what it finds.
+extension Reconciler {
+    struct PostgresBasket {
+        var row: BasketRow
+        var pending: Int
+        var confirmed: Int
+    }
+
+    /// Compares every basket in Redis with Postgres. With `repair`, each drifted basket is taken
+    /// out of service, its events drained, and its Redis state rebuilt from Postgres.
+    public func audit(repair: Bool) async throws -> [Drift] {
+        let drifts = try await findDrifts()
+        guard repair, !drifts.isEmpty else { return drifts }
+        // A basket can look drifted only because its latest events are not applied yet: drain
+        // first and repair only what still differs, so healthy baskets never go out of service.
+        _ = try await drain()
+        let confirmed = Set(try await findDrifts().map(\.basketId))
+        for drift in drifts where confirmed.contains(drift.basketId) {
+            try await repairBasket(drift.basketId, reason: drift)
+            repaired(drift)
+        }
+        return drifts.filter { confirmed.contains($0.basketId) }
+    }
+
+    func findDrifts() async throws -> [Drift] {
+        let postgresBaskets = try await postgres.withConnection { connection -> [String: PostgresBasket] in
+            var result: [String: PostgresBasket] = [:]
+            for row in try connection.query("""
+                SELECT b.id, b.stock, b.capacity, b.hold_seconds, b.max_per_consumer, b.redis_seq, b.version,
+                       COALESCE(SUM(r.quantity) FILTER (WHERE r.status = 'pending'), 0) AS pending,
+                       COALESCE(SUM(r.quantity) FILTER (WHERE r.status = 'confirmed'), 0) AS confirmed
+                FROM baskets b LEFT JOIN reservations r ON r.basket_id = b.id
+                GROUP BY b.id
+                """) {
+                let basket = BasketStore.row(row)
+                result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
+            }
+            return result
+        }
+        var ids = Set(postgresBaskets.keys)
+        for partition in 0..<Keyspace.partitionCount {
+            ids.formUnion(try await redis.run(BasketIndexCall(partition: partition)))
+        }
+        let ordered = ids.sorted()
+        let replies = try await redis.pipeline(ordered.map { ReadBasketCall(basketId: $0).command })
+        var drifts: [Drift] = []
+        var consistent: Set<String> = []
+        for (id, reply) in zip(ordered, replies) {
+            // A basket hash Redis cannot read back (corrupt counters) counts as missing: a repair rewrites it.
+            let state = (try? reply.get()).flatMap { try? ReadBasketCall.decode($0) } ?? nil
+            guard let postgres = postgresBaskets[id] else {
+                if state != nil { drifts.append(Drift(basketId: id, kind: .missingInPostgres, detail: "redis has the basket, postgres has no row")) }
+                continue
+            }
+            guard let state else {
+                drifts.append(Drift(basketId: id, kind: .missingInRedis,
+                                    detail: "postgres has stock=\(postgres.row.stock) capacity=\(postgres.row.capacity); redis has no basket"))
+                continue
+            }
+            let redisTuple = [state.stock, state.pending, state.confirmed, state.capacity]
+            let postgresTuple = [postgres.row.stock, postgres.pending, postgres.confirmed, postgres.row.capacity]
+            if redisTuple != postgresTuple || redisTuple[0] + redisTuple[1] + redisTuple[2] != redisTuple[3] {
+                drifts.append(Drift(basketId: id, kind: .counters, detail:
+                    "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
+                    + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])"))
+            } else {
+                consistent.insert(id)
+            }
+        }
+        // Every active reservation Postgres knows must exist in Redis with the same status.
+        let active = try await postgres.query(
+            "SELECT id, basket_id, status FROM reservations WHERE status IN ('pending', 'confirmed') ORDER BY basket_id")
+        let checked = active.filter { consistent.contains($0["basket_id"].string ?? "") }
+        var mismatches: [String: Int] = [:]
+        var totals: [String: Int] = [:]
+        for chunk in stride(from: 0, to: checked.count, by: 5000) {
+            let slice = checked[chunk..<min(chunk + 5000, checked.count)]
+            let replies = try await redis.pipeline(slice.map { row in
+                let id = row["id"].string ?? ""
+                let partition = ReservationIdGenerator.partition(of: id) ?? Keyspace.partition(ofForeignId: id)
+                return ReadReservationCall(reservationId: id, partition: partition).command
+            })
+            for (row, reply) in zip(slice, replies) {
+                let basketId = row["basket_id"].string ?? ""
+                totals[basketId, default: 0] += 1
+                let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
+                if record?.status.rawValue != row["status"].string { mismatches[basketId, default: 0] += 1 }
+            }
+        }
+        for (basketId, count) in mismatches.sorted(by: { $0.key < $1.key }) {
+            drifts.append(Drift(basketId: basketId, kind: .reservations,
+                                detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis"))
+        }
+        return drifts
+    }
+}

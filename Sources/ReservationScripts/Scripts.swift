@@ -1,0 +1,21 @@
+public import RedisClient
+
+/// The Lua scripts of `lua/`, compiled into the binary at build time (see Plugins/EmbedResourcesPlugin).
+public enum ReservationScripts {
+    public static let reserve = script("reserve")
+    public static let release = script("release")
+    public static let payment = script("payment")
+    public static let basketCreate = script("basket_create")
+    public static let basketAdjust = script("basket_adjust")
+    public static let repairReservations = script("repair_reservations")
+    public static let repairBasket = script("repair_basket")
+
+    public static let all: [RedisScript] = [reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket]
+
+    private static func script(_ name: String) -> RedisScript {
+        guard let source = EmbeddedLua.sources.first(where: { $0.key == name })?.value else {
+            fatalError("lua/\(name).lua was not embedded at build time")
+        }
+        return RedisScript(name: name, source: source)
+    }
+}

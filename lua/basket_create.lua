@@ -1,0 +1,20 @@
+-- basket_create: create a basket with its stock, hold time and per-consumer limit.
+-- KEYS[1] basket: the basket hash
+-- KEYS[2] stream: the partition's event stream
+-- KEYS[3] basketIndex: the partition's set of basket ids
+-- ARGV[1] basketId
+-- ARGV[2] stock
+-- ARGV[3] holdSeconds
+-- ARGV[4] maxPerConsumer
+-- Returns {"ok", stock, pending, confirmed, capacity, hold, max} or {"basket_exists"}.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'basket_exists'} end
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local stock = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'stock', stock, 'pending', 0, 'confirmed', 0, 'capacity', stock,
+  'hold', tonumber(ARGV[3]), 'max', tonumber(ARGV[4]), 'seq', 1, 'created', nowMs)
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'type', 'basket_created', 'basket', ARGV[1], 'seq', 1,
+  'stock', stock, 'capacity', stock, 'hold', ARGV[3], 'max', ARGV[4], 'at', nowMs)
+local b = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max')
+return {'ok', b[1], b[2], b[3], b[4], b[5], b[6]}
