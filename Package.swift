@@ -121,6 +121,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "ReservationScriptsTests", dependencies: ["ReservationScripts", "ReservationCore", "RedisClient"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
         .testTarget(name: "GatewayTests", dependencies: [
             "GatewayCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",

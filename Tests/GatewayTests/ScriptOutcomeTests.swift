@@ -1,0 +1,170 @@
+import RedisClient
+import ReservationCore
+import ReservationScripts
+import Testing
+import TestSupport
+
+/// Every outcome of every script, through its typed contract, against a real Redis: the other
+/// half of the seam `ScriptContractTests` checks without one.
+@Suite("Script outcomes against a real Redis")
+struct ScriptOutcomeTests {
+    let redis: RedisClient
+    let ids = ReservationIdGenerator()
+
+    init() async throws {
+        redis = try await TestEnvironment.redisClient()
+        try await redis.load(ReservationScripts.all)
+    }
+
+    func newBasket(stock: Int = 3, hold: Int = 600, max: Int = 2) async throws -> (String, Int) {
+        let basketId = TestEnvironment.uniqueId("so")
+        let created = try await redis.run(CreateBasketCall(basketId: basketId, stock: stock, holdSeconds: hold, maxPerConsumer: max))
+        #expect(created == .created(BasketState(stock: stock, pending: 0, confirmed: 0, capacity: stock, holdSeconds: hold, maxPerConsumer: max)))
+        return (basketId, Keyspace.partition(ofBasket: basketId))
+    }
+
+    func reserve(_ basketId: String, _ consumer: String, quantity: Int = 1, id: String? = nil, limit: Int = 0, key: String? = nil) async throws -> ReserveCall.Outcome {
+        try await redis.run(ReserveCall(
+            basketId: basketId, consumerId: consumer, quantity: quantity,
+            reservationId: id ?? ids.next(partition: Keyspace.partition(ofBasket: basketId)), attemptsPerSecond: limit, idempotencyKey: key))
+    }
+
+    func maintenance(_ basketId: String, on: Bool) async throws {
+        try await redis.run(MaintenanceCall(basketId: basketId, inService: !on))
+    }
+
+    func grantedId(_ outcome: ReserveCall.Outcome) throws -> String {
+        guard case .granted(let id, _, _) = outcome else { throw HarnessError("not granted: \(outcome)") }
+        return id
+    }
+
+    @Test("basket_create and basket_adjust: every outcome")
+    func baskets() async throws {
+        let (basketId, _) = try await newBasket(stock: 3)
+        #expect(try await redis.run(CreateBasketCall(basketId: basketId, stock: 9, holdSeconds: 1, maxPerConsumer: 1)) == .exists)
+        guard case .adjusted(let state) = try await redis.run(AdjustBasketCall(basketId: basketId, delta: 2, maxCapacity: 10)) else {
+            Issue.record("adjust")
+            return
+        }
+        #expect(state.stock == 5 && state.capacity == 5)
+        #expect(try await redis.run(AdjustBasketCall(basketId: basketId, delta: -6, maxCapacity: 10)) == .insufficientStock)
+        #expect(try await redis.run(AdjustBasketCall(basketId: basketId, delta: 6, maxCapacity: 10)) == .capacityExceeded)
+        #expect(try await redis.run(AdjustBasketCall(basketId: TestEnvironment.uniqueId("none"), delta: 1, maxCapacity: 10)) == .basketNotFound)
+        try await maintenance(basketId, on: true)
+        #expect(try await redis.run(AdjustBasketCall(basketId: basketId, delta: 1, maxCapacity: 10)) == .unavailable)
+        try await maintenance(basketId, on: false)
+        #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 5)
+        #expect(try await redis.run(ReadBasketCall(basketId: TestEnvironment.uniqueId("none"))) == nil)
+    }
+
+    @Test("reserve: every outcome, and a replay answers the first answer")
+    func reserveOutcomes() async throws {
+        let (basketId, partition) = try await newBasket(stock: 3, max: 3)
+        let first = try await reserve(basketId, "alice", key: "k1")
+        let firstId = try grantedId(first)
+        #expect(try await reserve(basketId, "alice", key: "k1") == first, "replay")
+        #expect(try await reserve(basketId, "alice", quantity: 2, key: "k1") == .idempotencyKeyReused)
+        #expect(try await reserve(basketId, "alice", quantity: 3) == .limitExceeded)
+        #expect(try await reserve(basketId, "bob", quantity: 3) == .soldOut)
+        let refusedWithKey = try await reserve(basketId, "bob", quantity: 3, key: "k2")
+        #expect(refusedWithKey == .soldOut)
+        #expect(try await reserve(basketId, "bob", quantity: 3, key: "k2") == .soldOut, "a refusal replays too")
+        #expect(try await reserve(basketId, "bob", id: firstId) == .idCollision)
+        #expect(try await reserve(TestEnvironment.uniqueId("none"), "bob") == .basketNotFound)
+        try await maintenance(basketId, on: true)
+        #expect(try await reserve(basketId, "bob") == .unavailable)
+        try await maintenance(basketId, on: false)
+        let consumer = TestEnvironment.uniqueId("rl")
+        _ = try await reserve(basketId, consumer, limit: 1)
+        guard case .rateLimited(let wait) = try await reserve(basketId, consumer, limit: 1) else {
+            // The 1 s window may have passed on a slow machine; the limit itself is what counts.
+            return
+        }
+        #expect(wait >= 1 && wait <= 1000)
+        let record = try await redis.run(ReadReservationCall(reservationId: firstId, partition: partition))
+        #expect(record?.status == .pending && record?.consumerId == "alice" && record?.quantity == 1)
+    }
+
+    @Test("release: cancel's every outcome, and expire takes only what is due")
+    func releaseOutcomes() async throws {
+        let (basketId, partition) = try await newBasket(stock: 5, max: 5)
+        let id = try grantedId(try await reserve(basketId, "alice", quantity: 2))
+        let target = ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "alice")
+        #expect(try await redis.run(CancelReservationCall(ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "mallory"), partition: partition)) == .staleKeys)
+        try await maintenance(basketId, on: true)
+        #expect(try await redis.run(CancelReservationCall(target, partition: partition)) == .unavailable)
+        try await maintenance(basketId, on: false)
+        guard case .cancelled(let record) = try await redis.run(CancelReservationCall(target, partition: partition)) else {
+            Issue.record("cancel")
+            return
+        }
+        #expect(record.status == .cancelled && record.quantity == 2)
+        #expect(try await redis.run(CancelReservationCall(target, partition: partition)) == .cancelled(record), "cancel twice: same answer")
+        #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 5, "units back exactly once")
+        let missing = ReleaseTarget(reservationId: ids.next(partition: partition), basketId: basketId, consumerId: "x")
+        #expect(try await redis.run(CancelReservationCall(missing, partition: partition)) == .reservationNotFound)
+
+        // Expiry: one due hold, one not due; only the due one expires, and a cancel then says expired.
+        let due = try grantedId(try await reserve(basketId, "bob"))
+        let later = try grantedId(try await reserve(basketId, "carol"))
+        let past = WallClock.nowMilliseconds() - 60_000
+        _ = try await redis.send("HSET", .string(Keyspace.reservation(due, partition: partition)), "exp", .int(Int(past)))
+        let targets = [ReleaseTarget(reservationId: due, basketId: basketId, consumerId: "bob"),
+                       ReleaseTarget(reservationId: later, basketId: basketId, consumerId: "carol")]
+        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 1)
+        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 0, "expires once")
+        #expect(try await redis.run(CancelReservationCall(targets[0], partition: partition)) == .reservationExpired)
+        #expect(try await redis.run(ReadReservationCall(reservationId: later, partition: partition))?.status == .pending)
+        #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 4)
+        let units = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
+        #expect(units.array?.compactMap(\.string) == ["carol", "1"], "bob's units are gone, carol's stay")
+    }
+
+    @Test("payment: every outcome")
+    func paymentOutcomes() async throws {
+        let (basketId, partition) = try await newBasket(stock: 5, max: 5)
+        let id = try grantedId(try await reserve(basketId, "alice"))
+        func event(_ type: String = "payment.succeeded", reservation: String? = nil) -> PaymentCall.Event {
+            PaymentCall.Event(eventId: TestEnvironment.uniqueId("ev"), type: type, reservationId: reservation ?? id,
+                              paymentId: "pay", amountCents: 100, currency: "EUR")
+        }
+        let paid = event()
+        #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: "other")) == .staleKeys)
+        #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: nil)) == .staleKeys)
+        try await maintenance(basketId, on: true)
+        #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: basketId)) == .unavailable)
+        try await maintenance(basketId, on: false)
+        #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: basketId)) == .processed(.confirmed))
+        #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: basketId)) == .duplicate)
+        #expect(try await redis.run(PaymentCall(event(), partition: partition, basketId: basketId)) == .processed(.refundRequired))
+        #expect(try await redis.run(PaymentCall(event("payment.failed"), partition: partition, basketId: basketId)) == .processed(.failed))
+        let unknown = event(reservation: ids.next(partition: partition))
+        #expect(try await redis.run(PaymentCall(unknown, partition: partition, basketId: nil)) == .processed(.unknownReservation))
+        let record = try await redis.run(ReadReservationCall(reservationId: id, partition: partition))
+        #expect(record?.status == .confirmed && record?.paymentId == "pay")
+        let basket = try await redis.run(ReadBasketCall(basketId: basketId))
+        #expect(basket?.pending == 0 && basket?.confirmed == 1)
+    }
+
+    @Test("repair_reservations and repair_basket write what they are given and end maintenance")
+    func repairOutcomes() async throws {
+        let (basketId, partition) = try await newBasket(stock: 5, max: 5)
+        try await maintenance(basketId, on: true)
+        let pendingId = ids.next(partition: partition)
+        let paidId = ids.next(partition: partition)
+        let future = WallClock.nowMilliseconds() + 600_000
+        let pending = ReservationRecord(basketId: basketId, consumerId: "a", quantity: 2, status: .pending, expiresAtMilliseconds: future, paymentId: nil)
+        let paid = ReservationRecord(basketId: basketId, consumerId: "b", quantity: 1, status: .confirmed, expiresAtMilliseconds: future, paymentId: "p")
+        #expect(try await redis.run(RepairReservationsCall([(pendingId, pending), (paidId, paid)], partition: partition)) == 2)
+        #expect(try await redis.run(ReadReservationCall(reservationId: pendingId, partition: partition)) == pending)
+        #expect(try await redis.run(ReadReservationCall(reservationId: paidId, partition: partition)) == paid)
+        let holds = try await redis.send("ZSCORE", .string(Keyspace.holds(partition)), .string(pendingId))
+        #expect(holds.int == Int(future))
+        let state = BasketState(stock: 2, pending: 2, confirmed: 1, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
+        try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: ["a": 2, "b": 1, "gone": 0]))
+        #expect(try await redis.run(ReadBasketCall(basketId: basketId)) == state)
+        #expect(try await reserve(basketId, "c") != .unavailable, "back in service")
+        let units = try await redis.send("HGET", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)), "a")
+        #expect(units.int == 2)
+    }
+}

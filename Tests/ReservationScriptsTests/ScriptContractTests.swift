@@ -1,0 +1,198 @@
+import RedisClient
+import ReservationCore
+import ReservationScripts
+import Testing
+
+/// The seam between Swift and `lua/`, checked without Redis: each contract names the KEYS and
+/// ARGV its script's header declares, in order; every key of a call shares one Cluster slot; no
+/// script builds a key of its own; every reply shape decodes to its outcome, and anything else
+/// is an error, never a guess.
+@Suite("Script contracts")
+struct ScriptContractTests {
+    /// `-- KEYS[n] name: ...` and `-- KEYS[n...] a b c: ...` lines of a script's header.
+    struct Header: Equatable {
+        var keys: [String] = []
+        var repeatedKeys: [String] = []
+        var arguments: [String] = []
+        var repeatedArguments: [String] = []
+
+        init(_ source: String) {
+            for line in source.split(separator: "\n") where line.hasPrefix("-- KEYS[") || line.hasPrefix("-- ARGV[") {
+                let isKey = line.hasPrefix("-- KEYS[")
+                guard let close = line.firstIndex(of: "]") else { continue }
+                let index = line[line.index(line.startIndex, offsetBy: 8)..<close]
+                let rest = line[line.index(after: close)...]
+                let names = (rest.split(separator: ":", maxSplits: 1).first ?? "").split(separator: " ").map(String.init)
+                if index.hasSuffix("...") {
+                    if isKey { repeatedKeys = names } else { repeatedArguments = names }
+                } else if let position = Int(index), let name = names.first {
+                    if isKey {
+                        #expect(position == keys.count + 1, "KEYS numbered in order: \(line)")
+                        keys.append(name)
+                    } else {
+                        #expect(position == arguments.count + 1, "ARGV numbered in order: \(line)")
+                        arguments.append(name)
+                    }
+                }
+            }
+        }
+    }
+
+    static func check<Call: ScriptCall>(_ type: Call.Type, sourceLocation: SourceLocation = #_sourceLocation) {
+        let header = Header(Call.script.source)
+        #expect(!header.keys.isEmpty, "\(Call.script.name) declares its keys", sourceLocation: sourceLocation)
+        #expect(header.keys == Call.keyNames, "KEYS of \(Call.script.name)", sourceLocation: sourceLocation)
+        #expect(header.repeatedKeys == Call.repeatedKeyNames, "repeated KEYS of \(Call.script.name)", sourceLocation: sourceLocation)
+        #expect(header.arguments == Call.argumentNames, "ARGV of \(Call.script.name)", sourceLocation: sourceLocation)
+        #expect(header.repeatedArguments == Call.repeatedArgumentNames, "repeated ARGV of \(Call.script.name)", sourceLocation: sourceLocation)
+    }
+
+    /// A call's keys and arguments fill the declared places exactly, and share one slot.
+    static func checkShape<Call: ScriptCall>(_ call: Call, items: Int = 0, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(call.keys.count == Call.keyNames.count + items * Call.repeatedKeyNames.count, sourceLocation: sourceLocation)
+        #expect(call.arguments.count == Call.argumentNames.count + items * Call.repeatedArgumentNames.count, sourceLocation: sourceLocation)
+        #expect(Set(call.keys.map(RedisHashSlot.slot(of:))).count == 1, "one slot: \(call.keys)", sourceLocation: sourceLocation)
+    }
+
+    static let record = ReservationRecord(
+        basketId: "b-1", consumerId: "c-1", quantity: 2, status: .confirmed, expiresAtMilliseconds: 1_700_000_000_000, paymentId: "p")
+
+    @Test("each contract names the KEYS and ARGV its script's header declares, in order")
+    func headers() {
+        Self.check(ReserveCall.self)
+        Self.check(CancelReservationCall.self)
+        Self.check(ExpireHoldsCall.self)
+        Self.check(PaymentCall.self)
+        Self.check(CreateBasketCall.self)
+        Self.check(AdjustBasketCall.self)
+        Self.check(RepairReservationsCall.self)
+        Self.check(RepairBasketCall.self)
+        // The repair writes every field of a reservation: a new field fails here until the script has it.
+        #expect(RepairReservationsCall.repeatedArgumentNames == ["id"] + ReservationField.allCases.map(\.rawValue))
+    }
+
+    @Test("every call fills its declared places and touches keys of one Cluster slot")
+    func shapes() {
+        for basket in ["b-1", "sneakers:42", "x", String(repeating: "z", count: 128)] {
+            let partition = Keyspace.partition(ofBasket: basket)
+            for key in [nil, "key/with{braces}"] as [String?] {
+                for limit in [0, 5] {
+                    Self.checkShape(ReserveCall(
+                        basketId: basket, consumerId: "c", quantity: 1, reservationId: "\(partition)-abc",
+                        attemptsPerSecond: limit, idempotencyKey: key))
+                }
+            }
+            let target = ReleaseTarget(reservationId: "01-abc", basketId: basket, consumerId: "c")
+            Self.checkShape(CancelReservationCall(target, partition: partition), items: 1)
+            Self.checkShape(ExpireHoldsCall([target, target, target], partition: partition), items: 3)
+            let event = PaymentCall.Event(eventId: "ev{1}", type: "payment.succeeded", reservationId: "01-abc", paymentId: "p", amountCents: 1, currency: "EUR")
+            Self.checkShape(PaymentCall(event, partition: partition, basketId: basket))
+            Self.checkShape(PaymentCall(event, partition: partition, basketId: nil))
+            Self.checkShape(CreateBasketCall(basketId: basket, stock: 1, holdSeconds: 1, maxPerConsumer: 1))
+            Self.checkShape(AdjustBasketCall(basketId: basket, delta: -1, maxCapacity: 10))
+            Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], partition: partition), items: 2)
+            let state = BasketState(stock: 1, pending: 0, confirmed: 2, capacity: 3, holdSeconds: 60, maxPerConsumer: 2)
+            Self.checkShape(RepairBasketCall(basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0]), items: 1)
+        }
+    }
+
+    @Test("no script builds a key name of its own: every key comes in KEYS")
+    func noKeysBuiltInLua() {
+        for script in ReservationScripts.all {
+            #expect(!script.source.contains("prefix"), "\(script.name) builds keys from a prefix")
+            #expect(!script.source.contains("..  ':"), "\(script.name)")
+            for fragment in [":b:", ":r:", ":u:", ":i:", ":rl:", ":wh:", ":holds", ":events", ":baskets"] {
+                #expect(!script.source.contains("'\(fragment)") && !script.source.contains("\"\(fragment)"),
+                        "\(script.name) names a key (\(fragment))")
+            }
+        }
+    }
+
+    @Test("the cluster hash slot matches Redis' own answers")
+    func hashSlots() {
+        // Values from CLUSTER KEYSLOT on Redis 7.
+        #expect(RedisHashSlot.slot(of: "foo") == 12182)
+        #expect(RedisHashSlot.slot(of: "123456789") == 12739)
+        #expect(RedisHashSlot.slot(of: "{user1000}.following") == RedisHashSlot.slot(of: "{user1000}.followers"))
+        #expect(RedisHashSlot.slot(of: "foo{}{bar}") == 8363, "an empty tag: the whole key is hashed")
+        #expect(RedisHashSlot.slot(of: "foo{{bar}}zap") == 4015, "the tag is {bar")
+        #expect(RedisHashSlot.slot(of: "{bar") == 4015)
+        #expect(RedisHashSlot.slot(of: "{rg07}:b:x") == 12999)
+        #expect(RedisHashSlot.slot(of: "rg07") == 12999)
+    }
+
+    static func bulk(_ text: String) -> RedisValue { .bulk(Array(text.utf8)) }
+    static func reply(_ words: String...) -> RedisValue { .array(words.map(bulk)) }
+
+    @Test("reserve replies decode to every outcome; anything else is an error")
+    func reserveReplies() throws {
+        #expect(try ReserveCall.decode(.array([Self.bulk("granted"), Self.bulk("03-x"), .integer(1_700_000_000_000), .integer(4)]))
+                == .granted(reservationId: "03-x", expiresAtMilliseconds: 1_700_000_000_000, remaining: 4))
+        // A replay from an idempotency record: the same answer as bulk strings.
+        #expect(try ReserveCall.decode(Self.reply("granted", "03-x", "17", "0")) == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
+        #expect(try ReserveCall.decode(Self.reply("sold_out")) == .soldOut)
+        #expect(try ReserveCall.decode(Self.reply("limit_exceeded")) == .limitExceeded)
+        #expect(try ReserveCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
+        #expect(try ReserveCall.decode(Self.reply("unavailable")) == .unavailable)
+        #expect(try ReserveCall.decode(Self.reply("idempotency_key_reused")) == .idempotencyKeyReused)
+        #expect(try ReserveCall.decode(Self.reply("id_collision")) == .idCollision)
+        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(250)])) == .rateLimited(retryAfterMilliseconds: 250))
+        // A window reply is range-checked before anyone does arithmetic with it.
+        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))
+        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(-5)])) == .rateLimited(retryAfterMilliseconds: 1))
+        for bad: RedisValue in [Self.bulk("granted|x|1|2"), .null, .array([]), Self.reply("granted", "x"), Self.reply("granted", "x", "soon", "1"), Self.reply("nope")] {
+            #expect(throws: StoreReplyError.self) { try ReserveCall.decode(bad) }
+        }
+    }
+
+    @Test("basket, release, payment and repair replies decode to every outcome")
+    func otherReplies() throws {
+        let state = BasketState(stock: 5, pending: 1, confirmed: 2, capacity: 8, holdSeconds: 60, maxPerConsumer: 2)
+        let view = Self.reply("ok", "5", "1", "2", "8", "60", "2")
+        #expect(try CreateBasketCall.decode(view) == .created(state))
+        #expect(try CreateBasketCall.decode(Self.reply("basket_exists")) == .exists)
+        #expect(try AdjustBasketCall.decode(view) == .adjusted(state))
+        #expect(try AdjustBasketCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
+        #expect(try AdjustBasketCall.decode(Self.reply("insufficient_stock")) == .insufficientStock)
+        #expect(try AdjustBasketCall.decode(Self.reply("capacity_exceeded")) == .capacityExceeded)
+        #expect(try AdjustBasketCall.decode(Self.reply("unavailable")) == .unavailable)
+        #expect(throws: StoreReplyError.self) { try AdjustBasketCall.decode(Self.reply("ok", "many")) }
+
+        let record = ReservationField.allCases.map { Self.bulk(Self.record.value(of: $0)) }
+        #expect(try CancelReservationCall.decode(.array([Self.bulk("cancelled")] + record)) == .cancelled(Self.record))
+        #expect(try CancelReservationCall.decode(Self.reply("reservation_not_found")) == .reservationNotFound)
+        #expect(try CancelReservationCall.decode(Self.reply("reservation_expired")) == .reservationExpired)
+        #expect(try CancelReservationCall.decode(Self.reply("unavailable")) == .unavailable)
+        #expect(try CancelReservationCall.decode(Self.reply("stale_keys")) == .staleKeys)
+        #expect(throws: StoreReplyError.self) { try CancelReservationCall.decode(Self.reply("cancelled", "b", "c", "0", "pending", "1", "")) }
+        #expect(try ExpireHoldsCall.decode(.array([Self.bulk("expired"), .integer(3)])) == 3)
+        #expect(throws: StoreReplyError.self) { try ExpireHoldsCall.decode(.integer(3)) }
+
+        for outcome in PaymentOutcome.allCases {
+            #expect(try PaymentCall.decode(Self.reply("processed", outcome.rawValue)) == .processed(outcome))
+        }
+        #expect(try PaymentCall.decode(Self.reply("duplicate")) == .duplicate)
+        #expect(try PaymentCall.decode(Self.reply("unavailable")) == .unavailable)
+        #expect(try PaymentCall.decode(Self.reply("stale_keys")) == .staleKeys)
+        #expect(throws: StoreReplyError.self) { try PaymentCall.decode(Self.reply("processed", "maybe")) }
+
+        #expect(try RepairReservationsCall.decode(.array([Self.bulk("ok"), .integer(2)])) == 2)
+        try RepairBasketCall.decode(Self.reply("ok"))
+        #expect(throws: StoreReplyError.self) { try RepairBasketCall.decode(.status("OK")) }
+    }
+
+    @Test("a reservation record round-trips through its stored fields; malformed ones are refused")
+    func records() {
+        let stored = Dictionary(uniqueKeysWithValues: ReservationField.allCases.map { ($0, Self.record.value(of: $0)) })
+        #expect(ReservationRecord { stored[$0] } == Self.record)
+        var unpaid = stored
+        unpaid[.pay] = ""
+        #expect(ReservationRecord { unpaid[$0] }?.paymentId == nil)
+        for (field, bad) in [(ReservationField.qty, "0"), (.qty, "-1"), (.qty, "1e3"), (.status, "paid"), (.exp, "soon")] {
+            var broken = stored
+            broken[field] = bad
+            #expect(ReservationRecord { broken[$0] } == nil, "\(field)=\(bad)")
+        }
+        #expect(ReservationRecord { $0 == .basket ? nil : stored[$0] } == nil)
+    }
+}
