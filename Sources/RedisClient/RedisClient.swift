@@ -28,22 +28,30 @@ public final class RedisClient: Sendable {
     public let eventLoopGroup: any EventLoopGroup
     private let connections: [RedisConnection]
     private let nextConnection = Atomic<Int>(0)
-    private let scriptLoads = Atomic<Int>(0)
+    private let scriptLoads = Counter()
+
+    /// A count shared with the connections (an `Atomic` cannot be captured by value).
+    private final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
 
     public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         var connections: [RedisConnection] = []
+        let scriptLoads = scriptLoads
         for eventLoop in eventLoopGroup.makeIterator() {
             for _ in 0..<max(1, configuration.connectionsPerEventLoop) {
-                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration))
+                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration) { [scriptLoads] in
+                    scriptLoads.value.wrappingAdd(1, ordering: .relaxed)
+                })
             }
         }
         self.connections = connections
     }
 
     /// How many times a script had to be loaded after a `NOSCRIPT` reply.
-    public var scriptLoadCount: Int { scriptLoads.load(ordering: .relaxed) }
+    public var scriptLoadCount: Int { scriptLoads.value.load(ordering: .relaxed) }
 
     private func connection(for eventLoop: (any EventLoop)?) -> RedisConnection {
         if let eventLoop {
@@ -72,26 +80,16 @@ public final class RedisClient: Sendable {
         try await connection(for: nil).send(batch: commands).get()
     }
 
-    /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) it loads the script and
-    /// calls it once more, both in the same batch.
+    /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) the connection loads the
+    /// script and sends the call once more (see `RedisConnectionStateMachine`).
     public func evalSHA(
         _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
     ) -> EventLoopFuture<RedisValue> {
-        let connection = connection(for: eventLoop)
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)
         for key in keys { command.append(.string(key)) }
         command.append(contentsOf: arguments)
-        let finalCommand = command
-        return connection.send(finalCommand).flatMapError { error in
-            guard let redisError = error as? RedisError, redisError.serverCode == "NOSCRIPT" else {
-                return connection.eventLoop.makeFailedFuture(error)
-            }
-            self.scriptLoads.wrappingAdd(1, ordering: .relaxed)
-            let load = connection.send(["SCRIPT", "LOAD", .string(script.source)])
-            let retry = connection.send(finalCommand)
-            return load.and(retry).map { $0.1 }
-        }
+        return connection(for: eventLoop).send(command, script: script.source)
     }
 
     public func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RedisValue {

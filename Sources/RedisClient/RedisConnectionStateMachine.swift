@@ -1,0 +1,265 @@
+import NIOCore
+
+/// The protocol state of one pipelined Redis connection, as a plain value: events go in (a
+/// command queued, the socket connected, a reply read, the batch timer fired, an error, the socket
+/// closed, shutdown) and actions come out (connect, write this batch, complete or fail these
+/// waiters, close). No socket, no event loop: `RedisConnection` drives it on its loop, and the
+/// unit tests drive it with plain values (`Waiter` is a promise there, anything in a test).
+///
+/// Pipelining: commands queue in `outbox` while a batch is on the wire, and leave together, in
+/// one write, once that batch's last reply is in. Replies come back in order, so each completes
+/// the oldest entry in flight.
+struct RedisConnectionStateMachine<Waiter> {
+    enum Phase: Equatable {
+        case idle
+        case connecting
+        /// Connected; the handshake (AUTH, SELECT), if any, is the first batch in flight.
+        case ready
+        /// We asked the channel to close (timeout, bad bytes, failed handshake); replies that
+        /// still arrive are dropped, their waiters fail when the channel is closed.
+        case closing
+        case shutdown
+    }
+
+    /// What the connection must do next.
+    enum Action {
+        case none
+        /// Open a socket, then report `connected` or `connectFailed`.
+        case connect
+        /// Run `flush` at the end of this event-loop tick (so one tick's commands share a write).
+        case scheduleFlush
+        /// Write these bytes and arm the batch timer for `batch`.
+        case write(ByteBuffer, batch: UInt64)
+        /// Fail these waiters with this error.
+        case fail([Waiter], RedisError)
+        /// Close the channel (`closed` follows).
+        case close
+    }
+
+    /// What to do after a reply.
+    struct ReplyAction {
+        /// The waiter the reply belongs to, and its result.
+        var completion: (Waiter, Result<RedisValue, RedisError>)?
+        /// The batch's last reply is in: cancel the batch timer.
+        var batchFinished = false
+        /// A `NOSCRIPT` reply was turned into `SCRIPT LOAD` plus the same call again.
+        var scriptReloaded = false
+        var then: Action = .none
+    }
+
+    /// Everything a script call needs to be sent again after `NOSCRIPT`: its encoded bytes and
+    /// the script's source. A script that answered `NOSCRIPT` did not run, so sending it again
+    /// cannot apply it twice; it is sent again once, never more.
+    struct ScriptRetry {
+        var command: ByteBuffer
+        var source: String
+    }
+
+    enum Entry {
+        /// AUTH or SELECT of the handshake: an error reply closes the connection.
+        case handshake
+        /// The SCRIPT LOAD of a NOSCRIPT recovery: its reply is not anyone's answer.
+        case scriptLoad
+        case command(Waiter, retry: ScriptRetry?)
+    }
+
+    let maxPendingCommands: Int
+    let shedAfter: TimeAmount?
+    private(set) var phase: Phase = .idle
+    private var outbox: ByteBuffer
+    private var outboxEntries: [Entry] = []
+    private var inFlight = CircularBuffer<Entry>(initialCapacity: 64)
+    private var flushScheduled = false
+    /// When the batch now on the wire was written (nil when nothing is in flight).
+    private var batchSentAt: NIODeadline?
+    private(set) var batch: UInt64 = 0
+    private var closeReason: RedisError?
+
+    init(maxPendingCommands: Int, shedAfter: TimeAmount?, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        self.maxPendingCommands = maxPendingCommands
+        self.shedAfter = shedAfter
+        self.outbox = allocator.buffer(capacity: 4096)
+    }
+
+    var pendingCount: Int { outboxEntries.count + inFlight.count }
+
+    // MARK: events
+
+    /// A caller's command. `script`: the source of the script an EVALSHA runs, for NOSCRIPT
+    /// recovery. `now` is read only when shedding by age needs it.
+    mutating func enqueue(
+        _ command: [RedisArgument], waiter: Waiter, script: String? = nil, now: @autoclosure () -> NIODeadline
+    ) -> Action {
+        switch phase {
+        case .shutdown:
+            return .fail([waiter], .shutdown)
+        case .idle, .connecting, .ready, .closing:
+            break
+        }
+        if shouldShed(now) { return .fail([waiter], .overloaded) }
+        let start = outbox.writerIndex
+        outbox.writeRESPCommand(command)
+        var retry: ScriptRetry?
+        if let script, let bytes = outbox.getSlice(at: start, length: outbox.writerIndex - start) {
+            retry = ScriptRetry(command: bytes, source: script)
+        }
+        outboxEntries.append(.command(waiter, retry: retry))
+        switch phase {
+        case .idle:
+            phase = .connecting
+            return .connect
+        case .ready where inFlight.isEmpty && !flushScheduled:
+            flushScheduled = true
+            return .scheduleFlush
+        default:
+            return .none
+        }
+    }
+
+    /// Load shedding: a call that would wait behind too many others, or behind a batch Redis has
+    /// not answered for `shedAfter`, fails at once (and is never sent) instead of joining a queue
+    /// that only grows. Calls already admitted keep their place.
+    private func shouldShed(_ now: () -> NIODeadline) -> Bool {
+        if pendingCount >= maxPendingCommands { return true }
+        if let shedAfter, let sentAt = batchSentAt, now() - sentAt > shedAfter { return true }
+        return false
+    }
+
+    /// The scheduled flush runs: everything queued leaves as one batch, if nothing is in flight.
+    mutating func flush(now: NIODeadline) -> Action {
+        flushScheduled = false
+        guard phase == .ready, inFlight.isEmpty, !outboxEntries.isEmpty else { return .none }
+        inFlight.append(contentsOf: outboxEntries)
+        outboxEntries.removeAll(keepingCapacity: true)
+        let bytes = outbox
+        outbox = ByteBufferAllocator().buffer(capacity: max(4096, bytes.readableBytes))
+        return send(bytes, now: now)
+    }
+
+    private mutating func send(_ bytes: ByteBuffer, now: NIODeadline) -> Action {
+        batch &+= 1
+        batchSentAt = now
+        return .write(bytes, batch: batch)
+    }
+
+    /// The socket is open. AUTH and SELECT go out as a batch of their own, before anything
+    /// queued, so no command runs unauthenticated or on the wrong database.
+    mutating func connected(handshake: [[RedisArgument]], now: NIODeadline) -> Action {
+        switch phase {
+        case .connecting:
+            phase = .ready
+        case .shutdown:
+            return .close
+        case .idle, .ready, .closing:
+            return .close
+        }
+        guard !handshake.isEmpty else { return flush(now: now) }
+        var bytes = ByteBufferAllocator().buffer(capacity: 64)
+        for command in handshake {
+            bytes.writeRESPCommand(command)
+            inFlight.append(.handshake)
+        }
+        return send(bytes, now: now)
+    }
+
+    mutating func connectFailed(_ error: RedisError) -> Action {
+        guard phase == .connecting else { return .none }
+        phase = .idle
+        return .fail(takeQueued(), error)
+    }
+
+    /// One reply, in order.
+    mutating func received(_ reply: RedisValue) -> ReplyAction {
+        guard phase == .ready else { return ReplyAction() }
+        guard let entry = inFlight.popFirst() else {
+            return ReplyAction(then: close(.protocolError("reply without a command")))
+        }
+        var action = ReplyAction()
+        let error: RedisError?
+        if case .error(let message) = reply { error = .server(message) } else { error = nil }
+        switch entry {
+        case .handshake:
+            if let error {
+                // The code only: AUTH's arguments carry the password.
+                return ReplyAction(then: close(.handshakeFailed(error.serverCode.map(String.init) ?? "error")))
+            }
+        case .scriptLoad:
+            break
+        case .command(let waiter, let retry):
+            if let error, error.serverCode == "NOSCRIPT", let retry {
+                // The script did not run: load it and send the same call once more, in the next batch.
+                outbox.writeRESPCommand(["SCRIPT", "LOAD", .string(retry.source)])
+                outboxEntries.append(.scriptLoad)
+                var command = retry.command
+                outbox.writeBuffer(&command)
+                outboxEntries.append(.command(waiter, retry: nil))
+                action.scriptReloaded = true
+            } else if let error {
+                action.completion = (waiter, .failure(error))
+            } else {
+                action.completion = (waiter, .success(reply))
+            }
+        }
+        if inFlight.isEmpty {
+            action.batchFinished = true
+            batchSentAt = nil
+            if !outboxEntries.isEmpty && !flushScheduled {
+                flushScheduled = true
+                action.then = .scheduleFlush
+            }
+        }
+        return action
+    }
+
+    /// The batch timer of `batch` fired: if that batch is still waiting, the connection is reset.
+    mutating func batchTimedOut(_ batch: UInt64) -> Action {
+        guard phase == .ready, batch == self.batch, !inFlight.isEmpty else { return .none }
+        return close(.timeout)
+    }
+
+    /// The reader met bytes that are not RESP, or the channel reported an error.
+    mutating func failed(_ error: RedisError) -> Action {
+        guard phase == .ready else { return .none }
+        return close(error)
+    }
+
+    private mutating func close(_ reason: RedisError) -> Action {
+        phase = .closing
+        closeReason = reason
+        return .close
+    }
+
+    /// The channel is closed: whatever was in flight may or may not have run (its waiters learn
+    /// why); what was queued never left and fails with the same reason.
+    mutating func closed() -> Action {
+        guard phase == .ready || phase == .closing else { return .none }
+        phase = .idle
+        let reason = closeReason ?? .connectionClosed
+        closeReason = nil
+        batchSentAt = nil
+        var waiters: [Waiter] = []
+        for entry in inFlight { if case .command(let waiter, _) = entry { waiters.append(waiter) } }
+        inFlight.removeAll()
+        waiters += takeQueued()
+        return waiters.isEmpty ? .none : .fail(waiters, reason)
+    }
+
+    /// The client shuts down: every waiter fails; the connection closes its channel if it has one.
+    mutating func shutdown() -> Action {
+        phase = .shutdown
+        batchSentAt = nil
+        var waiters: [Waiter] = []
+        for entry in inFlight { if case .command(let waiter, _) = entry { waiters.append(waiter) } }
+        inFlight.removeAll()
+        waiters += takeQueued()
+        return .fail(waiters, .shutdown)
+    }
+
+    private mutating func takeQueued() -> [Waiter] {
+        var waiters: [Waiter] = []
+        for entry in outboxEntries { if case .command(let waiter, _) = entry { waiters.append(waiter) } }
+        outboxEntries.removeAll()
+        outbox.clear()
+        return waiters
+    }
+}
