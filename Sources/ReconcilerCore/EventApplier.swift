@@ -52,6 +52,24 @@ public enum EventApplier {
     /// Applies `entries` in one transaction on `connection`.
     @discardableResult
     public static func apply(_ entries: [StreamEntry], on connection: PostgresConnection) throws -> Summary {
+        let changes = merge(entries)
+        try write(changes, on: connection)
+        return Summary(
+            entries: entries.count, reservations: changes.reservations.count, payments: changes.payments.count,
+            baskets: changes.baskets.count)
+    }
+
+    /// What a batch of entries changes, one row per basket, reservation and payment.
+    struct Changes {
+        var baskets: [String: BasketChange] = [:]
+        var reservations: [String: ReservationRecord] = [:]
+        var payments: [String: PaymentRow] = [:]
+    }
+
+    /// Merges a batch into one change per row, without I/O: the newest basket state by `seq`,
+    /// each reservation's furthest status (keeping a payment id once one is known), and each
+    /// payment event once.
+    static func merge(_ entries: [StreamEntry]) -> Changes {
         var baskets: [String: BasketChange] = [:]
         var reservations: [String: ReservationRecord] = [:]
         var payments: [String: PaymentRow] = [:]
@@ -93,7 +111,12 @@ public enum EventApplier {
             }
         }
 
-        let summary = Summary(entries: entries.count, reservations: reservations.count, payments: payments.count, baskets: baskets.count)
+        return Changes(baskets: baskets, reservations: reservations, payments: payments)
+    }
+
+    /// Writes merged changes in one transaction.
+    static func write(_ changes: Changes, on connection: PostgresConnection) throws {
+        let (baskets, reservations, payments) = (changes.baskets, changes.reservations, changes.payments)
         try connection.transaction { connection in
             if !reservations.isEmpty {
                 let ordered = reservations.sorted { $0.key < $1.key }
@@ -148,6 +171,5 @@ public enum EventApplier {
                 }
             }
         }
-        return summary
     }
 }

@@ -1,0 +1,50 @@
+@testable import ReconcilerCore
+import ReservationCore
+import Testing
+
+/// The reconciler's event merge, without Postgres: whatever order a batch's entries come in,
+/// each row gets its newest basket state and each reservation its furthest status.
+@Suite("Event merge")
+struct EventMergeTests {
+    static func entry(_ fields: [String: String]) -> StreamEntry {
+        StreamEntry(stream: "{rg00}:events", id: "1-0", fields: fields)
+    }
+
+    static let reserved = entry([
+        "type": "reserved", "basket": "b", "seq": "2", "stock": "4", "capacity": "5", "res": "00-r", "consumer": "c", "qty": "1", "exp": "1000",
+    ])
+    static let paid = entry([
+        "type": "payment", "event": "ev-1", "kind": "payment.succeeded", "res": "00-r", "payment": "p-1", "pay": "p-1",
+        "amount": "500", "currency": "EUR", "outcome": "confirmed", "basket": "b", "seq": "3", "stock": "4", "capacity": "5",
+        "consumer": "c", "qty": "1", "status": "confirmed", "exp": "1000",
+    ])
+    static let cancelled = entry([
+        "type": "cancelled", "basket": "b", "seq": "4", "stock": "5", "capacity": "5", "res": "00-r", "consumer": "c", "qty": "1",
+        "status": "cancelled", "exp": "1000", "from": "confirmed",
+    ])
+
+    @Test("in any order, a reservation ends at its furthest status, keeping its payment id; the basket at its newest seq")
+    func anyOrder() {
+        let entries = [Self.reserved, Self.paid, Self.cancelled]
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [2, 0, 1], [0, 2, 1], [1, 2, 0]] {
+            let changes = EventApplier.merge(order.map { entries[$0] })
+            let record = changes.reservations["00-r"]
+            #expect(record?.status == .cancelled, "\(order)")
+            #expect(record?.paymentId == "p-1", "\(order)")
+            #expect(changes.baskets["b"]?.seq == 4 && changes.baskets["b"]?.stock == 5, "\(order)")
+            #expect(changes.payments.keys.sorted() == ["ev-1"])
+        }
+    }
+
+    @Test("a reserved event implies pending; an event without a valid reservation adds none")
+    func impliedAndInvalid() {
+        #expect(EventApplier.merge([Self.reserved]).reservations["00-r"]?.status == .pending)
+        var broken = Self.reserved.fields
+        broken["qty"] = "lots"
+        #expect(EventApplier.merge([Self.entry(broken)]).reservations.isEmpty)
+        // A payment written before `pay` existed still carries its id.
+        var legacy = Self.paid.fields
+        legacy["pay"] = nil
+        #expect(EventApplier.merge([Self.entry(legacy)]).reservations["00-r"]?.paymentId == "p-1")
+    }
+}

@@ -1,0 +1,39 @@
+import NIOCore
+@testable import RedisClient
+import Testing
+
+/// hiredis' reply reader, fed bytes directly: every type, replies split at every byte, and
+/// bytes that are not RESP.
+@Suite("Reply reader")
+struct ReplyReaderTests {
+    static let stream = "+OK\r\n-ERR bad\r\n:-42\r\n$5\r\nhe\0lo\r\n$-1\r\n*3\r\n:1\r\n*1\r\n$0\r\n\r\n*-1\r\n"
+    static let expected: [RedisValue] = [
+        .status("OK"), .error("ERR bad"), .integer(-42), .bulk(Array("he\0lo".utf8)), .null,
+        .array([.integer(1), .array([.bulk([])]), .null]),
+    ]
+
+    @Test("every reply type decodes, whether the bytes come at once or one by one")
+    func everyType() throws {
+        let bytes = Array(Self.stream.utf8)
+        for chunk in [bytes.count, 1, 3, 7] {
+            let reader = RedisReplyReader()
+            var replies: [RedisValue] = []
+            for start in stride(from: 0, to: bytes.count, by: chunk) {
+                try reader.feed(ByteBuffer(bytes: bytes[start..<min(start + chunk, bytes.count)]))
+                while let reply = try reader.next() { replies.append(reply) }
+            }
+            #expect(replies == Self.expected, "chunks of \(chunk)")
+        }
+    }
+
+    @Test("bytes that are not RESP are a protocol error, never a crash")
+    func garbage() {
+        for garbage in ["?what\r\n", "$abc\r\n", ":12x\r\n"] {
+            let reader = RedisReplyReader()
+            #expect(throws: RedisError.self) {
+                try reader.feed(ByteBuffer(string: garbage))
+                while try reader.next() != nil {}
+            }
+        }
+    }
+}
