@@ -7,6 +7,14 @@ import PackageDescription
 let fuzzBuild = Context.environment["RESERVATION_FUZZ_BUILD"] == "1"
 let fuzzCoverage: [SwiftSetting] = fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
 
+// Imports stay honest: existentials say `any`, a file sees only members of modules it imports,
+// and an import is internal unless a file says `public import`.
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
 let package = Package(
     name: "reservation-gateway",
     platforms: [.macOS(.v14)],
@@ -37,16 +45,20 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Calendar arithmetic (days <-> dates), shared by the API's RFC 3339 and the Postgres wire.
+        .target(name: "CivilTime"),
         // Postgres client: libpq connections driven on a thread pool, never on an event loop.
         .target(name: "PostgresClient", dependencies: [
-            "CLibPQ",
+            "CLibPQ", "CivilTime",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Domain: ids, keys, partitions, records, configuration. No Redis client types.
         .target(name: "ReservationCore", dependencies: [
+            "CivilTime",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ], swiftSettings: fuzzCoverage),
         // The seam between Swift and lua/: one typed call per script (its keys, arguments and
         // reply decoding) and per plain command the store sends.
@@ -133,3 +145,7 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+for target in package.targets where target.type != .system && target.type != .plugin {
+    target.swiftSettings = (target.swiftSettings ?? []) + strictness
+}

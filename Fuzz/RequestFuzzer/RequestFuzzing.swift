@@ -11,6 +11,7 @@ import HTTPServing
 import NIOCore
 import NIOHTTP1
 import ReservationCore
+import ReservationScripts
 
 let decoder = RequestDecoder(adminToken: "fuzz-admin", webhookSecret: "fuzz-secret", defaultHoldSeconds: 600)
 

@@ -9,6 +9,8 @@ import RedisClient
 import ReservationCore
 import ReservationScripts
 import ServiceLifecycle
+import UnixSignals
+import NIOCore
 
 /// `gateway`: the reservation HTTP API. Configuration comes from the environment (README's
 /// table); each flag overrides its variable.

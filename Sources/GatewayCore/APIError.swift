@@ -1,4 +1,4 @@
-import NIOHTTP1
+public import NIOHTTP1
 import RedisClient
 import ReservationScripts
 
@@ -93,7 +93,7 @@ public enum APIError: Error, Equatable, Sendable {
     /// codes; Redis being unreachable or slow to a 503 (retry is safe: a call that failed in
     /// flight is answered from idempotency records or shows up on a GET); anything else
     /// unexpected (a store reply of the wrong shape) to a 500 that names nothing internal.
-    public init(_ error: Error) {
+    public init(_ error: any Error) {
         switch error {
         case let error as APIError: self = error
         case let error as ReservationError:

@@ -1,9 +1,9 @@
-import HTTPServing
-import Logging
-import NIOCore
+public import HTTPServing
+public import Logging
+public import NIOCore
 import NIOHTTP1
-import Prometheus
-import ReservationCore
+public import Prometheus
+public import ReservationCore
 import ReservationScripts
 
 extension HTTPResponse {
@@ -78,7 +78,7 @@ public final class GatewayAPI: HTTPResponder {
 
     /// Answers one request on `eventLoop` and hands the answer to `completion` on that loop.
     /// Never fails: errors become their JSON answer here, the one place that happens.
-    public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
+    public func respond(to request: HTTPRequest, on eventLoop: any EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         let (endpoint, decoded) = decoder.decode(request, now: WallClock.nowSeconds())
         let label = endpoint?.label ?? "unknown"
         let future: EventLoopFuture<HTTPResponse>
@@ -109,7 +109,7 @@ public final class GatewayAPI: HTTPResponder {
         }
     }
 
-    private func execute(_ command: RequestDecoder.Command, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+    private func execute(_ command: RequestDecoder.Command, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
         switch command {
         case .health:
             return eventLoop.makeSucceededFuture(.json(.ok, Array(#"{"status":"ok"}"#.utf8)))
@@ -143,7 +143,7 @@ public final class GatewayAPI: HTTPResponder {
         return HTTPResponse(status: .ok, body: Array(text.utf8), contentType: "application/yaml")
     }()
 
-    private func reserve(_ request: ReservationService.ReserveRequest, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+    private func reserve(_ request: ReservationService.ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
         service.reserve(request, on: eventLoop).flatMapThrowing { outcome in
             let refusal: APIError
             switch outcome {
@@ -182,7 +182,7 @@ public final class GatewayAPI: HTTPResponder {
         }
     }
 
-    private func payment(_ event: PaymentCall.Event, on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+    private func payment(_ event: PaymentCall.Event, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
         service.applyPayment(event, on: eventLoop).map { outcome in
             guard let outcome else {
                 self.metrics.webhook(.duplicate)
@@ -196,7 +196,7 @@ public final class GatewayAPI: HTTPResponder {
         }
     }
 
-    private func readiness(on eventLoop: EventLoop) -> EventLoopFuture<HTTPResponse> {
+    private func readiness(on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
         service.checkStore(on: eventLoop).map { _ -> HTTPResponse in
             .json(.ok, Array(#"{"status":"ready"}"#.utf8))
         }.flatMapErrorThrowing { _ in

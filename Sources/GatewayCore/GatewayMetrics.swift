@@ -1,5 +1,5 @@
-import Metrics
-import ReservationScripts
+public import Metrics
+public import ReservationScripts
 import NIOCore
 import Synchronization
 

@@ -1,19 +1,19 @@
-import HTTPServing
-import Logging
-import NIOCore
-import RedisClient
-import ReservationCore
-import ServiceLifecycle
+public import HTTPServing
+public import Logging
+public import NIOCore
+public import RedisClient
+public import ReservationCore
+public import ServiceLifecycle
 
 /// Serves HTTP until graceful shutdown (SIGTERM/SIGINT): then it stops accepting and lets
 /// requests in flight finish.
 public struct GatewayHTTPService: Service {
     let api: GatewayAPI
-    let group: EventLoopGroup
+    let group: any EventLoopGroup
     let configuration: Configuration
     let logger: Logger
 
-    public init(api: GatewayAPI, group: EventLoopGroup, configuration: Configuration, logger: Logger) {
+    public init(api: GatewayAPI, group: any EventLoopGroup, configuration: Configuration, logger: Logger) {
         self.api = api
         self.group = group
         self.configuration = configuration

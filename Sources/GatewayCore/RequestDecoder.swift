@@ -1,8 +1,8 @@
 import NIOCore
 import NIOHTTP1
-import HTTPServing
+public import HTTPServing
 import ReservationCore
-import ReservationScripts
+public import ReservationScripts
 
 /// Turns an HTTP request into a validated command, or into the error to answer: routing, the
 /// admin token, the webhook signature, the Idempotency-Key, JSON bodies, ids and number ranges.

@@ -1,7 +1,7 @@
-import NIOCore
-import RedisClient
-import ReservationCore
-import ReservationScripts
+public import NIOCore
+public import RedisClient
+public import ReservationCore
+public import ReservationScripts
 
 /// A refusal of the reservation service, in the domain's words. Store failures (Redis
 /// unreachable, overloaded, a reply of the wrong shape) pass through as the store's own errors;
@@ -41,7 +41,7 @@ public final class ReservationService: Sendable {
     /// Runs a store call with its latency recorded, and `decide` turns the outcome into the
     /// answer; one future node per call after the store's (this is the hot path).
     private func run<Call: ScriptCall, T>(
-        _ call: Call, on eventLoop: EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
+        _ call: Call, on eventLoop: any EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
     ) -> EventLoopFuture<T> {
         let started = NIODeadline.now()
         return redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).flatMapThrowing { reply in
@@ -51,7 +51,7 @@ public final class ReservationService: Sendable {
     }
 
     private func run<Call: CommandCall, T>(
-        _ call: Call, on eventLoop: EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
+        _ call: Call, on eventLoop: any EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
     ) -> EventLoopFuture<T> {
         let started = NIODeadline.now()
         return redis.send(call.command, on: eventLoop).flatMapThrowing { reply in
@@ -61,7 +61,7 @@ public final class ReservationService: Sendable {
     }
 
     /// Whether the store answers (readiness).
-    public func checkStore(on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+    public func checkStore(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         redis.send(["PING"], on: eventLoop).map { _ in }
     }
 
@@ -72,7 +72,7 @@ public final class ReservationService: Sendable {
     public static let maxCapacity = 1_000_000_000
 
     public func createBasket(
-        _ basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int, on eventLoop: EventLoop
+        _ basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int, on eventLoop: any EventLoop
     ) -> EventLoopFuture<BasketState> {
         run(CreateBasketCall(basketId: basketId, stock: stock, holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer), on: eventLoop) {
             switch $0 {
@@ -82,7 +82,7 @@ public final class ReservationService: Sendable {
         }
     }
 
-    public func adjustStock(_ basketId: String, delta: Int, on eventLoop: EventLoop) -> EventLoopFuture<BasketState> {
+    public func adjustStock(_ basketId: String, delta: Int, on eventLoop: any EventLoop) -> EventLoopFuture<BasketState> {
         run(AdjustBasketCall(basketId: basketId, delta: delta, maxCapacity: Self.maxCapacity), on: eventLoop) { outcome in
             switch outcome {
             case .adjusted(let state):
@@ -96,7 +96,7 @@ public final class ReservationService: Sendable {
         }
     }
 
-    public func basket(_ basketId: String, on eventLoop: EventLoop) -> EventLoopFuture<BasketState> {
+    public func basket(_ basketId: String, on eventLoop: any EventLoop) -> EventLoopFuture<BasketState> {
         run(ReadBasketCall(basketId: basketId), on: eventLoop) { state in
             guard let state else { throw ReservationError.basketNotFound }
             return state
@@ -114,7 +114,7 @@ public final class ReservationService: Sendable {
 
     /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
     /// sale answers far more of them than grants.
-    func reserve(_ request: ReserveRequest, on eventLoop: EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
+    func reserve(_ request: ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
         if request.idempotencyKey == nil, soldOut.isSoldOut(request.basketId, quantity: request.quantity) {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
             return eventLoop.makeSucceededFuture(.soldOut)
@@ -137,7 +137,7 @@ public final class ReservationService: Sendable {
         }
     }
 
-    public func reservation(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationRecord> {
+    public func reservation(_ reservationId: String, on eventLoop: any EventLoop) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
             return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
@@ -148,7 +148,7 @@ public final class ReservationService: Sendable {
     }
 
     /// Reads the reservation (its basket and consumer name the keys), then cancels it.
-    public func cancel(_ reservationId: String, on eventLoop: EventLoop) -> EventLoopFuture<ReservationRecord> {
+    public func cancel(_ reservationId: String, on eventLoop: any EventLoop) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
             return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
@@ -176,14 +176,14 @@ public final class ReservationService: Sendable {
     /// basket of a reservation never changes, so a second read is needed only if the
     /// reservation appeared or vanished between the two steps; after three tries the answer is
     /// an error the payment provider retries.
-    public func applyPayment(_ event: PaymentCall.Event, on eventLoop: EventLoop) -> EventLoopFuture<PaymentOutcome?> {
+    public func applyPayment(_ event: PaymentCall.Event, on eventLoop: any EventLoop) -> EventLoopFuture<PaymentOutcome?> {
         let partition = ReservationIdGenerator.partition(of: event.reservationId)
             ?? Keyspace.partition(ofForeignId: event.reservationId)
         return applyPayment(event, partition: partition, attempt: 1, on: eventLoop)
     }
 
     /// nil: a duplicate delivery.
-    private func applyPayment(_ event: PaymentCall.Event, partition: Int, attempt: Int, on eventLoop: EventLoop) -> EventLoopFuture<PaymentOutcome?> {
+    private func applyPayment(_ event: PaymentCall.Event, partition: Int, attempt: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PaymentOutcome?> {
         run(ReadReservationCall(reservationId: event.reservationId, partition: partition), on: eventLoop) { $0?.basketId }
             .flatMap { basketId in
                 self.run(PaymentCall(event, partition: partition, basketId: basketId), on: eventLoop) { $0 }

@@ -1,4 +1,4 @@
-import NIOHTTP1
+public import NIOHTTP1
 
 /// What a request asks for, decided from its method and target alone: no I/O, no allocation
 /// beyond the path segments, total over every input (the fuzz target feeds it arbitrary bytes).

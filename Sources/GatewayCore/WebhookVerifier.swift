@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 /// Checks `Webhook-Signature: t=<unix seconds>,v1=<hex>`: HMAC-SHA256 with the webhook secret over
 /// the bytes `<t>.<raw body>`, compared in constant time, `t` within `tolerance` of now. Runs

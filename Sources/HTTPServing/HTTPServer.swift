@@ -1,5 +1,5 @@
-import NIOCore
-import NIOHTTP1
+public import NIOCore
+public import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -59,7 +59,7 @@ public protocol HTTPResponder: Sendable {
     var requestHeaderTooLarge: HTTPResponse { get }
     /// The answer to bytes that are not HTTP/1.1 (400).
     var malformedRequest: HTTPResponse { get }
-    func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void)
+    func respond(to request: HTTPRequest, on eventLoop: any EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void)
 }
 
 /// The limits that keep slow, idle, huge or numerous clients from taking the server down. Every
@@ -112,13 +112,13 @@ public final class HTTPServerStatistics: Sendable {
 /// is parsed, answered by the responder on the connection's own event loop (the gateway's Redis
 /// connection for that loop lives there too), and written back: no thread hop, no task per request.
 public final class HTTPServer: Sendable {
-    private let channel: Channel
+    private let channel: any Channel
     private let connections: ConnectionRegistry
     public let statistics: HTTPServerStatistics
     private let limits: HTTPServerLimits
     public let port: Int
 
-    private init(channel: Channel, connections: ConnectionRegistry, statistics: HTTPServerStatistics, limits: HTTPServerLimits) {
+    private init(channel: any Channel, connections: ConnectionRegistry, statistics: HTTPServerStatistics, limits: HTTPServerLimits) {
         self.channel = channel
         self.connections = connections
         self.statistics = statistics
@@ -127,7 +127,7 @@ public final class HTTPServer: Sendable {
     }
 
     public static func start(
-        responder: some HTTPResponder, group: EventLoopGroup, host: String, port: Int,
+        responder: some HTTPResponder, group: any EventLoopGroup, host: String, port: Int,
         limits: HTTPServerLimits = HTTPServerLimits(), statistics: HTTPServerStatistics = HTTPServerStatistics()
     ) async throws -> HTTPServer {
         let connections = ConnectionRegistry()

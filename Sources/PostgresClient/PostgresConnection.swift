@@ -9,63 +9,54 @@ import Darwin
 /// is read. Calls block, so a connection is only ever used on a thread of `PostgresClient`'s pool
 /// (or a test's own thread), one thread at a time; it is deliberately not `Sendable`.
 public final class PostgresConnection {
-    private let handle: OpaquePointer
+    private let connection: PGConnectionHandle
+    private var handle: OpaquePointer { connection.pointer }
 
     /// Connects with a libpq URI. `connect_timeout` defaults to 5 s unless the URI sets it.
     public init(url: String) throws {
         let keywords = ["connect_timeout", "dbname"]
         let values = ["5", url]
-        let connection: OpaquePointer? = withCStrings(keywords) { keywordPointers in
+        let pointer: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
             }
         }
-        guard let connection else {
+        guard let pointer else {
             throw PostgresError(kind: .connection, message: "libpq could not allocate a connection")
         }
-        guard PQstatus(connection) == CONNECTION_OK else {
-            let message = Self.errorText(PQerrorMessage(connection))
-            PQfinish(connection)
+        let connection = PGConnectionHandle(pointer: pointer)
+        guard connection.isOK else {
+            let message = connection.errorMessage
+            connection.finish()
             throw PostgresError(kind: .connection, message: message)
         }
-        self.handle = connection
+        self.connection = connection
         // Server notices ("relation already exists, skipping") are not errors; keep them off stderr.
-        PQsetNoticeProcessor(connection, { _, _ in }, nil)
+        PQsetNoticeProcessor(pointer, { _, _ in }, nil)
         try execute("SET TIME ZONE 'UTC'")
     }
 
     deinit {
-        PQfinish(handle)
+        connection.finish()
     }
 
     /// False once libpq has seen the connection break; the pool then drops it.
-    public var isHealthy: Bool { PQstatus(handle) == CONNECTION_OK }
+    public var isHealthy: Bool { connection.isOK }
 
     /// Runs one parameterized statement and returns its rows.
     @discardableResult
     public func query(_ sql: String, _ parameters: [PostgresValue] = []) throws -> [PostgresRow] {
         try run(sql, parameters) { result in
-            let rowCount = Int(PQntuples(result))
-            let columnCount = Int(PQnfields(result))
-            var columns: [String] = []
-            columns.reserveCapacity(columnCount)
-            for column in 0..<columnCount {
-                columns.append(String(cString: PQfname(result, Int32(column))))
-            }
+            let rowCount = result.rowCount
+            let columnCount = result.columnCount
+            let columns = (0..<columnCount).map { result.columnName($0) }
             var rows: [PostgresRow] = []
             rows.reserveCapacity(rowCount)
             for row in 0..<rowCount {
                 var cells: [PostgresCell] = []
                 cells.reserveCapacity(columnCount)
                 for column in 0..<columnCount {
-                    if PQgetisnull(result, Int32(row), Int32(column)) == 1 {
-                        cells.append(PostgresCell(raw: nil))
-                    } else {
-                        let length = Int(PQgetlength(result, Int32(row), Int32(column)))
-                        let pointer = UnsafeRawPointer(PQgetvalue(result, Int32(row), Int32(column))!)
-                        let bytes = UnsafeRawBufferPointer(start: pointer, count: length)
-                        cells.append(PostgresCell(raw: String(decoding: bytes, as: UTF8.self)))
-                    }
+                    cells.append(PostgresCell(raw: result.text(row: row, column: column)))
                 }
                 rows.append(PostgresRow(columns: columns, cells: cells))
             }
@@ -76,9 +67,7 @@ public final class PostgresConnection {
     /// Runs one parameterized statement and returns how many rows it changed.
     @discardableResult
     public func execute(_ sql: String, _ parameters: [PostgresValue] = []) throws -> Int {
-        try run(sql, parameters) { result in
-            Int(String(cString: PQcmdTuples(result))) ?? 0
-        }
+        try run(sql, parameters) { result in result.changedRows }
     }
 
     /// Runs `body` in a transaction: committed if it returns, rolled back if it throws.
@@ -100,14 +89,12 @@ public final class PostgresConnection {
     public func copy(into table: String, columns: [String], rows: [[PostgresValue]]) throws -> Int {
         let columnList = columns.map(Self.quoteIdentifier).joined(separator: ", ")
         let statement = "COPY \(Self.quoteIdentifier(table)) (\(columnList)) FROM STDIN"
-        let started = PQexec(handle, statement)
-        let startStatus = PQresultStatus(started)
-        if startStatus != PGRES_COPY_IN {
-            let error = makeError(started)
-            PQclear(started)
-            throw error
+        do {
+            guard let started = PGResultHandle(PQexec(handle, statement)) else {
+                throw PostgresError(kind: .connection, message: connection.errorMessage)
+            }
+            if started.status != PGRES_COPY_IN { throw makeError(started) }
         }
-        PQclear(started)
 
         var chunk: [UInt8] = []
         chunk.reserveCapacity(1 << 16)
@@ -117,7 +104,7 @@ public final class PostgresConnection {
             let status = chunk.withUnsafeBufferPointer { buffer in
                 buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(handle, $0.baseAddress, Int32($0.count)) }
             }
-            if status != 1 { copyError = PostgresError(kind: .connection, message: Self.errorText(PQerrorMessage(handle))) }
+            if status != 1 { copyError = PostgresError(kind: .connection, message: connection.errorMessage) }
             chunk.removeAll(keepingCapacity: true)
         }
         for row in rows {
@@ -142,31 +129,29 @@ public final class PostgresConnection {
         }
         send()
         if PQputCopyEnd(handle, copyError == nil ? nil : "client error") != 1, copyError == nil {
-            copyError = PostgresError(kind: .connection, message: Self.errorText(PQerrorMessage(handle)))
+            copyError = PostgresError(kind: .connection, message: connection.errorMessage)
         }
         var copied = 0
-        while let result = PQgetResult(handle) {
-            if PQresultStatus(result) == PGRES_COMMAND_OK {
-                copied = Int(String(cString: PQcmdTuples(result))) ?? 0
+        while let result = PGResultHandle(PQgetResult(handle)) {
+            if result.status == PGRES_COMMAND_OK {
+                copied = result.changedRows
             } else if copyError == nil {
                 copyError = makeError(result)
             }
-            PQclear(result)
         }
         if let copyError { throw copyError }
         return copied
     }
 
-    private func run<T>(_ sql: String, _ parameters: [PostgresValue], _ read: (OpaquePointer) throws -> T) throws -> T {
+    private func run<T>(_ sql: String, _ parameters: [PostgresValue], _ read: (borrowing PGResultHandle) throws -> T) throws -> T {
         let encoded = try parameters.map { try $0.encoded() }
-        let result: OpaquePointer? = withOptionalCStrings(encoded) { values in
+        let pointer: OpaquePointer? = withOptionalCStrings(encoded) { values in
             PQexecParams(handle, sql, Int32(encoded.count), nil, values, nil, nil, 0)
         }
-        guard let result else {
-            throw PostgresError(kind: .connection, message: Self.errorText(PQerrorMessage(handle)))
+        guard let result = PGResultHandle(pointer) else {
+            throw PostgresError(kind: .connection, message: connection.errorMessage)
         }
-        defer { PQclear(result) }
-        switch PQresultStatus(result) {
+        switch result.status {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return try read(result)
         default:
@@ -174,17 +159,11 @@ public final class PostgresConnection {
         }
     }
 
-    private func makeError(_ result: OpaquePointer?) -> PostgresError {
-        let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-        let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
-        let message = primary ?? Self.errorText(PQerrorMessage(handle))
+    private func makeError(_ result: borrowing PGResultHandle) -> PostgresError {
+        let sqlState = result.errorField("C")
+        let message = result.errorField("M") ?? connection.errorMessage
         let kind: PostgresError.Kind = (sqlState == nil && !isHealthy) ? .connection : .query
         return PostgresError(kind: kind, sqlState: sqlState, message: message)
-    }
-
-    private static func errorText(_ pointer: UnsafePointer<CChar>?) -> String {
-        guard let pointer else { return "unknown error" }
-        return String(cString: pointer).trimmingTrailingNewlines()
     }
 
     static func quoteIdentifier(_ name: String) -> String {
@@ -193,12 +172,6 @@ public final class PostgresConnection {
 }
 
 private extension String {
-    func trimmingTrailingNewlines() -> String {
-        var text = Substring(self)
-        while let last = text.last, last.isNewline || last == " " { text = text.dropLast() }
-        return String(text)
-    }
-
     func replacingOccurrences(of target: String, with replacement: String) -> String {
         split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }

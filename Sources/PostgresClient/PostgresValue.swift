@@ -1,4 +1,5 @@
-import Foundation
+import CivilTime
+public import Foundation
 
 /// A statement parameter. Sent in libpq's text format, never spliced into SQL.
 public enum PostgresValue: Sendable, Hashable {
@@ -82,7 +83,8 @@ enum PostgresTimestamp {
         var seconds = micros / 1_000_000
         var fraction = micros % 1_000_000
         if fraction < 0 { fraction += 1_000_000; seconds -= 1 }
-        let (year, month, day, hour, minute, second) = civil(fromUnixSeconds: seconds)
+        let civil = CivilTime.dateTime(unixSeconds: seconds)
+        let (year, month, day, hour, minute, second) = (civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second)
         func pad(_ value: Int64, _ width: Int) -> String {
             let text = String(value)
             return String(repeating: "0", count: max(0, width - text.count)) + text
@@ -125,34 +127,8 @@ enum PostgresTimestamp {
             }
             offsetSeconds = sign * (hours * 3600 + minutes * 60)
         }
-        let days = daysFromCivil(year, month, day)
+        let days = CivilTime.days(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
         return Date(timeIntervalSince1970: Double(seconds) + Double(micros) / 1_000_000)
-    }
-
-    // Howard Hinnant's civil-date algorithms: exact, no calendar objects needed.
-    static func daysFromCivil(_ year: Int64, _ month: Int64, _ day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
-    static func civil(fromUnixSeconds seconds: Int64) -> (Int64, Int64, Int64, Int64, Int64, Int64) {
-        var days = seconds / 86_400
-        var rest = seconds % 86_400
-        if rest < 0 { rest += 86_400; days -= 1 }
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        return (year, month, day, rest / 3600, (rest % 3600) / 60, rest % 60)
     }
 }

@@ -11,6 +11,7 @@ import ReconcilerCore
 import ReservationCore
 import ReservationScripts
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct ReconcilerCommand: AsyncParsableCommand {

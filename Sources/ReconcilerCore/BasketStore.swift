@@ -1,4 +1,4 @@
-import PostgresClient
+public import PostgresClient
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,4 @@
-import PostgresClient
+public import PostgresClient
 import ReservationCore
 
 /// Turns a batch of stream entries into one Postgres transaction. Applying is idempotent and

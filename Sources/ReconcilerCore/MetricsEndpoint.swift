@@ -1,6 +1,7 @@
-import HTTPServing
-import NIOCore
-import Prometheus
+public import HTTPServing
+public import NIOCore
+public import Prometheus
+import NIOHTTP1
 
 /// `GET /metrics` (Prometheus text) and `GET /healthz` for `reconciler run`.
 public struct MetricsEndpoint: HTTPResponder {
@@ -13,7 +14,7 @@ public struct MetricsEndpoint: HTTPResponder {
     public var requestHeaderTooLarge: HTTPResponse { HTTPResponse(status: .requestHeaderFieldsTooLarge, body: []) }
     public var malformedRequest: HTTPResponse { HTTPResponse(status: .badRequest, body: []) }
 
-    public func respond(to request: HTTPRequest, on eventLoop: EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
+    public func respond(to request: HTTPRequest, on eventLoop: any EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         switch (request.method, request.uri) {
         case (.GET, "/metrics"):
             var bytes: [UInt8] = []

@@ -1,5 +1,5 @@
-import Logging
-import PostgresClient
+public import Logging
+public import PostgresClient
 
 /// Applies migrations/*.sql (embedded at build time) in name order, each once. Safe to run twice
 /// and from two processes at once: the whole run holds a transaction-scoped advisory lock.

@@ -1,9 +1,9 @@
-import Logging
+public import Logging
 import Metrics
-import PostgresClient
-import RedisClient
-import ReservationCore
-import ServiceLifecycle
+public import PostgresClient
+public import RedisClient
+public import ReservationCore
+public import ServiceLifecycle
 
 /// Moves the gateway's events from the Redis streams into Postgres, and audits and repairs the
 /// difference between the two.

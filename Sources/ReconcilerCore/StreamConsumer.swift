@@ -1,4 +1,4 @@
-import RedisClient
+public import RedisClient
 import ReservationCore
 
 /// Reads the partition streams through the `reconciler` consumer group. Reads never block (the

@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 
 /// One argument of a Redis command. Binary safe: `.bytes` may hold any octets, NUL included.
 public enum RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {

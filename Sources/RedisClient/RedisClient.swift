@@ -1,5 +1,5 @@
 import Crypto
-import NIOCore
+public import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -76,7 +76,7 @@ public final class RedisClient: Sendable {
     }
 
     /// Sends several commands in one batch on one connection; each gets its own result.
-    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, Error>] {
+    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, any Error>] {
         try await connection(for: nil).send(batch: commands).get()
     }
 

@@ -9,15 +9,15 @@ import NIOPosix
 /// `@unchecked Sendable`: all mutable state is read and written only on `eventLoop` (calls from
 /// elsewhere hop there first), which is the same guarantee an actor gives, without an actor's hop.
 final class RedisConnection: @unchecked Sendable {
-    let eventLoop: EventLoop
+    let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
     private var state: RedisConnectionStateMachine<EventLoopPromise<RedisValue>>
-    private var channel: Channel?
+    private var channel: (any Channel)?
     private var batchTimer: Scheduled<Void>?
     /// Called once per NOSCRIPT recovery (the client counts them).
     private let onScriptReload: @Sendable () -> Void
 
-    init(eventLoop: EventLoop, configuration: RedisConfiguration, onScriptReload: @escaping @Sendable () -> Void = {}) {
+    init(eventLoop: any EventLoop, configuration: RedisConfiguration, onScriptReload: @escaping @Sendable () -> Void = {}) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.onScriptReload = onScriptReload
@@ -32,8 +32,8 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     /// Sends several commands back to back; they leave in the same batch.
-    func send(batch commands: [[RedisArgument]]) -> EventLoopFuture<[Result<RedisValue, Error>]> {
-        let work = { @Sendable () -> EventLoopFuture<[Result<RedisValue, Error>]> in
+    func send(batch commands: [[RedisArgument]]) -> EventLoopFuture<[Result<RedisValue, any Error>]> {
+        let work = { @Sendable () -> EventLoopFuture<[Result<RedisValue, any Error>]> in
             let futures = commands.map { self.enqueue($0, script: nil) }
             return EventLoopFuture.whenAllComplete(futures, on: self.eventLoop)
         }
@@ -108,7 +108,7 @@ final class RedisConnection: @unchecked Sendable {
 
     // MARK: called by the channel handler, on the event loop
 
-    func received(_ reply: RedisValue, on channel: Channel) {
+    func received(_ reply: RedisValue, on channel: any Channel) {
         guard channel === self.channel else { return }
         let action = state.received(reply)
         if let (promise, result) = action.completion { promise.completeWith(result.mapError { $0 as any Error }) }
@@ -120,12 +120,12 @@ final class RedisConnection: @unchecked Sendable {
         run(action.then)
     }
 
-    func failed(_ error: RedisError, on channel: Channel) {
+    func failed(_ error: RedisError, on channel: any Channel) {
         guard channel === self.channel else { return }
         run(state.failed(error))
     }
 
-    func closed(_ channel: Channel) {
+    func closed(_ channel: any Channel) {
         guard channel === self.channel else { return }
         self.channel = nil
         batchTimer?.cancel()
@@ -142,7 +142,7 @@ final class RedisConnection: @unchecked Sendable {
         }
     }
 
-    private static func describe(_ error: Error) -> String {
+    private static func describe(_ error: any Error) -> String {
         if case ChannelError.connectTimeout? = error as? ChannelError { return "connect timed out" }
         if let connectError = error as? NIOConnectionError {
             return connectError.connectionErrors.first.map { "\($0.error)" } ?? "connection failed"
@@ -181,7 +181,7 @@ private final class RedisChannelHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         connection.failed(.connectionClosed, on: context.channel)
     }
 }

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Everything the two executables can be told, read once at start-up from the environment
 /// (flags may override each). Defaults work with `scripts/services.sh`.
 public struct Configuration: Sendable, Equatable {
@@ -17,7 +19,8 @@ public struct Configuration: Sendable, Equatable {
     public var holdSeconds: Int = 600
     /// `RESERVE_RATE_LIMIT`, default 20: attempts per consumer per second; 0 turns it off.
     public var reserveRateLimit: Int = 20
-    /// `GATEWAY_THREADS`, default: one per core. Event loops, each with its own Redis connection.
+    /// `GATEWAY_THREADS`, default: one per core the process may use (NIO's count, which honours a
+    /// container's CPU quota and cpuset). Event loops, each with its own Redis connection.
     public var eventLoopThreads: Int = System.coreCount
     /// `EXPIRY_INTERVAL_MS`, default 250: how often the gateway looks for due holds.
     public var expiryIntervalMilliseconds: Int = 250
@@ -129,20 +132,3 @@ public struct Configuration: Sendable, Equatable {
         guard webhookSecret != nil else { throw Problem.missing(variable: "WEBHOOK_SECRET") }
     }
 }
-
-/// The machine's core count, without Foundation.
-public enum System {
-    public static var coreCount: Int {
-        #if os(Linux)
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        #else
-        return 2
-        #endif
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

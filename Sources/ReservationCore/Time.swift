@@ -1,3 +1,5 @@
+import CivilTime
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -25,19 +27,9 @@ public enum RFC3339 {
         var seconds = milliseconds / 1000
         var millis = milliseconds % 1000
         if millis < 0 { millis += 1000; seconds -= 1 }
-        var days = seconds / 86_400
-        var rest = seconds % 86_400
-        if rest < 0 { rest += 86_400; days -= 1 }
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        let civil = CivilTime.dateTime(unixSeconds: seconds)
+        let rest = civil.hour * 3600 + civil.minute * 60 + civil.second
+        let (year, month, day) = (civil.year, civil.month, civil.day)
         var out: [UInt8] = []
         out.reserveCapacity(24)
         func digits(_ value: Int64, _ width: Int) {

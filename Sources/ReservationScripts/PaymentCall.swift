@@ -1,5 +1,5 @@
 public import RedisClient
-public import ReservationCore
+import ReservationCore
 
 /// What a verified payment webhook did.
 public enum PaymentOutcome: String, Sendable, CaseIterable {

@@ -1,5 +1,5 @@
 public import RedisClient
-public import ReservationCore
+import ReservationCore
 
 /// `lua/reserve.lua`: take units of a basket for a consumer.
 public struct ReserveCall: ScriptCall {

@@ -1,6 +1,6 @@
 public import NIOCore
 public import RedisClient
-public import ReservationCore
+import ReservationCore
 
 /// One typed call to the reservation store: the keys it touches (every one of them, so a
 /// Cluster client can route by them and a test can check they share one slot) and how its reply

@@ -4,6 +4,7 @@ import RedisClient
 import ReservationCore
 import Testing
 import TestSupport
+import NIOHTTP1
 
 /// The product's concurrency requirements, against a real Redis over real HTTP. Every scenario
 /// runs 20 times with fresh baskets, so a race that shows once in 20 fails the suite.

@@ -5,6 +5,8 @@ import RedisClient
 import ReservationCore
 import Testing
 import TestSupport
+import NIOHTTP1
+import HTTPServing
 
 /// Slow, idle, huge and numerous clients, over real sockets against a real gateway: none of them
 /// takes the gateway away from the clients that behave. Assertions are about what happens and in
@@ -191,7 +193,9 @@ struct ConnectionHygieneTests {
             configure(&$0)
         }
         let basketId = TestEnvironment.uniqueId("b")
-        try await gateway.createBasket(basketId, stock: 100, maxPerConsumer: 100)
+        // Far more stock than attempts: on a slow machine many attempts are still queued in the
+        // test's client when the first 503 arrives, and reach the gateway only after the resume.
+        try await gateway.createBasket(basketId, stock: 1_000_000, maxPerConsumer: 100)
         try server.pause()
         let finished = Counter()
         let answers = ResponseLog()

@@ -3,6 +3,7 @@ import GatewayCore
 import ReservationCore
 import Testing
 import TestSupport
+import NIOHTTP1
 
 /// Every error code of the contract, over HTTP, with its status and JSON shape.
 @Suite("Gateway error answers")

@@ -5,6 +5,7 @@ import RedisClient
 import ReservationCore
 import Testing
 import TestSupport
+import NIOHTTP1
 
 /// The real `gateway` executable against input nobody should send, and against a stop under
 /// load: the process lives, answers what it can, and never answers a 5xx other than 503.

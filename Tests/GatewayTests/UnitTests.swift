@@ -2,6 +2,7 @@ import Foundation
 @testable import GatewayCore
 import ReservationCore
 import Testing
+import NIOHTTP1
 
 /// Pure functions: no servers involved.
 @Suite("Unit")

@@ -7,6 +7,7 @@ import ReconcilerCore
 import ReservationCore
 import Testing
 import TestSupport
+import NIOHTTP1
 
 @Suite("Reconciler drift repair and outages")
 struct DriftAndOutageTests {

@@ -8,6 +8,7 @@ import ReservationCore
 import ReservationScripts
 import Testing
 import TestSupport
+import NIOHTTP1
 
 @Suite("Reconciler against real Redis and Postgres")
 struct ReconcilerTests {

@@ -1,6 +1,7 @@
 import NIOCore
 @testable import RedisClient
 import Testing
+import Foundation
 
 /// The Redis connection's protocol state, driven without sockets or event loops: waiters are
 /// plain numbers, time is a value, and every action is checked.

@@ -1,12 +1,12 @@
 import Foundation
-import GatewayCore
-import HTTPServing
+public import GatewayCore
+public import HTTPServing
 import Logging
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
 import Prometheus
-import RedisClient
-import ReservationCore
+public import RedisClient
+public import ReservationCore
 import ReservationScripts
 
 /// A real gateway (HTTP server, Redis client, scripts, expiry loop) started inside the test

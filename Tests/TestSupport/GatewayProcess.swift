@@ -1,5 +1,5 @@
 import Foundation
-import NIOHTTP1
+public import NIOHTTP1
 
 /// The real `gateway` executable on a free port, for what an in-process server cannot show: that
 /// the process survives hostile input, and how it stops on SIGTERM.

@@ -1,7 +1,7 @@
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
 import NIOPosix
-import ReservationCore
+public import ReservationCore
 
 public struct TestHTTPResponse: Sendable {
     public let status: Int
@@ -102,7 +102,7 @@ private final class ResponseCollector: ChannelInboundHandler {
         promise.fail(ChannelError.inputClosed)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(error)
         context.close(promise: nil)
     }

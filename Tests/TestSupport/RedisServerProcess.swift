@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A redis-server of a test's own (own port, own data folder), for tests that stop, kill or
 /// flush Redis without disturbing the rest of the suite. It runs daemonized with a pid file, and

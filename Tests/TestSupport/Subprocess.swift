@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A child process started with posix_spawn and reaped with waitpid. Tests use this rather than
 /// Foundation's `Process`, whose exit detection was seen to miss children here (a zombie stayed

@@ -1,9 +1,9 @@
-import Foundation
+public import Foundation
 import Synchronization
 import NIOCore
-import NIOPosix
-import PostgresClient
-import RedisClient
+public import NIOPosix
+public import PostgresClient
+public import RedisClient
 
 /// What integration tests connect to. `REDIS_URL` and `DATABASE_URL` come from the environment
 /// (scripts/test.sh sets them). Outside CI the local defaults are used; under `CI=true` a missing
