@@ -38,110 +38,138 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Redis client: NIO sockets, hiredis' reply reader, pipelined batches.
-        .target(name: "RedisClient", dependencies: [
-            "CHiredis",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        .target(
+            name: "RedisClient",
+            dependencies: [
+                "CHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Calendar arithmetic (days <-> dates), shared by the API's RFC 3339 and the Postgres wire.
         .target(name: "CivilTime"),
         // Postgres client: libpq connections driven on a thread pool, never on an event loop.
-        .target(name: "PostgresClient", dependencies: [
-            "CLibPQ", "CivilTime",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "PostgresClient",
+            dependencies: [
+                "CLibPQ", "CivilTime",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Domain: ids, keys, partitions, records, configuration. No Redis client types.
-        .target(name: "ReservationCore", dependencies: [
-            "CivilTime",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"),
-        ], swiftSettings: fuzzCoverage),
+        .target(
+            name: "ReservationCore",
+            dependencies: [
+                "CivilTime",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ], swiftSettings: fuzzCoverage),
         // The seam between Swift and lua/: one typed call per script (its keys, arguments and
         // reply decoding) and per plain command the store sends.
-        .target(name: "ReservationScripts", dependencies: [
-            "RedisClient", "ReservationCore",
-            .product(name: "NIOCore", package: "swift-nio"),
-        ], plugins: ["EmbedResourcesPlugin"]),
+        .target(
+            name: "ReservationScripts",
+            dependencies: [
+                "RedisClient", "ReservationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ], plugins: ["EmbedResourcesPlugin"]),
         // A small SwiftNIO HTTP/1.1 server (the gateway's API and the reconciler's /metrics).
-        .target(name: "HTTPServing", dependencies: [
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-        ], swiftSettings: fuzzCoverage),
+        .target(
+            name: "HTTPServing",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ], swiftSettings: fuzzCoverage),
         // The gateway's routes, request handling, metrics and hold expiry.
-        .target(name: "GatewayCore", dependencies: [
-            "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
+        .target(
+            name: "GatewayCore",
+            dependencies: [
+                "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: fuzzCoverage, plugins: ["EmbedResourcesPlugin"]),
         // The reconciler: streams to Postgres, audit and repair.
-        .target(name: "ReconcilerCore", dependencies: [
-            "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "HTTPServing",
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], plugins: ["EmbedResourcesPlugin"]),
+        .target(
+            name: "ReconcilerCore",
+            dependencies: [
+                "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "HTTPServing",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], plugins: ["EmbedResourcesPlugin"]),
 
-        .executableTarget(name: "Gateway", dependencies: [
-            "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
-        .executableTarget(name: "Reconciler", dependencies: [
-            "ReconcilerCore", "ReservationCore", "ReservationScripts", "RedisClient",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(
+            name: "Gateway",
+            dependencies: [
+                "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
+        .executableTarget(
+            name: "Reconciler",
+            dependencies: [
+                "ReconcilerCore", "ReservationCore", "ReservationScripts", "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         // Benchmark-only: the smallest SwiftNIO HTTP/1.1 server, the yardstick of the benchmark.
-        .executableTarget(name: "BenchBaseline", dependencies: [
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        .executableTarget(
+            name: "BenchBaseline",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
 
         // Fuzzing: RequestDecoder under libFuzzer (scripts/fuzz.sh); in ordinary builds a replay tool.
-        .executableTarget(name: "RequestFuzzer", dependencies: [
-            "GatewayCore", "HTTPServing", "ReservationCore",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-        ], path: "Fuzz/RequestFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
-        swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
-        linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
+        .executableTarget(
+            name: "RequestFuzzer",
+            dependencies: [
+                "GatewayCore", "HTTPServing", "ReservationCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ], path: "Fuzz/RequestFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
+            swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
+            linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
 
         // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
         .executableTarget(name: "EmbedResources"),
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
 
-        .target(name: "TestSupport", dependencies: [
-            "RedisClient", "PostgresClient", "ReservationCore", "ReservationScripts", "GatewayCore", "HTTPServing",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-            .product(name: "Logging", package: "swift-log"),
-        ], path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "RedisClient", "PostgresClient", "ReservationCore", "ReservationScripts", "GatewayCore", "HTTPServing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "ReservationScriptsTests", dependencies: ["ReservationScripts", "ReservationCore", "RedisClient"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
-        .testTarget(name: "GatewayTests", dependencies: [
-            "GatewayCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
-            .product(name: "Crypto", package: "swift-crypto"),
-        ]),
-        .testTarget(name: "ReconcilerTests", dependencies: [
-            "ReconcilerCore", "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "TestSupport",
-        ]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "GatewayCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .testTarget(
+            name: "ReconcilerTests",
+            dependencies: [
+                "ReconcilerCore", "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient", "PostgresClient", "TestSupport",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

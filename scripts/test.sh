@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what is missing, starts the local Redis
 # and PostgreSQL (scripts/services.sh), validates docker-compose.yml, builds, runs every Swift
 # test against the real servers, then checks the API against docs/openapi.yaml with a live
-# gateway (scripts/api-test.sh: openapi-spec-validator and schemathesis, in .local/venv).
+# gateway (scripts/api-test.sh: openapi-spec-validator and schemathesis, in .local/venv). The
+# sources must follow .swift-format (checked before the build).
 # Then a 20-second libFuzzer run over the request decoding (scripts/fuzz.sh). Extra arguments go
 # to `swift test` (e.g. --filter GatewayTests); SKIP_API_TEST=1 skips the API check and
 # FUZZ_SECONDS=0 the fuzzing.
@@ -38,6 +39,11 @@ if ! command -v curl >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl python3-venv >/dev/null
 fi
+
+# The tree follows .swift-format (`swift format -i -r Sources Tests Fuzz Plugins Package.swift`
+# applies it); any difference fails here, before the build.
+swift format lint --strict -r Sources Tests Fuzz Plugins Package.swift
+echo "test: sources follow .swift-format" >&2
 
 swift build --build-tests
 swift test --skip-build "$@"

@@ -18,5 +18,5 @@ enum FuzzMain {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif

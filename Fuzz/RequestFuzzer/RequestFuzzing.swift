@@ -25,7 +25,10 @@ func request(from bytes: [UInt8]) -> HTTPRequest {
     while index < bytes.count {
         if bytes[index] == 10 {
             let line = bytes[start..<index]
-            if line.isEmpty || line == [13] { bodyStart = index + 1; break }
+            if line.isEmpty || line == [13] {
+                bodyStart = index + 1
+                break
+            }
             lines.append(line)
             start = index + 1
         }

@@ -26,7 +26,10 @@ public enum CivilTime {
     public static func dateTime(unixSeconds seconds: Int64) -> CivilDateTime {
         var days = seconds / 86_400
         var rest = seconds % 86_400
-        if rest < 0 { rest += 86_400; days -= 1 }
+        if rest < 0 {
+            rest += 86_400
+            days -= 1
+        }
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
         let doe = z - era * 146_097

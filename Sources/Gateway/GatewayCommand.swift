@@ -3,6 +3,7 @@ import Foundation
 import GatewayCore
 import Logging
 import Metrics
+import NIOCore
 import NIOPosix
 import Prometheus
 import RedisClient
@@ -10,7 +11,6 @@ import ReservationCore
 import ReservationScripts
 import ServiceLifecycle
 import UnixSignals
-import NIOCore
 
 /// `gateway`: the reservation HTTP API. Configuration comes from the environment (README's
 /// table); each flag overrides its variable.
@@ -77,8 +77,9 @@ struct GatewayCommand: AsyncParsableCommand {
                 services: [
                     // A graceful stop runs in reverse order: the HTTP server stops first (no new
                     // requests; those received are answered), then the expiry loop.
-                    .init(service: HoldExpiryService(
-                        service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)),
+                    .init(
+                        service: HoldExpiryService(
+                            service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)),
                     .init(service: GatewayHTTPService(api: api, group: group, configuration: configuration, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -89,4 +90,3 @@ struct GatewayCommand: AsyncParsableCommand {
         logger.info("gateway stopped")
     }
 }
-

@@ -1,6 +1,6 @@
 public import Metrics
-public import ReservationScripts
 import NIOCore
+public import ReservationScripts
 import Synchronization
 
 /// The gateway's metrics, created once through the factory it is given (Prometheus in the
@@ -62,8 +62,10 @@ public final class GatewayMetrics: Sendable {
         }
         self.webhookCounters = webhooks
         var common: [String: [Int: Counter]] = [:]
-        for (route, statuses) in [("reserve", [201, 400, 404, 409, 422, 429, 503]), ("get_basket", [200, 404]),
-                                  ("get_reservation", [200, 404]), ("webhook", [200, 400, 401])] {
+        for (route, statuses) in [
+            ("reserve", [201, 400, 404, 409, 422, 429, 503]), ("get_basket", [200, 404]),
+            ("get_reservation", [200, 404]), ("webhook", [200, 400, 401]),
+        ] {
             for status in statuses {
                 common[route, default: [:]][status] = Counter(
                     label: "gateway_http_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory)

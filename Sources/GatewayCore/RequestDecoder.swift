@@ -1,6 +1,6 @@
+public import HTTPServing
 import NIOCore
 import NIOHTTP1
-public import HTTPServing
 import ReservationCore
 public import ReservationScripts
 
@@ -129,7 +129,8 @@ public struct RequestDecoder: Sendable {
 
     private func requireAdmin(_ request: HTTPRequest) throws {
         guard let header = request.headers.first(name: "authorization"),
-              constantTimeEquals(Array(header.utf8), adminAuthorization) else { throw APIError.unauthorized }
+            constantTimeEquals(Array(header.utf8), adminAuthorization)
+        else { throw APIError.unauthorized }
     }
 
     private func requireId(_ id: String, _ name: String) throws {

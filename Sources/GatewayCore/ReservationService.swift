@@ -177,13 +177,16 @@ public final class ReservationService: Sendable {
     /// reservation appeared or vanished between the two steps; after three tries the answer is
     /// an error the payment provider retries.
     public func applyPayment(_ event: PaymentCall.Event, on eventLoop: any EventLoop) -> EventLoopFuture<PaymentOutcome?> {
-        let partition = ReservationIdGenerator.partition(of: event.reservationId)
+        let partition =
+            ReservationIdGenerator.partition(of: event.reservationId)
             ?? Keyspace.partition(ofForeignId: event.reservationId)
         return applyPayment(event, partition: partition, attempt: 1, on: eventLoop)
     }
 
     /// nil: a duplicate delivery.
-    private func applyPayment(_ event: PaymentCall.Event, partition: Int, attempt: Int, on eventLoop: any EventLoop) -> EventLoopFuture<PaymentOutcome?> {
+    private func applyPayment(_ event: PaymentCall.Event, partition: Int, attempt: Int, on eventLoop: any EventLoop) -> EventLoopFuture<
+        PaymentOutcome?
+    > {
         run(ReadReservationCall(reservationId: event.reservationId, partition: partition), on: eventLoop) { $0?.basketId }
             .flatMap { basketId in
                 self.run(PaymentCall(event, partition: partition, basketId: basketId), on: eventLoop) { $0 }

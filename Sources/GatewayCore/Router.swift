@@ -4,9 +4,12 @@ public import NIOHTTP1
 /// beyond the path segments, total over every input (the fuzz target feeds it arbitrary bytes).
 public enum Endpoint: Equatable, Sendable {
     case health, ready, metrics, openapi
-    case createBasket(basketId: String), getBasket(basketId: String), adjustStock(basketId: String)
+    case createBasket(basketId: String)
+    case getBasket(basketId: String)
+    case adjustStock(basketId: String)
     case reserve(basketId: String)
-    case getReservation(reservationId: String), cancelReservation(reservationId: String)
+    case getReservation(reservationId: String)
+    case cancelReservation(reservationId: String)
     case webhook
 
     /// The `route` label of the request metrics (a fixed set: never a value from the request).
@@ -102,7 +105,8 @@ public enum Router {
         var index = 0
         while index < utf8.count {
             if utf8[index] == UInt8(ascii: "%"), index + 2 < utf8.count,
-               let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2]) {
+                let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2])
+            {
                 bytes.append(high << 4 | low)
                 index += 3
             } else {

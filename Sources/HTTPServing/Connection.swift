@@ -259,7 +259,8 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
             // Decided from Content-Length before a byte of the body is read. (NIO's decoder
             // already refused a malformed or negative one.)
             if let length = requestHead.headers.first(name: "content-length"),
-               length.utf8.count > 9 || (Int(length) ?? 0) > responder.maxBodyBytes {
+                length.utf8.count > 9 || (Int(length) ?? 0) > responder.maxBodyBytes
+            {
                 refuse(context: context, requestHead)
             }
         case .body(var chunk):

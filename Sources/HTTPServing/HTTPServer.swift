@@ -157,7 +157,8 @@ public final class HTTPServer: Sendable {
                     let encoder = HTTPResponseEncoder()
                     try sync.addHandler(RequestGuard(state: state))
                     try sync.addHandler(encoder)
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
+                    try sync.addHandler(
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
                     try sync.addHandler(HTTPServerPipelineHandler())
                     // Our response headers are fixed names and values we build ourselves, so NIO's
                     // per-response header validator (about 9% of a reservation's CPU) is left out.

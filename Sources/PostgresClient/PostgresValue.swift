@@ -28,7 +28,10 @@ public enum PostgresValue: Sendable, Hashable {
             var out = "{"
             for (index, value) in values.enumerated() {
                 if index > 0 { out += "," }
-                guard let value else { out += "NULL"; continue }
+                guard let value else {
+                    out += "NULL"
+                    continue
+                }
                 guard !value.utf8.contains(0) else { throw PostgresError.invalidParameter("text holds a NUL byte") }
                 out += "\""
                 for character in value.unicodeScalars {
@@ -82,7 +85,10 @@ enum PostgresTimestamp {
         let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         var seconds = micros / 1_000_000
         var fraction = micros % 1_000_000
-        if fraction < 0 { fraction += 1_000_000; seconds -= 1 }
+        if fraction < 0 {
+            fraction += 1_000_000
+            seconds -= 1
+        }
         let civil = CivilTime.dateTime(unixSeconds: seconds)
         let (year, month, day, hour, minute, second) = (civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second)
         func pad(_ value: Int64, _ width: Int) -> String {
@@ -105,17 +111,24 @@ enum PostgresTimestamp {
             return value
         }
         guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19) else { return nil }
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        else { return nil }
         var index = 19
         var micros: Int64 = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1
             var digits = 0
             while index < bytes.count, (48...57).contains(bytes[index]) {
-                if digits < 6 { micros = micros * 10 + Int64(bytes[index] - 48); digits += 1 }
+                if digits < 6 {
+                    micros = micros * 10 + Int64(bytes[index] - 48)
+                    digits += 1
+                }
                 index += 1
             }
-            while digits < 6 { micros *= 10; digits += 1 }
+            while digits < 6 {
+                micros *= 10
+                digits += 1
+            }
         }
         var offsetSeconds: Int64 = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {

@@ -1,13 +1,13 @@
 import ArgumentParser
 import Foundation
-import Logging
 import HTTPServing
+import Logging
 import Metrics
 import NIOPosix
-import Prometheus
 import PostgresClient
-import RedisClient
+import Prometheus
 import ReconcilerCore
+import RedisClient
 import ReservationCore
 import ReservationScripts
 import ServiceLifecycle
@@ -55,7 +55,8 @@ struct CommonOptions: ParsableArguments {
         }
         let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         let postgres = PostgresClient(url: configuration.databaseURL, size: 4)
-        let name = configuration.reconcilerName
+        let name =
+            configuration.reconcilerName
             ?? "reconciler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let reconciler = Reconciler(
             redis: redis, postgres: postgres, configuration: configuration, consumerName: name,
@@ -103,9 +104,10 @@ extension ReconcilerCommand {
             }
             try? await redis.load(ReservationScripts.all)
             logger.info("reconciler running", metadata: ["consumer": "\(reconciler.consumer.name)"])
-            let group = ServiceGroup(configuration: .init(
-                services: [.init(service: ReconcilerService(reconciler: reconciler))],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: ReconcilerService(reconciler: reconciler))],
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             await metricsServer?.stop()
             await redis.shutdown()
@@ -130,9 +132,11 @@ extension ReconcilerCommand {
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
             try await Migrator.migrate(postgres, logger: logger)
             let (applied, elapsed, repaired) = try await reconciler.once()
-            logger.info("once finished", metadata: [
-                "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(repaired)",
-            ])
+            logger.info(
+                "once finished",
+                metadata: [
+                    "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(repaired)",
+                ])
             print("applied \(applied) events in \(elapsed); repaired \(repaired) drifts")
             await redis.shutdown()
             await postgres.shutdown()

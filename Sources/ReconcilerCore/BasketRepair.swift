@@ -23,9 +23,10 @@ extension Reconciler {
     private func repairUnderMaintenance(_ basketId: String, partition: Int, reason: Drift) async throws {
         // Everything the gateway recorded for this basket before `maint` reaches Postgres first.
         _ = try await drain(streams: [Keyspace.stream(partition)])
-        let redisState = try await redis.send(
-            "HMGET", .string(Keyspace.basket(basketId, partition: partition)), "stock", "capacity", "hold", "max", "seq"
-        ).array ?? []
+        let redisState =
+            try await redis.send(
+                "HMGET", .string(Keyspace.basket(basketId, partition: partition)), "stock", "capacity", "hold", "max", "seq"
+            ).array ?? []
 
         struct Truth: Sendable {
             var row: BasketRow
@@ -34,17 +35,22 @@ extension Reconciler {
         let truth = try await postgres.withConnection { connection -> Truth? in
             if try BasketStore.read(connection, basketId) == nil, let stock = redisState[0].int, let capacity = redisState[1].int {
                 // Postgres lost the basket (its events are gone): keep what Redis knows.
-                try BasketStore.update(connection, basketId, create: BasketRow(
-                    id: basketId, stock: stock, capacity: capacity, holdSeconds: redisState[2].int ?? 600,
-                    maxPerConsumer: redisState[3].int ?? 1, redisSeq: redisState[4].int ?? 0, version: 1)) { _ in nil }
+                try BasketStore.update(
+                    connection, basketId,
+                    create: BasketRow(
+                        id: basketId, stock: stock, capacity: capacity, holdSeconds: redisState[2].int ?? 600,
+                        maxPerConsumer: redisState[3].int ?? 1, redisSeq: redisState[4].int ?? 0, version: 1)
+                ) { _ in nil }
             }
             guard var row = try BasketStore.read(connection, basketId) else { return nil }
-            let reservations = try connection.query("""
+            let reservations = try connection.query(
+                """
                 SELECT id, \(ReservationColumns.select) FROM reservations WHERE basket_id = $1 ORDER BY id
-                """, [.text(basketId)]).compactMap { row -> (id: String, record: ReservationRecord)? in
-                    guard let id = row["id"].string, let record = ReservationColumns.record(row) else { return nil }
-                    return (id, record)
-                }
+                """, [.text(basketId)]
+            ).compactMap { row -> (id: String, record: ReservationRecord)? in
+                guard let id = row["id"].string, let record = ReservationColumns.record(row) else { return nil }
+                return (id, record)
+            }
             var held = 0
             for (_, record) in reservations where record.status.isActive { held += record.quantity }
             // Units are conserved: what is not held by a reservation is stock.

@@ -1,6 +1,7 @@
 public import PostgresClient
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A `baskets` row.
@@ -58,21 +59,29 @@ public enum BasketStore {
         for attempt in 0..<maxAttempts {
             guard let current = try read(connection, id) else {
                 guard let create else { throw BasketStoreError.notFound(id) }
-                try connection.execute("""
+                try connection.execute(
+                    """
                     INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version)
                     VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (id) DO NOTHING
-                    """, [.text(id), .int(create.stock), .int(create.capacity), .int(create.holdSeconds),
-                          .int(create.maxPerConsumer), .int(create.redisSeq)])
+                    """,
+                    [
+                        .text(id), .int(create.stock), .int(create.capacity), .int(create.holdSeconds),
+                        .int(create.maxPerConsumer), .int(create.redisSeq),
+                    ])
                 continue
             }
             guard var next = try change(current) else { return current }
             next.version = current.version + 1
-            let changed = try connection.execute("""
+            let changed = try connection.execute(
+                """
                 UPDATE baskets SET stock = $3, capacity = $4, hold_seconds = $5, max_per_consumer = $6,
                     redis_seq = $7, version = $8, updated_at = now()
                 WHERE id = $1 AND version = $2
-                """, [.text(id), .int(current.version), .int(next.stock), .int(next.capacity), .int(next.holdSeconds),
-                      .int(next.maxPerConsumer), .int(next.redisSeq), .int(next.version)])
+                """,
+                [
+                    .text(id), .int(current.version), .int(next.stock), .int(next.capacity), .int(next.holdSeconds),
+                    .int(next.maxPerConsumer), .int(next.redisSeq), .int(next.version),
+                ])
             if changed == 1 { return next }
             backoff(attempt)
         }

@@ -47,13 +47,15 @@ extension Reconciler {
     func findDrifts() async throws -> [Drift] {
         let postgresBaskets = try await postgres.withConnection { connection -> [String: PostgresBasket] in
             var result: [String: PostgresBasket] = [:]
-            for row in try connection.query("""
+            for row in try connection.query(
+                """
                 SELECT b.id, b.stock, b.capacity, b.hold_seconds, b.max_per_consumer, b.redis_seq, b.version,
                        COALESCE(SUM(r.quantity) FILTER (WHERE r.status = 'pending'), 0) AS pending,
                        COALESCE(SUM(r.quantity) FILTER (WHERE r.status = 'confirmed'), 0) AS confirmed
                 FROM baskets b LEFT JOIN reservations r ON r.basket_id = b.id
                 GROUP BY b.id
-                """) {
+                """)
+            {
                 let basket = BasketStore.row(row)
                 result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
             }
@@ -75,16 +77,22 @@ extension Reconciler {
                 continue
             }
             guard let state else {
-                drifts.append(Drift(basketId: id, kind: .missingInRedis,
-                                    detail: "postgres has stock=\(postgres.row.stock) capacity=\(postgres.row.capacity); redis has no basket"))
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .missingInRedis,
+                        detail: "postgres has stock=\(postgres.row.stock) capacity=\(postgres.row.capacity); redis has no basket"))
                 continue
             }
             let redisTuple = [state.stock, state.pending, state.confirmed, state.capacity]
             let postgresTuple = [postgres.row.stock, postgres.pending, postgres.confirmed, postgres.row.capacity]
             if redisTuple != postgresTuple || redisTuple[0] + redisTuple[1] + redisTuple[2] != redisTuple[3] {
-                drifts.append(Drift(basketId: id, kind: .counters, detail:
-                    "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
-                    + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])"))
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .counters,
+                        detail:
+                            "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
+                            + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])"
+                    ))
             } else {
                 consistent.insert(id)
             }
@@ -97,11 +105,12 @@ extension Reconciler {
         var totals: [String: Int] = [:]
         for chunk in stride(from: 0, to: checked.count, by: 5000) {
             let slice = checked[chunk..<min(chunk + 5000, checked.count)]
-            let replies = try await redis.pipeline(slice.map { row in
-                let id = row["id"].string ?? ""
-                let partition = ReservationIdGenerator.partition(of: id) ?? Keyspace.partition(ofForeignId: id)
-                return ReadReservationCall(reservationId: id, partition: partition).command
-            })
+            let replies = try await redis.pipeline(
+                slice.map { row in
+                    let id = row["id"].string ?? ""
+                    let partition = ReservationIdGenerator.partition(of: id) ?? Keyspace.partition(ofForeignId: id)
+                    return ReadReservationCall(reservationId: id, partition: partition).command
+                })
             for (row, reply) in zip(slice, replies) {
                 let basketId = row["basket_id"].string ?? ""
                 totals[basketId, default: 0] += 1
@@ -110,8 +119,10 @@ extension Reconciler {
             }
         }
         for (basketId, count) in mismatches.sorted(by: { $0.key < $1.key }) {
-            drifts.append(Drift(basketId: basketId, kind: .reservations,
-                                detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis"))
+            drifts.append(
+                Drift(
+                    basketId: basketId, kind: .reservations,
+                    detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis"))
         }
         return drifts
     }

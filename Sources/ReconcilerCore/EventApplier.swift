@@ -17,7 +17,6 @@ public enum EventApplier {
         var maxPerConsumer: Int?
     }
 
-
     struct PaymentRow {
         var eventId: String
         var reservationId: String
@@ -78,9 +77,11 @@ public enum EventApplier {
             let fields = entry.fields
             guard let type = fields["type"] else { continue }
             if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init),
-               let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init) {
-                var change = BasketChange(seq: seq, stock: stock, capacity: capacity,
-                                          holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init))
+                let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init)
+            {
+                var change = BasketChange(
+                    seq: seq, stock: stock, capacity: capacity,
+                    holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init))
                 if let existing = baskets[basketId] {
                     if existing.seq > change.seq {
                         change = existing
@@ -126,7 +127,8 @@ public enum EventApplier {
                     arrays.append(.textArray(ordered.map { $0.value.value(of: field) }))
                 }
                 let placeholders = (1...arrays.count).map { "$\($0)::text[]" }.joined(separator: ", ")
-                try connection.execute("""
+                try connection.execute(
+                    """
                     INSERT INTO reservations AS r (id, \(ReservationColumns.insertColumns))
                     SELECT t.id, \(ReservationColumns.insertValues)
                     FROM unnest(\(placeholders)) AS t(id, \(ReservationColumns.unnestNames))
@@ -143,11 +145,13 @@ public enum EventApplier {
             }
             if !payments.isEmpty {
                 let ordered = payments.sorted { $0.key < $1.key }.map(\.value)
-                try connection.execute("""
+                try connection.execute(
+                    """
                     INSERT INTO payments (external_id, reservation_id, payment_id, amount_cents, currency, kind, outcome)
                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
                     ON CONFLICT (external_id) DO NOTHING
-                    """, [
+                    """,
+                    [
                         .textArray(ordered.map(\.eventId)), .textArray(ordered.map(\.reservationId)),
                         .textArray(ordered.map(\.paymentId)), .intArray(ordered.map(\.amountCents)),
                         .textArray(ordered.map(\.currency)), .textArray(ordered.map(\.kind)), .textArray(ordered.map(\.outcome)),

@@ -1,7 +1,7 @@
 public import HTTPServing
 public import NIOCore
-public import Prometheus
 import NIOHTTP1
+public import Prometheus
 
 /// `GET /metrics` (Prometheus text) and `GET /healthz` for `reconciler run`.
 public struct MetricsEndpoint: HTTPResponder {

@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 public import PostgresClient
 
@@ -15,7 +16,8 @@ public struct Migrator: Sendable {
     public static func migrate(_ postgres: PostgresClient, logger: Logger) async throws -> [String] {
         let applied = try await postgres.transaction { connection -> [String] in
             try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(lockKey)])
-            try connection.execute("""
+            try connection.execute(
+                """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                     version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())
                 """)
@@ -52,5 +54,3 @@ public struct Migrator: Sendable {
         return statements
     }
 }
-
-import Foundation

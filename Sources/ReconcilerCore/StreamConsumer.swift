@@ -32,14 +32,16 @@ public struct StreamConsumer: Sendable {
     /// New entries (never delivered to anyone), up to `count` per stream.
     public func readNew(count: Int, streams subset: [String]? = nil) async throws -> [StreamEntry] {
         let keys = subset ?? streams
-        let command: [RedisArgument] = ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
+        let command: [RedisArgument] =
+            ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
             + keys.map { .string($0) } + keys.map { _ in ">" }
         return try await withGroups { StreamEntry.parseRead(try await redis.send(command)) }
     }
 
     /// Entries delivered to this consumer and not yet acknowledged (after a failed apply).
     public func readOwnPending(count: Int) async throws -> [StreamEntry] {
-        let command: [RedisArgument] = ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
+        let command: [RedisArgument] =
+            ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
             + streams.map { .string($0) } + streams.map { _ in "0" }
         return try await withGroups { StreamEntry.parseRead(try await redis.send(command)) }
     }
@@ -51,8 +53,9 @@ public struct StreamConsumer: Sendable {
             var cursor = "0-0"
             repeat {
                 let reply = try await withGroups {
-                    try await redis.send("XAUTOCLAIM", .string(stream), .string(Self.group), .string(name),
-                                         .int(minIdleMilliseconds), .string(cursor), "COUNT", .int(count))
+                    try await redis.send(
+                        "XAUTOCLAIM", .string(stream), .string(Self.group), .string(name),
+                        .int(minIdleMilliseconds), .string(cursor), "COUNT", .int(count))
                 }
                 guard let parts = reply.array, parts.count >= 2, let next = parts[0].string else { break }
                 claimed += StreamEntry.parseEntries(stream, parts[1])

@@ -42,9 +42,10 @@ public final class RedisClient: Sendable {
         let scriptLoads = scriptLoads
         for eventLoop in eventLoopGroup.makeIterator() {
             for _ in 0..<max(1, configuration.connectionsPerEventLoop) {
-                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration) { [scriptLoads] in
-                    scriptLoads.value.wrappingAdd(1, ordering: .relaxed)
-                })
+                connections.append(
+                    RedisConnection(eventLoop: eventLoop, configuration: configuration) { [scriptLoads] in
+                        scriptLoads.value.wrappingAdd(1, ordering: .relaxed)
+                    })
             }
         }
         self.connections = connections

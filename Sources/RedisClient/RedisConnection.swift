@@ -93,8 +93,10 @@ final class RedisConnection: @unchecked Sendable {
                         self.run(action)
                     }
                 case .failure(let error):
-                    self.run(self.state.connectFailed(RedisError.connectFailed(
-                        host: configuration.host, port: configuration.port, reason: Self.describe(error))))
+                    self.run(
+                        self.state.connectFailed(
+                            RedisError.connectFailed(
+                                host: configuration.host, port: configuration.port, reason: Self.describe(error))))
                 }
             }
     }

@@ -7,7 +7,8 @@ public enum RedisHashSlot {
         let bytes = Array(key.utf8)
         var tag = bytes[...]
         if let open = bytes.firstIndex(of: UInt8(ascii: "{")),
-           let close = bytes[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 {
+            let close = bytes[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
+        {
             tag = bytes[(open + 1)..<close]
         }
         return Int(crc16(tag) % UInt16(count))

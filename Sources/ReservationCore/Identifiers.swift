@@ -1,4 +1,3 @@
-
 /// The contract's id format: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
 public enum Identifier {
     public static func isValid(_ id: String) -> Bool {
@@ -12,8 +11,8 @@ public enum Identifier {
     static func isIdByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-             UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "@"), UInt8(ascii: "-"):
+            UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "@"), UInt8(ascii: "-"):
             return true
         default:
             return false
@@ -62,7 +61,8 @@ public final class ReservationIdGenerator: Sendable {
     public static func partition(of reservationId: String) -> Int? {
         let utf8 = Array(reservationId.utf8.prefix(3))
         guard utf8.count == 3, utf8[2] == UInt8(ascii: "-"),
-              (48...57).contains(utf8[0]), (48...57).contains(utf8[1]) else { return nil }
+            (48...57).contains(utf8[0]), (48...57).contains(utf8[1])
+        else { return nil }
         let value = Int(utf8[0] - 48) * 10 + Int(utf8[1] - 48)
         return value < Keyspace.partitionCount ? value : nil
     }

@@ -69,9 +69,9 @@ public struct ReservationRecord: Sendable, Equatable {
     /// from Redis or a stream is checked like any other input). `pay` may be absent or "".
     public init?(_ text: (ReservationField) -> String?) {
         guard let basketId = text(.basket), let consumerId = text(.consumer),
-              let quantity = text(.qty).flatMap({ Int($0) }), quantity > 0,
-              let status = text(.status).flatMap(ReservationStatus.init(rawValue:)),
-              let expires = text(.exp).flatMap({ Int64($0) })
+            let quantity = text(.qty).flatMap({ Int($0) }), quantity > 0,
+            let status = text(.status).flatMap(ReservationStatus.init(rawValue:)),
+            let expires = text(.exp).flatMap({ Int64($0) })
         else { return nil }
         let payment = text(.pay)
         self.init(
@@ -117,7 +117,7 @@ public struct BasketState: Sendable, Equatable {
             return Int(value)
         }
         guard let pending = number(.pending, 0), let confirmed = number(.confirmed, 0),
-              let capacity = number(.capacity, stock), let hold = number(.hold, 0), let max = number(.max, 1)
+            let capacity = number(.capacity, stock), let hold = number(.hold, 0), let max = number(.max, 1)
         else { return nil }
         self.init(stock: stock, pending: pending, confirmed: confirmed, capacity: capacity, holdSeconds: hold, maxPerConsumer: max)
     }

@@ -1,9 +1,9 @@
 import CivilTime
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The wall clock, in Unix milliseconds.
@@ -26,7 +26,10 @@ public enum RFC3339 {
     public static func format(milliseconds: Int64) -> String {
         var seconds = milliseconds / 1000
         var millis = milliseconds % 1000
-        if millis < 0 { millis += 1000; seconds -= 1 }
+        if millis < 0 {
+            millis += 1000
+            seconds -= 1
+        }
         let civil = CivilTime.dateTime(unixSeconds: seconds)
         let rest = civil.hour * 3600 + civil.minute * 60 + civil.second
         let (year, month, day) = (civil.year, civil.month, civil.day)
@@ -42,10 +45,20 @@ public enum RFC3339 {
                 divisor /= 10
             }
         }
-        digits(year, 4); out.append(UInt8(ascii: "-")); digits(month, 2); out.append(UInt8(ascii: "-")); digits(day, 2)
+        digits(year, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(day, 2)
         out.append(UInt8(ascii: "T"))
-        digits(rest / 3600, 2); out.append(UInt8(ascii: ":")); digits((rest % 3600) / 60, 2); out.append(UInt8(ascii: ":")); digits(rest % 60, 2)
-        out.append(UInt8(ascii: ".")); digits(millis, 3); out.append(UInt8(ascii: "Z"))
+        digits(rest / 3600, 2)
+        out.append(UInt8(ascii: ":"))
+        digits((rest % 3600) / 60, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(rest % 60, 2)
+        out.append(UInt8(ascii: "."))
+        digits(millis, 3)
+        out.append(UInt8(ascii: "Z"))
         return String(decoding: out, as: UTF8.self)
     }
 }

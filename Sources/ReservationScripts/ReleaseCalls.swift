@@ -16,8 +16,10 @@ public struct ReleaseTarget: Sendable, Equatable {
     }
 
     fileprivate func keys(partition: Int) -> [String] {
-        [Keyspace.reservation(reservationId, partition: partition), Keyspace.basket(basketId, partition: partition),
-         Keyspace.consumerUnits(basketId: basketId, partition: partition)]
+        [
+            Keyspace.reservation(reservationId, partition: partition), Keyspace.basket(basketId, partition: partition),
+            Keyspace.consumerUnits(basketId: basketId, partition: partition),
+        ]
     }
 
     fileprivate var arguments: [RedisArgument] { [.string(reservationId), .string(basketId), .string(consumerId)] }

@@ -1,10 +1,10 @@
 import Foundation
 import GatewayCore
+import NIOHTTP1
 import RedisClient
 import ReservationCore
-import Testing
 import TestSupport
-import NIOHTTP1
+import Testing
 
 /// The product's concurrency requirements, against a real Redis over real HTTP. Every scenario
 /// runs 20 times with fresh baskets, so a race that shows once in 20 fails the suite.
@@ -13,7 +13,9 @@ struct ConcurrencyTests {
     static let rounds = 20
 
     /// stock + pending + confirmed = capacity and stock >= 0, as the gateway reports it.
-    static func checkInvariant(_ gateway: GatewayHarness, _ basketId: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> JSONValue {
+    static func checkInvariant(_ gateway: GatewayHarness, _ basketId: String, sourceLocation: SourceLocation = #_sourceLocation) async throws
+        -> JSONValue
+    {
         let basket = try await gateway.basket(basketId)
         let stock = basket["stock"]?.int ?? -1
         let pending = basket["pending"]?.int ?? -1
@@ -192,7 +194,8 @@ struct ConcurrencyTests {
         try await gateway.createBasket(basketId, stock: 0)
         let first = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "k-1")
         #expect(first.errorCode == "sold_out")
-        _ = try await gateway.request(.POST, "/v1/baskets/\(basketId)/stock-adjustments", headers: gateway.admin, body: HTTPTestClient.json(["delta": 5]))
+        _ = try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/stock-adjustments", headers: gateway.admin, body: HTTPTestClient.json(["delta": 5]))
         let again = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "k-1")
         #expect(again.status == 409)
         #expect(again.body == first.body)
@@ -244,9 +247,10 @@ struct ConcurrencyTests {
         }
         #expect(expired)
         if let otherId = other.json?["reservationId"]?.stringValue {
-            #expect(try await eventually(interval: .milliseconds(100)) {
-                try await gateway.request(.GET, "/v1/reservations/\(otherId)").json?["status"]?.stringValue == "expired"
-            })
+            #expect(
+                try await eventually(interval: .milliseconds(100)) {
+                    try await gateway.request(.GET, "/v1/reservations/\(otherId)").json?["status"]?.stringValue == "expired"
+                })
         }
         #expect(try await eventually { try await gateway.basket(basketId)["stock"]?.int == 1 })
         _ = try await Self.checkInvariant(gateway, basketId)

@@ -1,12 +1,12 @@
 import Foundation
-import Synchronization
 import GatewayCore
+import HTTPServing
+import NIOHTTP1
 import RedisClient
 import ReservationCore
-import Testing
+import Synchronization
 import TestSupport
-import NIOHTTP1
-import HTTPServing
+import Testing
 
 /// Slow, idle, huge and numerous clients, over real sockets against a real gateway: none of them
 /// takes the gateway away from the clients that behave. Assertions are about what happens and in
@@ -87,9 +87,11 @@ struct ConnectionHygieneTests {
     func headTooLarge() async throws {
         let gateway = try await GatewayHarness.start { $0.maxHeadBytes = 4096 }
         let padding = String(repeating: "a", count: 5000)
-        for request in ["GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: \(padding)\r\n\r\n",
-                        "GET /\(padding) HTTP/1.1\r\nHost: t\r\n\r\n",
-                        "GET /healthz HTTP/1.1\r\n" + String(repeating: "X-Many: 1\r\n", count: 500) + "\r\n"] {
+        for request in [
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: \(padding)\r\n\r\n",
+            "GET /\(padding) HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\n" + String(repeating: "X-Many: 1\r\n", count: 500) + "\r\n",
+        ] {
             let connection = try await RawConnection.open(port: gateway.port)
             await connection.send(request)
             let response = try #require(try await connection.responses().first)
@@ -244,7 +246,8 @@ struct ConnectionHygieneTests {
         await gateway.stop()
         // A handshake Redis refuses (wrong password) is 503 too, and names no secret.
         #expect(server.command("CONFIG SET requirepass right-password").hasPrefix("+OK"))
-        let wrong = try await GatewayHarness.start(redisURL: server.url.replacingOccurrences(of: "redis://", with: "redis://:wrong-password@"), expiryLoop: false, loadScripts: false)
+        let wrong = try await GatewayHarness.start(
+            redisURL: server.url.replacingOccurrences(of: "redis://", with: "redis://:wrong-password@"), expiryLoop: false, loadScripts: false)
         let refused = try await wrong.reserve(basketId, consumer: "d")
         #expect(refused.status == 503, "\(refused.text)")
         #expect(!refused.text.contains("wrong-password"))

@@ -1,9 +1,9 @@
 import Foundation
 import GatewayCore
-import ReservationCore
-import Testing
-import TestSupport
 import NIOHTTP1
+import ReservationCore
+import TestSupport
+import Testing
 
 /// Every error code of the contract, over HTTP, with its status and JSON shape.
 @Suite("Gateway error answers")
@@ -23,47 +23,67 @@ struct ContractErrorTests {
         let basketId = TestEnvironment.uniqueId("b")
         let body = HTTPTestClient.json(["stock": 2])
         Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", body: body), 401, "unauthorized")
-        Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: [("Authorization", "Bearer wrong")], body: body), 401, "unauthorized")
-        Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: [("Authorization", GatewayHarness.adminToken)], body: body), 401, "unauthorized")
+        Self.expectError(
+            try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: [("Authorization", "Bearer wrong")], body: body), 401, "unauthorized")
+        Self.expectError(
+            try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: [("Authorization", GatewayHarness.adminToken)], body: body), 401,
+            "unauthorized")
         let created = try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: body)
         #expect(created.status == 201)
-        #expect(created.json == .object(["basketId": .string(basketId), "stock": .integer(2), "pending": .integer(0), "confirmed": .integer(0),
-                                         "capacity": .integer(2), "holdSeconds": .integer(600), "maxPerConsumer": .integer(1)]))
+        #expect(
+            created.json
+                == .object([
+                    "basketId": .string(basketId), "stock": .integer(2), "pending": .integer(0), "confirmed": .integer(0),
+                    "capacity": .integer(2), "holdSeconds": .integer(600), "maxPerConsumer": .integer(1),
+                ]))
         Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: body), 409, "basket_exists")
         let adjust = "/v1/baskets/\(basketId)/stock-adjustments"
         Self.expectError(try await gateway.request(.POST, adjust, body: HTTPTestClient.json(["delta": 1])), 401, "unauthorized")
-        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": -3])), 409, "insufficient_stock")
-        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 0])), 400, "invalid_request")
+        Self.expectError(
+            try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": -3])), 409, "insufficient_stock")
+        Self.expectError(
+            try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 0])), 400, "invalid_request")
         let added = try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 3]))
         #expect(added.json?["stock"]?.int == 5)
         #expect(added.json?["capacity"]?.int == 5)
         let removed = try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": -5]))
         #expect(removed.json?["stock"]?.int == 0)
-        Self.expectError(try await gateway.request(.POST, "/v1/baskets/\(basketId)-x/stock-adjustments", headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 404, "basket_not_found")
+        Self.expectError(
+            try await gateway.request(
+                .POST, "/v1/baskets/\(basketId)-x/stock-adjustments", headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 404,
+            "basket_not_found")
         Self.expectError(try await gateway.request(.GET, "/v1/baskets/\(basketId)-x"), 404, "basket_not_found")
         // Capacity is bounded (so no counter, here or in Postgres, can overflow): 409 past it.
         let full = try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 1_000_000_000]))
         #expect(full.json?["capacity"]?.int == 1_000_000_000)
-        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 409, "capacity_exceeded")
+        Self.expectError(
+            try await gateway.request(.POST, adjust, headers: gateway.admin, body: HTTPTestClient.json(["delta": 1])), 409, "capacity_exceeded")
         #expect(try await gateway.basket(basketId)["capacity"]?.int == 1_000_000_000)
         // Integral numbers in any JSON notation are integers; null is not a value for a number.
         let floaty = try await gateway.request(.POST, adjust, headers: gateway.admin, body: Array(#"{"delta": -1.0e0}"#.utf8))
         #expect(floaty.json?["stock"]?.int == 999_999_999)
-        Self.expectError(try await gateway.request(.POST, adjust, headers: gateway.admin, body: Array(#"{"delta": null}"#.utf8)), 400, "invalid_request")
+        Self.expectError(
+            try await gateway.request(.POST, adjust, headers: gateway.admin, body: Array(#"{"delta": null}"#.utf8)), 400, "invalid_request")
         // Ids in paths may be percent-encoded, as URL libraries write ':' and '@'.
         let encodedId = basketId + "%3Av2"
-        #expect(try await gateway.request(.PUT, "/v1/baskets/\(encodedId)", headers: gateway.admin, body: body).json?["basketId"]?.stringValue == basketId + ":v2")
+        #expect(
+            try await gateway.request(.PUT, "/v1/baskets/\(encodedId)", headers: gateway.admin, body: body).json?["basketId"]?.stringValue == basketId
+                + ":v2")
         await gateway.stop()
     }
 
-    @Test("bad basket bodies get 400", arguments: [
-        #"{"stock": -1}"#, #"{"stock": "3"}"#, #"{"stock": 1.5}"#, #"{}"#, #"{"stock": 3, "holdSeconds": 0}"#,
-        #"{"stock": 3, "holdSeconds": 86401}"#, #"{"stock": 3, "maxPerConsumer": 0}"#, #"[1]"#, #"{"stock": 3"#, "",
-        #"{"stock": null}"#, #"{"stock": 3, "holdSeconds": null}"#, #"{"stock": 1e400}"#, #"{"stock": 9223372036854775808}"#,
-    ])
+    @Test(
+        "bad basket bodies get 400",
+        arguments: [
+            #"{"stock": -1}"#, #"{"stock": "3"}"#, #"{"stock": 1.5}"#, #"{}"#, #"{"stock": 3, "holdSeconds": 0}"#,
+            #"{"stock": 3, "holdSeconds": 86401}"#, #"{"stock": 3, "maxPerConsumer": 0}"#, #"[1]"#, #"{"stock": 3"#, "",
+            #"{"stock": null}"#, #"{"stock": 3, "holdSeconds": null}"#, #"{"stock": 1e400}"#, #"{"stock": 9223372036854775808}"#,
+        ])
     func badBasketBodies(body: String) async throws {
         let gateway = try await GatewayHarness.start()
-        Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(TestEnvironment.uniqueId("b"))", headers: gateway.admin, body: Array(body.utf8)), 400, "invalid_request")
+        Self.expectError(
+            try await gateway.request(.PUT, "/v1/baskets/\(TestEnvironment.uniqueId("b"))", headers: gateway.admin, body: Array(body.utf8)), 400,
+            "invalid_request")
         await gateway.stop()
     }
 
@@ -73,11 +93,16 @@ struct ContractErrorTests {
         let basketId = TestEnvironment.uniqueId("b")
         try await gateway.createBasket(basketId, stock: 1, maxPerConsumer: 1)
         let path = "/v1/baskets/\(basketId)/reservations"
-        for body in [#"{"consumerId": 5}"#, #"{"quantity": 1}"#, #"{"consumerId": "has space"}"#, #"{"consumerId": "c", "quantity": 0}"#,
-                     #"{"consumerId": "c", "quantity": "1"}"#, "not json", #"{"consumerId": "c",}"#, #"{"consumerId":"\#(String(repeating: "x", count: 129))"}"#] {
+        for body in [
+            #"{"consumerId": 5}"#, #"{"quantity": 1}"#, #"{"consumerId": "has space"}"#, #"{"consumerId": "c", "quantity": 0}"#,
+            #"{"consumerId": "c", "quantity": "1"}"#, "not json", #"{"consumerId": "c",}"#,
+            #"{"consumerId":"\#(String(repeating: "x", count: 129))"}"#,
+        ] {
             Self.expectError(try await gateway.request(.POST, path, body: Array(body.utf8)), 400, "invalid_request")
         }
-        Self.expectError(try await gateway.request(.POST, "/v1/baskets/bad%20id/reservations", body: HTTPTestClient.json(["consumerId": "c"])), 400, "invalid_request")
+        Self.expectError(
+            try await gateway.request(.POST, "/v1/baskets/bad%20id/reservations", body: HTTPTestClient.json(["consumerId": "c"])), 400,
+            "invalid_request")
         Self.expectError(try await gateway.reserve(basketId, consumer: "c", idempotencyKey: "has space"), 400, "invalid_request")
         Self.expectError(try await gateway.reserve(basketId + "-none", consumer: "c"), 404, "basket_not_found")
         Self.expectError(try await gateway.reserve(basketId, consumer: "c", quantity: 2), 409, "limit_exceeded")
@@ -114,7 +139,8 @@ struct ContractErrorTests {
         // 16 KiB exactly is still read (and then judged on its content).
         let edge = Array(#"{"consumerId":"c","pad":""#.utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 16 * 1024 - 29) + Array(#""}"#.utf8)
         #expect(edge.count <= 16 * 1024)
-        #expect(try await gateway.request(.POST, "/v1/baskets/\(TestEnvironment.uniqueId("b"))/reservations", body: edge).errorCode == "basket_not_found")
+        #expect(
+            try await gateway.request(.POST, "/v1/baskets/\(TestEnvironment.uniqueId("b"))/reservations", body: edge).errorCode == "basket_not_found")
         await gateway.stop()
     }
 
@@ -154,19 +180,27 @@ struct ContractErrorTests {
         let gateway = try await GatewayHarness.start()
         let (basketId, reservationId) = try await ConcurrencyTests.pendingReservation(gateway)
         let eventId = TestEnvironment.uniqueId("evt")
-        let body = GatewayHarness.paymentBody(eventId: eventId, type: "payment.succeeded", reservationId: reservationId, paymentId: "p", amountCents: 100, currency: "EUR")
+        let body = GatewayHarness.paymentBody(
+            eventId: eventId, type: "payment.succeeded", reservationId: reservationId, paymentId: "p", amountCents: 100, currency: "EUR")
         // `now` is taken again right before each call: a slow machine must not drift into tolerance.
         var now: Int64 { Int64(Date().timeIntervalSince1970) }
         let signer = WebhookVerifier(secret: GatewayHarness.webhookSecret)
         let path = "/v1/webhooks/payments"
         var tampered = body
         tampered[tampered.count - 3] = UInt8(ascii: "X")
-        Self.expectError(try await gateway.request(.POST, path, headers: [("Webhook-Signature", signer.signatureHeader(body: body, timestamp: now))], body: tampered), 401, "invalid_signature")
-        Self.expectError(try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, secret: "not-the-secret"), 401, "invalid_signature")
-        Self.expectError(try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, timestamp: now - 3_600), 401, "invalid_signature")
-        Self.expectError(try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, timestamp: now + 3_600), 401, "invalid_signature")
+        Self.expectError(
+            try await gateway.request(
+                .POST, path, headers: [("Webhook-Signature", signer.signatureHeader(body: body, timestamp: now))], body: tampered), 401,
+            "invalid_signature")
+        Self.expectError(
+            try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, secret: "not-the-secret"), 401, "invalid_signature")
+        Self.expectError(
+            try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, timestamp: now - 3_600), 401, "invalid_signature")
+        Self.expectError(
+            try await gateway.deliverPayment(eventId: eventId, reservationId: reservationId, timestamp: now + 3_600), 401, "invalid_signature")
         Self.expectError(try await gateway.request(.POST, path, body: body), 401, "invalid_signature")
-        Self.expectError(try await gateway.request(.POST, path, headers: [("Webhook-Signature", "t=\(now),v1=zz")], body: body), 401, "invalid_signature")
+        Self.expectError(
+            try await gateway.request(.POST, path, headers: [("Webhook-Signature", "t=\(now),v1=zz")], body: body), 401, "invalid_signature")
         Self.expectError(try await gateway.request(.POST, path, headers: [("Webhook-Signature", "garbage")], body: body), 401, "invalid_signature")
         // Nothing was claimed: the first valid delivery is processed. (A signature a little old is
         // still good; the exact 300 s edge is a unit test with a fixed clock, not a race here.)
@@ -181,11 +215,17 @@ struct ContractErrorTests {
         let gateway = try await GatewayHarness.start()
         let signer = WebhookVerifier(secret: GatewayHarness.webhookSecret)
         let now = Int64(Date().timeIntervalSince1970)
-        for body in [#"{"id":"e1","type":"payment.refunded","data":{"reservationId":"r","paymentId":"p","amountCents":1,"currency":"EUR"}}"#,
-                     #"{"id":"e1","type":"payment.succeeded"}"#, #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"bad id","paymentId":"p","amountCents":1,"currency":"EUR"}}"#,
-                     #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"r","paymentId":"p","amountCents":"1","currency":"EUR"}}"#, "{nope"] {
+        for body in [
+            #"{"id":"e1","type":"payment.refunded","data":{"reservationId":"r","paymentId":"p","amountCents":1,"currency":"EUR"}}"#,
+            #"{"id":"e1","type":"payment.succeeded"}"#,
+            #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"bad id","paymentId":"p","amountCents":1,"currency":"EUR"}}"#,
+            #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"r","paymentId":"p","amountCents":"1","currency":"EUR"}}"#, "{nope",
+        ] {
             let bytes = Array(body.utf8)
-            Self.expectError(try await gateway.request(.POST, "/v1/webhooks/payments", headers: [("Webhook-Signature", signer.signatureHeader(body: bytes, timestamp: now))], body: bytes), 400, "invalid_request")
+            Self.expectError(
+                try await gateway.request(
+                    .POST, "/v1/webhooks/payments", headers: [("Webhook-Signature", signer.signatureHeader(body: bytes, timestamp: now))], body: bytes
+                ), 400, "invalid_request")
         }
         let unknown = try await gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: "03-no-such-reservation")
         #expect(unknown.json == .object(["status": .string("processed"), "outcome": .string("unknown_reservation")]))

@@ -1,11 +1,11 @@
 import Foundation
-import Synchronization
 import GatewayCore
+import NIOHTTP1
 import RedisClient
 import ReservationCore
-import Testing
+import Synchronization
 import TestSupport
-import NIOHTTP1
+import Testing
 
 /// The real `gateway` executable against input nobody should send, and against a stop under
 /// load: the process lives, answers what it can, and never answers a 5xx other than 503.
@@ -50,7 +50,8 @@ struct HostileTrafficTests {
             request("GET", "/v1/reservations/99-aaaaaaaaaaaaaaaaaaaaaaaaaa"), request("GET", "/../../etc/passwd"),
             request("GET", "/v1/baskets/\(basketId)?" + String(repeating: "&a=1", count: 200)),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: "{" + String(repeating: "[", count: 5_000)),
-            request("POST", "/v1/baskets/\(basketId)/reservations", body: String(repeating: "[", count: 8_000) + String(repeating: "]", count: 8_000)),
+            request(
+                "POST", "/v1/baskets/\(basketId)/reservations", body: String(repeating: "[", count: 8_000) + String(repeating: "]", count: 8_000)),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: #"{"consumerId":"c","quantity":1e400}"#),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: #"{"consumerId":"c","quantity":9223372036854775808}"#),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: #"{"consumerId":"c","quantity":-9223372036854775808}"#),
@@ -58,20 +59,27 @@ struct HostileTrafficTests {
             request("POST", "/v1/baskets/\(basketId)/reservations", body: #"{"consumerId":"\u0000","quantity":1}"#),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: #"{"consumerId":"\ud800"}"#),
             request("POST", "/v1/baskets/\(basketId)/reservations", body: "{\"consumerId\":\"\u{7f}\"}"),
-            request("POST", "/v1/baskets/\(basketId)/reservations", headers: ["Idempotency-Key: " + String(repeating: "k", count: 300)], body: #"{"consumerId":"c"}"#),
+            request(
+                "POST", "/v1/baskets/\(basketId)/reservations", headers: ["Idempotency-Key: " + String(repeating: "k", count: 300)],
+                body: #"{"consumerId":"c"}"#),
             request("POST", "/v1/baskets/\(basketId)/reservations", headers: ["Idempotency-Key: \u{1}"], body: #"{"consumerId":"c"}"#),
             request("PUT", "/v1/baskets/\(basketId)-x", headers: [admin], body: #"{"stock":1e9,"holdSeconds":86400,"maxPerConsumer":1e9}"#),
             request("PUT", "/v1/baskets/\(basketId)-y", headers: [admin], body: #"{"stock":-0.0}"#),
             request("POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: [admin], body: #"{"delta":-9223372036854775808}"#),
             request("POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: [admin], body: #"{"delta":1000000000}"#),
             request("POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: ["Authorization: Bearer"], body: #"{"delta":1}"#),
-            request("POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: ["Authorization: " + String(repeating: "B", count: 8000)], body: #"{"delta":1}"#),
+            request(
+                "POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: ["Authorization: " + String(repeating: "B", count: 8000)],
+                body: #"{"delta":1}"#),
             request("DELETE", "/v1/reservations/\(reservationId)x"),
         ]
-        let payment = #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"\#(reservationId)","paymentId":"p","amountCents":1,"currency":"EUR"}}"#
-        for signature in ["t=-9223372036854775808,v1=\(mac)", "t=9223372036854775807,v1=\(mac)", "t=99999999999999999999999,v1=\(mac)",
-                          "t=,v1=", "v1=\(mac)", "t=1", String(repeating: ",", count: 1000), "t=1,v1=" + String(repeating: "z", count: 64),
-                          "t=0x10,v1=\(mac)", "t=+1,v1=\(mac)", "t=" + String(repeating: "9", count: 900)] {
+        let payment =
+            #"{"id":"e1","type":"payment.succeeded","data":{"reservationId":"\#(reservationId)","paymentId":"p","amountCents":1,"currency":"EUR"}}"#
+        for signature in [
+            "t=-9223372036854775808,v1=\(mac)", "t=9223372036854775807,v1=\(mac)", "t=99999999999999999999999,v1=\(mac)",
+            "t=,v1=", "v1=\(mac)", "t=1", String(repeating: ",", count: 1000), "t=1,v1=" + String(repeating: "z", count: 64),
+            "t=0x10,v1=\(mac)", "t=+1,v1=\(mac)", "t=" + String(repeating: "9", count: 900),
+        ] {
             cases.append(request("POST", "/v1/webhooks/payments", headers: ["Webhook-Signature: \(signature)"], body: payment))
         }
         return cases
@@ -105,19 +113,26 @@ struct HostileTrafficTests {
         let basketId = TestEnvironment.uniqueId("hostile")
         // Setup calls are retried: on a loaded machine the short idle timeout may close a
         // connection before its request arrives (that is the timeout working, not a failure).
-        #expect(try await gateway.requestRetrying(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin,
-                                                  body: Array(#"{"stock":100000,"maxPerConsumer":1000}"#.utf8)).status == 201)
+        #expect(
+            try await gateway.requestRetrying(
+                .PUT, "/v1/baskets/\(basketId)", headers: gateway.admin,
+                body: Array(#"{"stock":100000,"maxPerConsumer":1000}"#.utf8)
+            ).status == 201)
         let reserved = try await gateway.requestRetrying(.POST, "/v1/baskets/\(basketId)/reservations", body: Array(#"{"consumerId":"victim"}"#.utf8))
         let reservationId = try #require(reserved.json?["reservationId"]?.stringValue)
 
         var random = SeededGenerator(state: 20_261_125)
         var cases = Self.hostileCases(basketId: basketId, reservationId: reservationId)
         let valid: [[UInt8]] = [
-            Self.request("POST", "/v1/baskets/\(basketId)/reservations", headers: ["Idempotency-Key: k1"], body: #"{"consumerId":"mutant","quantity":1}"#),
+            Self.request(
+                "POST", "/v1/baskets/\(basketId)/reservations", headers: ["Idempotency-Key: k1"], body: #"{"consumerId":"mutant","quantity":1}"#),
             Self.request("GET", "/v1/reservations/\(reservationId)"), Self.request("GET", "/v1/baskets/\(basketId)"),
-            Self.request("POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: ["Authorization: Bearer \(GatewayProcess.adminToken)"], body: #"{"delta":1}"#),
-            Self.request("POST", "/v1/webhooks/payments", headers: ["Webhook-Signature: t=1,v1=\(String(repeating: "0", count: 64))"],
-                         body: #"{"id":"e","type":"payment.failed","data":{"reservationId":"r","paymentId":"p","amountCents":1,"currency":"EUR"}}"#),
+            Self.request(
+                "POST", "/v1/baskets/\(basketId)/stock-adjustments", headers: ["Authorization: Bearer \(GatewayProcess.adminToken)"],
+                body: #"{"delta":1}"#),
+            Self.request(
+                "POST", "/v1/webhooks/payments", headers: ["Webhook-Signature: t=1,v1=\(String(repeating: "0", count: 64))"],
+                body: #"{"id":"e","type":"payment.failed","data":{"reservationId":"r","paymentId":"p","amountCents":1,"currency":"EUR"}}"#),
         ]
         while cases.count < 3_000 { cases.append(Self.mutate(valid[cases.count % valid.count], &random)) }
 
@@ -143,7 +158,9 @@ struct HostileTrafficTests {
             for (index, found) in answers {
                 for status in found {
                     statuses[status, default: 0] += 1
-                    if status >= 500 && status != 503 { bad.append("case \(index): \(status): \(String(decoding: cases[index].prefix(200), as: UTF8.self))") }
+                    if status >= 500 && status != 503 {
+                        bad.append("case \(index): \(status): \(String(decoding: cases[index].prefix(200), as: UTF8.self))")
+                    }
                 }
             }
             #expect(gateway.isRunning, "the gateway died at cases \(start)..<\(start + 100)")
@@ -162,8 +179,11 @@ struct HostileTrafficTests {
         try await redisServer.start()
         let gateway = try await GatewayProcess.start(redisURL: redisServer.url, environment: ["GATEWAY_SHUTDOWN_GRACE_MS": "60000"])
         let basketId = TestEnvironment.uniqueId("stop")
-        #expect(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin,
-                                          body: Array(#"{"stock":1000000,"maxPerConsumer":1}"#.utf8)).status == 201)
+        #expect(
+            try await gateway.request(
+                .PUT, "/v1/baskets/\(basketId)", headers: gateway.admin,
+                body: Array(#"{"stock":1000000,"maxPerConsumer":1}"#.utf8)
+            ).status == 201)
         let answered = Answers()
         let closeMarked = Counter()
         let sent = Counter()
@@ -175,14 +195,18 @@ struct HostileTrafficTests {
                 while true {
                     let consumer = "k\(client)-\(index)"
                     let body = #"{"consumerId":"\#(consumer)"}"#
-                    let bytes = Array("POST /v1/baskets/\(basketId)/reservations HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+                    let bytes = Array(
+                        "POST /v1/baskets/\(basketId)/reservations HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
                     guard await connection.send(bytes) else { break }
                     sent.increment()
                     let responses = try await connection.responses(count: index + 1)
                     guard responses.count == index + 1 else { break }  // closed without an answer: it was not received
                     let response = responses[index]
                     answered.append(consumer: consumer, status: response.status)
-                    if response.header("connection") == "close" { closeMarked.increment(); break }
+                    if response.header("connection") == "close" {
+                        closeMarked.increment()
+                        break
+                    }
                     index += 1
                 }
                 await connection.close()
@@ -195,9 +219,10 @@ struct HostileTrafficTests {
         gateway.process.signal(SIGTERM)
         // Redis goes on only once the stop has begun (the listening socket refuses), so the
         // requests stuck in it are certainly in flight when the stop reaches their connections.
-        #expect(try await eventually {
-            (try? await RawConnection.open(port: gateway.port)) == nil
-        })
+        #expect(
+            try await eventually {
+                (try? await RawConnection.open(port: gateway.port)) == nil
+            })
         try await Task.sleep(for: .milliseconds(100))
         try redisServer.resume()
         let status = try await gateway.process.finish(timeout: .seconds(120)).status
@@ -215,7 +240,9 @@ struct HostileTrafficTests {
             for pair in stride(from: 0, to: fields.count - 1, by: 2) { event[fields[pair]] = fields[pair + 1] }
             if event["type"] == "reserved", event["basket"] == basketId, let consumer = event["consumer"] { applied.insert(consumer) }
         }
-        #expect(applied == granted, "applied without a 201: \(applied.subtracting(granted).prefix(5)); 201 not applied: \(granted.subtracting(applied).prefix(5))")
+        #expect(
+            applied == granted,
+            "applied without a 201: \(applied.subtracting(granted).prefix(5)); 201 not applied: \(granted.subtracting(applied).prefix(5))")
         #expect(closeMarked.value >= 1, "requests in flight at the stop were answered with Connection: close")
         #expect(answered.all.allSatisfy { $0.status == 201 || $0.status == 503 }, "\(Set(answered.all.map(\.status)))")
         await redis.shutdown()

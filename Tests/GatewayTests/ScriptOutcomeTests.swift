@@ -1,8 +1,8 @@
 import RedisClient
 import ReservationCore
 import ReservationScripts
-import Testing
 import TestSupport
+import Testing
 
 /// Every outcome of every script, through its typed contract, against a real Redis: the other
 /// half of the seam `ScriptContractTests` checks without one.
@@ -23,10 +23,13 @@ struct ScriptOutcomeTests {
         return (basketId, Keyspace.partition(ofBasket: basketId))
     }
 
-    func reserve(_ basketId: String, _ consumer: String, quantity: Int = 1, id: String? = nil, limit: Int = 0, key: String? = nil) async throws -> ReserveCall.Outcome {
-        try await redis.run(ReserveCall(
-            basketId: basketId, consumerId: consumer, quantity: quantity,
-            reservationId: id ?? ids.next(partition: Keyspace.partition(ofBasket: basketId)), attemptsPerSecond: limit, idempotencyKey: key))
+    func reserve(_ basketId: String, _ consumer: String, quantity: Int = 1, id: String? = nil, limit: Int = 0, key: String? = nil) async throws
+        -> ReserveCall.Outcome
+    {
+        try await redis.run(
+            ReserveCall(
+                basketId: basketId, consumerId: consumer, quantity: quantity,
+                reservationId: id ?? ids.next(partition: Keyspace.partition(ofBasket: basketId)), attemptsPerSecond: limit, idempotencyKey: key))
     }
 
     func maintenance(_ basketId: String, on: Bool) async throws {
@@ -90,7 +93,10 @@ struct ScriptOutcomeTests {
         let (basketId, partition) = try await newBasket(stock: 5, max: 5)
         let id = try grantedId(try await reserve(basketId, "alice", quantity: 2))
         let target = ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "alice")
-        #expect(try await redis.run(CancelReservationCall(ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "mallory"), partition: partition)) == .staleKeys)
+        #expect(
+            try await redis.run(
+                CancelReservationCall(ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "mallory"), partition: partition))
+                == .staleKeys)
         try await maintenance(basketId, on: true)
         #expect(try await redis.run(CancelReservationCall(target, partition: partition)) == .unavailable)
         try await maintenance(basketId, on: false)
@@ -109,8 +115,10 @@ struct ScriptOutcomeTests {
         let later = try grantedId(try await reserve(basketId, "carol"))
         let past = WallClock.nowMilliseconds() - 60_000
         _ = try await redis.send("HSET", .string(Keyspace.reservation(due, partition: partition)), "exp", .int(Int(past)))
-        let targets = [ReleaseTarget(reservationId: due, basketId: basketId, consumerId: "bob"),
-                       ReleaseTarget(reservationId: later, basketId: basketId, consumerId: "carol")]
+        let targets = [
+            ReleaseTarget(reservationId: due, basketId: basketId, consumerId: "bob"),
+            ReleaseTarget(reservationId: later, basketId: basketId, consumerId: "carol"),
+        ]
         #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 1)
         #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 0, "expires once")
         #expect(try await redis.run(CancelReservationCall(targets[0], partition: partition)) == .reservationExpired)
@@ -125,8 +133,9 @@ struct ScriptOutcomeTests {
         let (basketId, partition) = try await newBasket(stock: 5, max: 5)
         let id = try grantedId(try await reserve(basketId, "alice"))
         func event(_ type: String = "payment.succeeded", reservation: String? = nil) -> PaymentCall.Event {
-            PaymentCall.Event(eventId: TestEnvironment.uniqueId("ev"), type: type, reservationId: reservation ?? id,
-                              paymentId: "pay", amountCents: 100, currency: "EUR")
+            PaymentCall.Event(
+                eventId: TestEnvironment.uniqueId("ev"), type: type, reservationId: reservation ?? id,
+                paymentId: "pay", amountCents: 100, currency: "EUR")
         }
         let paid = event()
         #expect(try await redis.run(PaymentCall(paid, partition: partition, basketId: "other")) == .staleKeys)
@@ -153,15 +162,18 @@ struct ScriptOutcomeTests {
         let pendingId = ids.next(partition: partition)
         let paidId = ids.next(partition: partition)
         let future = WallClock.nowMilliseconds() + 600_000
-        let pending = ReservationRecord(basketId: basketId, consumerId: "a", quantity: 2, status: .pending, expiresAtMilliseconds: future, paymentId: nil)
-        let paid = ReservationRecord(basketId: basketId, consumerId: "b", quantity: 1, status: .confirmed, expiresAtMilliseconds: future, paymentId: "p")
+        let pending = ReservationRecord(
+            basketId: basketId, consumerId: "a", quantity: 2, status: .pending, expiresAtMilliseconds: future, paymentId: nil)
+        let paid = ReservationRecord(
+            basketId: basketId, consumerId: "b", quantity: 1, status: .confirmed, expiresAtMilliseconds: future, paymentId: "p")
         #expect(try await redis.run(RepairReservationsCall([(pendingId, pending), (paidId, paid)], partition: partition)) == 2)
         #expect(try await redis.run(ReadReservationCall(reservationId: pendingId, partition: partition)) == pending)
         #expect(try await redis.run(ReadReservationCall(reservationId: paidId, partition: partition)) == paid)
         let holds = try await redis.send("ZSCORE", .string(Keyspace.holds(partition)), .string(pendingId))
         #expect(holds.int == Int(future))
         let state = BasketState(stock: 2, pending: 2, confirmed: 1, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
-        try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: ["a": 2, "b": 1, "gone": 0]))
+        try await redis.run(
+            RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: ["a": 2, "b": 1, "gone": 0]))
         #expect(try await redis.run(ReadBasketCall(basketId: basketId)) == state)
         #expect(try await reserve(basketId, "c") != .unavailable, "back in service")
         let units = try await redis.send("HGET", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)), "a")

@@ -1,18 +1,21 @@
 import Foundation
-@testable import GatewayCore
+import NIOHTTP1
 import ReservationCore
 import Testing
-import NIOHTTP1
+
+@testable import GatewayCore
 
 /// Pure functions: no servers involved.
 @Suite("Unit")
 struct UnitTests {
-    @Test("JSON parsing accepts RFC 8259 and nothing else", arguments: [
-        (#"{"a":1,"b":[true,false,null],"c":"x\"\\\/\u00e9\ud83d\ude00","d":-0.5e3}"#, true),
-        (#"  {"nested":{"deep":[{"x":1}]}}  "#, true),
-        (#"{"a":1,}"#, false), (#"{'a':1}"#, false), (#"{"a":01}"#, false), (#"{"a":1} x"#, false),
-        (#"{"a":"\x"}"#, false), (#"{"a":"\ud83d"}"#, false), ("{\"a\":\"tab\there\"}", false), (#"[1,2"#, false), ("", false),
-    ])
+    @Test(
+        "JSON parsing accepts RFC 8259 and nothing else",
+        arguments: [
+            (#"{"a":1,"b":[true,false,null],"c":"x\"\\\/\u00e9\ud83d\ude00","d":-0.5e3}"#, true),
+            (#"  {"nested":{"deep":[{"x":1}]}}  "#, true),
+            (#"{"a":1,}"#, false), (#"{'a':1}"#, false), (#"{"a":01}"#, false), (#"{"a":1} x"#, false),
+            (#"{"a":"\x"}"#, false), (#"{"a":"\ud83d"}"#, false), ("{\"a\":\"tab\there\"}", false), (#"[1,2"#, false), ("", false),
+        ])
     func jsonParsing(text: String, valid: Bool) {
         let parsed = try? JSONValue.parse(Array(text.utf8))
         #expect((parsed != nil) == valid, "\(text)")
@@ -27,10 +30,12 @@ struct UnitTests {
         #expect(value["big"]?.integerValue == 123_456_789_012)
     }
 
-    @Test("ids follow the contract's format", arguments: [
-        ("basket-1", true), ("A.b_c:d@e-F", true), (String(repeating: "x", count: 128), true),
-        ("", false), (String(repeating: "x", count: 129), false), ("has space", false), ("slash/no", false), ("é", false),
-    ])
+    @Test(
+        "ids follow the contract's format",
+        arguments: [
+            ("basket-1", true), ("A.b_c:d@e-F", true), (String(repeating: "x", count: 128), true),
+            ("", false), (String(repeating: "x", count: 129), false), ("has space", false), ("slash/no", false), ("é", false),
+        ])
     func identifiers(id: String, valid: Bool) {
         #expect(Identifier.isValid(id) == valid)
     }
@@ -57,9 +62,11 @@ struct UnitTests {
     func hashTags() {
         let basket = "sneakers-42"
         let partition = Keyspace.partition(ofBasket: basket)
-        let keys = [Keyspace.basket(basket, partition: partition), Keyspace.stream(partition), Keyspace.holds(partition),
-                    Keyspace.consumerUnits(basketId: basket, partition: partition),
-                    Keyspace.idempotency(basketId: basket, key: "k", partition: partition)]
+        let keys = [
+            Keyspace.basket(basket, partition: partition), Keyspace.stream(partition), Keyspace.holds(partition),
+            Keyspace.consumerUnits(basketId: basket, partition: partition),
+            Keyspace.idempotency(basketId: basket, key: "k", partition: partition),
+        ]
         let tags = Set(keys.map { key in key[key.index(after: key.firstIndex(of: "{")!)..<key.firstIndex(of: "}")!] })
         #expect(tags.count == 1)
         #expect(Keyspace.partition(ofBasket: basket) == partition, "stable across calls")
@@ -82,9 +89,11 @@ struct UnitTests {
         #expect(!verifier.isValid(signatureHeader: header, body: body, now: 999_699))
     }
 
-    @Test("webhook timestamps that would overflow are refused, never trap", arguments: [
-        "-9223372036854775808", "9223372036854775807", "-1", "+1000000", "99999999999999999999", "", "1e6", " 1000000", "0x10",
-    ])
+    @Test(
+        "webhook timestamps that would overflow are refused, never trap",
+        arguments: [
+            "-9223372036854775808", "9223372036854775807", "-1", "+1000000", "99999999999999999999", "", "1e6", " 1000000", "0x10",
+        ])
     func webhookHostileTimestamps(timestamp: String) {
         let verifier = WebhookVerifier(secret: "s3cret")
         let body = Array(#"{"id":"e"}"#.utf8)
@@ -135,25 +144,31 @@ struct UnitTests {
         #expect(Router.route(method: .GET, target: "/openapi.yaml") == .success(.openapi))
         #expect(Router.route(method: .POST, target: "/healthz") == .failure(.methodNotAllowed(allowed: "GET, HEAD")))
         #expect(Router.route(method: .PATCH, target: "/v1/baskets/b") == .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT")))
-        for target in ["", "*", "http://x/v1/baskets/b", "/v1/baskets/b/reservations/x", "/v1/baskets/b/other", "/v2/baskets/b",
-                       "/" + String(repeating: "a/", count: 600), "/v1/webhooks/other"] {
+        for target in [
+            "", "*", "http://x/v1/baskets/b", "/v1/baskets/b/reservations/x", "/v1/baskets/b/other", "/v2/baskets/b",
+            "/" + String(repeating: "a/", count: 600), "/v1/webhooks/other",
+        ] {
             #expect(Router.route(method: .GET, target: target) == .failure(.notFound), "\(target)")
         }
     }
 
-    @Test("path ids are percent-decoded before their format is checked", arguments: [
-        ("/v1/reservations/00-a%3Ab", "00-a:b"), ("/v1/reservations/a%40b", "a@b"), ("/v1/reservations/%41", "A"),
-        ("/v1/reservations/a%2", "a%2"), ("/v1/reservations/a%zz", "a%zz"), ("/v1/reservations/%", "%"),
-        ("/v1/reservations/a%2Fb", "a/b"), ("/v1/reservations/%00", "\u{0}"), ("/v1/reservations/%FF", "\u{FFFD}"),
-    ])
+    @Test(
+        "path ids are percent-decoded before their format is checked",
+        arguments: [
+            ("/v1/reservations/00-a%3Ab", "00-a:b"), ("/v1/reservations/a%40b", "a@b"), ("/v1/reservations/%41", "A"),
+            ("/v1/reservations/a%2", "a%2"), ("/v1/reservations/a%zz", "a%zz"), ("/v1/reservations/%", "%"),
+            ("/v1/reservations/a%2Fb", "a/b"), ("/v1/reservations/%00", "\u{0}"), ("/v1/reservations/%FF", "\u{FFFD}"),
+        ])
     func percentDecoding(target: String, id: String) {
         #expect(Router.route(method: .GET, target: target) == .success(.getReservation(reservationId: id)))
     }
 
     @Test("JSON integers: integral numbers in any notation count, fractions and huge floats do not")
     func jsonIntegers() throws {
-        let cases: [(String, Int64?)] = [("2", 2), ("2.0", 2), ("2e0", 2), ("-0", 0), ("1e9", 1_000_000_000), ("2.5", nil), ("1e400", nil),
-                                         ("9223372036854775807", .max), ("9223372036854775808", nil), ("1e300", nil), ("-1e-400", 0)]
+        let cases: [(String, Int64?)] = [
+            ("2", 2), ("2.0", 2), ("2e0", 2), ("-0", 0), ("1e9", 1_000_000_000), ("2.5", nil), ("1e400", nil),
+            ("9223372036854775807", .max), ("9223372036854775808", nil), ("1e300", nil), ("-1e-400", 0),
+        ]
         for (text, expected) in cases {
             #expect(try JSONValue.parse(Array(text.utf8)).integerValue == expected, "\(text)")
         }

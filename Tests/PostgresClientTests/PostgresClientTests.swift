@@ -1,7 +1,7 @@
 import Foundation
 import PostgresClient
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Postgres client against a real PostgreSQL")
 struct PostgresClientTests {

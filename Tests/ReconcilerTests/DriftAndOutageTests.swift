@@ -1,13 +1,13 @@
 import Foundation
 import GatewayCore
 import Logging
-import PostgresClient
-import RedisClient
-import ReconcilerCore
-import ReservationCore
-import Testing
-import TestSupport
 import NIOHTTP1
+import PostgresClient
+import ReconcilerCore
+import RedisClient
+import ReservationCore
+import TestSupport
+import Testing
 
 @Suite("Reconciler drift repair and outages")
 struct DriftAndOutageTests {
@@ -125,8 +125,9 @@ struct DriftAndOutageTests {
         configuration.reconcilerBatchSize = 200
         var logger = Logger(label: "test-reconciler")
         logger.logLevel = .critical
-        let reconciler = Reconciler(redis: gateway.redis, postgres: postgres, configuration: configuration,
-                                    consumerName: "outage", logger: logger)
+        let reconciler = Reconciler(
+            redis: gateway.redis, postgres: postgres, configuration: configuration,
+            consumerName: "outage", logger: logger)
         let running = Task { await reconciler.run() }
 
         let basketId = TestEnvironment.uniqueId("outage")
@@ -160,9 +161,10 @@ struct DriftAndOutageTests {
             "SELECT count(*) AS n, count(DISTINCT id) AS d FROM reservations WHERE basket_id = $1", [.text(basketId)])
         #expect(summary[0]["n"].int == total)
         #expect(summary[0]["d"].int == total)
-        #expect(try await eventually(interval: .milliseconds(100)) {
-            try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - total
-        })
+        #expect(
+            try await eventually(interval: .milliseconds(100)) {
+                try await postgres.withConnection { try BasketStore.read($0, basketId) }?.stock == 1_000 - total
+            })
         #expect(try await gateway.basket(basketId)["stock"]?.int == 1_000 - total)
         running.cancel()
         _ = await running.value

@@ -1,6 +1,7 @@
-@testable import ReconcilerCore
 import ReservationCore
 import Testing
+
+@testable import ReconcilerCore
 
 /// The reconciler's event merge, without Postgres: whatever order a batch's entries come in,
 /// each row gets its newest basket state and each reservation its furthest status.

@@ -2,8 +2,8 @@ import Foundation
 import GatewayCore
 import Logging
 import PostgresClient
-import RedisClient
 import ReconcilerCore
+import RedisClient
 import ReservationCore
 import TestSupport
 
@@ -43,8 +43,9 @@ final class ReconcilerFixture: Sendable {
         configuration.auditIntervalSeconds = 1
         var logger = Logger(label: "test-reconciler")
         logger.logLevel = .critical
-        return Reconciler(redis: redis, postgres: postgres ?? self.postgres, configuration: configuration, consumerName: name,
-                          claimIdleMilliseconds: claimIdle, logger: logger)
+        return Reconciler(
+            redis: redis, postgres: postgres ?? self.postgres, configuration: configuration, consumerName: name,
+            claimIdleMilliseconds: claimIdle, logger: logger)
     }
 
     /// What `reconciler once` does, in process.

@@ -1,14 +1,14 @@
 import Foundation
 import GatewayCore
 import Logging
+import NIOHTTP1
 import PostgresClient
-import RedisClient
 import ReconcilerCore
+import RedisClient
 import ReservationCore
 import ReservationScripts
-import Testing
 import TestSupport
-import NIOHTTP1
+import Testing
 
 @Suite("Reconciler against real Redis and Postgres")
 struct ReconcilerTests {
@@ -118,9 +118,10 @@ struct ReconcilerTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in start..<min(start + 1000, count) {
                     group.addTask {
-                        let outcome = try await fixture.redis.run(ReserveCall(
-                            basketId: basketId, consumerId: "c\(index)", quantity: 1, reservationId: ids.next(partition: partition),
-                            attemptsPerSecond: 0, idempotencyKey: nil))
+                        let outcome = try await fixture.redis.run(
+                            ReserveCall(
+                                basketId: basketId, consumerId: "c\(index)", quantity: 1, reservationId: ids.next(partition: partition),
+                                attemptsPerSecond: 0, idempotencyKey: nil))
                         guard case .granted = outcome else { throw HarnessError("reserve: \(outcome)") }
                     }
                 }
@@ -142,9 +143,10 @@ struct ReconcilerTests {
         // and the kill lands mid-drain however fast or slow the machine is.
         let stream = Keyspace.stream(Keyspace.partition(ofBasket: basketId))
         let firstHalf = try await fixture.redis.send("XRANGE", .string(stream), "-", "+", "COUNT", 10_000).array ?? []
-        let blockedId = try #require(firstHalf.last?.array?.last?.array.flatMap { fields in
-            stride(from: 0, to: fields.count - 1, by: 2).first { fields[$0].string == "res" }.flatMap { fields[$0 + 1].string }
-        })
+        let blockedId = try #require(
+            firstHalf.last?.array?.last?.array.flatMap { fields in
+                stride(from: 0, to: fields.count - 1, by: 2).first { fields[$0].string == "res" }.flatMap { fields[$0 + 1].string }
+            })
         let blocker = PostgresClient(url: fixture.database.url, size: 1)
         try await blocker.execute("BEGIN")
         try await blocker.execute(
@@ -153,8 +155,9 @@ struct ReconcilerTests {
         let first = try ProductProcess.start("reconciler", ["once"], environment: environment)
         let midway = try await eventually(interval: .milliseconds(50)) {
             let count = try await fixture.postgres.query("SELECT count(*) AS n FROM reservations")[0]["n"].int ?? 0
-            let waiting = try await fixture.postgres.query(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]["n"].int ?? 0
+            let waiting =
+                try await fixture.postgres.query(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]["n"].int ?? 0
             return count > 0 && waiting > 0
         }
         first.kill()
@@ -196,7 +199,8 @@ struct ReconcilerTests {
         async let drainedB = b.drain()
         let (countA, countB) = try await (drainedA, drainedB)
         #expect(countA + countB >= 5_000 + 1 + 1_000 + 200)
-        let summary = try await fixture.postgres.query("""
+        let summary = try await fixture.postgres.query(
+            """
             SELECT count(*) AS n, count(*) FILTER (WHERE status = 'cancelled') AS c,
                    count(*) FILTER (WHERE status = 'confirmed') AS k, count(*) FILTER (WHERE status = 'pending') AS p
             FROM reservations WHERE basket_id = $1

@@ -1,11 +1,11 @@
 import Foundation
 import Logging
 import PostgresClient
-import RedisClient
 import ReconcilerCore
+import RedisClient
 import ReservationCore
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Reconciler housekeeping")
 struct StreamHousekeepingTests {

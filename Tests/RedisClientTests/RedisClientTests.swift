@@ -1,8 +1,8 @@
 import Foundation
 import NIOCore
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Redis client against a real Redis")
 struct RedisClientTests {
@@ -39,7 +39,8 @@ struct RedisClientTests {
         // An error inside an array stays a value, and the connection keeps working.
         let mixed = try await redis.send("EVAL", "return {1, redis.pcall('INCR', KEYS[1])}", 1, .string(key))
         guard case .array(let items) = mixed, items.count == 2, case .error(let message) = items[1] else {
-            Issue.record("unexpected \(mixed)"); return
+            Issue.record("unexpected \(mixed)")
+            return
         }
         #expect(message.hasPrefix("ERR"))
         #expect(try await redis.send("PING") == .status("PONG"))
@@ -127,9 +128,11 @@ struct RedisClientTests {
             _ = try await redis.send("GET", "k")
             Issue.record("a call with Redis down must fail")
         } catch let error as RedisError {
-            #expect(error == .connectionClosed || {
-                if case .connectFailed = error { return true } else { return false }
-            }())
+            #expect(
+                error == .connectionClosed
+                    || {
+                        if case .connectFailed = error { return true } else { return false }
+                    }())
         }
         try await server.start()
         let recovered = try await eventually(interval: .milliseconds(100)) {
@@ -149,7 +152,10 @@ struct RedisClientTests {
             _ = try await redis.send("PING")
             Issue.record("expected a connection failure")
         } catch let error as RedisError {
-            guard case .connectFailed(_, let port, _) = error else { Issue.record("got \(error)"); return }
+            guard case .connectFailed(_, let port, _) = error else {
+                Issue.record("got \(error)")
+                return
+            }
             #expect(port == configuration.port)
             #expect("\(error)".contains("cannot connect to redis"))
         }
@@ -182,12 +188,14 @@ struct RedisClientTests {
         await db3.shutdown()
     }
 
-    @Test("REDIS_URL parsing", arguments: [
-        ("redis://127.0.0.1:6379", "127.0.0.1", 6379, nil as String?, 0),
-        ("redis://:s3cr%40t@cache.local:6380/2", "cache.local", 6380, "s3cr@t", 2),
-        ("redis://localhost", "localhost", 6379, nil, 0),
-        ("redis://10.0.0.1:7000,redis://10.0.0.2:7000", "10.0.0.1", 7000, nil, 0),
-    ])
+    @Test(
+        "REDIS_URL parsing",
+        arguments: [
+            ("redis://127.0.0.1:6379", "127.0.0.1", 6379, nil as String?, 0),
+            ("redis://:s3cr%40t@cache.local:6380/2", "cache.local", 6380, "s3cr@t", 2),
+            ("redis://localhost", "localhost", 6379, nil, 0),
+            ("redis://10.0.0.1:7000,redis://10.0.0.2:7000", "10.0.0.1", 7000, nil, 0),
+        ])
     func urlParsing(url: String, host: String, port: Int, password: String?, database: Int) throws {
         let configuration = try RedisConfiguration(url: url)
         #expect(configuration.host == host)

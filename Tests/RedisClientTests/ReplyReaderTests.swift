@@ -1,6 +1,7 @@
 import NIOCore
-@testable import RedisClient
 import Testing
+
+@testable import RedisClient
 
 /// hiredis' reply reader, fed bytes directly: every type, replies split at every byte, and
 /// bytes that are not RESP.

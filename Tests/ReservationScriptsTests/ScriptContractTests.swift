@@ -77,22 +77,25 @@ struct ScriptContractTests {
             let partition = Keyspace.partition(ofBasket: basket)
             for key in [nil, "key/with{braces}"] as [String?] {
                 for limit in [0, 5] {
-                    Self.checkShape(ReserveCall(
-                        basketId: basket, consumerId: "c", quantity: 1, reservationId: "\(partition)-abc",
-                        attemptsPerSecond: limit, idempotencyKey: key))
+                    Self.checkShape(
+                        ReserveCall(
+                            basketId: basket, consumerId: "c", quantity: 1, reservationId: "\(partition)-abc",
+                            attemptsPerSecond: limit, idempotencyKey: key))
                 }
             }
             let target = ReleaseTarget(reservationId: "01-abc", basketId: basket, consumerId: "c")
             Self.checkShape(CancelReservationCall(target, partition: partition), items: 1)
             Self.checkShape(ExpireHoldsCall([target, target, target], partition: partition), items: 3)
-            let event = PaymentCall.Event(eventId: "ev{1}", type: "payment.succeeded", reservationId: "01-abc", paymentId: "p", amountCents: 1, currency: "EUR")
+            let event = PaymentCall.Event(
+                eventId: "ev{1}", type: "payment.succeeded", reservationId: "01-abc", paymentId: "p", amountCents: 1, currency: "EUR")
             Self.checkShape(PaymentCall(event, partition: partition, basketId: basket))
             Self.checkShape(PaymentCall(event, partition: partition, basketId: nil))
             Self.checkShape(CreateBasketCall(basketId: basket, stock: 1, holdSeconds: 1, maxPerConsumer: 1))
             Self.checkShape(AdjustBasketCall(basketId: basket, delta: -1, maxCapacity: 10))
             Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], partition: partition), items: 2)
             let state = BasketState(stock: 1, pending: 0, confirmed: 2, capacity: 3, holdSeconds: 60, maxPerConsumer: 2)
-            Self.checkShape(RepairBasketCall(basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0]), items: 1)
+            Self.checkShape(
+                RepairBasketCall(basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0]), items: 1)
         }
     }
 
@@ -102,8 +105,9 @@ struct ScriptContractTests {
             #expect(!script.source.contains("prefix"), "\(script.name) builds keys from a prefix")
             #expect(!script.source.contains("..  ':"), "\(script.name)")
             for fragment in [":b:", ":r:", ":u:", ":i:", ":rl:", ":wh:", ":holds", ":events", ":baskets"] {
-                #expect(!script.source.contains("'\(fragment)") && !script.source.contains("\"\(fragment)"),
-                        "\(script.name) names a key (\(fragment))")
+                #expect(
+                    !script.source.contains("'\(fragment)") && !script.source.contains("\"\(fragment)"),
+                    "\(script.name) names a key (\(fragment))")
             }
         }
     }
@@ -126,10 +130,13 @@ struct ScriptContractTests {
 
     @Test("reserve replies decode to every outcome; anything else is an error")
     func reserveReplies() throws {
-        #expect(try ReserveCall.decode(.array([Self.bulk("granted"), Self.bulk("03-x"), .integer(1_700_000_000_000), .integer(4)]))
+        #expect(
+            try ReserveCall.decode(.array([Self.bulk("granted"), Self.bulk("03-x"), .integer(1_700_000_000_000), .integer(4)]))
                 == .granted(reservationId: "03-x", expiresAtMilliseconds: 1_700_000_000_000, remaining: 4))
         // A replay from an idempotency record: the same answer as bulk strings.
-        #expect(try ReserveCall.decode(Self.reply("granted", "03-x", "17", "0")) == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
+        #expect(
+            try ReserveCall.decode(Self.reply("granted", "03-x", "17", "0"))
+                == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
         #expect(try ReserveCall.decode(Self.reply("sold_out")) == .soldOut)
         #expect(try ReserveCall.decode(Self.reply("limit_exceeded")) == .limitExceeded)
         #expect(try ReserveCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
@@ -140,7 +147,9 @@ struct ScriptContractTests {
         // A window reply is range-checked before anyone does arithmetic with it.
         #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))
         #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(-5)])) == .rateLimited(retryAfterMilliseconds: 1))
-        for bad: RedisValue in [Self.bulk("granted|x|1|2"), .null, .array([]), Self.reply("granted", "x"), Self.reply("granted", "x", "soon", "1"), Self.reply("nope")] {
+        for bad: RedisValue in [
+            Self.bulk("granted|x|1|2"), .null, .array([]), Self.reply("granted", "x"), Self.reply("granted", "x", "soon", "1"), Self.reply("nope"),
+        ] {
             #expect(throws: StoreReplyError.self) { try ReserveCall.decode(bad) }
         }
     }

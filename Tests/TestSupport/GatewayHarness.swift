@@ -67,7 +67,9 @@ public final class GatewayHarness: Sendable {
         return GatewayHarness(redis: redis, service: service, api: api, configuration: configuration, server: server, expiry: expiry)
     }
 
-    private init(redis: RedisClient, service: ReservationService, api: GatewayAPI, configuration: Configuration, server: HTTPServer, expiry: Task<Void, Never>?) {
+    private init(
+        redis: RedisClient, service: ReservationService, api: GatewayAPI, configuration: Configuration, server: HTTPServer, expiry: Task<Void, Never>?
+    ) {
         self.redis = redis
         self.service = service
         self.api = api
@@ -129,13 +131,18 @@ public final class GatewayHarness: Sendable {
         eventId: String, type: String = "payment.succeeded", reservationId: String, paymentId: String = "pay-1",
         amountCents: Int = 1299, currency: String = "EUR", timestamp: Int64? = nil, secret: String = webhookSecret
     ) async throws -> TestHTTPResponse {
-        let body = Self.paymentBody(eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId, amountCents: amountCents, currency: currency)
+        let body = Self.paymentBody(
+            eventId: eventId, type: type, reservationId: reservationId, paymentId: paymentId, amountCents: amountCents, currency: currency)
         let signature = WebhookVerifier(secret: secret).signatureHeader(body: body, timestamp: timestamp ?? Int64(Date().timeIntervalSince1970))
         return try await request(.POST, "/v1/webhooks/payments", headers: [("Webhook-Signature", signature)], body: body)
     }
 
-    public static func paymentBody(eventId: String, type: String, reservationId: String, paymentId: String, amountCents: Int, currency: String) -> [UInt8] {
-        Array(#"{"id":"\#(eventId)","type":"\#(type)","data":{"reservationId":"\#(reservationId)","paymentId":"\#(paymentId)","amountCents":\#(amountCents),"currency":"\#(currency)"}}"#.utf8)
+    public static func paymentBody(eventId: String, type: String, reservationId: String, paymentId: String, amountCents: Int, currency: String)
+        -> [UInt8]
+    {
+        Array(
+            #"{"id":"\#(eventId)","type":"\#(type)","data":{"reservationId":"\#(reservationId)","paymentId":"\#(paymentId)","amountCents":\#(amountCents),"currency":"\#(currency)"}}"#
+                .utf8)
     }
 }
 

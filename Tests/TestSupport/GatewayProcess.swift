@@ -67,4 +67,3 @@ public final class GatewayProcess: Sendable {
         return try await process.finish(timeout: timeout).status
     }
 }
-

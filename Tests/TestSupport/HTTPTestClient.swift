@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 public import NIOHTTP1
 import NIOPosix
@@ -26,14 +27,14 @@ public enum HTTPTestClient {
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: eventLoop)
-            .connectTimeout(.seconds(60))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                .connectTimeout(.seconds(60))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
         } catch {
             promise.fail(error)  // never leave the promise behind
             throw error
@@ -107,5 +108,3 @@ private final class ResponseCollector: ChannelInboundHandler {
         context.close(promise: nil)
     }
 }
-
-import Foundation

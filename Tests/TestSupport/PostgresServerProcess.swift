@@ -21,8 +21,10 @@ public final class PostgresServerProcess: @unchecked Sendable {
 
     public func start() throws {
         do {
-            try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-l", "\(directory)/server.log", "-w", "-t", "300",
-                         "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off", "start"])
+            try asOwner([
+                "\(Self.bin)/pg_ctl", "-D", directory, "-l", "\(directory)/server.log", "-w", "-t", "300",
+                "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off", "start",
+            ])
         } catch {
             // The server's own words, before the folder goes away with this object.
             let log = (try? String(contentsOfFile: "\(directory)/server.log", encoding: .utf8)) ?? ""

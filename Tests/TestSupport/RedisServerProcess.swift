@@ -40,7 +40,8 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     private func startOnce() async throws {
-        let process = try Subprocess([Self.binary,
+        let process = try Subprocess([
+            Self.binary,
             "--bind", "127.0.0.1", "--port", String(port), "--dir", directory.path, "--daemonize", "yes",
             "--pidfile", pidFile, "--appendonly", appendOnly ? "yes" : "no", "--appendfsync", "always",
             "--save", "", "--logfile", directory.appendingPathComponent("redis.log").path,
@@ -91,8 +92,9 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     private func currentPid() -> pid_t? {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-              Foundation.kill(pid, 0) == 0 else { return nil }
+            let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+            Foundation.kill(pid, 0) == 0
+        else { return nil }
         // A pid file left by a killed server may name a pid the system has since given to another
         // process (pid_max is 32768 here): signal only a redis-server.
         guard let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("redis-server") else { return nil }

@@ -76,7 +76,11 @@ public final class Subprocess: @unchecked Sendable {
     }
 
     deinit {
-        if status == nil { Foundation.kill(pid, SIGKILL); var raw: Int32 = 0; waitpid(pid, &raw, 0) }
+        if status == nil {
+            Foundation.kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            waitpid(pid, &raw, 0)
+        }
         if outputFD >= 0 { close(outputFD) }
     }
 

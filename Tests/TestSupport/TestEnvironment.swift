@@ -1,9 +1,9 @@
 public import Foundation
-import Synchronization
 import NIOCore
 public import NIOPosix
 public import PostgresClient
 public import RedisClient
+import Synchronization
 
 /// What integration tests connect to. `REDIS_URL` and `DATABASE_URL` come from the environment
 /// (scripts/test.sh sets them). Outside CI the local defaults are used; under `CI=true` a missing
