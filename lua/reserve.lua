@@ -26,7 +26,12 @@ if idempotent then
   if stored[1] then
     if stored[1] ~= ARGV[6] then return {'idempotency_key_reused'} end
     if stored[3] then return {stored[2], stored[3], stored[4], stored[5]} end
-    return {stored[2]}
+    if stored[2] then return {stored[2]} end
+    -- written by a gateway older than array answers: "granted|<id>|<exp>|<left>" or a refusal code
+    local legacy = redis.call('HGET', KEYS[6], 'answer') or 'unavailable'
+    local id, exp, left = string.match(legacy, '^granted|([^|]+)|(%d+)|(%-?%d+)$')
+    if id then return {'granted', id, exp, left} end
+    return {legacy}
   end
 end
 
