@@ -114,9 +114,9 @@ def create_basket(basket, stock, max_per_consumer=1):
 
 def reserve_script_args(basket, count_field="__rand_int__"):
     p = f"{{rg{fnv_partition(basket):02d}}}"
-    keys = [f"{p}:b:{basket}", f"{p}:r:{basket}-{count_field}", f"{p}:c:{basket}/{count_field}", f"{p}:holds", f"{p}:events",
+    keys = [f"{p}:b:{basket}", f"{p}:r:{basket}-{count_field}", f"{p}:u:{basket}", f"{p}:holds", f"{p}:events",
             f"{p}:b:{basket}", f"{p}:b:{basket}"]
-    args = [basket, f"c{count_field}", "1", f"{fnv_partition(basket):02d}-rb-{count_field}", "0", "", "86400", "604800"]
+    args = [basket, f"c{count_field}", "1", f"{fnv_partition(basket):02d}-rb-{count_field}", "0", "", "86400"]
     return keys, args
 
 
