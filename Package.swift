@@ -64,7 +64,6 @@ let package = Package(
             dependencies: [
                 "CivilTime",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
             ], swiftSettings: fuzzCoverage),
         // The seam between Swift and lua/: one typed call per script (its keys, arguments and
         // reply decoding) and per plain command the store sends.
@@ -162,7 +161,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "GatewayCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
+                "GatewayCore", "ReconcilerCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(

@@ -12,7 +12,7 @@ import ReservationScripts
 import ServiceLifecycle
 import UnixSignals
 
-/// `gateway`: the reservation HTTP API. Configuration comes from the environment (README's
+/// `gateway`: the reservation HTTP API. GatewayConfiguration comes from the environment (README's
 /// table); each flag overrides its variable.
 @main
 struct GatewayCommand: AsyncParsableCommand {
@@ -28,9 +28,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Overrides GATEWAY_THREADS.") var threads: Int?
 
     func run() async throws {
-        var configuration: Configuration
+        var configuration: GatewayConfiguration
         do {
-            configuration = try Configuration(environment: ProcessInfo.processInfo.environment)
+            configuration = try GatewayConfiguration(environment: ProcessInfo.processInfo.environment)
             configuration.developmentMode = dev
             if let host { configuration.host = host }
             if let port { configuration.port = port }

@@ -56,7 +56,7 @@ public final class GatewayAPI: HTTPResponder {
     let service: ReservationService
     let metrics: GatewayMetrics
     let registry: PrometheusCollectorRegistry?
-    let configuration: Configuration
+    let configuration: GatewayConfiguration
     let decoder: RequestDecoder
     /// The HTTP server's connection counts, shown on the metrics page.
     public let connections = HTTPServerStatistics()
@@ -64,7 +64,7 @@ public final class GatewayAPI: HTTPResponder {
 
     public init(
         service: ReservationService, metrics: GatewayMetrics, registry: PrometheusCollectorRegistry?,
-        configuration: Configuration, logger: Logger
+        configuration: GatewayConfiguration, logger: Logger
     ) {
         self.service = service
         self.metrics = metrics

@@ -10,10 +10,10 @@ public import ServiceLifecycle
 public struct GatewayHTTPService: Service {
     let api: GatewayAPI
     let group: any EventLoopGroup
-    let configuration: Configuration
+    let configuration: GatewayConfiguration
     let logger: Logger
 
-    public init(api: GatewayAPI, group: any EventLoopGroup, configuration: Configuration, logger: Logger) {
+    public init(api: GatewayAPI, group: any EventLoopGroup, configuration: GatewayConfiguration, logger: Logger) {
         self.api = api
         self.group = group
         self.configuration = configuration
@@ -34,7 +34,7 @@ public struct GatewayHTTPService: Service {
 
 extension HTTPServerLimits {
     /// The gateway's limits, from its configuration (README, "Security and limits").
-    public init(_ configuration: Configuration) {
+    public init(_ configuration: GatewayConfiguration) {
         self.init()
         maxConnections = configuration.maxConnections
         maxHeadBytes = configuration.maxHeadBytes
@@ -46,7 +46,7 @@ extension HTTPServerLimits {
 
 extension RedisConfiguration {
     /// REDIS_URL plus the gateway's load-shedding settings.
-    public init(gateway configuration: Configuration) throws {
+    public init(gateway configuration: GatewayConfiguration) throws {
         try self.init(url: configuration.redisURL)
         maxPendingCommands = configuration.redisMaxPending
         shedAfter = .milliseconds(configuration.redisShedAfterMilliseconds)

@@ -26,12 +26,12 @@ public enum ReservationError: Error, Sendable, Equatable {
 /// knows about HTTP.
 public final class ReservationService: Sendable {
     let redis: RedisClient
-    let configuration: Configuration
+    let configuration: GatewayConfiguration
     let metrics: GatewayMetrics
     private let ids = ReservationIdGenerator()
     let soldOut: SoldOutCache
 
-    public init(redis: RedisClient, configuration: Configuration, metrics: GatewayMetrics) {
+    public init(redis: RedisClient, configuration: GatewayConfiguration, metrics: GatewayMetrics) {
         self.redis = redis
         self.configuration = configuration
         self.metrics = metrics

@@ -27,10 +27,10 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Overrides RECONCILER_BATCH.") var batch: Int?
 
     /// Everything a subcommand needs, built once from the environment and flags.
-    func environment() throws -> (Configuration, Logger) {
-        var configuration: Configuration
+    func environment() throws -> (ReconcilerConfiguration, Logger) {
+        var configuration: ReconcilerConfiguration
         do {
-            configuration = try Configuration(environment: ProcessInfo.processInfo.environment)
+            configuration = try ReconcilerConfiguration(environment: ProcessInfo.processInfo.environment)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -46,7 +46,7 @@ struct CommonOptions: ParsableArguments {
         return (configuration, Logger(label: "reconciler"))
     }
 
-    func reconciler(_ configuration: Configuration, _ logger: Logger) throws -> (Reconciler, RedisClient, PostgresClient) {
+    func reconciler(_ configuration: ReconcilerConfiguration, _ logger: Logger) throws -> (Reconciler, RedisClient, PostgresClient) {
         let redisConfiguration: RedisConfiguration
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redisURL)

@@ -11,7 +11,7 @@ public final class Reconciler: Sendable {
     let redis: RedisClient
     let postgres: PostgresClient
     public let consumer: StreamConsumer
-    let configuration: Configuration
+    let configuration: ReconcilerConfiguration
     let logger: Logger
     /// How long an entry must sit unacknowledged with another consumer before `run` takes it.
     let claimIdleMilliseconds: Int
@@ -19,7 +19,7 @@ public final class Reconciler: Sendable {
     private let batches = Counter(label: "reconciler_batches_total")
 
     public init(
-        redis: RedisClient, postgres: PostgresClient, configuration: Configuration, consumerName: String,
+        redis: RedisClient, postgres: PostgresClient, configuration: ReconcilerConfiguration, consumerName: String,
         claimIdleMilliseconds: Int = 30_000, logger: Logger
     ) {
         self.redis = redis

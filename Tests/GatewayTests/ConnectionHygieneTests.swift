@@ -187,7 +187,7 @@ struct ConnectionHygieneTests {
     /// Freezes a Redis of the test's own (SIGSTOP), sends attempts one after another without
     /// awaiting them until one is refused with 503 `unavailable` and `Retry-After`, lets Redis go
     /// on, and checks that every admitted call completed (201) and nothing else was answered.
-    static func shedWhileRedisIsFrozen(checkNothingFinished: Bool, _ configure: (inout Configuration) -> Void) async throws {
+    static func shedWhileRedisIsFrozen(checkNothingFinished: Bool, _ configure: (inout GatewayConfiguration) -> Void) async throws {
         let server = try RedisServerProcess(appendOnly: false)
         try await server.start()
         let gateway = try await GatewayHarness.start(redisURL: server.url, expiryLoop: false) {

@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import ReconcilerCore
 import ReservationCore
 import Testing
 
@@ -115,22 +116,30 @@ struct UnitTests {
 
     @Test("configuration: defaults, variables, and clear errors")
     func configuration() throws {
-        let defaults = try Configuration(environment: [:])
+        let defaults = try GatewayConfiguration(environment: [:])
         #expect(defaults.redisURL == "redis://127.0.0.1:6379")
-        #expect(defaults.databaseURL == "postgres://postgres@127.0.0.1:5432/reservations")
         #expect(defaults.port == 8080)
         #expect(defaults.holdSeconds == 600)
         #expect(defaults.reserveRateLimit == 20)
-        let custom = try Configuration(environment: ["GATEWAY_PORT": "9000", "HOLD_SECONDS": "30", "RESERVE_RATE_LIMIT": "0"])
+        let custom = try GatewayConfiguration(environment: ["GATEWAY_PORT": "9000", "HOLD_SECONDS": "30", "RESERVE_RATE_LIMIT": "0"])
         #expect(custom.port == 9000 && custom.holdSeconds == 30 && custom.reserveRateLimit == 0)
-        #expect(throws: Configuration.Problem.invalid(variable: "HOLD_SECONDS", reason: "expected an integer in 1...86400")) {
-            try Configuration(environment: ["HOLD_SECONDS": "0"])
+        #expect(throws: ConfigurationProblem.invalid(variable: "HOLD_SECONDS", reason: "expected an integer in 1...86400")) {
+            try GatewayConfiguration(environment: ["HOLD_SECONDS": "0"])
         }
-        var missing = try Configuration(environment: [:])
-        #expect(throws: Configuration.Problem.missing(variable: "ADMIN_TOKEN")) { try missing.resolveSecrets() }
+        var missing = try GatewayConfiguration(environment: [:])
+        #expect(throws: ConfigurationProblem.missing(variable: "ADMIN_TOKEN")) { try missing.resolveSecrets() }
         missing.developmentMode = true
         try missing.resolveSecrets()
-        #expect(missing.adminToken == Configuration.developmentAdminToken)
+        #expect(missing.adminToken == GatewayConfiguration.developmentAdminToken)
+        // The core is shared: both executables read REDIS_URL, GATEWAY_HOST and LOG_LEVEL alike.
+        let shared = ["REDIS_URL": "redis://10.0.0.1:7000", "LOG_LEVEL": "debug", "HOLD_SECONDS": "0"]
+        #expect(throws: ConfigurationProblem.self) { try GatewayConfiguration(environment: shared) }
+        let reconciler = try ReconcilerConfiguration(environment: shared)
+        #expect(reconciler.redisURL == "redis://10.0.0.1:7000" && reconciler.logLevel == "debug", "the gateway's options are not the reconciler's")
+        #expect(reconciler.databaseURL == "postgres://postgres@127.0.0.1:5432/reservations")
+        #expect(throws: ConfigurationProblem.invalid(variable: "RECONCILER_BATCH", reason: "expected an integer in 1...100000")) {
+            try ReconcilerConfiguration(environment: ["RECONCILER_BATCH": "0"])
+        }
     }
 
     @Test("routing: every endpoint, 404 for other paths, 405 with what the path allows")

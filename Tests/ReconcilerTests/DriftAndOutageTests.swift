@@ -121,7 +121,7 @@ struct DriftAndOutageTests {
         let gateway = try await GatewayHarness.start(redisURL: redisServer.url)
         let postgres = PostgresClient(url: server.url, size: 2)
         try await Migrator.migrate(postgres, logger: Logger(label: "test"))
-        var configuration = Configuration()
+        var configuration = ReconcilerConfiguration()
         configuration.reconcilerBatchSize = 200
         var logger = Logger(label: "test-reconciler")
         logger.logLevel = .critical

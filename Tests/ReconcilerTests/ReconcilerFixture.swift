@@ -36,7 +36,7 @@ final class ReconcilerFixture: Sendable {
     }
 
     func reconciler(_ name: String = TestEnvironment.uniqueId("rec"), postgres: PostgresClient? = nil, claimIdle: Int = 30_000) -> Reconciler {
-        var configuration = Configuration()
+        var configuration = ReconcilerConfiguration()
         configuration.redisURL = redisServer.url
         configuration.databaseURL = database.url
         configuration.reconcilerBatchSize = 500

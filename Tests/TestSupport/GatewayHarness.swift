@@ -18,7 +18,7 @@ public final class GatewayHarness: Sendable {
     public let redis: RedisClient
     public let service: ReservationService
     public let api: GatewayAPI
-    public let configuration: Configuration
+    public let configuration: GatewayConfiguration
     public let server: HTTPServer
     private let expiry: Task<Void, Never>?
 
@@ -27,9 +27,9 @@ public final class GatewayHarness: Sendable {
     public let startedMilliseconds = Int(Date().timeIntervalSince1970 * 1000)
 
     public static func start(
-        redisURL: String? = nil, expiryLoop: Bool = true, loadScripts: Bool = true, configure: (inout Configuration) -> Void = { _ in }
+        redisURL: String? = nil, expiryLoop: Bool = true, loadScripts: Bool = true, configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayHarness {
-        var configuration = Configuration()
+        var configuration = GatewayConfiguration()
         configuration.redisURL = try redisURL ?? TestEnvironment.redisURL()
         configuration.adminToken = adminToken
         configuration.webhookSecret = webhookSecret
@@ -68,7 +68,8 @@ public final class GatewayHarness: Sendable {
     }
 
     private init(
-        redis: RedisClient, service: ReservationService, api: GatewayAPI, configuration: Configuration, server: HTTPServer, expiry: Task<Void, Never>?
+        redis: RedisClient, service: ReservationService, api: GatewayAPI, configuration: GatewayConfiguration, server: HTTPServer,
+        expiry: Task<Void, Never>?
     ) {
         self.redis = redis
         self.service = service

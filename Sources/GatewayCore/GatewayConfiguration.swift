@@ -1,0 +1,93 @@
+public import NIOCore
+public import ReservationCore
+
+/// Everything the gateway can be told: its HTTP server, secrets, holds, limits and Redis tuning.
+/// Read once at start-up; core options (`REDIS_URL`, `GATEWAY_HOST`, `LOG_LEVEL`) are reached
+/// through it as if they were its own.
+@dynamicMemberLookup
+public struct GatewayConfiguration: Sendable, Equatable {
+    public var core = CoreConfiguration()
+    /// `GATEWAY_PORT`, default `8080`.
+    public var port: Int = 8080
+    /// `ADMIN_TOKEN`, no default: the gateway refuses to start without one unless `--dev`.
+    public var adminToken: String?
+    /// `WEBHOOK_SECRET`, no default: the gateway refuses to start without one unless `--dev`.
+    public var webhookSecret: String?
+    /// `HOLD_SECONDS`, default 600: the hold of a basket created without `holdSeconds`.
+    public var holdSeconds: Int = 600
+    /// `RESERVE_RATE_LIMIT`, default 20: attempts per consumer per second; 0 turns it off.
+    public var reserveRateLimit: Int = 20
+    /// `GATEWAY_THREADS`, default: one per core the process may use (NIO's count, which honours a
+    /// container's CPU quota and cpuset). Event loops, each with its own Redis connection.
+    public var eventLoopThreads: Int = System.coreCount
+    /// `EXPIRY_INTERVAL_MS`, default 250: how often the gateway looks for due holds.
+    public var expiryIntervalMilliseconds: Int = 250
+    /// `SOLD_OUT_CACHE_MS`, default 50: how long a sold-out answer may be repeated from memory
+    /// (only refusals; 0 turns it off).
+    public var soldOutCacheMilliseconds: Int = 50
+    /// `GATEWAY_MAX_CONNECTIONS`, default 10000: open connections beyond this are closed at once.
+    public var maxConnections: Int = 10_000
+    /// `GATEWAY_MAX_HEAD_BYTES`, default 16384: the largest request line plus headers (431 beyond).
+    public var maxHeadBytes: Int = 16 * 1024
+    /// `GATEWAY_REQUEST_TIMEOUT_MS`, default 10000: time a client has to send a whole request
+    /// (head and body) once its first byte arrived; slower clients are closed.
+    public var requestTimeoutMilliseconds: Int = 10_000
+    /// `GATEWAY_IDLE_TIMEOUT_MS`, default 60000: a connection with no request under way is closed after this.
+    public var idleTimeoutMilliseconds: Int = 60_000
+    /// `GATEWAY_SHUTDOWN_GRACE_MS`, default 10000: on SIGTERM, how long requests already received
+    /// have to be answered before their connections are closed anyway.
+    public var shutdownGraceMilliseconds: Int = 10_000
+    /// `REDIS_MAX_PENDING`, default 2048: calls one Redis connection may hold (queued plus in
+    /// flight); beyond it new calls are answered 503 at once.
+    public var redisMaxPending: Int = 2048
+    /// `REDIS_SHED_AFTER_MS`, default 1000: when Redis has not answered the batch on the wire for
+    /// this long, new calls are answered 503 at once until it does.
+    public var redisShedAfterMilliseconds: Int = 1000
+    /// `REDIS_COMMAND_TIMEOUT_MS`, default 5000: a batch Redis has not answered within this resets
+    /// the connection (its calls fail with 503).
+    public var redisCommandTimeoutMilliseconds: Int = 5000
+    /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
+    public var developmentMode: Bool = false
+
+    public static let developmentAdminToken = "dev-admin-token"
+    public static let developmentWebhookSecret = "dev-webhook-secret"
+
+    public init() {}
+
+    /// Reads the core's variables and this executable's; a bad value fails with its variable's name.
+    public init(environment: [String: String]) throws {
+        let environment = EnvironmentReader(environment)
+        core = try CoreConfiguration(environment: environment)
+        if let value = try environment.int("GATEWAY_PORT", 0...65535) { port = value }
+        adminToken = environment.text("ADMIN_TOKEN")
+        webhookSecret = environment.text("WEBHOOK_SECRET")
+        if let value = try environment.int("HOLD_SECONDS", 1...86_400) { holdSeconds = value }
+        if let value = try environment.int("RESERVE_RATE_LIMIT", 0...1_000_000) { reserveRateLimit = value }
+        if let value = try environment.int("GATEWAY_THREADS", 1...256) { eventLoopThreads = value }
+        if let value = try environment.int("EXPIRY_INTERVAL_MS", 10...60_000) { expiryIntervalMilliseconds = value }
+        if let value = try environment.int("SOLD_OUT_CACHE_MS", 0...10_000) { soldOutCacheMilliseconds = value }
+        if let value = try environment.int("GATEWAY_MAX_CONNECTIONS", 1...1_000_000) { maxConnections = value }
+        if let value = try environment.int("GATEWAY_MAX_HEAD_BYTES", 1024...1_048_576) { maxHeadBytes = value }
+        if let value = try environment.int("GATEWAY_REQUEST_TIMEOUT_MS", 100...3_600_000) { requestTimeoutMilliseconds = value }
+        if let value = try environment.int("GATEWAY_IDLE_TIMEOUT_MS", 100...86_400_000) { idleTimeoutMilliseconds = value }
+        if let value = try environment.int("GATEWAY_SHUTDOWN_GRACE_MS", 0...3_600_000) { shutdownGraceMilliseconds = value }
+        if let value = try environment.int("REDIS_MAX_PENDING", 1...1_000_000) { redisMaxPending = value }
+        if let value = try environment.int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
+        if let value = try environment.int("REDIS_COMMAND_TIMEOUT_MS", 10...3_600_000) { redisCommandTimeoutMilliseconds = value }
+    }
+
+    public subscript<Value>(dynamicMember keyPath: WritableKeyPath<CoreConfiguration, Value>) -> Value {
+        get { core[keyPath: keyPath] }
+        set { core[keyPath: keyPath] = newValue }
+    }
+
+    /// The gateway needs both secrets; `--dev` fills in the development ones.
+    public mutating func resolveSecrets() throws {
+        if developmentMode {
+            adminToken = adminToken ?? Self.developmentAdminToken
+            webhookSecret = webhookSecret ?? Self.developmentWebhookSecret
+        }
+        guard adminToken != nil else { throw ConfigurationProblem.missing(variable: "ADMIN_TOKEN") }
+        guard webhookSecret != nil else { throw ConfigurationProblem.missing(variable: "WEBHOOK_SECRET") }
+    }
+}
