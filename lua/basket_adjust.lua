@@ -10,7 +10,7 @@
 -- {"insufficient_stock"}, {"capacity_exceeded"}, {"unavailable"}.
 local b = redis.call('HMGET', KEYS[1], 'stock', 'maint', 'capacity')
 if not b[1] then return {'basket_not_found'} end
-if b[2] == '1' then return {'unavailable'} end
+if b[2] then return {'unavailable'} end
 local delta = tonumber(ARGV[2])
 if tonumber(b[1]) + delta < 0 then return {'insufficient_stock'} end
 if tonumber(b[3]) + delta > tonumber(ARGV[3]) then return {'capacity_exceeded'} end

@@ -30,7 +30,7 @@ if ARGV[2] == 'payment.failed' then
   outcome = 'failed'
 elseif not r[1] then
   outcome = 'unknown_reservation'
-elseif redis.call('HGET', KEYS[5], 'maint') == '1' then
+elseif redis.call('HGET', KEYS[5], 'maint') then
   return {'unavailable'}
 elseif r[4] == 'pending' and tonumber(r[5]) > nowMs then
   outcome = 'confirmed'

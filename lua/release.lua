@@ -38,7 +38,7 @@ end
 -- is left alone: the caller gets "unavailable" and may retry.
 local function underRepair(basketKey)
   local b = redis.call('HMGET', basketKey, 'stock', 'maint')
-  return (not b[1]) or b[2] == '1'
+  return (not b[1]) or b[2] ~= false
 end
 
 local function read(i)

@@ -18,6 +18,8 @@
 -- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
 -- {"idempotency_key_reused"}, {"id_collision"}. A replay returns the first answer, as stored.
 -- Every check runs before the first write, so a failure leaves nothing half done.
+-- The basket is out of service while `maint` holds a repair's token: {"unavailable"}.
+-- Stock is never more than capacity - pending - confirmed, whatever the `stock` counter says.
 local quantity = tonumber(ARGV[3])
 local idempotent = ARGV[6] ~= ''
 
@@ -46,16 +48,24 @@ if limit > 0 then
   end
 end
 
-local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq')
+local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed')
 local answer
 local stock, held
-if basket[6] == '1' then
+local booksDisagree = false
+if basket[6] then
   -- taken out of service for a repair (or being rebuilt): nothing is recorded, the client retries
   return {'unavailable'}
 elseif not basket[1] then
   answer = 'basket_not_found'
 else
   stock = tonumber(basket[1])
+  -- The books: what is not held is stock. When the counters disagree (a corrupted or
+  -- half-restored counter), sell only what both agree is there, and mark the basket so the
+  -- reconciler's audit repairs it and counts it.
+  local books = tonumber(basket[3]) - tonumber(basket[2]) - tonumber(basket[8] or '0')
+  -- (An oversold basket, closed by its repair with stock 0, is expected to disagree.)
+  if books ~= stock and not (books < 0 and stock == 0) then booksDisagree = true end
+  if books < stock then stock = books end
   held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
   if held + quantity > tonumber(basket[5]) then
     answer = 'limit_exceeded'
@@ -68,6 +78,7 @@ else
 end
 
 -- writes start here
+if booksDisagree then redis.call('HINCRBY', KEYS[1], 'mismatch', 1) end
 if limit > 0 then
   if attempts == 0 then
     redis.call('SET', KEYS[7], 1, 'PX', 1000)

@@ -144,7 +144,8 @@ extension ReconcilerCommand {
     }
 
     struct Audit: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Report drift between Redis and Postgres; change nothing. Exit 1 if any.")
+        static let configuration = CommandConfiguration(
+            abstract: "Report drift between Redis and Postgres; change nothing. Exit 1 if any, 2 if a basket is oversold.")
         @OptionGroup var options: CommonOptions
 
         /// A scrape endpoint: a few connections, short timeouts, a quick stop.
@@ -163,6 +164,7 @@ extension ReconcilerCommand {
             if drifts.isEmpty { print("no drift") }
             await redis.shutdown()
             await postgres.shutdown()
+            if drifts.contains(where: { $0.kind == .oversold }) { throw ExitCode(2) }
             if !drifts.isEmpty { throw ExitCode(1) }
         }
     }

@@ -19,12 +19,15 @@ public enum BasketStoreError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     case insufficientStock(String)
     case tooManyConflicts(String)
+    /// A row the reconciler cannot read back (a constraint broken by hand): never skipped silently.
+    case malformedRow(String)
 
     public var description: String {
         switch self {
         case .notFound(let id): return "basket \(id) does not exist in postgres"
         case .insufficientStock(let id): return "basket \(id) would fall below zero stock"
         case .tooManyConflicts(let id): return "basket \(id) kept changing under us; gave up after retries"
+        case .malformedRow(let what): return "\(what) in postgres cannot be read back"
         }
     }
 }

@@ -1,3 +1,6 @@
+import Foundation
+import Logging
+import Metrics
 import PostgresClient
 import RedisClient
 import ReservationCore
@@ -10,6 +13,17 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         case missingInPostgres = "missing_in_postgres"
         case counters
         case reservations
+        /// The reserve script found the basket's counters disagreeing (and sold only what both
+        /// agreed was there).
+        case books
+        /// A repair took the basket out of service and its lease ran out before it finished.
+        case stuckRepair = "stuck_repair"
+        /// Reservations hold more units than the basket's capacity: a real oversell (after Redis
+        /// lost data, say). Reported until an operator resolves it; no repair hides it.
+        case oversold
+
+        /// Whether a repair changes something for this kind; an oversell is only reported.
+        public var needsRepair: Bool { self != .oversold }
     }
 
     public let basketId: String
@@ -28,20 +42,30 @@ extension Reconciler {
         var confirmed: Int
     }
 
-    /// Compares every basket in Redis with Postgres. With `repair`, each drifted basket is taken
-    /// out of service, its events drained, and its Redis state rebuilt from Postgres.
+    /// Compares every basket in Redis with Postgres. With `repair`, each drifted basket is
+    /// repaired (see `BasketRepair.swift`) under its exclusive lease. Returns the drifts found
+    /// (with `repair`: those still there after draining, i.e. the ones repairs were tried for,
+    /// and every oversell).
     public func audit(repair: Bool) async throws -> [Drift] {
-        let drifts = try await findDrifts()
-        guard repair, !drifts.isEmpty else { return drifts }
-        // A basket can look drifted only because its latest events are not applied yet: drain
-        // first and repair only what still differs, so healthy baskets never go out of service.
-        _ = try await drain()
-        let confirmed = Set(try await findDrifts().map(\.basketId))
-        for drift in drifts where confirmed.contains(drift.basketId) {
-            try await repairBasket(drift.basketId, reason: drift)
-            repaired(drift)
+        var drifts = try await findDrifts()
+        if repair, drifts.contains(where: { $0.kind.needsRepair }) {
+            // A basket can look drifted only because its latest events are not applied yet: drain
+            // first and repair only what still differs, so healthy baskets never go out of service.
+            _ = try await drain()
+            drifts = try await findDrifts()
+            var done: Set<String> = []
+            for drift in drifts where drift.kind.needsRepair && !done.contains(drift.basketId) {
+                done.insert(drift.basketId)
+                if case .repaired = try await repairBasket(drift.basketId, reason: drift) { repaired(drift) }
+            }
         }
-        return drifts.filter { confirmed.contains($0.basketId) }
+        let oversold = drifts.filter { $0.kind == .oversold }
+        Gauge(label: "reconciler_oversold_baskets").record(oversold.count)
+        for drift in oversold {
+            logger.error("basket oversold", metadata: ["basket": "\(drift.basketId)", "detail": "\(drift.detail)"])
+        }
+        lastAudit.record(Date().timeIntervalSince1970)
+        return drifts
     }
 
     func findDrifts() async throws -> [Drift] {
@@ -67,11 +91,39 @@ extension Reconciler {
         }
         let ordered = ids.sorted()
         let replies = try await redis.pipeline(ordered.map { ReadBasketCall(basketId: $0).command })
+        let healthReplies = try await redis.pipeline(ordered.map { BasketHealthCall(basketId: $0).command })
+        let redisNow = try await redisMilliseconds()
         var drifts: [Drift] = []
         var consistent: Set<String> = []
-        for (id, reply) in zip(ordered, replies) {
+        for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) {
+            let health = (try? healthReply.get()).flatMap { try? BasketHealthCall.decode($0) }
+            if let health, health.repairOwner != nil {
+                // Under repair: its counters are being rewritten. Only a repair whose lease ran
+                // out (its reconciler died or stalled) is a drift; a running one is left alone.
+                if (health.leaseEndMilliseconds ?? 0) <= redisNow {
+                    drifts.append(Drift(basketId: id, kind: .stuckRepair, detail: "a repair's lease ran out with the basket out of service"))
+                }
+                continue
+            }
+            if let health, health.booksMismatches > 0 {
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .books,
+                        detail: "the reserve script found stock != capacity - pending - confirmed \(health.booksMismatches) times"))
+            }
             // A basket hash Redis cannot read back (corrupt counters) counts as missing: a repair rewrites it.
             let state = (try? reply.get()).flatMap { try? ReadBasketCall.decode($0) } ?? nil
+            if let postgres = postgresBaskets[id], postgres.pending + postgres.confirmed > postgres.row.capacity {
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .oversold,
+                        detail: "postgres: reservations hold \(postgres.pending + postgres.confirmed) units of capacity \(postgres.row.capacity)"))
+            } else if let state, state.pending + state.confirmed > state.capacity {
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .oversold,
+                        detail: "redis: reservations hold \(state.pending + state.confirmed) units of capacity \(state.capacity)"))
+            }
             guard let postgres = postgresBaskets[id] else {
                 if state != nil { drifts.append(Drift(basketId: id, kind: .missingInPostgres, detail: "redis has the basket, postgres has no row")) }
                 continue
@@ -85,7 +137,11 @@ extension Reconciler {
             }
             let redisTuple = [state.stock, state.pending, state.confirmed, state.capacity]
             let postgresTuple = [postgres.row.stock, postgres.pending, postgres.confirmed, postgres.row.capacity]
-            if redisTuple != postgresTuple || redisTuple[0] + redisTuple[1] + redisTuple[2] != redisTuple[3] {
+            // An oversold basket after its repair has stock 0 and more held than capacity: that is
+            // the oversell (reported above), not a counter to repair again.
+            let oversoldAndClosed = state.stock == 0 && state.pending + state.confirmed > state.capacity
+            let balanced = redisTuple[0] + redisTuple[1] + redisTuple[2] == redisTuple[3] || oversoldAndClosed
+            if redisTuple != postgresTuple || !balanced {
                 drifts.append(
                     Drift(
                         basketId: id, kind: .counters,
@@ -125,5 +181,14 @@ extension Reconciler {
                     detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis"))
         }
         return drifts
+    }
+
+    /// Redis's clock, which the repair leases are written in.
+    func redisMilliseconds() async throws -> Int {
+        let reply = try await redis.send("TIME")
+        guard let parts = reply.array, parts.count == 2, let seconds = parts[0].string.flatMap(Int.init),
+            let micros = parts[1].string.flatMap(Int.init)
+        else { throw StoreReplyError("time", reply) }
+        return seconds * 1000 + micros / 1000
     }
 }

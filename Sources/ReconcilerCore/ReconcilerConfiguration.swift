@@ -21,6 +21,15 @@ public struct ReconcilerConfiguration: Sendable, Equatable {
     /// `/metrics` in Prometheus text format, on `GATEWAY_HOST`'s loopback default 127.0.0.1.
     public var reconcilerMetricsPort: Int = 9464
 
+    /// `REPAIR_LEASE_MS`, default 30000: how long a repair holds a basket without renewing its
+    /// lease. A repair renews it at every step; a repair that died keeps the basket out of
+    /// service (503) at most this long before the next audit's repair takes it over.
+    public var repairLeaseMilliseconds: Int = 30_000
+
+    /// `TRIM_INTERVAL_MS`, default 10000: how often `reconciler run` trims acknowledged entries
+    /// from the streams, however busy they are.
+    public var trimIntervalMilliseconds: Int = 10_000
+
     public init() {}
 
     /// Reads the core's variables and this executable's; a bad value fails with its variable's name.
@@ -31,6 +40,8 @@ public struct ReconcilerConfiguration: Sendable, Equatable {
         if let value = try environment.int("RECONCILER_BATCH", 1...100_000) { reconcilerBatchSize = value }
         if let value = try environment.int("AUDIT_INTERVAL_SECONDS", 1...86_400) { auditIntervalSeconds = value }
         if let value = try environment.int("CLAIM_IDLE_MS", 0...86_400_000) { claimIdleMilliseconds = value }
+        if let value = try environment.int("REPAIR_LEASE_MS", 1000...3_600_000) { repairLeaseMilliseconds = value }
+        if let value = try environment.int("TRIM_INTERVAL_MS", 100...3_600_000) { trimIntervalMilliseconds = value }
         reconcilerName = environment.text("RECONCILER_NAME")
         if let value = try environment.int("RECONCILER_METRICS_PORT", 0...65535) { reconcilerMetricsPort = value }
     }

@@ -1,23 +1,33 @@
 public import RedisClient
 public import ReservationCore
 
-/// `lua/repair_reservations.lua`: write reservations of one basket back into Redis. The outcome
-/// is how many were written.
+/// What a repair step that needs the basket's lease found.
+public enum RepairStepOutcome: Sendable, Equatable {
+    case done
+    /// Another repair owns the basket now (this one's lease ran out): nothing was written.
+    case leaseLost
+}
+
+/// `lua/repair_reservations.lua`: write reservations of one basket into Redis, if the repair
+/// still owns the basket.
 public struct RepairReservationsCall: ScriptCall {
     public static let script = ReservationScripts.repairReservations
-    public static let keyNames = ["holds"]
+    public static let keyNames = ["basket", "holds"]
     public static let repeatedKeyNames = ["reservation"]
-    public static let argumentNames = ["retentionSeconds"]
+    public static let argumentNames = ["token", "leaseMilliseconds", "retentionSeconds"]
     /// The id, then every field of `ReservationField`, in its order.
     public static let repeatedArgumentNames = ["id"] + ReservationField.allCases.map(\.rawValue)
 
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    /// `reservations` pairs each id with its record; all belong to one basket of `partition`.
-    public init(_ reservations: [(id: String, record: ReservationRecord)], partition: Int) {
-        var keys = [Keyspace.holds(partition)]
-        var arguments: [RedisArgument] = [.int(Retention.finishedReservationSeconds)]
+    /// `reservations` pairs each id with its record; all belong to `basketId`.
+    public init(_ reservations: [(id: String, record: ReservationRecord)], basketId: String, lease: RepairLease) {
+        let partition = Keyspace.partition(ofBasket: basketId)
+        var keys = [Keyspace.basket(basketId, partition: partition), Keyspace.holds(partition)]
+        var arguments: [RedisArgument] = [
+            .string(lease.token), .int(lease.milliseconds), .int(Retention.finishedReservationSeconds),
+        ]
         for (id, record) in reservations {
             keys.append(Keyspace.reservation(id, partition: partition))
             arguments.append(.string(id))
@@ -27,10 +37,11 @@ public struct RepairReservationsCall: ScriptCall {
         self.arguments = arguments
     }
 
-    public static func decode(_ reply: RedisValue) throws -> Int {
+    public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {
         let (answer, rest) = try reply.answer(of: "repair_reservations")
-        guard answer == "ok", let count = rest.first?.int else { throw StoreReplyError("repair_reservations", reply) }
-        return count
+        if answer == "lease_lost" { return .leaseLost }
+        guard answer == "ok", rest.first?.int != nil else { throw StoreReplyError("repair_reservations", reply) }
+        return .done
     }
 }
 
@@ -39,7 +50,7 @@ public struct RepairBasketCall: ScriptCall {
     public static let script = ReservationScripts.repairBasket
     public static let keyNames = ["basket", "stream", "basketIndex", "consumerUnits"]
     public static let argumentNames = [
-        "basketId", "stock", "pending", "confirmed", "capacity", "holdSeconds", "maxPerConsumer", "seq", "reason",
+        "token", "basketId", "stock", "pending", "confirmed", "capacity", "holdSeconds", "maxPerConsumer", "seq", "reason",
     ]
     public static let repeatedArgumentNames = ["consumerId", "units"]
 
@@ -47,14 +58,14 @@ public struct RepairBasketCall: ScriptCall {
     public let arguments: [RedisArgument]
 
     /// `unitsByConsumer`: what each consumer holds (pending and confirmed) on the basket.
-    public init(basketId: String, state: BasketState, seq: Int, reason: String, unitsByConsumer: [String: Int]) {
+    public init(basketId: String, state: BasketState, seq: Int, reason: String, unitsByConsumer: [String: Int], lease: RepairLease) {
         let partition = Keyspace.partition(ofBasket: basketId)
         keys = [
             Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.basketIndex(partition),
             Keyspace.consumerUnits(basketId: basketId, partition: partition),
         ]
         var arguments: [RedisArgument] = [
-            .string(basketId), .int(state.stock), .int(state.pending), .int(state.confirmed), .int(state.capacity),
+            .string(lease.token), .string(basketId), .int(state.stock), .int(state.pending), .int(state.confirmed), .int(state.capacity),
             .int(state.holdSeconds), .int(state.maxPerConsumer), .int(seq), .string(reason),
         ]
         for (consumer, units) in unitsByConsumer.sorted(by: { $0.key < $1.key }) where units > 0 {
@@ -63,21 +74,84 @@ public struct RepairBasketCall: ScriptCall {
         self.arguments = arguments
     }
 
-    public static func decode(_ reply: RedisValue) throws {
+    public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {
         let (answer, _) = try reply.answer(of: "repair_basket")
+        if answer == "lease_lost" { return .leaseLost }
         guard answer == "ok" else { throw StoreReplyError("repair_basket", reply) }
+        return .done
     }
 }
 
-/// A basket's maintenance flag: set takes it out of service, clear puts it back.
-public struct MaintenanceCall: CommandCall {
-    public let keys: [String]
-    public let command: [RedisArgument]
+/// A repair's claim on one basket: a random owner token and how long each renewal lasts.
+public struct RepairLease: Sendable, Equatable {
+    public let token: String
+    public let milliseconds: Int
 
-    public init(basketId: String, inService: Bool) {
-        keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))]
-        command = inService ? ["HDEL", .string(keys[0]), "maint"] : ["HSET", .string(keys[0]), "maint", "1"]
+    public init(token: String, milliseconds: Int) {
+        self.token = token
+        self.milliseconds = milliseconds
+    }
+}
+
+/// `lua/repair_lease.lua`: take a basket out of service for one repair (or renew the repair's
+/// own lease), or put it back in service if this repair still owns it.
+public struct RepairLeaseCall: ScriptCall {
+    public enum Mode: String, Sendable {
+        case acquire
+        case release
     }
 
-    public static func decode(_ reply: RedisValue) throws {}
+    public enum Outcome: Sendable, Equatable {
+        case acquired
+        /// Another repair owns the basket for `leaseLeftMilliseconds` more.
+        case busy(leaseLeftMilliseconds: Int)
+        case released
+        /// Release by a repair that no longer owns the basket: nothing changed.
+        case lost
+    }
+
+    public static let script = ReservationScripts.repairLease
+    public static let keyNames = ["basket"]
+    public static let argumentNames = ["mode", "token", "leaseMilliseconds"]
+
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+
+    public init(basketId: String, mode: Mode, lease: RepairLease) {
+        keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))]
+        arguments = [.string(mode.rawValue), .string(lease.token), .int(lease.milliseconds)]
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> Outcome {
+        let (answer, rest) = try reply.answer(of: "repair_lease")
+        switch answer {
+        case "acquired": return .acquired
+        case "busy": return .busy(leaseLeftMilliseconds: rest.first?.int ?? 0)
+        case "released": return .released
+        case "lost": return .lost
+        default: throw StoreReplyError("repair_lease", reply)
+        }
+    }
+}
+
+/// What the audit needs to know beyond the counters: whether a repair holds the basket (and
+/// until when, in Redis milliseconds) and how often the reserve script found its books disagree.
+public struct BasketHealthCall: CommandCall {
+    public struct Health: Sendable, Equatable {
+        public var repairOwner: String?
+        public var leaseEndMilliseconds: Int?
+        public var booksMismatches: Int
+    }
+
+    public let keys: [String]
+    public var command: [RedisArgument] { ["HMGET", .string(keys[0]), "maint", "lease", "mismatch"] }
+
+    public init(basketId: String) {
+        keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))]
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> Health {
+        guard let values = reply.array, values.count == 3 else { throw StoreReplyError("basket health", reply) }
+        return Health(repairOwner: values[0].string, leaseEndMilliseconds: values[1].int, booksMismatches: values[2].int ?? 0)
+    }
 }

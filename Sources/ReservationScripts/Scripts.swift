@@ -9,8 +9,11 @@ public enum ReservationScripts {
     public static let basketAdjust = script("basket_adjust")
     public static let repairReservations = script("repair_reservations")
     public static let repairBasket = script("repair_basket")
+    public static let repairLease = script("repair_lease")
 
-    public static let all: [RedisScript] = [reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket]
+    public static let all: [RedisScript] = [
+        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease,
+    ]
 
     private static func script(_ name: String) -> RedisScript {
         guard let source = EmbeddedLua.sources.first(where: { $0.key == name })?.value else {

@@ -32,8 +32,11 @@ struct ScriptOutcomeTests {
                 reservationId: id ?? ids.next(partition: Keyspace.partition(ofBasket: basketId)), attemptsPerSecond: limit, idempotencyKey: key))
     }
 
+    static let lease = RepairLease(token: "test-owner", milliseconds: 60_000)
+
     func maintenance(_ basketId: String, on: Bool) async throws {
-        try await redis.run(MaintenanceCall(basketId: basketId, inService: !on))
+        let outcome = try await redis.run(RepairLeaseCall(basketId: basketId, mode: on ? .acquire : .release, lease: Self.lease))
+        #expect(outcome == (on ? .acquired : .released))
     }
 
     func grantedId(_ outcome: ReserveCall.Outcome) throws -> String {
@@ -166,18 +169,80 @@ struct ScriptOutcomeTests {
             basketId: basketId, consumerId: "a", quantity: 2, status: .pending, expiresAtMilliseconds: future, paymentId: nil)
         let paid = ReservationRecord(
             basketId: basketId, consumerId: "b", quantity: 1, status: .confirmed, expiresAtMilliseconds: future, paymentId: "p")
-        #expect(try await redis.run(RepairReservationsCall([(pendingId, pending), (paidId, paid)], partition: partition)) == 2)
+        let other = RepairLease(token: "someone-else", milliseconds: 60_000)
+        #expect(
+            try await redis.run(RepairReservationsCall([(pendingId, pending)], basketId: basketId, lease: other)) == .leaseLost,
+            "fenced: a repair that does not own the basket writes nothing")
+        #expect(try await redis.run(ReadReservationCall(reservationId: pendingId, partition: partition)) == nil)
+        #expect(
+            try await redis.run(RepairReservationsCall([(pendingId, pending), (paidId, paid)], basketId: basketId, lease: Self.lease)) == .done)
         #expect(try await redis.run(ReadReservationCall(reservationId: pendingId, partition: partition)) == pending)
         #expect(try await redis.run(ReadReservationCall(reservationId: paidId, partition: partition)) == paid)
         let holds = try await redis.send("ZSCORE", .string(Keyspace.holds(partition)), .string(pendingId))
         #expect(holds.int == Int(future))
         let state = BasketState(stock: 2, pending: 2, confirmed: 1, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
-        try await redis.run(
-            RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: ["a": 2, "b": 1, "gone": 0]))
+        let units = ["a": 2, "b": 1, "gone": 0]
+        #expect(
+            try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: units, lease: other))
+                == .leaseLost)
+        #expect(try await reserve(basketId, "c") == .unavailable, "still out of service: only the owner ends the repair")
+        #expect(
+            try await redis.run(
+                RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: units, lease: Self.lease))
+                == .done)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId)) == state)
         #expect(try await reserve(basketId, "c") != .unavailable, "back in service")
-        let units = try await redis.send("HGET", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)), "a")
-        #expect(units.int == 2)
+        let held = try await redis.send("HGET", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)), "a")
+        #expect(held.int == 2)
+    }
+
+    @Test("repair_lease: one owner at a time; a run-out lease is taken over; only the owner releases")
+    func leaseOutcomes() async throws {
+        let (basketId, _) = try await newBasket(stock: 5, max: 5)
+        let first = RepairLease(token: "first", milliseconds: 600_000)
+        let second = RepairLease(token: "second", milliseconds: 600_000)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: first)) == .acquired)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: first)) == .acquired, "renewal")
+        guard case .busy(let left) = try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: second)) else {
+            Issue.record("a second repair got the basket")
+            return
+        }
+        #expect(left > 0 && left <= 600_000)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: second)) == .lost)
+        #expect(try await reserve(basketId, "c") == .unavailable)
+        // The first owner's lease runs out (written here as already past): the second takes over,
+        // and the first can no longer release or write.
+        let key = Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))
+        _ = try await redis.send("HSET", .string(key), "lease", "1")
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: second)) == .acquired)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: first)) == .lost)
+        #expect(try await reserve(basketId, "c") == .unavailable)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: second)) == .released)
+        #expect(try await reserve(basketId, "c") != .unavailable)
+        // A `maint` written before leases existed ("1", no lease) can be taken over.
+        _ = try await redis.send("HSET", .string(key), "maint", "1")
+        #expect(try await reserve(basketId, "d") == .unavailable)
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: first)) == .acquired)
+    }
+
+    @Test("reserve never sells more than capacity - pending - confirmed, and marks a basket whose books disagree")
+    func booksCheck() async throws {
+        let (basketId, partition) = try await newBasket(stock: 3, max: 10)
+        let key = Keyspace.basket(basketId, partition: partition)
+        // A corrupted counter: stock raised by 200 behind the scripts' back.
+        _ = try await redis.send("HINCRBY", .string(key), "stock", 200)
+        guard case .granted(_, _, let remaining) = try await reserve(basketId, "a", quantity: 2) else {
+            Issue.record("not granted")
+            return
+        }
+        #expect(remaining == 1, "sold from the books (3), not from the counter (203)")
+        #expect(try await reserve(basketId, "b", quantity: 2) == .soldOut)
+        #expect(try await reserve(basketId, "b", quantity: 1) != .soldOut)
+        #expect(try await reserve(basketId, "c", quantity: 1) == .soldOut)
+        let state = try await redis.run(ReadBasketCall(basketId: basketId))
+        #expect(state?.stock == 0 && state?.pending == 3 && state?.capacity == 3)
+        let health = try await redis.run(BasketHealthCall(basketId: basketId))
+        #expect(health.booksMismatches >= 1, "marked for the audit")
     }
 }
 

@@ -67,6 +67,7 @@ struct ScriptContractTests {
         Self.check(AdjustBasketCall.self)
         Self.check(RepairReservationsCall.self)
         Self.check(RepairBasketCall.self)
+        Self.check(RepairLeaseCall.self)
         // The repair writes every field of a reservation: a new field fails here until the script has it.
         #expect(RepairReservationsCall.repeatedArgumentNames == ["id"] + ReservationField.allCases.map(\.rawValue))
     }
@@ -92,10 +93,14 @@ struct ScriptContractTests {
             Self.checkShape(PaymentCall(event, partition: partition, basketId: nil))
             Self.checkShape(CreateBasketCall(basketId: basket, stock: 1, holdSeconds: 1, maxPerConsumer: 1))
             Self.checkShape(AdjustBasketCall(basketId: basket, delta: -1, maxCapacity: 10))
-            Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], partition: partition), items: 2)
+            let lease = RepairLease(token: "t-1", milliseconds: 30_000)
+            Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], basketId: basket, lease: lease), items: 2)
             let state = BasketState(stock: 1, pending: 0, confirmed: 2, capacity: 3, holdSeconds: 60, maxPerConsumer: 2)
             Self.checkShape(
-                RepairBasketCall(basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0]), items: 1)
+                RepairBasketCall(
+                    basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0], lease: lease), items: 1)
+            Self.checkShape(RepairLeaseCall(basketId: basket, mode: .acquire, lease: lease))
+            Self.checkShape(RepairLeaseCall(basketId: basket, mode: .release, lease: lease))
         }
     }
 
@@ -185,9 +190,16 @@ struct ScriptContractTests {
         #expect(try PaymentCall.decode(Self.reply("stale_keys")) == .staleKeys)
         #expect(throws: StoreReplyError.self) { try PaymentCall.decode(Self.reply("processed", "maybe")) }
 
-        #expect(try RepairReservationsCall.decode(.array([Self.bulk("ok"), .integer(2)])) == 2)
-        try RepairBasketCall.decode(Self.reply("ok"))
+        #expect(try RepairReservationsCall.decode(.array([Self.bulk("ok"), .integer(2)])) == .done)
+        #expect(try RepairReservationsCall.decode(Self.reply("lease_lost")) == .leaseLost)
+        #expect(try RepairBasketCall.decode(Self.reply("ok")) == .done)
+        #expect(try RepairBasketCall.decode(Self.reply("lease_lost")) == .leaseLost)
         #expect(throws: StoreReplyError.self) { try RepairBasketCall.decode(.status("OK")) }
+        #expect(try RepairLeaseCall.decode(Self.reply("acquired")) == .acquired)
+        #expect(try RepairLeaseCall.decode(.array([Self.bulk("busy"), .integer(900)])) == .busy(leaseLeftMilliseconds: 900))
+        #expect(try RepairLeaseCall.decode(Self.reply("released")) == .released)
+        #expect(try RepairLeaseCall.decode(Self.reply("lost")) == .lost)
+        #expect(throws: StoreReplyError.self) { try RepairLeaseCall.decode(Self.reply("maybe")) }
     }
 
     @Test("a reservation record round-trips through its stored fields; malformed ones are refused")
