@@ -30,6 +30,12 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
     public let kind: Kind
     public let detail: String
 
+    public init(basketId: String, kind: Kind, detail: String) {
+        self.basketId = basketId
+        self.kind = kind
+        self.detail = detail
+    }
+
     public var description: String { "basket \(basketId): \(kind.rawValue): \(detail)" }
 }
 
