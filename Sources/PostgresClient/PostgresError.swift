@@ -31,6 +31,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         kind == .connection || (sqlState?.hasPrefix("08") ?? false) || sqlState == "57P01" || sqlState == "57P03"
     }
 
+    /// The server refused the data itself (SQLSTATE class 22, data exception, e.g. a number out
+    /// of range; class 23, integrity constraint): the same statement fails again on every retry.
+    public var isRefusedData: Bool {
+        kind == .query && ((sqlState?.hasPrefix("22") ?? false) || (sqlState?.hasPrefix("23") ?? false))
+    }
+
     public var description: String {
         let state = sqlState.map { " [\($0)]" } ?? ""
         return "postgres \(kind) error\(state): \(message)"

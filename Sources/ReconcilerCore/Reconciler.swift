@@ -4,6 +4,7 @@ public import PostgresClient
 public import RedisClient
 public import ReservationCore
 public import ServiceLifecycle
+import Synchronization
 
 /// Moves the gateway's events from the Redis streams into Postgres, and audits and repairs the
 /// difference between the two.
@@ -20,6 +21,16 @@ public final class Reconciler: Sendable {
     /// When the last audit finished (Unix seconds): an operator alerts when it stops moving.
     let lastAudit = Gauge(label: "reconciler_last_audit_timestamp_seconds")
     private let trims = Counter(label: "reconciler_stream_trims_total")
+    private let deadLetters = Counter(label: "reconciler_dead_letters_total")
+    private let housekeepingDone = Mutex(Housekeeping())
+
+    /// How many trims and audits `run` has done: what its metrics count, readable in process.
+    public struct Housekeeping: Sendable, Equatable {
+        public var trims = 0
+        public var audits = 0
+    }
+
+    public var housekeeping: Housekeeping { housekeepingDone.withLock { $0 } }
 
     public init(
         redis: RedisClient, postgres: PostgresClient, configuration: ReconcilerConfiguration, consumerName: String,
@@ -41,14 +52,61 @@ public final class Reconciler: Sendable {
         guard !entries.isEmpty else { return 0 }
         let withFields = entries.filter { !$0.fields.isEmpty }
         if !withFields.isEmpty {
-            try await postgres.withConnection { connection in
-                try EventApplier.apply(withFields, on: connection)
+            do {
+                try await postgres.withConnection { connection in
+                    try EventApplier.apply(withFields, on: connection)
+                }
+            } catch let error as PostgresError where error.isRefusedData {
+                // One event Postgres refuses must not stop the rest: apply them one at a time
+                // and set aside the ones that keep being refused. Transient errors (connection,
+                // serialization) are thrown on, and the whole batch is retried later.
+                logger.warning("batch refused by postgres; applying its events one by one", metadata: ["error": "\(error)"])
+                try await applyOneByOne(withFields)
             }
         }
         try await consumer.acknowledge(entries)
         applied.increment(by: entries.count)
         batches.increment()
         return entries.count
+    }
+
+    /// How often an event Postgres refuses is tried on its own before it is set aside.
+    static let refusedEventAttempts = 3
+
+    private func applyOneByOne(_ entries: [StreamEntry]) async throws {
+        for entry in entries {
+            var refusal: PostgresError?
+            for _ in 0..<Self.refusedEventAttempts {
+                do {
+                    try await postgres.withConnection { try EventApplier.apply([entry], on: $0) }
+                    refusal = nil
+                    break
+                } catch let error as PostgresError where error.isRefusedData {
+                    refusal = error
+                }
+            }
+            if let refusal { try await deadLetter(entry, refusal) }
+        }
+    }
+
+    /// Writes a refused event to `dead_letters` (once per entry), counts and logs it; the caller
+    /// then acknowledges it with the rest of its batch.
+    private func deadLetter(_ entry: StreamEntry, _ error: PostgresError) async throws {
+        let ordered = entry.fields.sorted { $0.key < $1.key }
+        _ = try await postgres.execute(
+            """
+            INSERT INTO dead_letters (stream, entry_id, fields, sqlstate, error, attempts)
+            VALUES ($1, $2, json_object($3::text[], $4::text[])::jsonb, $5, $6, $7)
+            ON CONFLICT (stream, entry_id) DO NOTHING
+            """,
+            [
+                .text(entry.stream), .text(entry.id), .textArray(ordered.map(\.key)), .textArray(ordered.map(\.value)),
+                error.sqlState.map { .text($0) } ?? .null, .text(error.message), .int(Self.refusedEventAttempts),
+            ])
+        deadLetters.increment()
+        logger.error(
+            "event refused by postgres set aside in dead_letters",
+            metadata: ["stream": "\(entry.stream)", "entry": "\(entry.id)", "sqlstate": "\(error.sqlState ?? "")"])
     }
 
     /// `reconciler once`: applies every event that exists now, including entries another
@@ -126,10 +184,12 @@ public final class Reconciler: Sendable {
                 if clock.now >= nextTrim {
                     try await consumer.trim()
                     trims.increment()
+                    housekeepingDone.withLock { $0.trims += 1 }
                     nextTrim = clock.now.advanced(by: .milliseconds(configuration.trimIntervalMilliseconds))
                 }
                 if clock.now >= nextAudit {
                     let drifts = try await audit(repair: true)
+                    housekeepingDone.withLock { $0.audits += 1 }
                     if !drifts.isEmpty { logger.warning("audit found drift", metadata: ["count": "\(drifts.count)"]) }
                     nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
                 }

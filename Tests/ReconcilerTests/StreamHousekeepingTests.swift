@@ -53,4 +53,86 @@ struct StreamHousekeepingTests {
         #expect(try await fixture.postgresReservations(basketId).count == 10)
         await fixture.stop()
     }
+
+    @Test("an event Postgres refuses is set aside in dead_letters, acknowledged, and the events around it reach Postgres")
+    func poisonEvents() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("poison-ok")
+        try await fixture.gateway.createBasket(basketId, stock: 100, maxPerConsumer: 100)
+        for index in 0..<3 { #expect(try await fixture.gateway.reserve(basketId, consumer: "before-\(index)").status == 201) }
+        let stream = Keyspace.stream(Keyspace.partition(ofBasket: basketId))
+        // Two events no retry can apply: a CHECK violation and a number past the column's range.
+        let negative = try await fixture.redis.send(
+            "XADD", .string(stream), "*", "type", "stock_adjusted", "basket", .string(TestEnvironment.uniqueId("poison")), "seq", "1",
+            "stock", "-5", "capacity", "10")
+        let huge = try await fixture.redis.send(
+            "XADD", .string(stream), "*", "type", "stock_adjusted", "basket", .string(TestEnvironment.uniqueId("poison")), "seq", "1",
+            "stock", "3000000000", "capacity", "3000000000")
+        for index in 0..<3 { #expect(try await fixture.gateway.reserve(basketId, consumer: "after-\(index)").status == 201) }
+
+        try await fixture.once()
+        #expect(try await fixture.postgresReservations(basketId).count == 6)
+        let letters = try await fixture.postgres.query(
+            "SELECT entry_id, sqlstate, fields->>'stock' AS stock FROM dead_letters WHERE stream = $1 ORDER BY entry_id", [.text(stream)])
+        #expect(letters.map { $0["entry_id"].string } == [negative.string, huge.string])
+        #expect(letters.map { $0["sqlstate"].string } == ["23514", "22003"])
+        #expect(letters.map { $0["stock"].string } == ["-5", "3000000000"])
+        let pending = try await fixture.redis.send("XPENDING", .string(stream), .string(StreamConsumer.group))
+        #expect(pending.array?.first?.int == 0, "every entry acknowledged, the refused ones included")
+        // The stream keeps flowing: a later reservation still arrives.
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "later").status == 201)
+        try await fixture.once()
+        #expect(try await fixture.postgresReservations(basketId).count == 7)
+        await fixture.stop()
+    }
+
+    @Test("while the reconciler is far behind, trims and audits still run on their clock and the stream shrinks")
+    func housekeepingWhileBehind() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let stream = Keyspace.stream(0)
+        // A backlog of events that change nothing, so each costs only its round trips; one per
+        // batch keeps the reconciler behind for many trim and audit periods, however fast the
+        // machine is (it cannot skip ahead).
+        let backlog = 30_000
+        for start in stride(from: 0, to: backlog, by: 1000) {
+            _ = try await fixture.redis.pipeline(
+                (start..<start + 1000).map { index in ["XADD", .string(stream), "*", "type", "noop", "n", .int(index)] })
+        }
+        let lastId = try #require(try await fixture.redis.send("XREVRANGE", .string(stream), "+", "-", "COUNT", 1).array?.first?.array?.first?.string)
+        var configuration = ReconcilerConfiguration()
+        configuration.reconcilerBatchSize = 1
+        configuration.auditIntervalSeconds = 1
+        configuration.trimIntervalMilliseconds = 100
+        var logger = Logger(label: "test-reconciler")
+        logger.logLevel = .critical
+        let reconciler = Reconciler(
+            redis: fixture.redis, postgres: fixture.postgres, configuration: configuration, consumerName: "behind", logger: logger)
+        let running = Task { await reconciler.run() }
+
+        func lastDelivered() async throws -> String? {
+            let groups = try await fixture.redis.send("XINFO", "GROUPS", .string(stream)).array ?? []
+            for group in groups {
+                let fields = group.array ?? []
+                for index in stride(from: 0, to: fields.count - 1, by: 2) where fields[index].string == "last-delivered-id" {
+                    return fields[index + 1].string
+                }
+            }
+            return nil
+        }
+        var sawItBehind = false
+        #expect(
+            try await eventually(interval: .milliseconds(50)) {
+                let length = try await fixture.redis.send("XLEN", .string(stream)).int ?? backlog
+                let delivered = try await lastDelivered()
+                let done = reconciler.housekeeping
+                // Read after XLEN: if the reconciler was still behind now, it was behind then.
+                let behind = delivered != lastId
+                if behind && length < backlog - 100 && done.trims >= 3 && done.audits >= 2 { sawItBehind = true }
+                return sawItBehind || !behind
+            })
+        #expect(sawItBehind, "housekeeping waited for the reconciler to catch up")
+        running.cancel()
+        _ = await running.value
+        await fixture.stop()
+    }
 }
