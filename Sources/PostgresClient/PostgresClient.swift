@@ -11,12 +11,14 @@ public final class PostgresClient: Sendable {
     private struct Parked: @unchecked Sendable { let connection: PostgresConnection }
 
     public let url: String
+    public let settings: PostgresSessionSettings
     private let threadPool: NIOThreadPool
     private let idle = Mutex<[Parked]>([])
     private let isShutdown = Atomic<Bool>(false)
 
-    public init(url: String, size: Int = 4) {
+    public init(url: String, size: Int = 4, settings: PostgresSessionSettings = PostgresSessionSettings()) {
         self.url = url
+        self.settings = settings
         self.threadPool = NIOThreadPool(numberOfThreads: max(1, size))
         threadPool.start()
     }
@@ -58,7 +60,7 @@ public final class PostgresClient: Sendable {
         while let parked = idle.withLock({ $0.popLast() }) {
             if parked.connection.isHealthy { return parked.connection }
         }
-        return try PostgresConnection(url: url)
+        return try PostgresConnection(url: url, settings: settings)
     }
 
     private func checkIn(_ connection: PostgresConnection) {

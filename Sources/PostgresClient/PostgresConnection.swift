@@ -6,6 +6,19 @@ import CLibPQ
     import Darwin
 #endif
 
+/// Bounds on how long one connection waits. Zero turns a bound off.
+public struct PostgresSessionSettings: Sendable, Equatable {
+    /// The server cancels a statement that runs longer (`statement_timeout`).
+    public var statementTimeoutMilliseconds: Int
+    /// TCP keepalives start after this much idleness.
+    public var keepaliveIdleSeconds: Int
+
+    public init(statementTimeoutMilliseconds: Int = 30_000, keepaliveIdleSeconds: Int = 10) {
+        self.statementTimeoutMilliseconds = statementTimeoutMilliseconds
+        self.keepaliveIdleSeconds = keepaliveIdleSeconds
+    }
+}
+
 /// Owns one libpq `PGconn`, closed exactly once in `deinit`. Every `PGresult` is cleared where it
 /// is read. Calls block, so a connection is only ever used on a thread of `PostgresClient`'s pool
 /// (or a test's own thread), one thread at a time; it is deliberately not `Sendable`.
@@ -13,10 +26,24 @@ public final class PostgresConnection {
     private let connection: PGConnectionHandle
     private var handle: OpaquePointer { connection.pointer }
 
-    /// Connects with a libpq URI. `connect_timeout` defaults to 5 s unless the URI sets it.
-    public init(url: String) throws {
-        let keywords = ["connect_timeout", "dbname"]
-        let values = ["5", url]
+    /// Connects with a libpq URI. `connect_timeout` defaults to 5 s, and `settings` give the
+    /// statement timeout and TCP keepalives; a parameter the URI sets itself wins (libpq applies
+    /// the expanded `dbname` last).
+    public init(url: String, settings: PostgresSessionSettings = PostgresSessionSettings()) throws {
+        var keywords = ["connect_timeout"]
+        var values = ["5"]
+        if settings.keepaliveIdleSeconds > 0 {
+            // A peer that vanished (host gone, network cut) is noticed within idle + 3 × 5 s, and
+            // a write nobody acknowledges fails after the same time (tcp_user_timeout).
+            keywords += ["keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"]
+            values += ["1", String(settings.keepaliveIdleSeconds), "5", "3", String((settings.keepaliveIdleSeconds + 15) * 1000)]
+        }
+        if settings.statementTimeoutMilliseconds > 0 {
+            keywords.append("options")
+            values.append("-c statement_timeout=\(settings.statementTimeoutMilliseconds)")
+        }
+        keywords.append("dbname")
+        values.append(url)
         let pointer: OpaquePointer? = withCStrings(keywords) { keywordPointers in
             withCStrings(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)

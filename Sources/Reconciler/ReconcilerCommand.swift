@@ -54,7 +54,7 @@ struct CommonOptions: ParsableArguments {
             throw ValidationError("\(error)")
         }
         let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        let postgres = PostgresClient(url: configuration.databaseURL, size: 4)
+        let postgres = PostgresClient(url: configuration.databaseURL, size: 4, settings: configuration.postgresSettings)
         let name =
             configuration.reconcilerName
             ?? "reconciler-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
@@ -83,6 +83,20 @@ extension ReconcilerCommand {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
+            // A batch stuck on a Postgres that stopped answering (SIGSTOP, a frozen VM) cannot be
+            // interrupted: libpq blocks its thread. So SIGTERM also starts a clock; when it runs
+            // out, the process exits anyway. Nothing is lost: unacknowledged entries are
+            // delivered again to whichever reconciler reads next.
+            let watchdog = Task.detached {
+                for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    try? await Task.sleep(for: .seconds(configuration.shutdownGraceSeconds))
+                    logger.error(
+                        "reconciler did not stop within its shutdown grace; exiting without its last batch",
+                        metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])
+                    Foundation.exit(0)
+                }
+            }
+            defer { watchdog.cancel() }
             var metricsServer: HTTPServer?
             if configuration.reconcilerMetricsPort > 0 {
                 metricsServer = try await HTTPServer.start(
@@ -183,7 +197,7 @@ extension ReconcilerCommand {
 
         func run() async throws {
             let (configuration, logger) = try options.environment()
-            let postgres = PostgresClient(url: configuration.databaseURL, size: 1)
+            let postgres = PostgresClient(url: configuration.databaseURL, size: 1, settings: configuration.postgresSettings)
             let applied = try await Migrator.migrate(postgres, logger: logger)
             print(applied.isEmpty ? "schema is current" : "applied \(applied.joined(separator: ", "))")
             await postgres.shutdown()

@@ -1,3 +1,4 @@
+public import PostgresClient
 public import ReservationCore
 
 /// Everything the reconciler can be told: Postgres, batches, audits, claims and its metrics port.
@@ -30,6 +31,22 @@ public struct ReconcilerConfiguration: Sendable, Equatable {
     /// from the streams, however busy they are.
     public var trimIntervalMilliseconds: Int = 10_000
 
+    /// `PG_STATEMENT_TIMEOUT_MS`, default 30000 (0: none): Postgres cancels a statement of the
+    /// reconciler's that runs longer; the batch is retried.
+    public var postgresStatementTimeoutMilliseconds: Int = 30_000
+    /// `PG_KEEPALIVE_IDLE_SECONDS`, default 10 (0: off): TCP keepalives on Postgres connections,
+    /// so a connection to a vanished host fails within about idle + 15 s instead of hanging.
+    public var postgresKeepaliveIdleSeconds: Int = 10
+    /// `SHUTDOWN_GRACE_SECONDS`, default 10: after SIGTERM/SIGINT, `reconciler run` waits this
+    /// long for its batch to finish; if Postgres or Redis does not answer by then, it exits
+    /// anyway (status 0). Nothing is lost: what was not acknowledged is delivered again.
+    public var shutdownGraceSeconds: Int = 10
+
+    public var postgresSettings: PostgresSessionSettings {
+        PostgresSessionSettings(
+            statementTimeoutMilliseconds: postgresStatementTimeoutMilliseconds, keepaliveIdleSeconds: postgresKeepaliveIdleSeconds)
+    }
+
     public init() {}
 
     /// Reads the core's variables and this executable's; a bad value fails with its variable's name.
@@ -42,6 +59,9 @@ public struct ReconcilerConfiguration: Sendable, Equatable {
         if let value = try environment.int("CLAIM_IDLE_MS", 0...86_400_000) { claimIdleMilliseconds = value }
         if let value = try environment.int("REPAIR_LEASE_MS", 1000...3_600_000) { repairLeaseMilliseconds = value }
         if let value = try environment.int("TRIM_INTERVAL_MS", 100...3_600_000) { trimIntervalMilliseconds = value }
+        if let value = try environment.int("PG_STATEMENT_TIMEOUT_MS", 0...86_400_000) { postgresStatementTimeoutMilliseconds = value }
+        if let value = try environment.int("PG_KEEPALIVE_IDLE_SECONDS", 0...86_400) { postgresKeepaliveIdleSeconds = value }
+        if let value = try environment.int("SHUTDOWN_GRACE_SECONDS", 1...3600) { shutdownGraceSeconds = value }
         reconcilerName = environment.text("RECONCILER_NAME")
         if let value = try environment.int("RECONCILER_METRICS_PORT", 0...65535) { reconcilerMetricsPort = value }
     }

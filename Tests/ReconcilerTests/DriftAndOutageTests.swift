@@ -173,4 +173,46 @@ struct DriftAndOutageTests {
         try? server.stop()
         redisServer.stop()
     }
+
+    @Test("reconciler run stopped with SIGTERM while Postgres is frozen (SIGSTOP) exits in bounded time; nothing is lost")
+    func sigtermWithFrozenPostgres() async throws {
+        let server = try PostgresServerProcess()
+        try server.start()
+        let redisServer = try RedisServerProcess(appendOnly: false)
+        try await redisServer.start()
+        let gateway = try await GatewayHarness.start(redisURL: redisServer.url)
+        let postgres = PostgresClient(url: server.url, size: 1)
+        try await Migrator.migrate(postgres, logger: Logger(label: "test"))
+        let environment = [
+            "REDIS_URL": redisServer.url, "DATABASE_URL": server.url, "RECONCILER_METRICS_PORT": "0", "SHUTDOWN_GRACE_SECONDS": "2",
+            "LOG_LEVEL": "error",
+        ]
+        let reconciler = try ProductProcess.start("reconciler", ["run"], environment: environment)
+        let basketId = TestEnvironment.uniqueId("frozen")
+        try await gateway.createBasket(basketId, stock: 100)
+        var granted = 0
+        for index in 0..<5 where try await gateway.reserve(basketId, consumer: "before-\(index)").status == 201 { granted += 1 }
+        func count() async throws -> Int {
+            try await postgres.query("SELECT count(*) AS n FROM reservations WHERE basket_id = $1", [.text(basketId)])[0]["n"].int ?? 0
+        }
+        #expect(try await eventually(interval: .milliseconds(100)) { try await count() == granted })
+
+        try server.freeze(true)
+        // New events: the reconciler's next batch blocks on the frozen server.
+        for index in 0..<5 where try await gateway.reserve(basketId, consumer: "during-\(index)").status == 201 { granted += 1 }
+        try await Task.sleep(for: .milliseconds(500))
+        reconciler.signal(SIGTERM)
+        // Without a bound it would wait for Postgres forever; finish() fails after 120 s.
+        let stopped = try await reconciler.finish(timeout: .seconds(120))
+        #expect(stopped.status == 0, "\(stopped.output)")
+        try server.freeze(false)
+
+        let once = try await ProductProcess.run("reconciler", ["once"], environment: environment)
+        #expect(once.status == 0, "\(once.output)")
+        #expect(try await count() == granted, "every 201 reached Postgres after the restart")
+        await gateway.stop()
+        await postgres.shutdown()
+        try? server.stop()
+        redisServer.stop()
+    }
 }

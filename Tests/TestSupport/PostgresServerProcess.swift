@@ -37,7 +37,26 @@ public final class PostgresServerProcess: @unchecked Sendable {
         try asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-m", "fast", "-w", "stop"])
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the server and all its backends: a server that
+    /// accepts TCP but never answers, like a frozen VM.
+    public func freeze(_ frozen: Bool) throws {
+        let pidFile = try String(contentsOfFile: "\(directory)/postmaster.pid", encoding: .utf8)
+        guard let pid = pidFile.split(separator: "\n").first.flatMap({ pid_t($0) }) else { throw HarnessError("no postmaster pid") }
+        let signal = frozen ? SIGSTOP : SIGCONT
+        var processes: [pid_t] = [pid]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            // Fields after the command name: state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, pid_t(fields[1]) == pid { processes.append(child) }
+        }
+        for process in processes { kill(process, signal) }
+    }
+
     deinit {
+        try? freeze(false)
         try? asOwner(["\(Self.bin)/pg_ctl", "-D", directory, "-m", "immediate", "-w", "stop"])
         try? FileManager.default.removeItem(atPath: directory)
     }
