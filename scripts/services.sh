@@ -7,11 +7,14 @@
 #   scripts/services.sh env     print `export REDIS_URL=... DATABASE_URL=...` for eval
 #
 # Settings (environment): REDIS_PORT (6379), PG_PORT (5432), SERVICES_DIR (.local/services in the
-# repository; ignored by git), PG_DATABASE (reservations).
+# repository; ignored by git), PG_DATABASE (reservations), REDIS_APPENDFSYNC (everysec; `always`
+# loses no acknowledged write in a machine crash, at a throughput cost: see docs/operations.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REDIS_PORT=${REDIS_PORT:-6379}
+REDIS_APPENDFSYNC=${REDIS_APPENDFSYNC:-everysec}
+case "$REDIS_APPENDFSYNC" in always|everysec|no) ;; *) echo "services: REDIS_APPENDFSYNC must be always, everysec or no" >&2; exit 2 ;; esac
 PG_PORT=${PG_PORT:-5432}
 PG_DATABASE=${PG_DATABASE:-reservations}
 SERVICES_DIR=${SERVICES_DIR:-$ROOT/.local/services}
@@ -70,11 +73,11 @@ start_redis() {
   if redis_up; then log "redis already answers on 127.0.0.1:$REDIS_PORT"; return; fi
   mkdir -p "$REDIS_DIR"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
-    --dir "$REDIS_DIR" --appendonly yes --appendfsync everysec \
+    --dir "$REDIS_DIR" --appendonly yes --appendfsync "$REDIS_APPENDFSYNC" \
     --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save "" >/dev/null
   for _ in $(seq 1 100); do redis_up && break; sleep 0.1; done
   redis_up || { log "redis did not start; see $REDIS_DIR/redis.log"; exit 1; }
-  log "redis on 127.0.0.1:$REDIS_PORT (data in $REDIS_DIR, appendonly yes)"
+  log "redis on 127.0.0.1:$REDIS_PORT (data in $REDIS_DIR, appendonly yes, appendfsync $REDIS_APPENDFSYNC)"
 }
 
 start_postgres() {

@@ -6,6 +6,7 @@ import PostgresClient
 import ReconcilerCore
 import RedisClient
 import ReservationCore
+import Synchronization
 import TestSupport
 import Testing
 
@@ -213,6 +214,74 @@ struct DriftAndOutageTests {
         await gateway.stop()
         await postgres.shutdown()
         try? server.stop()
+        redisServer.stop()
+    }
+
+    @Test("Redis (AOF, appendfsync always) SIGKILLed under load and restarted: every 201 is in Redis, and after once in Postgres exactly once")
+    func redisKilledUnderLoad() async throws {
+        let redisServer = try RedisServerProcess(appendOnly: true)  // appendfsync always
+        try await redisServer.start()
+        let database = try await TestDatabase.create()
+        let gateway = try await GatewayHarness.start(redisURL: redisServer.url)
+        let postgres = PostgresClient(url: database.url, size: 2)
+        try await Migrator.migrate(postgres, logger: Logger(label: "test"))
+        let basketId = TestEnvironment.uniqueId("aofkill")
+        try await gateway.createBasket(basketId, stock: 1_000_000)
+        let tally = LoadTally()
+
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for client in 0..<16 {
+                    group.addTask {
+                        var attempt = 0
+                        while !tally.stop.load(ordering: .relaxed) {
+                            attempt += 1
+                            // While Redis is down the gateway answers 503 (or the request fails):
+                            // only a 201 is a promise.
+                            guard let response = try? await gateway.reserve(basketId, consumer: "k\(client)-\(attempt)"),
+                                response.status == 201, let id = response.json?["reservationId"]?.stringValue
+                            else { continue }
+                            tally.granted.withLock { $0.append(id) }
+                        }
+                    }
+                }
+            }
+        }
+        // Kill it in the middle of the load (after real progress, polled, not timed).
+        #expect(try await eventually { tally.granted.withLock { $0.count } >= 300 })
+        redisServer.kill()
+        let grantedBeforeRestart = tally.granted.withLock { $0.count }
+        try await Task.sleep(for: .milliseconds(200))
+        tally.stop.store(true, ordering: .relaxed)
+        await load.value
+        let granted = tally.granted.withLock { $0 }
+        #expect(granted.count >= grantedBeforeRestart)
+        try await redisServer.start()
+
+        // Every 201 survived the crash in Redis (the gateway reconnects by itself).
+        #expect(try await eventually(interval: .milliseconds(100)) { try await gateway.request(.GET, "/healthz").status == 200 })
+        var missing: [String] = []
+        for id in granted {
+            let response = try await gateway.request(.GET, "/v1/reservations/\(id)")
+            if response.json?["status"]?.stringValue != "pending" { missing.append(id) }
+        }
+        #expect(missing.isEmpty, "\(missing.count) of \(granted.count) reservations answered 201 are gone from redis")
+
+        let environment = ["REDIS_URL": redisServer.url, "DATABASE_URL": database.url]
+        let once = try await ProductProcess.run("reconciler", ["once"], environment: environment)
+        #expect(once.status == 0, "\(once.output)")
+        let rows = try await postgres.query(
+            "SELECT id FROM reservations WHERE basket_id = $1 AND status = 'pending'", [.text(basketId)]
+        ).compactMap { $0["id"].string }
+        #expect(Set(granted).isSubset(of: Set(rows)), "every 201 in postgres")
+        #expect(Set(rows).count == rows.count)
+        // Postgres holds exactly what Redis holds (201s plus any request applied whose answer was lost).
+        #expect(try await gateway.basket(basketId)["pending"]?.int == rows.count)
+        let audit = try await ProductProcess.run("reconciler", ["audit"], environment: environment)
+        #expect(audit.status == 0, "\(audit.output)")
+        await gateway.stop()
+        await postgres.shutdown()
+        await database.drop()
         redisServer.stop()
     }
 }
