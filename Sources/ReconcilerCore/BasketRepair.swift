@@ -112,19 +112,31 @@ extension Reconciler {
 
         let union = Self.union(redis: inRedis, postgres: postgresSide.reservations)
         let missingInPostgres = union.filter { postgresSide.reservations[$0.key] != $0.value }
-        if !missingInPostgres.isEmpty || postgresSide.row == nil {
-            let row = postgresSide.row
-            try await postgres.withConnection { connection in
+        let row = postgresSide.row
+        try await postgres.withConnection { connection in
+            if row == nil, redisBasket.count == 5, let stock = redisBasket[0].int, let capacity = redisBasket[1].int {
+                // Postgres lost the basket (its events are gone): start its row from Redis.
+                try BasketStore.update(
+                    connection, basketId,
+                    create: BasketRow(
+                        id: basketId, stock: max(stock, 0), capacity: capacity, holdSeconds: redisBasket[2].int ?? 600,
+                        maxPerConsumer: redisBasket[3].int ?? 1, redisSeq: redisSeq, version: 1)
+                ) { _ in nil }
+            }
+            if !missingInPostgres.isEmpty {
                 try EventApplier.write(EventApplier.Changes(reservations: missingInPostgres), on: connection)
-                if row == nil, redisBasket.count == 5, let stock = redisBasket[0].int, let capacity = redisBasket[1].int {
-                    // Postgres lost the basket (its events are gone): start its row from Redis.
-                    try BasketStore.update(
-                        connection, basketId,
-                        create: BasketRow(
-                            id: basketId, stock: max(stock, 0), capacity: capacity, holdSeconds: redisBasket[2].int ?? 600,
-                            maxPerConsumer: redisBasket[3].int ?? 1, redisSeq: redisSeq, version: 1)
-                    ) { _ in nil }
-                }
+            }
+            // The row's unit totals recomputed from its reservations (rows edited by hand, or
+            // written before the row existed, are counted again), under the basket's lock.
+            try connection.transaction { connection in
+                try EventApplier.lockBaskets([basketId], on: connection)
+                try connection.execute(
+                    """
+                    UPDATE baskets SET
+                        pending_units = (SELECT COALESCE(sum(quantity), 0) FROM reservations WHERE basket_id = $1 AND status = 'pending'),
+                        confirmed_units = (SELECT COALESCE(sum(quantity), 0) FROM reservations WHERE basket_id = $1 AND status = 'confirmed')
+                    WHERE id = $1
+                    """, [.text(basketId)])
             }
         }
         guard let basketRow = try await postgres.withConnection({ try BasketStore.read($0, basketId) }) else {

@@ -115,10 +115,44 @@ public enum EventApplier {
         return Changes(baskets: baskets, reservations: reservations, payments: payments)
     }
 
-    /// Writes merged changes in one transaction.
+    /// Namespace of the per-basket advisory locks (the second key is `hashtext(basket id)`).
+    static let basketLockNamespace: Int32 = 7_245
+
+    /// Takes the transaction-scoped advisory lock of each basket, in id order: every writer of
+    /// reservations does this first, so the triggers that keep `pending_units` and
+    /// `confirmed_units` (migration 003) update basket rows in one order and never deadlock.
+    static func lockBaskets(_ basketIds: Set<String>, on connection: PostgresConnection) throws {
+        guard !basketIds.isEmpty else { return }
+        try connection.execute(
+            """
+            SELECT pg_advisory_xact_lock($1::int, hashtext(ordered.id))
+            FROM (SELECT id FROM unnest($2::text[]) AS t(id) ORDER BY id) AS ordered
+            """, [.int(Int(basketLockNamespace)), .textArray(basketIds.sorted())])
+    }
+
+    /// Writes merged changes in one transaction: basket rows first (so the unit triggers find
+    /// them), then reservations, then payments.
     static func write(_ changes: Changes, on connection: PostgresConnection) throws {
         let (baskets, reservations, payments) = (changes.baskets, changes.reservations, changes.payments)
         try connection.transaction { connection in
+            try lockBaskets(Set(baskets.keys).union(reservations.values.map(\.basketId)), on: connection)
+            // Sorted, so two reconcilers lock basket rows in the same order and cannot deadlock.
+            for (basketId, change) in baskets.sorted(by: { $0.key < $1.key }) {
+                let initial = BasketRow(
+                    id: basketId, stock: change.stock, capacity: change.capacity, holdSeconds: change.holdSeconds ?? 600,
+                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1)
+                try BasketStore.update(connection, basketId, create: initial) { row in
+                    var next = row
+                    if change.seq > row.redisSeq {
+                        next.stock = change.stock
+                        next.capacity = change.capacity
+                        next.redisSeq = change.seq
+                    }
+                    if let hold = change.holdSeconds { next.holdSeconds = hold }
+                    if let max = change.maxPerConsumer { next.maxPerConsumer = max }
+                    return next == row ? nil : next
+                }
+            }
             if !reservations.isEmpty {
                 let ordered = reservations.sorted { $0.key < $1.key }
                 // One text array per field (see ReservationColumns), cast to each column in SQL.
@@ -156,23 +190,6 @@ public enum EventApplier {
                         .textArray(ordered.map(\.paymentId)), .intArray(ordered.map(\.amountCents)),
                         .textArray(ordered.map(\.currency)), .textArray(ordered.map(\.kind)), .textArray(ordered.map(\.outcome)),
                     ])
-            }
-            // Sorted, so two reconcilers lock basket rows in the same order and cannot deadlock.
-            for (basketId, change) in baskets.sorted(by: { $0.key < $1.key }) {
-                let initial = BasketRow(
-                    id: basketId, stock: change.stock, capacity: change.capacity, holdSeconds: change.holdSeconds ?? 600,
-                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1)
-                try BasketStore.update(connection, basketId, create: initial) { row in
-                    var next = row
-                    if change.seq > row.redisSeq {
-                        next.stock = change.stock
-                        next.capacity = change.capacity
-                        next.redisSeq = change.seq
-                    }
-                    if let hold = change.holdSeconds { next.holdSeconds = hold }
-                    if let max = change.maxPerConsumer { next.maxPerConsumer = max }
-                    return next == row ? nil : next
-                }
             }
         }
     }

@@ -37,15 +37,18 @@ public struct Migrator: Sendable {
         return applied
     }
 
-    /// Splits a migration into statements at `;` line ends, dropping `--` comment lines.
+    /// Splits a migration into statements at `;` line ends, dropping `--` comment lines; a
+    /// dollar-quoted body (`$$ ... $$`, a function's) is never split.
     static func statements(_ sql: String) -> [String] {
         var statements: [String] = []
         var current = ""
+        var inDollarQuote = false
         for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.hasPrefix("--") || trimmed.isEmpty { continue }
+            if !inDollarQuote && (trimmed.hasPrefix("--") || trimmed.isEmpty) { continue }
             current += line + "\n"
-            if trimmed.hasSuffix(";") {
+            if line.components(separatedBy: "$$").count % 2 == 0 { inDollarQuote.toggle() }
+            if !inDollarQuote && trimmed.hasSuffix(";") {
                 statements.append(current)
                 current = ""
             }

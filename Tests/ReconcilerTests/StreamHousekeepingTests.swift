@@ -1,11 +1,13 @@
 import Foundation
 import Logging
+import NIOHTTP1
 import PostgresClient
-import ReconcilerCore
 import RedisClient
 import ReservationCore
 import TestSupport
 import Testing
+
+@testable import ReconcilerCore
 
 @Suite("Reconciler housekeeping")
 struct StreamHousekeepingTests {
@@ -134,5 +136,48 @@ struct StreamHousekeepingTests {
         running.cancel()
         _ = await running.value
         await fixture.stop()
+    }
+
+    @Test("a basket row's unit totals follow its reservations: inserts, status changes and deletes")
+    func basketUnitTotals() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("units")
+        try await fixture.gateway.createBasket(basketId, stock: 10, maxPerConsumer: 10)
+        var ids: [String] = []
+        for index in 0..<3 {
+            ids.append(
+                try #require(try await fixture.gateway.reserve(basketId, consumer: "u\(index)", quantity: 2).json?["reservationId"]?.stringValue))
+        }
+        try await fixture.once()
+        func totals() async throws -> (Int?, Int?) {
+            let row = try await fixture.postgres.query("SELECT pending_units, confirmed_units FROM baskets WHERE id = $1", [.text(basketId)])
+            return (row.first?["pending_units"].int, row.first?["confirmed_units"].int)
+        }
+        #expect(try await totals() == (6, 0))
+        _ = try await fixture.gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: ids[0])
+        _ = try await fixture.gateway.request(.DELETE, "/v1/reservations/\(ids[1])")
+        try await fixture.once()
+        #expect(try await totals() == (2, 2))
+        _ = try await fixture.postgres.execute("DELETE FROM reservations WHERE id = $1", [.text(ids[0])])
+        #expect(try await totals() == (2, 0))
+        await fixture.stop()
+    }
+
+    @Test("migrations split into statements at line-ending semicolons, never inside a $$ body")
+    func migrationStatements() {
+        let sql = """
+            -- a comment
+            CREATE TABLE a (x int);
+            CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE a SET x = 1;
+                RETURN NULL;
+            END
+            $$;
+            CREATE INDEX i ON a (x);
+            """
+        let statements = Migrator.statements(sql)
+        #expect(statements.count == 3)
+        #expect(statements[1].contains("UPDATE a SET x = 1;") && statements[1].contains("END"))
     }
 }
