@@ -83,6 +83,9 @@ extension Reconciler {
             var row: BasketRow?
             var reservations: [String: ReservationRecord]
             var claims: [(eventId: String, reservationId: String, outcome: String, ageSeconds: Int)]
+            /// Payments that succeeded in time but found no reservation (Redis had lost it and
+            /// the repair had not rebuilt it yet): reservation id -> payment id.
+            var paidWhileLost: [String: String]
         }
         let postgresSide = try await postgres.withConnection { connection -> PostgresSide in
             let row = try BasketStore.read(connection, basketId)
@@ -96,21 +99,42 @@ extension Reconciler {
                 }
                 reservations[id] = record
             }
-            let claims = try connection.query(
+            let payments = try connection.query(
                 """
-                SELECT p.external_id, p.reservation_id, p.outcome,
-                       EXTRACT(EPOCH FROM now() - p.received_at)::bigint AS age
+                SELECT p.external_id, p.reservation_id, p.outcome, p.kind, p.payment_id,
+                       EXTRACT(EPOCH FROM now() - p.received_at)::bigint AS age,
+                       (p.received_at < r.expires_at) AS in_time
                 FROM payments p JOIN reservations r ON r.id = p.reservation_id
                 WHERE r.basket_id = $1 AND p.received_at > now() - make_interval(secs => $2)
-                """, [.text(basketId), .int(Retention.webhookClaimSeconds)]
-            ).compactMap { row -> (eventId: String, reservationId: String, outcome: String, ageSeconds: Int)? in
-                guard let event = row["external_id"].string, let reservation = row["reservation_id"].string else { return nil }
-                return (event, reservation, row["outcome"].string ?? "processed", row["age"].int ?? 0)
+                """, [.text(basketId), .int(Retention.webhookClaimSeconds)])
+            var claims: [(eventId: String, reservationId: String, outcome: String, ageSeconds: Int)] = []
+            var paidWhileLost: [String: String] = [:]
+            for row in payments {
+                guard let event = row["external_id"].string, let reservation = row["reservation_id"].string else { continue }
+                claims.append((event, reservation, row["outcome"].string ?? "processed", row["age"].int ?? 0))
+                // `received_at` is when the reconciler recorded it, never before it arrived: in
+                // time by it is in time for sure.
+                if row["kind"].string == "payment.succeeded", row["outcome"].string == "unknown_reservation",
+                    row["in_time"].string == "t"
+                {
+                    paidWhileLost[reservation] = row["payment_id"].string ?? ""
+                }
             }
-            return PostgresSide(row: row, reservations: reservations, claims: claims)
+            return PostgresSide(row: row, reservations: reservations, claims: claims, paidWhileLost: paidWhileLost)
         }
 
-        let union = Self.union(redis: inRedis, postgres: postgresSide.reservations)
+        var union = Self.union(redis: inRedis, postgres: postgresSide.reservations)
+        // A payment that arrived in time while Redis had lost its reservation was answered
+        // `unknown_reservation`; the reservation it paid for is confirmed now instead of expiring.
+        for (reservationId, paymentId) in postgresSide.paidWhileLost {
+            guard var record = union[reservationId], record.status == .pending else { continue }
+            record.status = .confirmed
+            record.paymentId = record.paymentId ?? paymentId
+            union[reservationId] = record
+            logger.warning(
+                "reservation paid while redis had lost it confirmed by the repair",
+                metadata: ["basket": "\(basketId)", "reservation": "\(reservationId)"])
+        }
         let missingInPostgres = union.filter { postgresSide.reservations[$0.key] != $0.value }
         let row = postgresSide.row
         try await postgres.withConnection { connection in

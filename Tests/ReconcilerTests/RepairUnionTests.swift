@@ -128,6 +128,28 @@ struct RepairUnionTests {
         await fixture.stop()
     }
 
+    @Test("a payment that arrives after Redis lost its reservation and before the rebuild confirms it at the rebuild; it does not expire")
+    func paymentWhileLost() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("paidlost")
+        try await fixture.gateway.createBasket(basketId, stock: 5)
+        let id = try #require(try await fixture.gateway.reserve(basketId, consumer: "payer").json?["reservationId"]?.stringValue)
+        try await Self.once(fixture)
+        _ = try await fixture.redis.send("FLUSHALL")
+        let eventId = TestEnvironment.uniqueId("evt")
+        let answer = try await fixture.gateway.deliverPayment(eventId: eventId, reservationId: id)
+        #expect(answer.status == 200 && answer.json?["outcome"]?.stringValue == "unknown_reservation", "\(answer.text)")
+        try await Self.once(fixture)
+        #expect(try await fixture.gateway.request(.GET, "/v1/reservations/\(id)").json?["status"]?.stringValue == "confirmed")
+        #expect(try await fixture.postgresReservations(basketId)[id] == "confirmed")
+        let basket = try await fixture.gateway.basket(basketId)
+        #expect(basket["confirmed"]?.int == 1 && basket["pending"]?.int == 0 && basket["stock"]?.int == 4)
+        #expect(try await fixture.gateway.deliverPayment(eventId: eventId, reservationId: id).json?["status"]?.stringValue == "duplicate")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        await fixture.stop()
+    }
+
     @Test("two reconcilers repairing one drifted basket at once under 16 reserving clients and payments: nothing lost, reverted or sold twice")
     func overlappingRepairs() async throws {
         let fixture = try await ReconcilerFixture.start()
