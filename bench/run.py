@@ -3,10 +3,16 @@
 
 Measures, in one run and alternating so the machine's noise hits every side alike:
 baseline (smallest SwiftNIO HTTP/1.1 server) vs. the gateway's reserve and sold-out paths with
-wrk (64 connections, BENCH_ROUNDS rounds of BENCH_SECONDS each, medians), a 10,000-unit flash
-sale checked against Redis and Postgres, redis-benchmark running the reserve script at
+wrk (64 connections, BENCH_ROUNDS rounds of BENCH_SECONDS each, medians), the reserve path under
+each Redis persistence setting (no AOF, appendfsync everysec, appendfsync always), a 10,000-unit
+flash sale checked against Redis and Postgres, redis-benchmark running the reserve script at
 pipeline depth 16, the reconciler draining 200,000 events, and the gateway's peak RSS.
+
+Cost, not only speed: for every wrk round, the CPU time each process involved spent (gateway,
+Redis, the baseline server, wrk itself), read from /proc/<pid>/stat (wrk: from its rusage)
+before and after, divided by the requests served: microseconds of CPU per request, medians.
 """
+import resource
 import datetime
 import json
 import os
@@ -75,6 +81,51 @@ def to_ms(text):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_pid():
+    return int(re.search(r"process_id:(\d+)", redis("INFO", "server")).group(1))
+
+
+def measured(pids, run):
+    """Runs `run` (which returns a result with "requests") and adds the CPU microseconds per
+    request of every process in `pids` (name -> pid) and of the load generator."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    children_before = children_cpu_seconds()
+    result = run()
+    cpu = {name: (cpu_seconds(pid) - before[name]) * 1e6 / max(result["requests"], 1) for name, pid in pids.items()}
+    cpu["load_generator"] = (children_cpu_seconds() - children_before) * 1e6 / max(result["requests"], 1)
+    result["cpu_us_per_request"] = cpu
+    return result
+
+
+def set_persistence(setting):
+    """"no-aof", "everysec" or "always", on the running Redis; waits until a rewrite is done."""
+    if setting == "no-aof":
+        redis("CONFIG", "SET", "appendonly", "no")
+    else:
+        redis("CONFIG", "SET", "appendonly", "yes")
+        redis("CONFIG", "SET", "appendfsync", setting)
+    for _ in range(600):
+        info = redis("INFO", "persistence")
+        if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+            return
+        time.sleep(0.1)
+
+
 def wrk(port, script=None, args=(), seconds=SECONDS):
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     if script:
@@ -131,6 +182,45 @@ def redis_benchmark(basket, requests, pipeline=16):
     return float(re.findall(r"([\d.]+) requests per second", output)[-1])
 
 
+def stream_state():
+    """Entries held in all 16 streams, and how many of them the group has not acknowledged
+    (delivered but pending, plus never delivered)."""
+    held = unacknowledged = 0
+    for partition in range(16):
+        stream = f"{{rg{partition:02d}}}:events"
+        held += int(redis("XLEN", stream) or 0)
+        info = redis("XINFO", "GROUPS", stream) if redis("EXISTS", stream) == "1" else ""
+        fields = info.split("\n")
+        for index, field in enumerate(fields[:-1]):
+            if field in ("pending", "lag") and fields[index + 1].lstrip("-").isdigit():
+                unacknowledged += int(fields[index + 1])
+    return held, unacknowledged
+
+
+def streams_under_load(environment, script, seconds=30):
+    """The reserve load for `seconds` with `reconciler run` beside it (trimming every second):
+    how large the streams get, against what is not yet acknowledged."""
+    log(f"streams under load: reserve for {seconds} s with reconciler run (TRIM_INTERVAL_MS=1000)")
+    reset_data()
+    create_basket("bench-stream", 10**9)
+    reconciler = subprocess.Popen([f"{BIN}/reconciler", "run"], env=dict(environment, TRIM_INTERVAL_MS="1000",
+                                  RECONCILER_METRICS_PORT="0"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    load = subprocess.Popen(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{GATEWAY_PORT}/",
+                             "--", "bench-stream", "stream"], stdout=subprocess.DEVNULL)
+    samples = []
+    while load.poll() is None:
+        samples.append(stream_state())
+        time.sleep(0.5)
+    reconciler.terminate()
+    reconciler.wait()
+    granted = http("GET", "/v1/baskets/bench-stream")[1].get("pending", 0)
+    return {
+        "seconds": seconds, "reservations": granted,
+        "max_stream_entries": max(s[0] for s in samples), "max_unacknowledged": max(s[1] for s in samples),
+        "max_acknowledged_not_yet_trimmed": max(s[0] - s[1] for s in samples),
+    }
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as info:
@@ -161,12 +251,38 @@ def main():
         wrk(BASELINE_PORT, seconds=2)
         wrk(GATEWAY_PORT, script, ["bench-huge", "warm"], seconds=2)
         rounds = {"baseline": [], "reserve": [], "sold_out": []}
+        gateway_and_redis = {"gateway": gateway.pid, "redis": redis_pid()}
         for round_number in range(ROUNDS):
             log(f"round {round_number + 1}/{ROUNDS}: baseline, reserve, sold out ({SECONDS} s each)")
-            rounds["baseline"].append(wrk(BASELINE_PORT))
-            rounds["reserve"].append(wrk(GATEWAY_PORT, script, ["bench-huge", f"r{round_number}"]))
-            rounds["sold_out"].append(wrk(GATEWAY_PORT, script, ["bench-soldout", f"s{round_number}"]))
+            rounds["baseline"].append(measured({"baseline": baseline.pid}, lambda: wrk(BASELINE_PORT)))
+            rounds["reserve"].append(measured(gateway_and_redis, lambda: wrk(GATEWAY_PORT, script, ["bench-huge", f"r{round_number}"])))
+            rounds["sold_out"].append(measured(gateway_and_redis, lambda: wrk(GATEWAY_PORT, script, ["bench-soldout", f"s{round_number}"])))
         results["rounds"] = rounds
+        cpu_median = lambda name, process: statistics.median(r["cpu_us_per_request"][process] for r in rounds[name])
+        results["cpu_us_per_request"] = {
+            "baseline": {p: cpu_median("baseline", p) for p in ("baseline", "load_generator")},
+            "reserve": {p: cpu_median("reserve", p) for p in ("gateway", "redis", "load_generator")},
+            "sold_out": {p: cpu_median("sold_out", p) for p in ("gateway", "redis", "load_generator")},
+        }
+
+        # The reserve path under each persistence setting, alternating within each round.
+        persistence = {"no-aof": [], "everysec": [], "always": []}
+        for round_number in range(ROUNDS):
+            for setting in persistence:
+                log(f"persistence round {round_number + 1}/{ROUNDS}: reserve with {setting}")
+                set_persistence(setting)
+                persistence[setting].append(
+                    measured(gateway_and_redis, lambda: wrk(GATEWAY_PORT, script, ["bench-huge", f"p{setting}{round_number}"])))
+        set_persistence("everysec")
+        results["persistence"] = {
+            setting: {
+                "rps": statistics.median(r["rps"] for r in runs),
+                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                "gateway_cpu_us": statistics.median(r["cpu_us_per_request"]["gateway"] for r in runs),
+                "redis_cpu_us": statistics.median(r["cpu_us_per_request"]["redis"] for r in runs),
+            }
+            for setting, runs in persistence.items()
+        }
         results["gateway_peak_rss_mb"] = peak_rss_mb(gateway.pid)
         median = lambda name, key: statistics.median(r[key] for r in rounds[name])
         results["baseline_rps"] = median("baseline", "rps")
@@ -207,7 +323,10 @@ def main():
 
         log("redis-benchmark: the reserve script at pipeline depth 16")
         reset_data()
+        pid = redis_pid()
+        before = cpu_seconds(pid)
         results["redis_script_rps_p16"] = redis_benchmark("bench-rb", 1_000_000)
+        results["redis_script_cpu_us_per_call_p16"] = (cpu_seconds(pid) - before) * 1e6 / 1_000_000
         results["reserve_vs_redis_ratio"] = results["reserve_rps"] / results["redis_script_rps_p16"]
 
         log("reconciler: draining 200,000 events")
@@ -218,6 +337,8 @@ def main():
         match = re.search(r"applied (\d+) events in ([\d.]+) seconds", output)
         applied, seconds = int(match.group(1)), float(match.group(2))
         results["reconciler"] = {"events_waiting": events, "applied": applied, "seconds": seconds, "events_per_second": applied / seconds}
+
+        results["streams_under_load"] = streams_under_load(environment, script)
     finally:
         for process in (gateway, baseline):
             if process.poll() is None:
@@ -229,19 +350,34 @@ def main():
         json.dump(results, out, indent=2)
     m = results["machine"]
     flash = results["flash_sale"]
+    cpu = results["cpu_us_per_request"]
     rows = [
         ("baseline (SwiftNIO hello world) req/s", f"{results['baseline_rps']:,.0f}", ""),
         ("reserve reservations/s", f"{results['reserve_rps']:,.0f}", f"ratio {results['reserve_ratio']:.2f} (target >= 0.75)"),
         ("reserve p50 / p99 latency", f"{results['reserve_p50_ms']:.2f} / {results['reserve_p99_ms']:.2f} ms", "p99 target <= 5 ms"),
         ("sold-out requests/s", f"{results['sold_out_rps']:,.0f}", f"ratio {results['sold_out_ratio']:.2f} (target >= 0.90)"),
         ("redis-benchmark reserve script, P16", f"{results['redis_script_rps_p16']:,.0f}",
-         f"gateway/redis {results['reserve_vs_redis_ratio']:.2f}"),
+         f"gateway/redis {results['reserve_vs_redis_ratio']:.2f}; {results['redis_script_cpu_us_per_call_p16']:.1f} µs Redis CPU per call"),
+        ("CPU per request, baseline", f"{cpu['baseline']['baseline']:.1f} µs", f"wrk {cpu['baseline']['load_generator']:.1f} µs"),
+        ("CPU per request, reserve", f"gateway {cpu['reserve']['gateway']:.1f} µs, redis {cpu['reserve']['redis']:.1f} µs",
+         f"wrk {cpu['reserve']['load_generator']:.1f} µs"),
+        ("CPU per request, sold out", f"gateway {cpu['sold_out']['gateway']:.1f} µs, redis {cpu['sold_out']['redis']:.1f} µs",
+         f"wrk {cpu['sold_out']['load_generator']:.1f} µs"),
+    ] + [
+        (f"reserve with {setting}", f"{row['rps']:,.0f}/s, p99 {row['p99_ms']:.2f} ms",
+         f"gateway {row['gateway_cpu_us']:.1f} µs, redis {row['redis_cpu_us']:.1f} µs per reservation")
+        for setting, row in results["persistence"].items()
+    ] + [
         ("flash sale 10,000 units", f"{flash['seconds_to_sell_out'] or float('nan'):.2f} s to sell out",
          f"granted {flash['granted_redis']}, postgres rows {flash['rows_postgres']}, stock {flash['stock_postgres']}, "
          f"audit exit {flash['audit_exit']}: {'OK' if flash['ok'] else 'FAILED'}"),
         ("reconciler drain", f"{results['reconciler']['events_per_second']:,.0f} events/s",
          f"{results['reconciler']['applied']:,} events in {results['reconciler']['seconds']:.2f} s (target >= 50,000/s)"),
         ("gateway peak RSS (reserve load)", f"{results['gateway_peak_rss_mb']:.0f} MB", "target <= 150 MB"),
+        ("streams under 30 s of reserve load", f"max {results['streams_under_load']['max_stream_entries']:,} entries",
+         f"max unacknowledged {results['streams_under_load']['max_unacknowledged']:,}, acknowledged but not yet trimmed "
+         f"{results['streams_under_load']['max_acknowledged_not_yet_trimmed']:,} (trim every 1 s), "
+         f"{results['streams_under_load']['reservations']:,} reservations"),
     ]
     print(f"\nmachine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
           f"wrk -t2 -c{CONNECTIONS}, {ROUNDS} x {SECONDS} s rounds, medians\n")
