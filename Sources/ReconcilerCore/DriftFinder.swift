@@ -29,11 +29,15 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
     public let basketId: String
     public let kind: Kind
     public let detail: String
+    /// Postgres has not seen the basket's latest change (its `redis_seq` is behind Redis's
+    /// `seq`): the difference may be events not applied yet rather than drift.
+    public let postgresBehind: Bool
 
-    public init(basketId: String, kind: Kind, detail: String) {
+    public init(basketId: String, kind: Kind, detail: String, postgresBehind: Bool = false) {
         self.basketId = basketId
         self.kind = kind
         self.detail = detail
+        self.postgresBehind = postgresBehind
     }
 
     public var description: String { "basket \(basketId): \(kind.rawValue): \(detail)" }
@@ -55,15 +59,23 @@ extension Reconciler {
     public func audit(repair: Bool) async throws -> [Drift] {
         var drifts = try await findDrifts()
         if repair, drifts.contains(where: { $0.kind.needsRepair }) {
-            // A basket can look drifted only because its latest events are not applied yet: drain
-            // first and repair only what still differs, so healthy baskets never go out of service.
-            _ = try await drain()
-            drifts = try await findDrifts()
+            // A basket can look drifted only because its latest events are not applied yet. Such
+            // a basket (Postgres behind on its `seq`, entries waiting in its stream) is judged at
+            // a later audit, once applying caught up; nothing is drained here, so housekeeping
+            // never waits on a catch-up. Behind with nothing waiting means its events were lost:
+            // repaired now. (`once` drains before it audits, so nothing there is behind.)
+            let backlog = try await consumer.partitionsWithBacklog()
+            var notYet: Set<String> = []
             var done: Set<String> = []
-            for drift in drifts where drift.kind.needsRepair && !done.contains(drift.basketId) {
+            for drift in drifts where drift.kind.needsRepair && !done.contains(drift.basketId) && !notYet.contains(drift.basketId) {
+                if drift.postgresBehind && backlog.contains(Keyspace.partition(ofBasket: drift.basketId)) {
+                    notYet.insert(drift.basketId)
+                    continue
+                }
                 done.insert(drift.basketId)
                 if case .repaired = try await repairBasket(drift.basketId, reason: drift) { repaired(drift) }
             }
+            drifts.removeAll { notYet.contains($0.basketId) && $0.kind.needsRepair }
         }
         let oversold = drifts.filter { $0.kind == .oversold }
         Gauge(label: "reconciler_oversold_baskets").record(oversold.count)
@@ -75,6 +87,16 @@ extension Reconciler {
     }
 
     func findDrifts() async throws -> [Drift] {
+        // Redis first, then Postgres: an event Redis has that Postgres lacks is then either still
+        // waiting in its stream or applied in time for the Postgres read (never a false lag).
+        var redisIds: Set<String> = []
+        for partition in 0..<Keyspace.partitionCount {
+            redisIds.formUnion(try await redis.run(BasketIndexCall(partition: partition)))
+        }
+        let redisOrdered = redisIds.sorted()
+        let redisReplies = try await redis.pipeline(redisOrdered.map { ReadBasketCall(basketId: $0).command })
+        let redisHealth = try await redis.pipeline(redisOrdered.map { BasketHealthCall(basketId: $0).command })
+        let redisNow = try await redisMilliseconds()
         let postgresBaskets = try await postgres.withConnection { connection -> [String: PostgresBasket] in
             var result: [String: PostgresBasket] = [:]
             for row in try connection.query(
@@ -89,16 +111,16 @@ extension Reconciler {
             }
             return result
         }
-        var ids = Set(postgresBaskets.keys)
-        for partition in 0..<Keyspace.partitionCount {
-            ids.formUnion(try await redis.run(BasketIndexCall(partition: partition)))
-        }
-        let ordered = ids.sorted()
-        let replies = try await redis.pipeline(ordered.map { ReadBasketCall(basketId: $0).command })
-        let healthReplies = try await redis.pipeline(ordered.map { BasketHealthCall(basketId: $0).command })
-        let redisNow = try await redisMilliseconds()
+        // Baskets only Postgres knows are read from Redis now (they are missing there, or new).
+        let postgresOnly = Set(postgresBaskets.keys).subtracting(redisIds).sorted()
+        let lateReplies = try await redis.pipeline(postgresOnly.map { ReadBasketCall(basketId: $0).command })
+        let lateHealth = try await redis.pipeline(postgresOnly.map { BasketHealthCall(basketId: $0).command })
+        let ordered = redisOrdered + postgresOnly
+        let replies = redisReplies + lateReplies
+        let healthReplies = redisHealth + lateHealth
         var drifts: [Drift] = []
         var consistent: Set<String> = []
+        var behindBaskets: Set<String> = []
         for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) {
             let health = (try? healthReply.get()).flatMap { try? BasketHealthCall.decode($0) }
             if let health, health.repairOwner != nil {
@@ -113,10 +135,12 @@ extension Reconciler {
                 drifts.append(
                     Drift(
                         basketId: id, kind: .books,
-                        detail: "the reserve script found stock != capacity - pending - confirmed \(health.booksMismatches) times"))
+                        detail: "the reserve script found stock != capacity - pending - confirmed \(health.booksMismatches) times",
+                        postgresBehind: (health.seq ?? 0) > (postgresBaskets[id]?.row.redisSeq ?? 0)))
             }
             // A basket hash Redis cannot read back (corrupt counters) counts as missing: a repair rewrites it.
             let state = (try? reply.get()).flatMap { try? ReadBasketCall.decode($0) } ?? nil
+            let behind = (health?.seq ?? 0) > (postgresBaskets[id]?.row.redisSeq ?? 0)
             if let postgres = postgresBaskets[id], postgres.pending + postgres.confirmed > postgres.row.capacity {
                 drifts.append(
                     Drift(
@@ -129,7 +153,10 @@ extension Reconciler {
                         detail: "redis: reservations hold \(state.pending + state.confirmed) units of capacity \(state.capacity)"))
             }
             guard let postgres = postgresBaskets[id] else {
-                if state != nil { drifts.append(Drift(basketId: id, kind: .missingInPostgres, detail: "redis has the basket, postgres has no row")) }
+                if state != nil {
+                    drifts.append(
+                        Drift(basketId: id, kind: .missingInPostgres, detail: "redis has the basket, postgres has no row", postgresBehind: behind))
+                }
                 continue
             }
             guard let state else {
@@ -151,8 +178,11 @@ extension Reconciler {
                         basketId: id, kind: .counters,
                         detail:
                             "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
-                            + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])"
-                    ))
+                            + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])",
+                        postgresBehind: behind))
+            } else if behind {
+                behindBaskets.insert(id)
+                consistent.insert(id)
             } else {
                 consistent.insert(id)
             }
@@ -190,7 +220,8 @@ extension Reconciler {
             drifts.append(
                 Drift(
                     basketId: basketId, kind: .reservations,
-                    detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis"))
+                    detail: "\(count) of \(totals[basketId] ?? 0) active reservations are missing or differ in redis",
+                    postgresBehind: behindBaskets.contains(basketId)))
         }
         return drifts
     }

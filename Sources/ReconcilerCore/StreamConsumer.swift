@@ -104,6 +104,43 @@ public struct StreamConsumer: Sendable {
         }
     }
 
+    /// The partitions whose stream holds entries the group has not acknowledged (delivered and
+    /// pending, or not delivered yet): there, Postgres may simply not have caught up.
+    public func partitionsWithBacklog() async throws -> Set<Int> {
+        var result: Set<Int> = []
+        for (partition, stream) in streams.enumerated() {
+            let info: RedisValue
+            do {
+                info = try await redis.send("XINFO", "STREAM", .string(stream))
+            } catch let error as RedisError where error.serverCode == "ERR" {
+                continue  // no such stream: nothing waits there
+            }
+            let lastGenerated = Self.field("last-generated-id", in: info)?.string.flatMap(StreamID.init)
+            let groups = (try? await redis.send("XINFO", "GROUPS", .string(stream)).array) ?? []
+            guard let group = groups.first(where: { Self.field("name", in: $0)?.string == Self.group }) else {
+                if lastGenerated != nil { result.insert(partition) }  // entries, and no group has read them
+                continue
+            }
+            let pending = Self.field("pending", in: group)?.int ?? 0
+            let delivered = Self.field("last-delivered-id", in: group)?.string.flatMap(StreamID.init)
+            if pending > 0 || (lastGenerated.map { generated in delivered.map { $0 < generated } ?? true } ?? false) {
+                result.insert(partition)
+            }
+        }
+        return result
+    }
+
+    /// A field of a flat name/value array reply (XINFO's shape).
+    static func field(_ name: String, in reply: RedisValue) -> RedisValue? {
+        let values = reply.array ?? []
+        var index = 0
+        while index + 1 < values.count {
+            if values[index].string == name { return values[index + 1] }
+            index += 2
+        }
+        return nil
+    }
+
     /// The newest entry id of every stream now: `once` drains up to these.
     public func currentEnds() async throws -> [String: String] {
         var ends: [String: String] = [:]

@@ -141,17 +141,20 @@ public struct BasketHealthCall: CommandCall {
         public var repairOwner: String?
         public var leaseEndMilliseconds: Int?
         public var booksMismatches: Int
+        /// The basket's change counter (what its latest event carries).
+        public var seq: Int?
     }
 
     public let keys: [String]
-    public var command: [RedisArgument] { ["HMGET", .string(keys[0]), "maint", "lease", "mismatch"] }
+    public var command: [RedisArgument] { ["HMGET", .string(keys[0]), "maint", "lease", "mismatch", "seq"] }
 
     public init(basketId: String) {
         keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))]
     }
 
     public static func decode(_ reply: RedisValue) throws -> Health {
-        guard let values = reply.array, values.count == 3 else { throw StoreReplyError("basket health", reply) }
-        return Health(repairOwner: values[0].string, leaseEndMilliseconds: values[1].int, booksMismatches: values[2].int ?? 0)
+        guard let values = reply.array, values.count == 4 else { throw StoreReplyError("basket health", reply) }
+        return Health(
+            repairOwner: values[0].string, leaseEndMilliseconds: values[1].int, booksMismatches: values[2].int ?? 0, seq: values[3].int)
     }
 }
