@@ -5,10 +5,15 @@
 #   scripts/services.sh stop    stop what start started
 #   scripts/services.sh status  say what runs
 #   scripts/services.sh env     print `export REDIS_URL=... DATABASE_URL=...` for eval
+#   scripts/services.sh cluster-start   start Postgres and, instead of the single Redis, a Redis
+#                                       Cluster of 3 primaries and 3 replicas (AOF on), and print
+#                                       the URLs (REDIS_URL lists the six nodes as seeds)
+#   scripts/services.sh cluster-stop    stop the cluster's six nodes
 #
 # Settings (environment): REDIS_PORT (6379), PG_PORT (5432), SERVICES_DIR (.local/services in the
 # repository; ignored by git), PG_DATABASE (reservations), REDIS_APPENDFSYNC (everysec; `always`
-# loses no acknowledged write in a machine crash, at a throughput cost: see docs/operations.md).
+# loses no acknowledged write in a machine crash, at a throughput cost: see docs/operations.md),
+# CLUSTER_PORT (7000: the cluster's nodes use this port and the five after it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +25,8 @@ PG_DATABASE=${PG_DATABASE:-reservations}
 SERVICES_DIR=${SERVICES_DIR:-$ROOT/.local/services}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 REDIS_DIR=$SERVICES_DIR/redis-$REDIS_PORT
+CLUSTER_PORT=${CLUSTER_PORT:-7000}
+CLUSTER_PORTS=$(seq "$CLUSTER_PORT" $((CLUSTER_PORT + 5)))
 
 log() { echo "services: $*" >&2; }
 
@@ -98,6 +105,39 @@ start_postgres() {
   fi
 }
 
+start_cluster() {
+  local port dir
+  for port in $CLUSTER_PORTS; do
+    if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then continue; fi
+    dir=$SERVICES_DIR/cluster-$port
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --appendonly yes --appendfsync "$REDIS_APPENDFSYNC" --save "" \
+      --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+  done
+  for port in $CLUSTER_PORTS; do
+    for _ in $(seq 1 100); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  done
+  if ! redis-cli -p "$CLUSTER_PORT" cluster info 2>/dev/null | grep -q "cluster_slots_assigned:16384"; then
+    # shellcheck disable=SC2046
+    redis-cli --cluster create $(for port in $CLUSTER_PORTS; do printf '127.0.0.1:%s ' "$port"; done) \
+      --cluster-replicas 1 --cluster-yes >/dev/null
+  fi
+  for _ in $(seq 1 300); do
+    redis-cli -p "$CLUSTER_PORT" cluster info 2>/dev/null | grep -q "cluster_state:ok" && break
+    sleep 0.1
+  done
+  redis-cli -p "$CLUSTER_PORT" cluster info | grep -q "cluster_state:ok" || { log "the cluster did not come up; see $SERVICES_DIR/cluster-*/redis.log"; exit 1; }
+  log "redis cluster on 127.0.0.1:$CLUSTER_PORT-$((CLUSTER_PORT + 5)) (3 primaries, 3 replicas, appendfsync $REDIS_APPENDFSYNC)"
+}
+
+cluster_url() {
+  local url="" port
+  for port in $CLUSTER_PORTS; do url="$url${url:+,}redis://127.0.0.1:$port"; done
+  echo "$url"
+}
+
 print_env() {
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
   echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$PG_DATABASE"
@@ -120,5 +160,16 @@ case "${1:-start}" in
     pg_up && log "postgres: up on $PG_PORT" || log "postgres: down"
     ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  cluster-start)
+    install_missing
+    start_cluster
+    start_postgres
+    echo "export REDIS_URL=$(cluster_url)"
+    echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/$PG_DATABASE"
+    ;;
+  cluster-stop)
+    for port in $CLUSTER_PORTS; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+    log "redis cluster stopped (data kept in $SERVICES_DIR/cluster-*)"
+    ;;
+  *) echo "usage: $0 start|stop|status|env|cluster-start|cluster-stop" >&2; exit 2 ;;
 esac

@@ -31,19 +31,32 @@ public struct StreamConsumer: Sendable {
 
     /// New entries (never delivered to anyone), up to `count` per stream.
     public func readNew(count: Int, streams subset: [String]? = nil) async throws -> [StreamEntry] {
-        let keys = subset ?? streams
-        let command: [RedisArgument] =
-            ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
-            + keys.map { .string($0) } + keys.map { _ in ">" }
-        return try await withGroups { StreamEntry.parseRead(try await redis.send(command)) }
+        try await read(count: count, from: subset ?? streams, after: ">")
     }
 
     /// Entries delivered to this consumer and not yet acknowledged (after a failed apply).
     public func readOwnPending(count: Int) async throws -> [StreamEntry] {
-        let command: [RedisArgument] =
+        try await read(count: count, from: streams, after: "0")
+    }
+
+    /// One XREADGROUP over all `keys` on a single server; on a cluster, where the streams live
+    /// in different slots (one command may not span them), one per stream, pipelined, each
+    /// routed to the node that owns its stream.
+    private func read(count: Int, from keys: [String], after position: String) async throws -> [StreamEntry] {
+        func command(_ keys: [String]) -> [RedisArgument] {
             ["XREADGROUP", "GROUP", .string(Self.group), .string(name), "COUNT", .int(count), "STREAMS"]
-            + streams.map { .string($0) } + streams.map { _ in "0" }
-        return try await withGroups { StreamEntry.parseRead(try await redis.send(command)) }
+                + keys.map { .string($0) } + keys.map { _ in .string(position) }
+        }
+        guard redis.isCluster else {
+            return try await withGroups { StreamEntry.parseRead(try await redis.send(command(keys))) }
+        }
+        return try await withGroups {
+            var entries: [StreamEntry] = []
+            for reply in try await redis.pipeline(keys.map { command([$0]) }) {
+                entries += StreamEntry.parseRead(try reply.get())
+            }
+            return entries
+        }
     }
 
     /// Takes over entries left pending by any consumer for at least `minIdleMilliseconds`.

@@ -20,41 +20,24 @@ public struct RedisScript: Sendable, Hashable {
     }
 }
 
-/// The Redis client everything in the product uses: a fixed set of pipelined connections, one per
-/// event loop of the group it is given. A caller already on one of those loops (an HTTP handler)
-/// uses that loop's connection with no thread hop; other callers are spread round robin.
-public final class RedisClient: Sendable {
-    public let configuration: RedisConfiguration
-    public let eventLoopGroup: any EventLoopGroup
-    private let connections: [RedisConnection]
+/// One server's connections: one pipelined connection per event loop of the group (times
+/// `connectionsPerEventLoop`). A caller already on one of those loops uses that loop's connection
+/// with no thread hop; other callers are spread round robin.
+final class RedisNodeConnections: Sendable {
+    let connections: [RedisConnection]
     private let nextConnection = Atomic<Int>(0)
-    private let scriptLoads = Counter()
 
-    /// A count shared with the connections (an `Atomic` cannot be captured by value).
-    private final class Counter: Sendable {
-        let value = Atomic<Int>(0)
-    }
-
-    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
-        self.configuration = configuration
-        self.eventLoopGroup = eventLoopGroup
+    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, onScriptReload: @escaping @Sendable () -> Void) {
         var connections: [RedisConnection] = []
-        let scriptLoads = scriptLoads
         for eventLoop in eventLoopGroup.makeIterator() {
             for _ in 0..<max(1, configuration.connectionsPerEventLoop) {
-                connections.append(
-                    RedisConnection(eventLoop: eventLoop, configuration: configuration) { [scriptLoads] in
-                        scriptLoads.value.wrappingAdd(1, ordering: .relaxed)
-                    })
+                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration, onScriptReload: onScriptReload))
             }
         }
         self.connections = connections
     }
 
-    /// How many times a script had to be loaded after a `NOSCRIPT` reply.
-    public var scriptLoadCount: Int { scriptLoads.value.load(ordering: .relaxed) }
-
-    private func connection(for eventLoop: (any EventLoop)?) -> RedisConnection {
+    func connection(for eventLoop: (any EventLoop)?) -> RedisConnection {
         if let eventLoop {
             for connection in connections where connection.eventLoop === eventLoop { return connection }
         }
@@ -62,23 +45,79 @@ public final class RedisClient: Sendable {
         return connections[index % connections.count]
     }
 
+    func close() async {
+        for connection in connections {
+            try? await connection.close().get()
+        }
+    }
+}
+
+/// The Redis client everything in the product uses: a fixed set of pipelined connections, one per
+/// event loop of the group it is given. With one server (`REDIS_URL` a single URL) that is all;
+/// with cluster seeds, it routes every command by the slot of its key to the primary serving
+/// it, over that node's own connections (see `RedisClusterRouter`).
+public final class RedisClient: Sendable {
+    public let configuration: RedisConfiguration
+    public let eventLoopGroup: any EventLoopGroup
+    private let standalone: RedisNodeConnections?
+    private let cluster: RedisClusterRouter?
+    private let scriptLoads = Counter()
+
+    /// A count shared with the connections (an `Atomic` cannot be captured by value).
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        let scriptLoads = scriptLoads
+        let onScriptReload: @Sendable () -> Void = { scriptLoads.value.wrappingAdd(1, ordering: .relaxed) }
+        if configuration.isCluster {
+            standalone = nil
+            cluster = RedisClusterRouter(configuration: configuration, eventLoopGroup: eventLoopGroup, onScriptReload: onScriptReload)
+        } else {
+            standalone = RedisNodeConnections(configuration: configuration, eventLoopGroup: eventLoopGroup, onScriptReload: onScriptReload)
+            cluster = nil
+        }
+    }
+
+    /// Whether this client talks to a Redis Cluster.
+    public var isCluster: Bool { cluster != nil }
+
+    /// How often a cluster client followed each kind of answer (all zero for a single server).
+    public struct ClusterRedirects: Sendable, Equatable {
+        public var moved = 0
+        public var asked = 0
+        /// TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN, READONLY or an unreachable node.
+        public var retried = 0
+    }
+
+    public var clusterRedirects: ClusterRedirects { cluster?.redirects ?? ClusterRedirects() }
+
+    /// How many times a script had to be loaded after a `NOSCRIPT` reply.
+    public var scriptLoadCount: Int { scriptLoads.value.load(ordering: .relaxed) }
+
     /// Sends one command. Error replies fail the future with `RedisError.server`.
     /// With `eventLoop` given (the caller's own loop), the future completes on it without a hop.
     public func send(_ arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<RedisValue> {
-        connection(for: eventLoop).send(arguments)
+        if let cluster { return cluster.send(arguments, script: nil, on: eventLoop) }
+        return standalone!.connection(for: eventLoop).send(arguments)
     }
 
     public func send(_ arguments: [RedisArgument]) async throws -> RedisValue {
-        try await connection(for: nil).send(arguments).get()
+        try await send(arguments, on: nil).get()
     }
 
     public func send(_ arguments: RedisArgument...) async throws -> RedisValue {
         try await send(arguments)
     }
 
-    /// Sends several commands in one batch on one connection; each gets its own result.
+    /// Sends several commands in one batch on one connection; each gets its own result. On a
+    /// cluster each command goes to its own node (commands for one node still share batches).
     public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, any Error>] {
-        try await connection(for: nil).send(batch: commands).get()
+        if let cluster { return try await cluster.pipeline(commands) }
+        return try await standalone!.connection(for: nil).send(batch: commands).get()
     }
 
     /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) the connection loads the
@@ -90,15 +129,21 @@ public final class RedisClient: Sendable {
         command.reserveCapacity(3 + keys.count + arguments.count)
         for key in keys { command.append(.string(key)) }
         command.append(contentsOf: arguments)
-        return connection(for: eventLoop).send(command, script: script.source)
+        if let cluster { return cluster.send(command, script: script.source, on: eventLoop) }
+        return standalone!.connection(for: eventLoop).send(command, script: script.source)
     }
 
     public func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RedisValue {
         try await evalSHA(script, keys: keys, arguments: arguments, on: nil).get()
     }
 
-    /// Loads scripts up front (start-up), so the first requests need no NOSCRIPT round trip.
+    /// Loads scripts up front (start-up), so the first requests need no NOSCRIPT round trip. On
+    /// a cluster, on every primary (a replica promoted later loads them on its first NOSCRIPT).
     public func load(_ scripts: [RedisScript]) async throws {
+        if let cluster {
+            try await cluster.load(scripts)
+            return
+        }
         for script in scripts {
             let sha = try await send(["SCRIPT", "LOAD", .string(script.source)])
             guard sha.string == script.sha1 else {
@@ -109,8 +154,7 @@ public final class RedisClient: Sendable {
 
     /// Closes every connection; calls after this fail with `RedisError.shutdown`.
     public func shutdown() async {
-        for connection in connections {
-            try? await connection.close().get()
-        }
+        await standalone?.close()
+        await cluster?.close()
     }
 }

@@ -17,6 +17,13 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// When the batch on the wire has waited this long for Redis, new calls fail at once with
     /// `overloaded` until Redis answers again. Default nil: off (the gateway turns it on).
     public var shedAfter: Duration?
+    /// The seeds of a Redis Cluster, when `REDIS_URL` lists more than one; empty for a single
+    /// server (then no cluster command is ever sent).
+    public var clusterSeeds: [RedisNode] = []
+    /// How often a cluster client asks for the slot map even when no reply said it changed.
+    public var clusterRefreshInterval: Duration = .seconds(30)
+
+    public var isCluster: Bool { !clusterSeeds.isEmpty }
 
     public init(
         host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, database: Int = 0,
@@ -32,11 +39,23 @@ public struct RedisConfiguration: Sendable, Equatable {
         self.connectionsPerEventLoop = connectionsPerEventLoop
     }
 
-    /// Parses `redis://[:password@]host:port[/db]`. A comma-separated list of cluster seeds is
-    /// accepted only as far as its first seed: cluster routing is not implemented yet.
+    /// Parses `redis://[:password@]host:port[/db]`, or a comma-separated list of such URLs: the
+    /// seeds of a Redis Cluster (the password of the first applies to all; no database number).
     public init(url: String) throws {
         self.init()
-        let first = url.split(separator: ",").first.map(String.init) ?? url
+        let seeds = url.split(separator: ",").map { $0.trimmingSpaces() }
+        if seeds.count > 1 {
+            var nodes: [RedisNode] = []
+            for seed in seeds {
+                let parsed = try RedisConfiguration(url: String(seed))
+                guard parsed.database == 0 else { throw RedisError.invalidURL("a cluster has no database numbers") }
+                nodes.append(RedisNode(host: parsed.host, port: parsed.port))
+            }
+            try self.init(url: String(seeds[0]))
+            clusterSeeds = nodes
+            return
+        }
+        let first = seeds.first.map(String.init) ?? url
         guard first.hasPrefix("redis://") else { throw RedisError.invalidURL("expected redis://host:port") }
         var rest = Substring(first.dropFirst("redis://".count))
         if let at = rest.lastIndex(of: "@") {
@@ -69,6 +88,15 @@ public struct RedisConfiguration: Sendable, Equatable {
             host = String(hostPort)
         }
         if host.isEmpty { host = "127.0.0.1" }
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> Substring {
+        var text = self
+        while text.first == " " { text = text.dropFirst() }
+        while text.last == " " { text = text.dropLast() }
+        return text
     }
 }
 

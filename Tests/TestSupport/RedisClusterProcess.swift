@@ -1,0 +1,166 @@
+public import Foundation
+
+/// A Redis Cluster of a test's own: 3 primaries and 3 replicas on free loopback ports (cluster
+/// bus ports chosen too), AOF on with `appendfsync always`, created with `redis-cli --cluster
+/// create`. Tests move slots and fail primaries over through it. Every node is killed when the
+/// object goes away.
+public final class RedisClusterProcess: @unchecked Sendable {
+    // @unchecked Sendable: only immutable state after init; the servers are shared through ports.
+    public let ports: [Int]
+    private let busPorts: [Int]
+    public let directory: URL
+
+    public var url: String { ports.map { "redis://127.0.0.1:\($0)" }.joined(separator: ",") }
+
+    public init() throws {
+        var taken: Set<Int> = []
+        func pick() throws -> Int {
+            while true {
+                let port = try freePort()
+                if taken.insert(port).inserted { return port }
+            }
+        }
+        ports = try (0..<6).map { _ in try pick() }
+        busPorts = try (0..<6).map { _ in try pick() }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-cluster-\(ports[0])-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    private func nodeDirectory(_ port: Int) -> URL { directory.appendingPathComponent("node-\(port)") }
+
+    public func start() async throws {
+        for (port, bus) in zip(ports, busPorts) {
+            let folder = nodeDirectory(port)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let process = try Subprocess([
+                RedisServerProcess.binary, "--bind", "127.0.0.1", "--port", String(port), "--cluster-enabled", "yes",
+                "--cluster-port", String(bus), "--cluster-config-file", folder.appendingPathComponent("nodes.conf").path,
+                "--cluster-node-timeout", "2000", "--dir", folder.path, "--daemonize", "yes",
+                "--pidfile", folder.appendingPathComponent("redis.pid").path, "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--logfile", folder.appendingPathComponent("redis.log").path,
+            ])
+            _ = try await process.finish(timeout: .seconds(60))
+        }
+        for port in ports {
+            guard try await eventually(timeout: .seconds(45), interval: .milliseconds(100), { try await self.cli(port, ["PING"]) == "PONG" }) else {
+                throw HarnessError("cluster node :\(port) did not start")
+            }
+        }
+        let create = try Subprocess(
+            ["redis-cli", "--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "1", "--cluster-yes"],
+            captureOutput: true)
+        let created = try await create.finish(timeout: .seconds(120))
+        guard created.status == 0 else { throw HarnessError("redis-cli --cluster create failed: \(created.output.suffix(400))") }
+        try await waitHealthy()
+    }
+
+    /// Until every node says `cluster_state:ok` and sees three primaries serving all slots.
+    public func waitHealthy() async throws {
+        let healthy = try await eventually(timeout: .seconds(120), interval: .milliseconds(100)) {
+            for port in self.ports {
+                let info = try await self.cli(port, ["CLUSTER", "INFO"])
+                guard info.contains("cluster_state:ok"), info.contains("cluster_slots_ok:16384") else { return false }
+            }
+            return try await self.primaries().count == 3
+        }
+        guard healthy else { throw HarnessError("the test cluster did not become healthy") }
+    }
+
+    /// Runs one command on one node with redis-cli and returns its output, trimmed.
+    @discardableResult
+    public func cli(_ port: Int, _ arguments: [String]) async throws -> String {
+        let process = try Subprocess(["redis-cli", "-p", String(port)] + arguments, captureOutput: true)
+        let result = try await process.finish(timeout: .seconds(60))
+        return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    public struct Primary: Sendable {
+        public let port: Int
+        public let id: String
+        public let slots: [ClosedRange<Int>]
+    }
+
+    /// The primaries as one node sees them (`CLUSTER NODES`).
+    public func primaries() async throws -> [Primary] {
+        let text = try await cli(ports[0], ["CLUSTER", "NODES"])
+        var result: [Primary] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count >= 8, fields[2].contains("master"), !fields[2].contains("fail") else { continue }
+            guard let address = fields[1].split(separator: "@").first, let port = address.split(separator: ":").last.flatMap({ Int($0) }) else {
+                continue
+            }
+            var slots: [ClosedRange<Int>] = []
+            for range in fields.dropFirst(8) where !range.hasPrefix("[") {
+                let bounds = range.split(separator: "-").compactMap { Int($0) }
+                if bounds.count == 2 { slots.append(bounds[0]...bounds[1]) } else if bounds.count == 1 { slots.append(bounds[0]...bounds[0]) }
+            }
+            if !slots.isEmpty { result.append(Primary(port: port, id: String(fields[0]), slots: slots)) }
+        }
+        return result
+    }
+
+    public func owner(ofSlot slot: Int) async throws -> Primary? {
+        try await primaries().first { primary in primary.slots.contains { $0.contains(slot) } }
+    }
+
+    /// Moves one slot to another primary the way `redis-cli --cluster reshard` does: IMPORTING
+    /// and MIGRATING (clients get ASK meanwhile), MIGRATE of its keys in batches, then the slot
+    /// assigned to the target everywhere (clients get MOVED). `pause` runs between batches, so a
+    /// test can keep traffic flowing through the migration.
+    public func migrate(slot: Int, pause: () async throws -> Void = {}) async throws -> (from: Int, to: Int) {
+        let all = try await primaries()
+        guard let source = all.first(where: { $0.slots.contains { $0.contains(slot) } }), let target = all.first(where: { $0.port != source.port })
+        else { throw HarnessError("no owner for slot \(slot)") }
+        try await cli(target.port, ["CLUSTER", "SETSLOT", String(slot), "IMPORTING", source.id])
+        try await cli(source.port, ["CLUSTER", "SETSLOT", String(slot), "MIGRATING", target.id])
+        while true {
+            let keys = try await cli(source.port, ["CLUSTER", "GETKEYSINSLOT", String(slot), "20"])
+                .split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+            if keys.isEmpty { break }
+            let answer = try await cli(source.port, ["MIGRATE", "127.0.0.1", String(target.port), "", "0", "10000", "KEYS"] + keys)
+            guard answer == "OK" || answer == "NOKEY" else { throw HarnessError("MIGRATE answered \(answer)") }
+            try await pause()
+        }
+        for port in ports {
+            _ = try? await cli(port, ["CLUSTER", "SETSLOT", String(slot), "NODE", target.id])
+        }
+        return (source.port, target.port)
+    }
+
+    /// A coordinated failover: one replica of `primaryPort` takes over (no acknowledged write is
+    /// lost). Returns the new primary's port once every node agrees.
+    public func failover(primaryPort: Int) async throws -> Int {
+        let primaryId = try await cli(primaryPort, ["CLUSTER", "MYID"])
+        let nodes = try await cli(ports[0], ["CLUSTER", "NODES"])
+        guard
+            let replica = nodes.split(separator: "\n").map({ $0.split(separator: " ") }).first(where: {
+                $0.count > 3 && $0[2].contains("slave") && $0[3] == primaryId
+            }),
+            let port = replica[1].split(separator: "@").first?.split(separator: ":").last.flatMap({ Int($0) })
+        else { throw HarnessError("no replica of :\(primaryPort)") }
+        let answer = try await cli(port, ["CLUSTER", "FAILOVER"])
+        guard answer == "OK" else { throw HarnessError("CLUSTER FAILOVER answered \(answer)") }
+        guard try await eventually(timeout: .seconds(60), interval: .milliseconds(100), { try await self.primaries().contains { $0.port == port } })
+        else { throw HarnessError("the failover of :\(primaryPort) did not complete") }
+        try await waitHealthy()
+        return port
+    }
+
+    public func stop() {
+        for port in ports {
+            let pidFile = nodeDirectory(port).appendingPathComponent("redis.pid").path
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("redis-server")
+            {
+                kill(pid, SIGKILL)
+            }
+        }
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
