@@ -8,7 +8,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export REDIS_PORT=${BENCH_REDIS_PORT:-6390} PG_PORT=${BENCH_PG_PORT:-5442} SERVICES_DIR=$ROOT/.local/bench
-eval "$(scripts/services.sh start)"
+# A failed start must stop here (an `eval "$(...)"` would hide its status).
+services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+eval "$services_env"
 export REDIS_URL DATABASE_URL
 command -v wrk >/dev/null 2>&1 || { if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo -n apt-get install -y -qq wrk >/dev/null; fi; }
 swift build -c release >&2

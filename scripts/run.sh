@@ -10,7 +10,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-eval "$(scripts/services.sh start)"
+# A failed start must stop here (an `eval "$(...)"` would hide its status).
+services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+eval "$services_env"
 export REDIS_URL DATABASE_URL
 # Only a value this script filled in (a public development one) is ever printed.
 DEFAULTED=

@@ -30,7 +30,9 @@ while [ $# -gt 0 ]; do
 done
 
 export REDIS_PORT=${TEST_REDIS_PORT:-6380} PG_PORT=${TEST_PG_PORT:-5433} SERVICES_DIR=$ROOT/.local/test-services
-eval "$(scripts/services.sh start)"
+# A failed start must stop here (an `eval "$(...)"` would hide its status).
+services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+eval "$services_env"
 export REDIS_URL DATABASE_URL CI=${CI:-true}
 
 [ "$BUILD" = 1 ] && swift build --build-tests >&2

@@ -14,7 +14,9 @@ cd "$ROOT"
 # The suite gets a Redis and a Postgres of its own (not the ones scripts/run.sh uses), emptied
 # at the start of every run, so runs never see each other's data.
 export REDIS_PORT=${TEST_REDIS_PORT:-6380} PG_PORT=${TEST_PG_PORT:-5433} SERVICES_DIR=$ROOT/.local/test-services
-eval "$(scripts/services.sh start)"
+# A failed start must stop here (an `eval "$(...)"` would hide its status).
+services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+eval "$services_env"
 export REDIS_URL DATABASE_URL
 redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
 
