@@ -5,13 +5,19 @@
 #
 # ADMIN_TOKEN and WEBHOOK_SECRET default to the public development values (printed, and only
 # those are printed); set your own for anything but local use. Every variable of README's
-# configuration table is honoured.
+# configuration table is honoured. With REDIS_CLUSTER=1 it starts a local Redis Cluster (3
+# primaries, 3 replicas: scripts/services.sh cluster-start) instead of the single Redis and runs
+# the product on it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 # A failed start must stop here (an `eval "$(...)"` would hide its status).
-services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+if [ "${REDIS_CLUSTER:-0}" = 1 ]; then
+  services_env=$(scripts/services.sh cluster-start) || { echo "services did not start" >&2; exit 1; }
+else
+  services_env=$(scripts/services.sh start) || { echo "services did not start" >&2; exit 1; }
+fi
 eval "$services_env"
 export REDIS_URL DATABASE_URL
 # Only a value this script filled in (a public development one) is ever printed.
