@@ -119,7 +119,10 @@ final class RedisClusterRouter: Sendable {
                 }
                 return loop.makeFailedFuture(error)
             default:
-                return loop.makeFailedFuture(error)
+                // Out of redirections or retries (a slot in the middle of a move, a cluster
+                // electing a primary): the command did not run, and this is "not now", never a
+                // wrong request, so the caller gets a transient error (the gateway's 503).
+                return loop.makeFailedFuture(RedisError.overloaded)
             }
         }
     }

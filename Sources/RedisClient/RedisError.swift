@@ -14,8 +14,9 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidURL(String)
     /// The client was shut down.
     case shutdown
-    /// Refused without being sent: too many calls wait for this connection, or Redis has not
-    /// answered the batch on the wire for a while. Nothing ran; retrying later is safe.
+    /// Refused without being run: too many calls wait for this connection, Redis has not
+    /// answered the batch on the wire for a while, or a cluster kept redirecting or refusing it
+    /// (a slot being moved, a primary being elected). Nothing ran; retrying later is safe.
     case overloaded
     /// The connection's AUTH or SELECT was refused; nothing queued on it ran.
     case handshakeFailed(String)

@@ -226,4 +226,6 @@ final class LoadTally: Sendable {
     let stop = Atomic<Bool>(false)
     let granted = Mutex<[String]>([])
     let paid = Mutex<[String]>([])
+    /// Statuses other than 201, when a test keeps them.
+    let others = Mutex<[Int]>([])
 }

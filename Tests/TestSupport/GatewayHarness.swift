@@ -42,7 +42,11 @@ public final class GatewayHarness: Sendable {
         configuration.redisMaxPending = 1_000_000
         configuration.redisCommandTimeoutMilliseconds = 120_000
         configure(&configuration)
-        let redis = RedisClient(configuration: try RedisConfiguration(gateway: configuration), eventLoopGroup: TestEnvironment.eventLoopGroup)
+        var redisConfiguration = try RedisConfiguration(gateway: configuration)
+        // A loaded test machine (the suite in parallel, CPU hogs) can starve an event loop past
+        // the production 2 s connect timeout; a refused port still fails at once.
+        redisConfiguration.connectTimeout = .seconds(30)
+        let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: TestEnvironment.eventLoopGroup)
         if loadScripts { try await redis.load(ReservationScripts.all) }
         let registry = PrometheusCollectorRegistry()
         let metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))

@@ -1,4 +1,5 @@
 public import Foundation
+import Synchronization
 
 /// A Redis Cluster of a test's own: 3 primaries and 3 replicas on free loopback ports (cluster
 /// bus ports chosen too), AOF on with `appendfsync always`, created with `redis-cli --cluster
@@ -9,6 +10,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
     public let ports: [Int]
     private let busPorts: [Int]
     public let directory: URL
+    private let killed = Mutex<Set<Int>>([])
 
     public var url: String { ports.map { "redis://127.0.0.1:\($0)" }.joined(separator: ",") }
 
@@ -38,6 +40,9 @@ public final class RedisClusterProcess: @unchecked Sendable {
                 "--cluster-node-timeout", "2000", "--dir", folder.path, "--daemonize", "yes",
                 "--pidfile", folder.appendingPathComponent("redis.pid").path, "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--logfile", folder.appendingPathComponent("redis.log").path,
+                // Replicas sync at once (not after the default 5 s wait for more replicas): a
+                // replica that never synced cannot take over when its primary dies.
+                "--repl-diskless-sync-delay", "0",
             ])
             _ = try await process.finish(timeout: .seconds(60))
         }
@@ -54,12 +59,14 @@ public final class RedisClusterProcess: @unchecked Sendable {
         try await waitHealthy()
     }
 
-    /// Until every node says `cluster_state:ok` and sees three primaries serving all slots.
+    /// Until every live node says `cluster_state:ok` and sees three primaries serving all slots.
     public func waitHealthy() async throws {
         let healthy = try await eventually(timeout: .seconds(120), interval: .milliseconds(100)) {
-            for port in self.ports {
+            for port in self.ports where !self.killed.withLock({ $0.contains(port) }) {
                 let info = try await self.cli(port, ["CLUSTER", "INFO"])
                 guard info.contains("cluster_state:ok"), info.contains("cluster_slots_ok:16384") else { return false }
+                let replication = try await self.cli(port, ["INFO", "replication"])
+                if replication.contains("role:slave"), !replication.contains("master_link_status:up") { return false }
             }
             return try await self.primaries().count == 3
         }
@@ -82,7 +89,8 @@ public final class RedisClusterProcess: @unchecked Sendable {
 
     /// The primaries as one node sees them (`CLUSTER NODES`).
     public func primaries() async throws -> [Primary] {
-        let text = try await cli(ports[0], ["CLUSTER", "NODES"])
+        let live = ports.first { !killed.withLock({ $0 }).contains($0) } ?? ports[0]
+        let text = try await cli(live, ["CLUSTER", "NODES"])
         var result: [Primary] = []
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")
@@ -108,7 +116,9 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// and MIGRATING (clients get ASK meanwhile), MIGRATE of its keys in batches, then the slot
     /// assigned to the target everywhere (clients get MOVED). `pause` runs between batches, so a
     /// test can keep traffic flowing through the migration.
-    public func migrate(slot: Int, pause: () async throws -> Void = {}) async throws -> (from: Int, to: Int) {
+    public func migrate(
+        slot: Int, pause: () async throws -> Void = {}, beforeAssign: () async throws -> Void = {}
+    ) async throws -> (from: Int, to: Int) {
         let all = try await primaries()
         guard let source = all.first(where: { $0.slots.contains { $0.contains(slot) } }), let target = all.first(where: { $0.port != source.port })
         else { throw HarnessError("no owner for slot \(slot)") }
@@ -122,7 +132,10 @@ public final class RedisClusterProcess: @unchecked Sendable {
             guard answer == "OK" || answer == "NOKEY" else { throw HarnessError("MIGRATE answered \(answer)") }
             try await pause()
         }
-        for port in ports {
+        // Every key is on the target now, the slot still MIGRATING: a client asking the source
+        // for one of them gets ASK.
+        try await beforeAssign()
+        for port in [target.port, source.port] + ports.filter({ $0 != target.port && $0 != source.port }) {
             _ = try? await cli(port, ["CLUSTER", "SETSLOT", String(slot), "NODE", target.id])
         }
         return (source.port, target.port)
@@ -139,23 +152,38 @@ public final class RedisClusterProcess: @unchecked Sendable {
             }),
             let port = replica[1].split(separator: "@").first?.split(separator: ":").last.flatMap({ Int($0) })
         else { throw HarnessError("no replica of :\(primaryPort)") }
-        let answer = try await cli(port, ["CLUSTER", "FAILOVER"])
-        guard answer == "OK" else { throw HarnessError("CLUSTER FAILOVER answered \(answer)") }
-        guard try await eventually(timeout: .seconds(60), interval: .milliseconds(100), { try await self.primaries().contains { $0.port == port } })
-        else { throw HarnessError("the failover of :\(primaryPort) did not complete") }
+        // A manual failover gives up (silently) when the replica cannot catch up with its primary
+        // within 5 s, which a loaded machine can cause: ask again until it happens.
+        var promoted = false
+        for _ in 0..<8 where !promoted {
+            let answer = try await cli(port, ["CLUSTER", "FAILOVER"])
+            guard answer == "OK" else { throw HarnessError("CLUSTER FAILOVER answered \(answer)") }
+            promoted = try await eventually(timeout: .seconds(15), interval: .milliseconds(100)) {
+                try await self.primaries().contains { $0.port == port }
+            }
+        }
+        guard promoted else { throw HarnessError("the failover of :\(primaryPort) did not complete") }
         try await waitHealthy()
         return port
     }
 
+    /// SIGKILLs one node, as a crash would; its replica takes over after the node timeout.
+    public func kill(port: Int) {
+        killed.withLock { _ = $0.insert(port) }
+        if let pid = pid(port) { Foundation.kill(pid, SIGKILL) }
+    }
+
+    private func pid(_ port: Int) -> pid_t? {
+        let pidFile = nodeDirectory(port).appendingPathComponent("redis.pid").path
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+            let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("redis-server")
+        else { return nil }
+        return pid
+    }
+
     public func stop() {
         for port in ports {
-            let pidFile = nodeDirectory(port).appendingPathComponent("redis.pid").path
-            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
-                let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("redis-server")
-            {
-                kill(pid, SIGKILL)
-            }
+            if let pid = pid(port) { Foundation.kill(pid, SIGKILL) }
         }
     }
 
