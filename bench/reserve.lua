@@ -1,5 +1,7 @@
 -- wrk script: POST a reservation with a consumer id never used before on every request.
--- usage: wrk ... -s bench/reserve.lua <url> -- <basketId> <runPrefix>
+-- usage: wrk ... -s bench/reserve.lua <url> -- <basketId>[,<basketId>...] <runPrefix>
+-- With several baskets (comma-separated), requests go round robin over them (the cluster run
+-- spreads them over every partition, so over every primary).
 local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -7,14 +9,17 @@ function setup(thread)
 end
 
 function init(args)
-  basket = args[1] or "bench"
+  baskets = {}
+  for basket in string.gmatch(args[1] or "bench", "[^,]+") do
+    baskets[#baskets + 1] = "/v1/baskets/" .. basket .. "/reservations"
+  end
   prefix = args[2] or "r"
   counter = 0
-  path = "/v1/baskets/" .. basket .. "/reservations"
   headers = { ["Content-Type"] = "application/json" }
 end
 
 function request()
   counter = counter + 1
+  local path = baskets[(counter % #baskets) + 1]
   return wrk.format("POST", path, headers, '{"consumerId":"' .. prefix .. "-" .. tid .. "-" .. counter .. '"}')
 end

@@ -221,6 +221,70 @@ def streams_under_load(environment, script, seconds=30):
     }
 
 
+def cluster_beside_single(environment, script, single_gateway_pid):
+    """The reserve path on a local Redis Cluster (3 primaries, 3 replicas, AOF everysec) beside
+    the single Redis, alternating rounds, on baskets spread over all 16 partitions: requests/s,
+    and the CPU each Redis process and the gateway spent per reservation."""
+    log("cluster: starting a local Redis Cluster (ports 7100-7105)")
+    cluster_env = dict(os.environ, CLUSTER_PORT="7100")
+    output = subprocess.run(["scripts/services.sh", "cluster-start"], cwd=ROOT, env=cluster_env, capture_output=True, text=True, check=True)
+    cluster_url = re.search(r"REDIS_URL=(\S+)", output.stdout).group(1)
+    ports = [7100 + i for i in range(6)]
+    pids = {port: int(re.search(r"process_id:(\d+)", subprocess.run(["redis-cli", "-p", str(port), "INFO", "server"],
+            capture_output=True, text=True, check=True).stdout).group(1)) for port in ports}
+    cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8089"))
+    try:
+        wait_http(8089)
+        baskets = []
+        index = 0
+        while len({fnv_partition(b) for b in baskets}) < 16:
+            candidate = f"spread-{index}"
+            if fnv_partition(candidate) not in {fnv_partition(b) for b in baskets}:
+                baskets.append(candidate)
+            index += 1
+        for basket in baskets:
+            for port in (GATEWAY_PORT, 8089):
+                status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
+                                         {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+                assert status in (201, 409), (status, body)
+        spread = ",".join(baskets)
+        single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
+        cluster_pids = {"gateway": cluster_gateway.pid, **{f"redis_{port}": pid for port, pid in pids.items()}}
+        runs = {"single": [], "cluster": []}
+        for round_number in range(ROUNDS):
+            log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, then on the cluster")
+            runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"cs{round_number}"])))
+            runs["cluster"].append(measured(cluster_pids, lambda: wrk(8089, script, [spread, f"cc{round_number}"])))
+        roles = {}
+        for port in ports:
+            info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "replication"], capture_output=True, text=True).stdout
+            roles[port] = "primary" if "role:master" in info else "replica"
+        summary = {}
+        for name, rounds in runs.items():
+            summary[name] = {
+                "rps": statistics.median(r["rps"] for r in rounds),
+                "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+                "cpu_us_per_reservation": {process: statistics.median(r["cpu_us_per_request"][process] for r in rounds)
+                                           for process in rounds[0]["cpu_us_per_request"]},
+            }
+        summary["roles"] = {f"redis_{port}": role for port, role in roles.items()}
+        return summary
+    finally:
+        cluster_gateway.terminate()
+        cluster_gateway.wait()
+        subprocess.run(["scripts/services.sh", "cluster-stop"], cwd=ROOT, env=cluster_env, capture_output=True)
+
+
+def http_port(port, method, path, body=None, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=body.encode() if body else None, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
 def machine():
     model = "unknown"
     with open("/proc/cpuinfo") as info:
@@ -339,6 +403,9 @@ def main():
         results["reconciler"] = {"events_waiting": events, "applied": applied, "seconds": seconds, "events_per_second": applied / seconds}
 
         results["streams_under_load"] = streams_under_load(environment, script)
+
+        if os.environ.get("BENCH_CLUSTER", "1") != "0":
+            results["cluster"] = cluster_beside_single(environment, script, gateway.pid)
     finally:
         for process in (gateway, baseline):
             if process.poll() is None:
@@ -374,6 +441,7 @@ def main():
         ("reconciler drain", f"{results['reconciler']['events_per_second']:,.0f} events/s",
          f"{results['reconciler']['applied']:,} events in {results['reconciler']['seconds']:.2f} s (target >= 50,000/s)"),
         ("gateway peak RSS (reserve load)", f"{results['gateway_peak_rss_mb']:.0f} MB", "target <= 150 MB"),
+    ] + cluster_rows(results.get("cluster")) + [
         ("streams under 30 s of reserve load", f"max {results['streams_under_load']['max_stream_entries']:,} entries",
          f"max unacknowledged {results['streams_under_load']['max_unacknowledged']:,}, acknowledged but not yet trimmed "
          f"{results['streams_under_load']['max_acknowledged_not_yet_trimmed']:,} (trim every 1 s), "
@@ -385,6 +453,20 @@ def main():
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>28}  {note}")
     print("\nwritten to bench-results/latest.json")
+
+
+def cluster_rows(cluster):
+    if not cluster:
+        return []
+    rows = []
+    for name in ("single", "cluster"):
+        run = cluster[name]
+        cpu = run["cpu_us_per_reservation"]
+        redis_parts = ", ".join(f"{value:.1f}" if process == "redis" else f":{process[6:]} ({cluster['roles'][process]}) {value:.1f}"
+                                for process, value in sorted(cpu.items()) if process.startswith("redis"))
+        rows.append((f"reserve over 16 partitions, {name} Redis", f"{run['rps']:,.0f}/s, p99 {run['p99_ms']:.2f} ms",
+                     f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation: {redis_parts}"))
+    return rows
 
 
 if __name__ == "__main__":
