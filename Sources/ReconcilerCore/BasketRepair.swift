@@ -194,14 +194,19 @@ extension Reconciler {
         var pending = 0
         var confirmed = 0
         for record in union.values where record.status.isActive {
-            units[record.consumerId, default: 0] += record.quantity
-            if record.status == .pending { pending += record.quantity } else { confirmed += record.quantity }
+            units[record.consumerId] = Self.units(units[record.consumerId] ?? 0, record.quantity)
+            if record.status == .pending {
+                pending = Self.units(pending, record.quantity)
+            } else {
+                confirmed = Self.units(confirmed, record.quantity)
+            }
         }
         let capacity = (redisSeq >= basketRow.redisSeq ? redisCapacity : nil) ?? basketRow.capacity
-        let held = pending + confirmed
-        let oversoldBy = max(held - capacity, 0)
+        let held = Self.units(pending, confirmed)
+        let (over, overflow) = held.subtractingReportingOverflow(capacity)
+        let oversoldBy = overflow ? Int.max : max(over, 0)
         let state = BasketState(
-            stock: max(capacity - held, 0), pending: pending, confirmed: confirmed, capacity: capacity,
+            stock: oversoldBy > 0 ? 0 : capacity - held, pending: pending, confirmed: confirmed, capacity: capacity,
             holdSeconds: redisBasket.count == 5 ? (redisBasket[2].int ?? basketRow.holdSeconds) : basketRow.holdSeconds,
             maxPerConsumer: redisBasket.count == 5 ? (redisBasket[3].int ?? basketRow.maxPerConsumer) : basketRow.maxPerConsumer)
         let seq = max(redisSeq, basketRow.redisSeq) + 1

@@ -141,16 +141,18 @@ extension Reconciler {
             // A basket hash Redis cannot read back (corrupt counters) counts as missing: a repair rewrites it.
             let state = (try? reply.get()).flatMap { try? ReadBasketCall.decode($0) } ?? nil
             let behind = (health?.seq ?? 0) > (postgresBaskets[id]?.row.redisSeq ?? 0)
-            if let postgres = postgresBaskets[id], postgres.pending + postgres.confirmed > postgres.row.capacity {
+            if let postgres = postgresBaskets[id], Self.units(postgres.pending, postgres.confirmed) > postgres.row.capacity {
                 drifts.append(
                     Drift(
                         basketId: id, kind: .oversold,
-                        detail: "postgres: reservations hold \(postgres.pending + postgres.confirmed) units of capacity \(postgres.row.capacity)"))
-            } else if let state, state.pending + state.confirmed > state.capacity {
+                        detail:
+                            "postgres: reservations hold \(Self.units(postgres.pending, postgres.confirmed)) units of capacity \(postgres.row.capacity)"
+                    ))
+            } else if let state, Self.units(state.pending, state.confirmed) > state.capacity {
                 drifts.append(
                     Drift(
                         basketId: id, kind: .oversold,
-                        detail: "redis: reservations hold \(state.pending + state.confirmed) units of capacity \(state.capacity)"))
+                        detail: "redis: reservations hold \(Self.units(state.pending, state.confirmed)) units of capacity \(state.capacity)"))
             }
             guard let postgres = postgresBaskets[id] else {
                 if state != nil {
@@ -170,8 +172,8 @@ extension Reconciler {
             let postgresTuple = [postgres.row.stock, postgres.pending, postgres.confirmed, postgres.row.capacity]
             // An oversold basket after its repair has stock 0 and more held than capacity: that is
             // the oversell (reported above), not a counter to repair again.
-            let oversoldAndClosed = state.stock == 0 && state.pending + state.confirmed > state.capacity
-            let balanced = redisTuple[0] + redisTuple[1] + redisTuple[2] == redisTuple[3] || oversoldAndClosed
+            let oversoldAndClosed = state.stock == 0 && Self.units(state.pending, state.confirmed) > state.capacity
+            let balanced = Self.units(redisTuple[0], redisTuple[1], redisTuple[2]) == redisTuple[3] || oversoldAndClosed
             if redisTuple != postgresTuple || !balanced {
                 drifts.append(
                     Drift(
@@ -226,14 +228,26 @@ extension Reconciler {
         return drifts
     }
 
+    /// A sum of unit counters read from Redis or Postgres, saturating instead of trapping: a
+    /// corrupt counter must show up as drift, not stop the reconciler.
+    static func units(_ values: Int...) -> Int {
+        var total = 0
+        for value in values {
+            let (sum, overflow) = total.addingReportingOverflow(value)
+            total = overflow ? (value > 0 ? .max : .min) : sum
+        }
+        return total
+    }
+
     /// How far back the audit checks confirmed reservations one by one.
     static let recentlyConfirmedSeconds = 3600
 
     /// Redis's clock, which the repair leases are written in.
     func redisMilliseconds() async throws -> Int {
         let reply = try await redis.send("TIME")
+        // Range-checked before any arithmetic: a reply is data from outside.
         guard let parts = reply.array, parts.count == 2, let seconds = parts[0].string.flatMap(Int.init),
-            let micros = parts[1].string.flatMap(Int.init)
+            let micros = parts[1].string.flatMap(Int.init), (0...(Int.max / 1000 - 1)).contains(seconds), (0..<1_000_000).contains(micros)
         else { throw StoreReplyError("time", reply) }
         return seconds * 1000 + micros / 1000
     }

@@ -48,4 +48,12 @@ struct EventMergeTests {
         legacy["pay"] = nil
         #expect(EventApplier.merge([Self.entry(legacy)]).reservations["00-r"]?.paymentId == "p-1")
     }
+
+    @Test("unit sums of counters read from outside saturate instead of trapping")
+    func saturatingUnits() {
+        #expect(Reconciler.units(2, 3, 4) == 9)
+        #expect(Reconciler.units(Int.max, 1) == Int.max)
+        #expect(Reconciler.units(Int.max, Int.max, -5) == Int.max - 5)
+        #expect(Reconciler.units(Int.min, -1) == Int.min)
+    }
 }
