@@ -49,13 +49,7 @@ def psql(sql):
 
 
 def http(method, path, body=None, headers=None):
-    request = urllib.request.Request(f"http://127.0.0.1:{GATEWAY_PORT}{path}", method=method,
-                                     data=body.encode() if body else None, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+    return http_port(GATEWAY_PORT, method, path, body, headers)
 
 
 def wait_http(port, path="/healthz"):

@@ -158,30 +158,8 @@ struct ClusterTests {
         let baskets = Self.baskets(in: 0, count: 4, prefix: TestEnvironment.uniqueId("rs"))
         for basket in baskets { try await gateway.createBasket(basket, stock: 100_000) }
         let tally = LoadTally()
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for client in 0..<16 {
-                    group.addTask {
-                        var attempt = 0
-                        while !tally.stop.load(ordering: .relaxed) {
-                            attempt += 1
-                            guard
-                                let response = try? await gateway.reserve(
-                                    baskets[(client + attempt) % baskets.count], consumer: "r\(client)-\(attempt)")
-                            else { continue }
-                            if response.status == 201, let id = response.json?["reservationId"]?.stringValue {
-                                tally.granted.withLock { $0.append(id) }
-                            } else {
-                                tally.others.withLock { $0.append(response.status) }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        func progress(_ count: Int) async throws {
-            let before = tally.granted.withLock { $0.count }
-            #expect(try await eventually { tally.granted.withLock { $0.count } >= before + count })
+        let load = tally.load(clients: 16) { client, attempt in
+            try await gateway.reserve(baskets[(client + attempt) % baskets.count], consumer: "r\(client)-\(attempt)")
         }
         func answered(_ count: Int) async throws {
             func total() -> Int { tally.granted.withLock { $0.count } + tally.others.withLock { $0.count } }
@@ -196,7 +174,7 @@ struct ClusterTests {
         let basketKey = Keyspace.basket(baskets[0], partition: 0)
         #expect(try await probe.send("HGET", .string(basketKey), "capacity").int == 100_000)
         let probeBefore = probe.clusterRedirects
-        try await progress(100)
+        try await tally.progress(100)
         _ = try await cluster.migrate(
             slot: RedisHashSlot.slot(of: Keyspace.prefix(0)),
             // While the slot's keys are split between two nodes, a reservation (which touches
@@ -209,7 +187,7 @@ struct ClusterTests {
         #expect(try await probe.send("HGET", .string(basketKey), "capacity").int == 100_000)
         #expect(probe.clusterRedirects.moved == probeBefore.moved + 1, "\(probe.clusterRedirects)")
         await probe.shutdown()
-        try await progress(100)
+        try await tally.progress(100)
         tally.stop.store(true, ordering: .relaxed)
         await load.value
         let redirects = gateway.redis.clusterRedirects
@@ -257,32 +235,13 @@ struct ClusterTests {
         #expect(migrate.status == 0, "\(migrate.output)")
         let reconciler = try ProductProcess.start("reconciler", ["run"], environment: environment)
         let tally = LoadTally()
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for client in 0..<8 {
-                    group.addTask {
-                        var attempt = 0
-                        while !tally.stop.load(ordering: .relaxed) {
-                            attempt += 1
-                            if let response = try? await gateway.reserve(
-                                baskets[(client + attempt) % baskets.count], consumer: "f\(client)-\(attempt)"),
-                                response.status == 201, let id = response.json?["reservationId"]?.stringValue
-                            {
-                                tally.granted.withLock { $0.append(id) }
-                            }
-                        }
-                    }
-                }
-            }
+        let load = tally.load(clients: 8) { client, attempt in
+            try await gateway.reserve(baskets[(client + attempt) % baskets.count], consumer: "f\(client)-\(attempt)")
         }
-        func progress(_ count: Int) async throws {
-            let before = tally.granted.withLock { $0.count }
-            #expect(try await eventually { tally.granted.withLock { $0.count } >= before + count })
-        }
-        try await progress(100)
+        try await tally.progress(100)
         let owner = try #require(try await cluster.owner(ofSlot: RedisHashSlot.slot(of: Keyspace.prefix(3))))
         _ = try await cluster.failover(primaryPort: owner.port)
-        try await progress(200)
+        try await tally.progress(200)
         tally.stop.store(true, ordering: .relaxed)
         await load.value
 

@@ -229,26 +229,11 @@ struct DriftAndOutageTests {
         try await gateway.createBasket(basketId, stock: 1_000_000)
         let tally = LoadTally()
 
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for client in 0..<16 {
-                    group.addTask {
-                        var attempt = 0
-                        while !tally.stop.load(ordering: .relaxed) {
-                            attempt += 1
-                            // While Redis is down the gateway answers 503 (or the request fails):
-                            // only a 201 is a promise.
-                            guard let response = try? await gateway.reserve(basketId, consumer: "k\(client)-\(attempt)"),
-                                response.status == 201, let id = response.json?["reservationId"]?.stringValue
-                            else { continue }
-                            tally.granted.withLock { $0.append(id) }
-                        }
-                    }
-                }
-            }
+        let load = tally.load(clients: 16) { client, attempt in
+            try await gateway.reserve(basketId, consumer: "k\(client)-\(attempt)")
         }
         // Kill it in the middle of the load (after real progress, polled, not timed).
-        #expect(try await eventually { tally.granted.withLock { $0.count } >= 300 })
+        try await tally.progress(300)
         redisServer.kill()
         let grantedBeforeRestart = tally.granted.withLock { $0.count }
         try await Task.sleep(for: .milliseconds(200))

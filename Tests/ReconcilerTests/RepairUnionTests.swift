@@ -220,12 +220,3 @@ struct RepairUnionTests {
         await fixture.stop()
     }
 }
-
-/// What the load tasks of a test saw, shared with the test.
-final class LoadTally: Sendable {
-    let stop = Atomic<Bool>(false)
-    let granted = Mutex<[String]>([])
-    let paid = Mutex<[String]>([])
-    /// Statuses other than 201, when a test keeps them.
-    let others = Mutex<[Int]>([])
-}

@@ -117,22 +117,8 @@ struct StreamHousekeepingTests {
         let basketId = candidate
         try await fixture.gateway.createBasket(basketId, stock: 1_000_000)
         let tally = LoadTally()
-        let load = Task {
-            await withTaskGroup(of: Void.self) { group in
-                for client in 0..<4 {
-                    group.addTask {
-                        var attempt = 0
-                        while !tally.stop.load(ordering: .relaxed) {
-                            attempt += 1
-                            if let response = try? await fixture.gateway.reserve(basketId, consumer: "s\(client)-\(attempt)"),
-                                response.status == 201, let id = response.json?["reservationId"]?.stringValue
-                            {
-                                tally.granted.withLock { $0.append(id) }
-                            }
-                        }
-                    }
-                }
-            }
+        let load = tally.load(clients: 4) { client, attempt in
+            try await fixture.gateway.reserve(basketId, consumer: "s\(client)-\(attempt)")
         }
 
         func lastDelivered() async throws -> String? {
