@@ -16,8 +16,10 @@
 -- ARGV[7] idempotencySeconds: how long the record is kept
 -- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
 -- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
--- {"idempotency_key_reused"}, {"id_collision"}. A replay returns the first answer, as stored.
--- Every check runs before the first write, so a failure leaves nothing half done.
+-- {"idempotency_key_reused"}. A replay returns the first answer, as stored (and is not counted
+-- by the rate limit). Every other attempt is counted first, then every check runs before the
+-- first write of the reservation, so a refusal leaves nothing half done.
+-- Reservation ids carry 128 random bits: the script does not look for an existing one.
 -- The basket is out of service while `maint` holds a repair's token: {"unavailable"}.
 -- Stock is never more than capacity - pending - confirmed, whatever the `stock` counter says.
 local quantity = tonumber(ARGV[3])
@@ -38,13 +40,17 @@ if idempotent then
 end
 
 local limit = tonumber(ARGV[5])
-local attempts = 0
 if limit > 0 then
-  attempts = tonumber(redis.call('GET', KEYS[7]) or '0')
-  if attempts >= limit then
-    local ttl = redis.call('PTTL', KEYS[7])
-    if ttl < 0 then ttl = 1000 end
-    return {'rate_limited', ttl}
+  -- One call for a consumer's first attempt in a window: SET NX GET opens the window and says
+  -- whether one was open (and how many attempts it has counted).
+  local counted = redis.call('SET', KEYS[7], '1', 'PX', '1000', 'NX', 'GET')
+  if counted then
+    if tonumber(counted) >= limit then
+      local ttl = redis.call('PTTL', KEYS[7])
+      if ttl < 0 then ttl = 1000 end
+      return {'rate_limited', ttl}
+    end
+    redis.call('INCR', KEYS[7])
   end
 end
 
@@ -53,7 +59,7 @@ local answer
 local stock, held
 local booksDisagree = false
 if basket[6] then
-  -- taken out of service for a repair (or being rebuilt): nothing is recorded, the client retries
+  -- taken out of service for a repair (or being rebuilt): no reservation is recorded, the client retries
   return {'unavailable'}
 elseif not basket[1] then
   answer = 'basket_not_found'
@@ -71,41 +77,29 @@ else
     answer = 'limit_exceeded'
   elseif stock < quantity then
     answer = 'sold_out'
-  elseif redis.call('EXISTS', KEYS[2]) == 1 then
-    -- never happens with the gateway's ids; an answer, not an error, so pipelines keep going
-    return {'id_collision'}
   end
 end
 
--- writes start here
+-- the reservation's writes start here
 if booksDisagree then redis.call('HINCRBY', KEYS[1], 'mismatch', 1) end
-if limit > 0 then
-  if attempts == 0 then
-    redis.call('SET', KEYS[7], 1, 'PX', 1000)
-  else
-    redis.call('INCR', KEYS[7])
-  end
-end
-
 local reply
 if answer then
   reply = {answer}
 else
   local now = redis.call('TIME')
-  local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local expiresAt = nowMs + tonumber(basket[4]) * 1000
+  local expiresAt = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(basket[4]) * 1000
   local remaining = stock - quantity
-  local seq = tonumber(basket[7]) + 1
-  -- one HSET with the values computed from the HMGET above, instead of three HINCRBYs
-  redis.call('HSET', KEYS[1], 'stock', remaining, 'pending', tonumber(basket[2]) + quantity, 'seq', seq)
-  redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', quantity,
-    'status', 'pending', 'exp', expiresAt)
-  redis.call('HSET', KEYS[3], ARGV[2], held + quantity)
-  redis.call('ZADD', KEYS[4], expiresAt, ARGV[4])
+  -- numbers become strings once, as integers ('%d'; Lua's own conversion is a costly '%.14g')
+  local expires = string.format('%d', expiresAt)
+  local left = string.format('%d', remaining)
+  local seq = string.format('%d', tonumber(basket[7]) + 1)
+  redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', tonumber(basket[2]) + quantity), 'seq', seq)
+  redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', ARGV[3], 'status', 'pending', 'exp', expires)
+  redis.call('HSET', KEYS[3], ARGV[2], string.format('%d', held + quantity))
+  redis.call('ZADD', KEYS[4], expires, ARGV[4])
   -- the event's status is implied by its type ("reserved" -> pending)
   redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
-    'stock', remaining, 'capacity', basket[3], 'res', ARGV[4], 'consumer', ARGV[2], 'qty', quantity,
-    'exp', expiresAt)
+    'stock', left, 'capacity', basket[3], 'res', ARGV[4], 'consumer', ARGV[2], 'qty', ARGV[3], 'exp', expires)
   reply = {'granted', ARGV[4], expiresAt, remaining}
 end
 

@@ -173,8 +173,7 @@ public final class GatewayAPI: HTTPResponder {
             case .idempotencyKeyReused:
                 self.metrics.reservation(.rejected)
                 refusal = .idempotencyKeyReused
-            case .unavailable, .idCollision:
-                // idCollision never reaches here (the service throws); grouped to keep the switch whole
+            case .unavailable:
                 self.metrics.reservation(.rejected)
                 refusal = APIError(ReservationError.underRepair)
             }

@@ -128,8 +128,6 @@ public final class ReservationService: Sendable {
             switch outcome {
             case .soldOut:
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
-            case .idCollision:
-                throw ReservationError.inconsistentStore("reservation id collision")
             default:
                 break
             }

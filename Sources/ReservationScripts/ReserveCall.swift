@@ -12,8 +12,6 @@ public struct ReserveCall: ScriptCall {
         case unavailable
         case rateLimited(retryAfterMilliseconds: Int)
         case idempotencyKeyReused
-        /// The new id exists already (128 random bits: never in practice); nothing was recorded.
-        case idCollision
     }
 
     public static let script = ReservationScripts.reserve
@@ -63,7 +61,6 @@ public struct ReserveCall: ScriptCall {
         case "basket_not_found": return .basketNotFound
         case "unavailable": return .unavailable
         case "idempotency_key_reused": return .idempotencyKeyReused
-        case "id_collision": return .idCollision
         case "rate_limited":
             // A Redis reply, range-checked before any arithmetic: a window is at most a second.
             let milliseconds = rest.first?.int ?? 1000

@@ -147,7 +147,6 @@ struct ScriptContractTests {
         #expect(try ReserveCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
         #expect(try ReserveCall.decode(Self.reply("unavailable")) == .unavailable)
         #expect(try ReserveCall.decode(Self.reply("idempotency_key_reused")) == .idempotencyKeyReused)
-        #expect(try ReserveCall.decode(Self.reply("id_collision")) == .idCollision)
         #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(250)])) == .rateLimited(retryAfterMilliseconds: 250))
         // A window reply is range-checked before anyone does arithmetic with it.
         #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Redis CPU per call of reserve scripts, side by side (issue 13's harness).
+
+usage: REDIS_PORT=6390 bench/script_cost.py [--calls N] [--rounds R] script.lua [script.lua ...]
+
+For each round and each script, alternating: FLUSHALL, a basket seeded as the gateway leaves it,
+then `redis-benchmark -P 16 -c 50` running the script with the gateway's key shape (a fresh
+consumer and reservation id per call, rate limit on and off), and the Redis process's CPU time
+from /proc/<pid>/stat divided by the calls: microseconds of Redis CPU per call, medians. AOF is
+switched off for the measurement (the figure is the script's cost, not the disk's) and restored.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+REDIS_PORT = os.environ.get("REDIS_PORT", "6390")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BASKET = "bench-rb"
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", "-p", REDIS_PORT, *map(str, args)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def fnv_partition(text, partitions=16):
+    value = 2166136261
+    for byte in text.encode():
+        value ^= byte
+        value = (value * 16777619) & 0xFFFFFFFF
+    return value % partitions
+
+
+def reserve_command(sha, rate_limit):
+    """EVALSHA with the keys and arguments `ReserveCall` sends; `__rand_int__` makes every call a
+    new consumer and a new reservation id (redis-benchmark draws each occurrence apart)."""
+    p = f"{{rg{fnv_partition(BASKET):02d}}}"
+    basket = f"{p}:b:{BASKET}"
+    keys = [basket, f"{p}:r:__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
+            f"{p}:rl:" + os.environ.get("RL_KEY", "c__rand_int__") if rate_limit else basket]
+    args = [BASKET, "c__rand_int__", "1", "__rand_int__", "20" if rate_limit else "0", "", "86400"]
+    return ["EVALSHA", sha, str(len(keys)), *keys, *args]
+
+
+def seed_basket():
+    p = f"{{rg{fnv_partition(BASKET):02d}}}"
+    redis("HSET", f"{p}:b:{BASKET}", "stock", 10**9, "pending", 0, "confirmed", 0, "capacity", 10**9, "hold", 600,
+          "max", 1, "seq", 1)
+
+
+def cost_per_call(path, calls, rate_limit, pid):
+    redis("FLUSHALL")
+    seed_basket()
+    sha = redis("SCRIPT", "LOAD", open(path).read())
+    command = ["redis-benchmark", "-p", REDIS_PORT, "-c", "50", "-n", str(calls), "-r", "1000000000", "-P", "16",
+               "-q", *reserve_command(sha, rate_limit)]
+    before = cpu_seconds(pid)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    used = cpu_seconds(pid) - before
+    granted = int(redis("HGET", f"{{rg{fnv_partition(BASKET):02d}}}:b:{BASKET}", "pending") or 0)
+    rps = float(re.findall(r"([\d.]+) requests per second", output)[-1])
+    return {"cpu_us": used * 1e6 / calls, "rps": rps, "granted": granted}
+
+
+def measure(scripts, calls, rounds, log=lambda message: None):
+    """{script: {"rate_limit_on": {...}, "rate_limit_off": {...}}} with medians over rounds."""
+    pid = int(re.search(r"process_id:(\d+)", redis("INFO", "server")).group(1))
+    appendonly = redis("CONFIG", "GET", "appendonly").split()[-1]
+    redis("CONFIG", "SET", "appendonly", "no")
+    runs = {script: {"rate_limit_on": [], "rate_limit_off": []} for script in scripts}
+    try:
+        for round_number in range(rounds):
+            for script in scripts:
+                for mode in ("rate_limit_on", "rate_limit_off"):
+                    log(f"round {round_number + 1}/{rounds}: {os.path.basename(script)} {mode}")
+                    runs[script][mode].append(cost_per_call(script, calls, mode == "rate_limit_on", pid))
+    finally:
+        redis("FLUSHALL")
+        redis("CONFIG", "SET", "appendonly", appendonly)
+    return {
+        script: {
+            mode: {"cpu_us_per_call": statistics.median(r["cpu_us"] for r in results),
+                   "calls_per_second": statistics.median(r["rps"] for r in results),
+                   "granted": min(r["granted"] for r in results)}
+            for mode, results in modes.items()
+        }
+        for script, modes in runs.items()
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("scripts", nargs="+")
+    options = parser.parse_args()
+    results = measure(options.scripts, options.calls, options.rounds,
+                      lambda message: print(f"script-cost: {message}", file=sys.stderr, flush=True))
+    print(f"{'script':<40} {'rate limit on':>16} {'rate limit off':>16}   (Redis CPU per call, medians)")
+    for script, modes in results.items():
+        on, off = modes["rate_limit_on"], modes["rate_limit_off"]
+        print(f"{os.path.basename(script):<40} {on['cpu_us_per_call']:>13.1f} µs {off['cpu_us_per_call']:>13.1f} µs"
+              f"   granted {on['granted']:,} / {off['granted']:,}")
+
+
+if __name__ == "__main__":
+    main()
