@@ -46,7 +46,7 @@ def reserve_command(sha, rate_limit):
     p = f"{{rg{fnv_partition(BASKET):02d}}}"
     basket = f"{p}:b:{BASKET}"
     keys = [basket, f"{p}:r:__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
-            f"{p}:rl:" + os.environ.get("RL_KEY", "c__rand_int__") if rate_limit else basket]
+            f"{p}:rl:c__rand_int__" if rate_limit else basket]
     args = [BASKET, "c__rand_int__", "1", "__rand_int__", "20" if rate_limit else "0", "", "86400"]
     return ["EVALSHA", sha, str(len(keys)), *keys, *args]
 
