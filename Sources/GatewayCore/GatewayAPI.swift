@@ -83,6 +83,13 @@ public final class GatewayAPI: HTTPResponder {
         let label = endpoint?.label ?? "unknown"
         let future: EventLoopFuture<HTTPResponse>
         switch decoded {
+        case .success(.reserve(let reservation)) where service.isKnownSoldOut(reservation):
+            // The answer a flash sale sends most, from the sold-out memory: no future, no Redis.
+            metrics.reservation(.soldOut)
+            let response = HTTPResponse.error(.soldOut)
+            metrics.request(route: label, status: Int(response.status.code))
+            completion(response)
+            return
         case .success(let command):
             future = execute(command, on: eventLoop)
         case .failure(let error):

@@ -112,10 +112,16 @@ public final class ReservationService: Sendable {
         public var idempotencyKey: String?
     }
 
+    /// Whether a recent `sold_out` for this basket and quantity answers `request` without Redis
+    /// (never with an Idempotency-Key: its first answer must be stored).
+    func isKnownSoldOut(_ request: ReserveRequest) -> Bool {
+        request.idempotencyKey == nil && soldOut.isSoldOut(request.basketId, quantity: request.quantity)
+    }
+
     /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
     /// sale answers far more of them than grants.
     func reserve(_ request: ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
-        if request.idempotencyKey == nil, soldOut.isSoldOut(request.basketId, quantity: request.quantity) {
+        if isKnownSoldOut(request) {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
             return eventLoop.makeSucceededFuture(.soldOut)
         }

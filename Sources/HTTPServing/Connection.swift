@@ -104,8 +104,18 @@ final class ConnectionState {
     let statistics: HTTPServerStatistics
     /// The 431 answer, rendered once per connection only when needed.
     let refusal: HTTPResponse
-    private var timer: Scheduled<Void>?
+    /// The timer the phase needs and when it runs out (nil: no timer).
     private var armed: ConnectionLifecycle.Timer = .none
+    private var deadline: NIODeadline?
+    /// The one scheduled check of the deadline, and when it runs. Arming a timer only moves the
+    /// deadline: the check is rescheduled only when it would come too late, so a keep-alive
+    /// request costs two clock reads instead of two timer schedules and two cancels (which were
+    /// a tenth of the gateway's CPU on the sold-out path).
+    private var check: Scheduled<Void>?
+    private var checkAt: NIODeadline = .distantFuture
+    /// The longest a check is put off: the shortest of the two common timeouts, so moving from
+    /// idle to receiving a request never needs an earlier check.
+    private let checkInterval: TimeAmount
     /// A graceful stop reached this connection: NIO's pipelining handler owns its last answer.
     var quiescing = false
     static let lingerTime: TimeAmount = .seconds(2)
@@ -115,6 +125,7 @@ final class ConnectionState {
         self.limits = limits
         self.statistics = statistics
         self.refusal = refusal
+        self.checkInterval = max(.milliseconds(10), TimeAmount(min(limits.idleTimeout, limits.requestTimeout)))
     }
 
     func update(_ channel: any Channel, _ change: (inout ConnectionLifecycle) -> Void) {
@@ -133,26 +144,48 @@ final class ConnectionState {
     private func syncTimer(_ channel: any Channel) {
         let wanted = lifecycle.timer
         guard wanted != armed else { return }
-        timer?.cancel()
-        timer = nil
         armed = wanted
         let delay: TimeAmount
         switch wanted {
-        case .none: return
+        case .none:
+            // The scheduled check, if any, finds no deadline and stops.
+            deadline = nil
+            return
         case .idle: delay = TimeAmount(limits.idleTimeout)
         case .request: delay = TimeAmount(limits.requestTimeout)
         case .linger: delay = Self.lingerTime
         }
-        let statistics = self.statistics
-        timer = channel.eventLoop.scheduleTask(in: delay) {
-            if wanted == .request { statistics.timedOutOne() }
-            channel.close(promise: nil)
+        let now = NIODeadline.now()
+        let due = now + delay
+        deadline = due
+        if check != nil, checkAt <= due { return }
+        check?.cancel()
+        scheduleCheck(at: min(due, now + checkInterval), channel)
+    }
+
+    private func scheduleCheck(at time: NIODeadline, _ channel: any Channel) {
+        checkAt = time
+        // The state lives on the channel's event loop, where the task runs.
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        check = channel.eventLoop.scheduleTask(deadline: time) { bound.value.deadlineCheck(channel) }
+    }
+
+    private func deadlineCheck(_ channel: any Channel) {
+        check = nil
+        guard let deadline else { return }
+        let now = NIODeadline.now()
+        if deadline > now {
+            scheduleCheck(at: min(deadline, now + checkInterval), channel)
+            return
         }
+        if armed == .request { statistics.timedOutOne() }
+        channel.close(promise: nil)
     }
 
     func cancelTimer() {
-        timer?.cancel()
-        timer = nil
+        check?.cancel()
+        check = nil
+        deadline = nil
         armed = .none
     }
 }
