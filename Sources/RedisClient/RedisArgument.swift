@@ -30,16 +30,27 @@ extension ByteBuffer {
                 writeCRLF()
                 writeBytes(bytes)
             case .int(let value):
-                // Integers are sent as their decimal text, which is what Redis expects.
-                var digits = ByteBuffer()
-                digits.writeASCIIDecimal(value)
+                // Integers are sent as their decimal text, which is what Redis expects (its
+                // length counted first, so no scratch buffer is allocated).
                 writeInteger(UInt8(ascii: "$"))
-                writeASCIIDecimal(digits.readableBytes)
+                writeASCIIDecimal(Self.decimalLength(value))
                 writeCRLF()
-                writeImmutableBuffer(digits)
+                writeASCIIDecimal(value)
             }
             writeCRLF()
         }
+    }
+
+    /// How many bytes `writeASCIIDecimal(value)` writes.
+    @inlinable
+    static func decimalLength(_ value: Int) -> Int {
+        var length = value < 0 ? 2 : 1
+        var remaining = value.magnitude
+        while remaining >= 10 {
+            remaining /= 10
+            length += 1
+        }
+        return length
     }
 
     @inlinable

@@ -37,4 +37,14 @@ struct ReplyReaderTests {
             }
         }
     }
+
+    @Test("commands are written as RESP: integers as their decimal text with its exact length")
+    func commandEncoding() {
+        var buffer = ByteBuffer()
+        buffer.writeRESPCommand(["SET", .bytes([0, 1]), 0, 9, 10, -7, 1_000_000, .int(Int.max), .int(Int.min)])
+        let expected =
+            "*9\r\n$3\r\nSET\r\n$2\r\n\0\u{1}\r\n$1\r\n0\r\n$1\r\n9\r\n$2\r\n10\r\n$2\r\n-7\r\n$7\r\n1000000\r\n"
+            + "$19\r\n9223372036854775807\r\n$20\r\n-9223372036854775808\r\n"
+        #expect(String(decoding: buffer.readableBytesView, as: UTF8.self) == expected)
+    }
 }
