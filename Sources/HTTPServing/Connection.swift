@@ -237,9 +237,8 @@ final class RequestGuard: ChannelDuplexHandler {
     /// bypassed), shuts our side, and lingers.
     private func refuse(context: ChannelHandlerContext, _ response: HTTPResponse) {
         state.update(context.channel) { $0.refused() }
-        let bytes = response.rawBytes()
-        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
+        var buffer = context.channel.allocator.buffer(capacity: 160 + response.body.count)
+        response.encode(into: &buffer, version: .http1_1, keepAlive: false, withBody: true)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
             channel.close(mode: .output, promise: nil)
@@ -257,14 +256,19 @@ final class RequestGuard: ChannelDuplexHandler {
     }
 }
 
-/// One per connection, after NIO's HTTP decoder and pipelining handler. Collects a request
-/// (refusing bodies over the responder's limit as soon as that is known), hands it to the
-/// responder, writes the answer. NIO's pipelining handler keeps pipelined requests in order and
-/// carries out a graceful stop (`ChannelShouldQuiesceEvent`): idle connections close at once,
-/// busy ones after their answer, which it marks `Connection: close`.
-final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler {
+/// One per connection, after NIO's HTTP decoder. Collects a request (refusing bodies over the
+/// responder's limit as soon as that is known), hands it to the responder, and writes the answer
+/// as one buffer (status line, headers and body encoded here: no response encoder, one write).
+///
+/// Pipelined requests are answered in order: parts arriving while an answer is under way wait
+/// in `waiting`, and reads stop only while something waits. (NIO's pipelining handler stopped
+/// reading whenever an answer was under way, which cost two `epoll_ctl` calls per request.) A
+/// graceful stop (`ChannelShouldQuiesceEvent`) closes an idle connection at once and a busy one
+/// after its answer, which is marked `Connection: close`.
+final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let responder: Responder
     private let state: ConnectionState
@@ -274,8 +278,14 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
     private var refused = false
     /// A response is being produced or written (a parse error then cannot be answered).
     private var responding = false
-    /// The client shut its side: the request under way (if any) is answered, then we close.
+    /// The client shut its side: the requests under way (if any) are answered, then we close.
     private var inputClosed = false
+    /// Our side closes after the answer written: nothing more is answered.
+    private var closing = false
+    /// Parts of pipelined requests that arrived while an answer was under way, in order.
+    private var waiting = CircularBuffer<HTTPServerRequestPart>()
+    private var draining = false
+    private var readPending = false
 
     init(responder: Responder, state: ConnectionState) {
         self.responder = responder
@@ -283,7 +293,54 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        guard !closing else { return }
+        let part = unwrapInboundIn(data)
+        if responding || !waiting.isEmpty || !context.channel.isWritable {
+            waiting.append(part)
+        } else {
+            handle(part, context: context)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { drain(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if waiting.isEmpty {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Handles waiting parts until one needs an answer that is not there yet. Not re-entered: an
+    /// answer written synchronously from inside `handle` returns here and the loop goes on.
+    private func drain(context: ChannelHandlerContext) {
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
+        // A client that pipelines without reading its answers fills our send buffer: its
+        // requests then wait (and reads stop) until the socket drains.
+        while !responding, !closing, context.channel.isWritable, let part = waiting.popFirst() {
+            handle(part, context: context)
+        }
+        if closing { waiting.removeAll() }
+        if inputClosed, !responding, !closing, waiting.isEmpty {
+            // Everything the client sent before it shut its side is answered.
+            closing = true
+            context.close(promise: nil)
+            return
+        }
+        if waiting.isEmpty, readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let requestHead):
             state.update(context.channel) { $0.headReceived() }
             head = requestHead
@@ -335,11 +392,22 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // A graceful stop: an idle connection closes now, a busy one after its answer.
+            if !responding, head == nil, waiting.isEmpty, !closing {
+                closing = true
+                context.close(promise: nil)
+            }
+            return
+        }
         if let event = event as? ChannelEvent, event == .inputClosed {
-            // A client that sent its request and shut its side still gets the answer; one that
+            // A client that sent its requests and shut its side still gets the answers; one that
             // went away between requests (or mid-request) is closed now, not at the idle timeout.
             inputClosed = true
-            if !responding { context.close(promise: nil) }
+            if !responding, waiting.isEmpty, !closing {
+                closing = true
+                context.close(promise: nil)
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -353,7 +421,7 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
         // Not HTTP: answer once if nothing else is being answered and the connection is still
         // open for it; the decoder then closes. (A parse error also comes when a connection that
         // held half a request is closed, by a timeout or a stop: nothing is written then.)
-        if !responding, !state.quiescing, context.channel.isActive, state.lifecycle.phase != .lingering {
+        if !responding, !closing, waiting.isEmpty, !state.quiescing, context.channel.isActive, state.lifecycle.phase != .lingering {
             responding = true
             var response = parseError == .headerOverflow ? responder.requestHeaderTooLarge : responder.malformedRequest
             response.closeConnection = true
@@ -363,32 +431,29 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelInboundHandler 
     }
 
     private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(4)
-        headers.add(name: "content-type", value: response.contentType)
-        headers.add(name: "content-length", value: String(response.body.count))
-        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: request.version, status: response.status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if request.method != .HEAD {
-            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
-            buffer.writeBytes(response.body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        }
+        guard !closing else { return }
+        let keepAlive = keepAlive && !state.quiescing
+        var buffer = context.channel.allocator.buffer(capacity: 160 + response.body.count)
+        response.encode(into: &buffer, version: request.version, keepAlive: keepAlive, withBody: request.method != .HEAD)
         responding = false
-        if inputClosed {
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        } else if keepAlive {
+        if keepAlive && !(inputClosed && waiting.isEmpty) {
+            // Idle before the bytes leave, so a waiting request handled next starts its own timer.
             state.update(context.channel) { $0.responseWritten() }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            drain(context: context)
+            return
+        }
+        closing = true
+        waiting.removeAll()
+        let channel = context.channel
+        if keepAlive || state.quiescing {
+            // The client shut its side, or the server is stopping: the last answer, then close.
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
         } else {
             // Our side is shut after the answer; input is dropped until the client goes (or the
             // linger timer ends it), so the answer is not lost to a reset.
             state.update(context.channel) { $0.refused() }
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
                 channel.close(mode: .output, promise: nil)
             }
         }

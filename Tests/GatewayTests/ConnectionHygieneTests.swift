@@ -83,6 +83,46 @@ struct ConnectionHygieneTests {
         await gateway.stop()
     }
 
+    @Test("pipelined requests are answered in order, a Redis one before a quick one; a client that shuts its side gets every answer")
+    func pipelinedRequests() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("b")
+        _ = try await gateway.createBasket(basketId, stock: 10, maxPerConsumer: 1)
+        func reserve(_ consumer: String) -> String {
+            let body = #"{"consumerId":"\#(consumer)"}"#
+            return "POST /v1/baskets/\(basketId)/reservations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let health = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        let connection = try await RawConnection.open(port: gateway.port)
+        await connection.send(reserve("p1") + health + reserve("p1") + "GET /v1/baskets/\(basketId) HTTP/1.1\r\nHost: t\r\n\r\n")
+        let responses = try await connection.responses(count: 4)
+        #expect(responses.map(\.status) == [201, 200, 409, 200])
+        #expect(responses.count == 4 && responses[2].text.contains("limit_exceeded"))
+        #expect(responses.count == 4 && responses[3].text.contains(#""pending":1"#))
+        #expect(!connection.isClosed, "keep-alive")
+        await connection.close()
+
+        let halfClosed = try await RawConnection.open(port: gateway.port)
+        await halfClosed.send(reserve("p2") + health + reserve("p3"))
+        await halfClosed.shutdownOutput()
+        #expect(try await halfClosed.waitClosed())
+        #expect(halfClosed.statuses == [201, 200, 201])
+        await halfClosed.close()
+
+        // HEAD has no body; HTTP/1.0 keeps the connection only when asked to.
+        let versions = try await RawConnection.open(port: gateway.port)
+        await versions.send("HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+        #expect(try await versions.waitClosed())
+        let head = "content-type: application/json\r\ncontent-length: 15\r\n"
+        #expect(
+            versions.text
+                == "HTTP/1.1 200 OK\r\n\(head)\r\n" + "HTTP/1.0 200 OK\r\n\(head)connection: keep-alive\r\n\r\n{\"status\":\"ok\"}"
+                + "HTTP/1.0 200 OK\r\n\(head)connection: close\r\n\r\n{\"status\":\"ok\"}")
+        await versions.close()
+        await gateway.stop()
+    }
+
     @Test("a request head over the limit gets 431 request_header_too_large, headers or target")
     func headTooLarge() async throws {
         let gateway = try await GatewayHarness.start { $0.maxHeadBytes = 4096 }

@@ -72,6 +72,11 @@ public final class RawConnection: Sendable {
         try? await channel.close()
     }
 
+    /// Shuts our sending side (the server sees end of input); replies can still arrive.
+    public func shutdownOutput() async {
+        try? await channel.close(mode: .output)
+    }
+
     private final class Collector: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         let received: Received
