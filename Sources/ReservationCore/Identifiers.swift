@@ -1,7 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The contract's id format: 1 to 128 characters of `[A-Za-z0-9._:@-]`.
 public enum Identifier {
     public static func isValid(_ id: String) -> Bool {

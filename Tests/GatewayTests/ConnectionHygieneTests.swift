@@ -112,7 +112,9 @@ struct ConnectionHygieneTests {
 
         // HEAD has no body; HTTP/1.0 keeps the connection only when asked to.
         let versions = try await RawConnection.open(port: gateway.port)
-        await versions.send("HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+        await versions.send(
+            "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                + "GET /healthz HTTP/1.0\r\n\r\n")
         #expect(try await versions.waitClosed())
         let head = "content-type: application/json\r\ncontent-length: 15\r\n"
         #expect(
