@@ -217,6 +217,9 @@ public final class GatewayAPI: HTTPResponder {
         var text = "# TYPE gateway_connections_open gauge\ngateway_connections_open \(connections.openConnections)\n"
         text += "# TYPE gateway_connections_refused_total counter\ngateway_connections_refused_total \(connections.refusedConnections)\n"
         text += "# TYPE gateway_connections_timed_out_total counter\ngateway_connections_timed_out_total \(connections.timedOutConnections)\n"
+        let pipelining = service.redisPipelining
+        text += "# TYPE gateway_redis_batches_total counter\ngateway_redis_batches_total \(pipelining.batches)\n"
+        text += "# TYPE gateway_redis_commands_total counter\ngateway_redis_commands_total \(pipelining.commands)\n"
         bytes.append(contentsOf: text.utf8)
         return HTTPResponse(status: .ok, body: bytes, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }

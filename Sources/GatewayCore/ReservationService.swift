@@ -60,6 +60,10 @@ public final class ReservationService: Sendable {
         }
     }
 
+    /// Batches written to Redis and commands sent in them so far (the metrics page shows both:
+    /// their ratio is the pipelining depth).
+    public var redisPipelining: (batches: Int, commands: Int) { (redis.batchesWritten, redis.commandsSent) }
+
     /// Whether the store answers (readiness).
     public func checkStore(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         redis.send(["PING"], on: eventLoop).map { _ in }

@@ -20,6 +20,30 @@ public struct RedisScript: Sendable, Hashable {
     }
 }
 
+/// One connection's counts: written only on its event loop (so no cache line is shared between
+/// loops), atomic so the metrics page can read them from anywhere.
+final class RedisConnectionCounters: Sendable {
+    let scriptLoads = Atomic<Int>(0)
+    let batches = Atomic<Int>(0)
+    let commands = Atomic<Int>(0)
+
+    struct Totals {
+        var scriptLoads = 0, batches = 0, commands = 0
+
+        mutating func add(_ counters: RedisConnectionCounters) {
+            scriptLoads &+= counters.scriptLoads.load(ordering: .relaxed)
+            batches &+= counters.batches.load(ordering: .relaxed)
+            commands &+= counters.commands.load(ordering: .relaxed)
+        }
+
+        mutating func add(_ other: Totals) {
+            scriptLoads &+= other.scriptLoads
+            batches &+= other.batches
+            commands &+= other.commands
+        }
+    }
+}
+
 /// One server's connections: one pipelined connection per event loop of the group (times
 /// `connectionsPerEventLoop`). A caller already on one of those loops uses that loop's connection
 /// with no thread hop; other callers are spread round robin.
@@ -27,14 +51,20 @@ final class RedisNodeConnections: Sendable {
     let connections: [RedisConnection]
     private let nextConnection = Atomic<Int>(0)
 
-    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, onScriptReload: @escaping @Sendable () -> Void) {
+    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
         var connections: [RedisConnection] = []
         for eventLoop in eventLoopGroup.makeIterator() {
             for _ in 0..<max(1, configuration.connectionsPerEventLoop) {
-                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration, onScriptReload: onScriptReload))
+                connections.append(RedisConnection(eventLoop: eventLoop, configuration: configuration))
             }
         }
         self.connections = connections
+    }
+
+    var totals: RedisConnectionCounters.Totals {
+        var totals = RedisConnectionCounters.Totals()
+        for connection in connections { totals.add(connection.counters) }
+        return totals
     }
 
     func connection(for eventLoop: (any EventLoop)?) -> RedisConnection {
@@ -61,23 +91,15 @@ public final class RedisClient: Sendable {
     public let eventLoopGroup: any EventLoopGroup
     private let standalone: RedisNodeConnections?
     private let cluster: RedisClusterRouter?
-    private let scriptLoads = Counter()
-
-    /// A count shared with the connections (an `Atomic` cannot be captured by value).
-    final class Counter: Sendable {
-        let value = Atomic<Int>(0)
-    }
 
     public init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
-        let scriptLoads = scriptLoads
-        let onScriptReload: @Sendable () -> Void = { scriptLoads.value.wrappingAdd(1, ordering: .relaxed) }
         if configuration.isCluster {
             standalone = nil
-            cluster = RedisClusterRouter(configuration: configuration, eventLoopGroup: eventLoopGroup, onScriptReload: onScriptReload)
+            cluster = RedisClusterRouter(configuration: configuration, eventLoopGroup: eventLoopGroup)
         } else {
-            standalone = RedisNodeConnections(configuration: configuration, eventLoopGroup: eventLoopGroup, onScriptReload: onScriptReload)
+            standalone = RedisNodeConnections(configuration: configuration, eventLoopGroup: eventLoopGroup)
             cluster = nil
         }
     }
@@ -96,7 +118,17 @@ public final class RedisClient: Sendable {
     public var clusterRedirects: ClusterRedirects { cluster?.redirects ?? ClusterRedirects() }
 
     /// How many times a script had to be loaded after a `NOSCRIPT` reply.
-    public var scriptLoadCount: Int { scriptLoads.value.load(ordering: .relaxed) }
+    public var scriptLoadCount: Int { totals.scriptLoads }
+
+    /// Batches written to Redis and commands sent in them, over all connections: their ratio is
+    /// the pipelining depth (each batch is one write, and with `appendfsync always` one fsync).
+    public var batchesWritten: Int { totals.batches }
+    public var commandsSent: Int { totals.commands }
+
+    private var totals: RedisConnectionCounters.Totals {
+        if let cluster { return cluster.totals }
+        return standalone!.totals
+    }
 
     /// Sends one command. Error replies fail the future with `RedisError.server`.
     /// With `eventLoop` given (the caller's own loop), the future completes on it without a hop.

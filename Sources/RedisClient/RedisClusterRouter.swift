@@ -33,16 +33,22 @@ final class RedisClusterRouter: Sendable {
 
     let configuration: RedisConfiguration
     let eventLoopGroup: any EventLoopGroup
-    private let onScriptReload: @Sendable () -> Void
     private let state = Mutex(State())
     private let followed = Mutex(RedisClient.ClusterRedirects())
 
     var redirects: RedisClient.ClusterRedirects { followed.withLock { $0 } }
 
-    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, onScriptReload: @escaping @Sendable () -> Void) {
+    /// The counts of every node's connections (nodes that left the cluster included).
+    var totals: RedisConnectionCounters.Totals {
+        let nodes = state.withLock { Array($0.nodes.values) }
+        var totals = RedisConnectionCounters.Totals()
+        for node in nodes { totals.add(node.totals) }
+        return totals
+    }
+
+    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
-        self.onScriptReload = onScriptReload
     }
 
     // MARK: routing
@@ -54,7 +60,7 @@ final class RedisClusterRouter: Sendable {
             nodeConfiguration.host = node.host
             nodeConfiguration.port = node.port
             nodeConfiguration.clusterSeeds = []
-            let created = RedisNodeConnections(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, onScriptReload: onScriptReload)
+            let created = RedisNodeConnections(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup)
             state.nodes[node] = created
             return created
         }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// One Redis connection, confined to one event loop: a thin driver of
 /// `RedisConnectionStateMachine`, which holds every protocol decision (pipelining, handshake,
@@ -14,13 +15,12 @@ final class RedisConnection: @unchecked Sendable {
     private var state: RedisConnectionStateMachine<EventLoopPromise<RedisValue>>
     private var channel: (any Channel)?
     private var batchTimer: Scheduled<Void>?
-    /// Called once per NOSCRIPT recovery (the client counts them).
-    private let onScriptReload: @Sendable () -> Void
+    /// NOSCRIPT recoveries, batches and commands (the client sums them).
+    let counters = RedisConnectionCounters()
 
-    init(eventLoop: any EventLoop, configuration: RedisConfiguration, onScriptReload: @escaping @Sendable () -> Void = {}) {
+    init(eventLoop: any EventLoop, configuration: RedisConfiguration) {
         self.eventLoop = eventLoop
         self.configuration = configuration
-        self.onScriptReload = onScriptReload
         self.state = RedisConnectionStateMachine(
             maxPendingCommands: configuration.maxPendingCommands, shedAfter: configuration.shedAfter.map { TimeAmount($0) })
     }
@@ -44,6 +44,7 @@ final class RedisConnection: @unchecked Sendable {
     private func enqueue(_ arguments: [RedisArgument], script: String?) -> EventLoopFuture<RedisValue> {
         eventLoop.assertInEventLoop()
         let promise = eventLoop.makePromise(of: RedisValue.self)
+        counters.commands.wrappingAdd(1, ordering: .relaxed)
         run(state.enqueue(arguments, waiter: promise, script: script, now: .now()))
         return promise.futureResult
     }
@@ -59,6 +60,7 @@ final class RedisConnection: @unchecked Sendable {
         case .write(let bytes, let batch):
             guard let channel else { return }
             channel.writeAndFlush(bytes, promise: nil)
+            counters.batches.wrappingAdd(1, ordering: .relaxed)
             batchTimer?.cancel()
             batchTimer = eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) { [weak self] in
                 guard let self else { return }
@@ -118,7 +120,7 @@ final class RedisConnection: @unchecked Sendable {
             batchTimer?.cancel()
             batchTimer = nil
         }
-        if action.scriptReloaded { onScriptReload() }
+        if action.scriptReloaded { counters.scriptLoads.wrappingAdd(1, ordering: .relaxed) }
         run(action.then)
     }
 

@@ -278,6 +278,13 @@ struct ContractErrorTests {
         #expect(metrics.text.contains(#"gateway_reservations_total{outcome="sold_out"} 1"#))
         #expect(metrics.text.contains(#"gateway_http_requests_total{route="reserve",status="201"} 1"#))
         #expect(metrics.text.contains("gateway_redis_call_duration_seconds"))
+        func counter(_ name: String) -> Int? {
+            metrics.text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        // readyz, the basket and two reservations at least; never more batches than commands
+        let batches = try #require(counter("gateway_redis_batches_total"))
+        let commands = try #require(counter("gateway_redis_commands_total"))
+        #expect(commands >= 4 && batches >= 1 && batches <= commands)
         server.stop()
         #expect(try await gateway.request(.GET, "/healthz").status == 200)
         let notReady = try await gateway.request(.GET, "/readyz")
