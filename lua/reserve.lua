@@ -17,8 +17,8 @@
 -- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
 -- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
 -- {"idempotency_key_reused"}. A replay returns the first answer, as stored (and is not counted
--- by the rate limit). Every other attempt is counted first, then every check runs before the
--- first write of the reservation, so a refusal leaves nothing half done.
+-- by the rate limit). Every other attempt is counted first; the consumer's units are counted
+-- up front too and taken back on a refusal, so a refusal leaves nothing half done.
 -- Reservation ids carry 128 random bits: the script does not look for an existing one.
 -- The basket is out of service while `maint` holds a repair's token: {"unavailable"}.
 -- Stock is never more than capacity - pending - confirmed, whatever the `stock` counter says.
@@ -72,11 +72,20 @@ else
   -- (An oversold basket, closed by its repair with stock 0, is expected to disagree.)
   if books ~= stock and not (books < 0 and stock == 0) then booksDisagree = true end
   if books < stock then stock = books end
-  held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
-  if held + quantity > tonumber(basket[5]) then
+  -- counted up front (one call on the path that grants), taken back on a refusal
+  held = redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])
+  if held > tonumber(basket[5]) then
     answer = 'limit_exceeded'
   elseif stock < quantity then
     answer = 'sold_out'
+  end
+  if answer then
+    -- (a consumer who held nothing leaves no entry behind)
+    if held == quantity then
+      redis.call('HDEL', KEYS[3], ARGV[2])
+    else
+      redis.call('HINCRBY', KEYS[3], ARGV[2], -quantity)
+    end
   end
 end
 
@@ -95,7 +104,6 @@ else
   local seq = string.format('%d', tonumber(basket[7]) + 1)
   redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', tonumber(basket[2]) + quantity), 'seq', seq)
   redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', ARGV[3], 'status', 'pending', 'exp', expires)
-  redis.call('HSET', KEYS[3], ARGV[2], string.format('%d', held + quantity))
   redis.call('ZADD', KEYS[4], expires, ARGV[4])
   -- the event's status is implied by its type ("reserved" -> pending)
   redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,

@@ -51,6 +51,7 @@ extension RedisConfiguration {
         maxPendingCommands = configuration.redisMaxPending
         shedAfter = .milliseconds(configuration.redisShedAfterMilliseconds)
         commandTimeout = .milliseconds(configuration.redisCommandTimeoutMilliseconds)
+        batchDelay = .microseconds(configuration.redisBatchDelayMicroseconds)
     }
 }
 

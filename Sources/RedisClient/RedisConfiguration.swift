@@ -17,6 +17,11 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// When the batch on the wire has waited this long for Redis, new calls fail at once with
     /// `overloaded` until Redis answers again. Default nil: off (the gateway turns it on).
     public var shedAfter: Duration?
+    /// How long a batch waits for more calls before it is written, when nothing is in flight.
+    /// Default zero: at the end of the event loop's current turn. Under `appendfsync always`
+    /// every batch costs Redis an fsync; waiting a little for the clients of the batch just
+    /// answered merges them into the next one (see the README's figures).
+    public var batchDelay: Duration = .zero
     /// The seeds of a Redis Cluster, when `REDIS_URL` lists more than one; empty for a single
     /// server (then no cluster command is ever sent).
     public var clusterSeeds: [RedisNode] = []

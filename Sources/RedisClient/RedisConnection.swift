@@ -56,7 +56,11 @@ final class RedisConnection: @unchecked Sendable {
         case .connect:
             connect()
         case .scheduleFlush:
-            eventLoop.execute { self.run(self.state.flush(now: .now())) }
+            if configuration.batchDelay > .zero {
+                eventLoop.scheduleTask(in: TimeAmount(configuration.batchDelay)) { self.run(self.state.flush(now: .now())) }
+            } else {
+                eventLoop.execute { self.run(self.state.flush(now: .now())) }
+            }
         case .write(let bytes, let batch):
             guard let channel else { return }
             channel.writeAndFlush(bytes, promise: nil)

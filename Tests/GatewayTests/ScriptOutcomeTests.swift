@@ -76,6 +76,9 @@ struct ScriptOutcomeTests {
         let refusedWithKey = try await reserve(basketId, "bob", quantity: 3, key: "k2")
         #expect(refusedWithKey == .soldOut)
         #expect(try await reserve(basketId, "bob", quantity: 3, key: "k2") == .soldOut, "a refusal replays too")
+        // Refusals take back the units they counted: alice still holds 1, bob has no entry.
+        let units = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
+        #expect(units == .array([.bulk(Array("alice".utf8)), .bulk(Array("1".utf8))]))
         #expect(try await reserve(TestEnvironment.uniqueId("none"), "bob") == .basketNotFound)
         try await maintenance(basketId, on: true)
         #expect(try await reserve(basketId, "bob") == .unavailable)
