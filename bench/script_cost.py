@@ -2,6 +2,7 @@
 """Redis CPU per call of reserve scripts, side by side (issue 13's harness).
 
 usage: REDIS_PORT=6390 bench/script_cost.py [--calls N] [--rounds R] script.lua [script.lua ...]
+       REDIS_PORT=6390 bench/script_cost.py --breakdown   (lua/reserve.lua, one piece out at a time)
 
 For each round and each script, alternating: FLUSHALL, a basket seeded as the gateway leaves it,
 then `redis-benchmark -P 16 -c 50` running the script with the gateway's key shape (a fresh
@@ -61,6 +62,8 @@ def cost_per_call(path, calls, rate_limit, pid):
     redis("FLUSHALL")
     seed_basket()
     sha = redis("SCRIPT", "LOAD", open(path).read())
+    if not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise SystemExit(f"{path}: {sha}")
     command = ["redis-benchmark", "-p", REDIS_PORT, "-c", "50", "-n", str(calls), "-r", "1000000000", "-P", "16",
                "-q", *reserve_command(sha, rate_limit)]
     before = cpu_seconds(pid)
@@ -97,14 +100,66 @@ def measure(scripts, calls, rounds, log=lambda message: None):
     }
 
 
+# What each piece of lua/reserve.lua costs: the script with one piece taken out (a line it
+# contains replaced), measured beside the whole script. Not products, only measurements.
+BREAKDOWN = {
+    "without the reservation hash": ("  redis.call('HSET', KEYS[2]", "  noop('HSET', KEYS[2]"),
+    "without the hold (ZADD)": ("  redis.call('ZADD', KEYS[4]", "  noop('ZADD', KEYS[4]"),
+    "without the stream event (XADD)": ("  redis.call('XADD', KEYS[5]", "  noop('XADD', KEYS[5]"),
+    "without the basket update (HSET)": ("  redis.call('HSET', KEYS[1]", "  noop('HSET', KEYS[1]"),
+    "without the consumer's count (HINCRBY)": ("  held = redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])",
+                                               "  held = quantity"),
+    "without Redis TIME": ("  local now = redis.call('TIME')", "  local now = {'1700000000', '0'}"),
+}
+MINIMAL = """-- the floor: one counter and one stream entry per call, same keys and arguments
+local left = redis.call('HINCRBY', KEYS[1], 'stock', -1)
+redis.call('XADD', KEYS[5], '*', 'res', ARGV[4], 'stock', left)
+return {'granted', ARGV[4], 0, left}
+"""
+
+
+def breakdown_scripts(source_path, directory):
+    """The variants of BREAKDOWN plus the minimal script, written to `directory`."""
+    source = open(source_path).read()
+    paths = {"whole script": source_path}
+    for index, (name, (line, replacement)) in enumerate(BREAKDOWN.items()):
+        if line not in source:
+            print(f"script-cost: '{line.strip()}' is not in {source_path}; '{name}' skipped", file=sys.stderr)
+            continue
+        path = os.path.join(directory, f"variant-{index}.lua")
+        with open(path, "w") as out:
+            # the arguments are still computed; only the Redis call is left out
+            out.write("local function noop() end\n" + source.replace(line, replacement, 1))
+        paths[name] = path
+    paths["minimal (HINCRBY + XADD)"] = os.path.join(directory, "minimal.lua")
+    with open(paths["minimal (HINCRBY + XADD)"], "w") as out:
+        out.write(MINIMAL)
+    return paths
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("scripts", nargs="+")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="measure lua/reserve.lua with each piece taken out in turn, and a minimal script")
+    parser.add_argument("scripts", nargs="*")
     options = parser.parse_args()
-    results = measure(options.scripts, options.calls, options.rounds,
-                      lambda message: print(f"script-cost: {message}", file=sys.stderr, flush=True))
+    log = lambda message: print(f"script-cost: {message}", file=sys.stderr, flush=True)
+    if options.breakdown:
+        import tempfile
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with tempfile.TemporaryDirectory() as directory:
+            named = breakdown_scripts(os.path.join(root, "lua", "reserve.lua"), directory)
+            results = measure(list(named.values()), options.calls, options.rounds, log)
+            whole = results[named["whole script"]]["rate_limit_on"]["cpu_us_per_call"]
+            print(f"{'lua/reserve.lua':<42} {'rate limit on':>14} {'off':>10} {'saved (on)':>11}   Redis CPU per call, medians")
+            for name, path in named.items():
+                on = results[path]["rate_limit_on"]["cpu_us_per_call"]
+                off = results[path]["rate_limit_off"]["cpu_us_per_call"]
+                print(f"{name:<42} {on:>11.1f} µs {off:>7.1f} µs {whole - on:>8.1f} µs")
+        return
+    results = measure(options.scripts, options.calls, options.rounds, log)
     print(f"{'script':<40} {'rate limit on':>16} {'rate limit off':>16}   (Redis CPU per call, medians)")
     for script, modes in results.items():
         on, off = modes["rate_limit_on"], modes["rate_limit_off"]
