@@ -81,23 +81,7 @@ public final class GatewayAPI: HTTPResponder {
     public func respond(to request: HTTPRequest, on eventLoop: any EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         let (endpoint, decoded) = decoder.decode(request, now: WallClock.nowSeconds())
         let label = endpoint?.label ?? "unknown"
-        let future: EventLoopFuture<HTTPResponse>
-        switch decoded {
-        case .success(.reserve(let reservation)) where service.isKnownSoldOut(reservation):
-            // The answer a flash sale sends most, from the sold-out memory: no future, no Redis.
-            metrics.reservation(.soldOut)
-            let response = HTTPResponse.error(.soldOut)
-            metrics.request(route: label, status: Int(response.status.code))
-            completion(response)
-            return
-        case .success(let command):
-            future = execute(command, on: eventLoop)
-        case .failure(let error):
-            if case .reserve = endpoint { metrics.reservation(.rejected) }
-            if case .invalidSignature = error { metrics.webhook(.invalidSignature) }
-            future = eventLoop.makeFailedFuture(error)
-        }
-        future.whenComplete { result in
+        let finish: @Sendable (Result<HTTPResponse, any Error>) -> Void = { result in
             let response: HTTPResponse
             switch result {
             case .success(let answer):
@@ -113,6 +97,22 @@ public final class GatewayAPI: HTTPResponder {
             }
             self.metrics.request(route: label, status: Int(response.status.code))
             completion(response)
+        }
+        switch decoded {
+        case .success(.reserve(let reservation)) where service.isKnownSoldOut(reservation):
+            // The answer a flash sale sends most, from the sold-out memory: no Redis.
+            finish(.success(reserveAnswer(.soldOut, reservation)))
+        case .success(.reserve(let reservation)):
+            // The hot path: the script's reply becomes the answer directly, no future chain.
+            service.reserve(reservation, on: eventLoop) { result in
+                finish(result.map { self.reserveAnswer($0, reservation) })
+            }
+        case .success(let command):
+            execute(command, on: eventLoop).whenComplete(finish)
+        case .failure(let error):
+            if case .reserve = endpoint { metrics.reservation(.rejected) }
+            if case .invalidSignature = error { metrics.webhook(.invalidSignature) }
+            finish(.failure(error))
         }
     }
 
@@ -134,7 +134,7 @@ public final class GatewayAPI: HTTPResponder {
         case .adjustStock(let basketId, let delta):
             return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .reserve(let request):
-            return reserve(request, on: eventLoop)
+            return service.reserve(request, on: eventLoop).map { self.reserveAnswer($0, request) }
         case .getReservation(let reservationId):
             return service.reservation(reservationId, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
         case .cancelReservation(let reservationId):
@@ -150,42 +150,42 @@ public final class GatewayAPI: HTTPResponder {
         return HTTPResponse(status: .ok, body: Array(text.utf8), contentType: "application/yaml")
     }()
 
-    private func reserve(_ request: ReservationService.ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {
-        service.reserve(request, on: eventLoop).flatMapThrowing { outcome in
-            let refusal: APIError
-            switch outcome {
-            case .granted(let reservationId, let expiresAt, let remaining):
-                self.metrics.reservation(.granted)
-                var writer = JSONWriter(capacity: 256)
-                writer.field("reservationId", reservationId)
-                writer.field("basketId", request.basketId)
-                writer.field("consumerId", request.consumerId)
-                writer.field("quantity", request.quantity)
-                writer.field("status", "pending")
-                writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
-                writer.field("remaining", remaining)
-                return .json(.created, writer.finish())
-            case .soldOut:
-                self.metrics.reservation(.soldOut)
-                refusal = .soldOut
-            case .limitExceeded:
-                self.metrics.reservation(.limitExceeded)
-                refusal = .limitExceeded
-            case .basketNotFound:
-                self.metrics.reservation(.basketNotFound)
-                refusal = .basketNotFound
-            case .rateLimited(let milliseconds):
-                self.metrics.reservation(.rateLimited)
-                refusal = .rateLimited(retryAfterSeconds: (milliseconds + 999) / 1000)
-            case .idempotencyKeyReused:
-                self.metrics.reservation(.rejected)
-                refusal = .idempotencyKeyReused
-            case .unavailable:
-                self.metrics.reservation(.rejected)
-                refusal = APIError(ReservationError.underRepair)
-            }
-            throw refusal
+    /// A reserve outcome as its answer (201, or the refusal's error answer), counted.
+    private func reserveAnswer(_ outcome: ReserveCall.Outcome, _ request: ReservationService.ReserveRequest) -> HTTPResponse {
+        let refusal: APIError
+        switch outcome {
+        case .granted(let reservationId, let expiresAt, let remaining):
+            metrics.reservation(.granted)
+            var writer = JSONWriter(capacity: 256)
+            writer.field("reservationId", reservationId)
+            writer.field("basketId", request.basketId)
+            writer.field("consumerId", request.consumerId)
+            writer.field("quantity", request.quantity)
+            writer.field("status", "pending")
+            writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
+            writer.field("remaining", remaining)
+            return .json(.created, writer.finish())
+        case .soldOut:
+            metrics.reservation(.soldOut)
+            refusal = .soldOut
+        case .limitExceeded:
+            metrics.reservation(.limitExceeded)
+            refusal = .limitExceeded
+        case .basketNotFound:
+            metrics.reservation(.basketNotFound)
+            refusal = .basketNotFound
+        case .rateLimited(let milliseconds):
+            metrics.reservation(.rateLimited)
+            refusal = .rateLimited(retryAfterSeconds: (milliseconds + 999) / 1000)
+        case .idempotencyKeyReused:
+            metrics.reservation(.rejected)
+            refusal = .idempotencyKeyReused
+        case .unavailable:
+            metrics.reservation(.rejected)
+            refusal = APIError(ReservationError.underRepair)
         }
+        if case .unavailable = refusal { metrics.unavailable() }
+        return HTTPResponse.error(refusal)
     }
 
     private func payment(_ event: PaymentCall.Event, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {

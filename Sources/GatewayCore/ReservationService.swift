@@ -123,26 +123,43 @@ public final class ReservationService: Sendable {
     }
 
     /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
-    /// sale answers far more of them than grants.
-    func reserve(_ request: ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
+    /// sale answers far more of them than grants. The answer goes to `completion` on the Redis
+    /// reply's loop, without a derived future: this is the path a flash sale runs most, and each
+    /// future is an allocation, a callback list and a generic lookup.
+    func reserve(
+        _ request: ReserveRequest, on eventLoop: any EventLoop,
+        _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
+    ) {
         if isKnownSoldOut(request) {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
-            return eventLoop.makeSucceededFuture(.soldOut)
+            completion(.success(.soldOut))
+            return
         }
         let cacheGeneration = soldOut.generation
         let call = ReserveCall(
             basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity,
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
             attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey)
-        return run(call, on: eventLoop) { outcome in
-            switch outcome {
-            case .soldOut:
-                self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
-            default:
-                break
-            }
-            return outcome
+        let started = NIODeadline.now()
+        redis.evalSHA(ReserveCall.script, keys: call.keys, arguments: call.arguments, on: eventLoop).whenComplete { result in
+            self.metrics.redisCall(NIODeadline.now() - started)
+            completion(
+                result.flatMap { reply in
+                    Result {
+                        let outcome = try ReserveCall.decode(reply)
+                        if case .soldOut = outcome {
+                            self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
+                        }
+                        return outcome
+                    }
+                })
         }
+    }
+
+    func reserve(_ request: ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
+        let promise = eventLoop.makePromise(of: ReserveCall.Outcome.self)
+        reserve(request, on: eventLoop) { promise.completeWith($0) }
+        return promise.futureResult
     }
 
     public func reservation(_ reservationId: String, on eventLoop: any EventLoop) -> EventLoopFuture<ReservationRecord> {
