@@ -30,6 +30,8 @@ export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
 export WEBHOOK_SECRET=${WEBHOOK_SECRET:-dev-webhook-secret}
 export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
 export GATEWAY_PORT=${GATEWAY_PORT:-8080}
+# With appendfsync always every Redis batch costs an fsync: let batches wait a little to grow.
+if [ "${REDIS_APPENDFSYNC:-}" = always ]; then export REDIS_BATCH_DELAY_US=${REDIS_BATCH_DELAY_US:-300}; fi
 
 swift build -c release --product gateway >&2
 swift build -c release --product reconciler >&2
