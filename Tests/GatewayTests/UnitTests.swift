@@ -1,6 +1,7 @@
 import Foundation
 import NIOHTTP1
 import ReconcilerCore
+import RedisClient
 import ReservationCore
 import Testing
 
@@ -123,6 +124,12 @@ struct UnitTests {
         #expect(defaults.reserveRateLimit == 20)
         let custom = try GatewayConfiguration(environment: ["GATEWAY_PORT": "9000", "HOLD_SECONDS": "30", "RESERVE_RATE_LIMIT": "0"])
         #expect(custom.port == 9000 && custom.holdSeconds == 30 && custom.reserveRateLimit == 0)
+        #expect(defaults.redisBatchDelayMicroseconds == 0)
+        let delayed = try GatewayConfiguration(environment: ["REDIS_BATCH_DELAY_US": "300"])
+        #expect(try RedisConfiguration(gateway: delayed).batchDelay == .microseconds(300))
+        #expect(throws: ConfigurationProblem.invalid(variable: "REDIS_BATCH_DELAY_US", reason: "expected an integer in 0...100000")) {
+            try GatewayConfiguration(environment: ["REDIS_BATCH_DELAY_US": "100001"])
+        }
         #expect(throws: ConfigurationProblem.invalid(variable: "HOLD_SECONDS", reason: "expected an integer in 1...86400")) {
             try GatewayConfiguration(environment: ["HOLD_SECONDS": "0"])
         }

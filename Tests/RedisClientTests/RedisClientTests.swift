@@ -95,6 +95,30 @@ struct RedisClientTests {
         _ = try await redis.send("DEL", key)
     }
 
+    @Test("a batch delay holds the batch: a call made a moment after the first leaves with it")
+    func batchDelay() async throws {
+        var configuration = try RedisConfiguration(url: TestEnvironment.redisURL())
+        configuration.batchDelay = .seconds(2)
+        let redis = RedisClient(configuration: configuration, eventLoopGroup: TestEnvironment.eventLoopGroup)
+        let loop = (TestEnvironment.eventLoopGroup as any EventLoopGroup).next()
+        _ = try await redis.send(["PING"], on: loop).get()
+        let (batches, commands) = (redis.batchesWritten, redis.commandsSent)
+        let key = RedisArgument.string(TestEnvironment.uniqueId("delay"))
+        // Both calls are made on the connection's own loop, the second 1 ms after the first; the
+        // batch is due 2 s after the first, and a loop runs its tasks in deadline order, so the
+        // second call is queued before the batch leaves however slow the machine is.
+        let (first, second) = try await loop.flatSubmit {
+            let first = redis.send(["INCR", key], on: loop)
+            let second = loop.scheduleTask(in: .milliseconds(1)) { redis.send(["INCR", key], on: loop) }.futureResult.flatMap { $0 }
+            return first.and(second)
+        }.get()
+        #expect(first == .integer(1) && second == .integer(2))
+        #expect(redis.batchesWritten - batches == 1, "one batch for both calls")
+        #expect(redis.commandsSent - commands == 2)
+        _ = try await redis.send(["DEL", key], on: loop).get()
+        await redis.shutdown()
+    }
+
     @Test("SCRIPT FLUSH then EVALSHA goes through NOSCRIPT exactly once")
     func noscriptPath() async throws {
         let server = try RedisServerProcess(appendOnly: false)
