@@ -177,7 +177,12 @@ struct HostileTrafficTests {
     func gracefulStopUnderLoad() async throws {
         let redisServer = try RedisServerProcess(appendOnly: false)
         try await redisServer.start()
-        let gateway = try await GatewayProcess.start(redisURL: redisServer.url, environment: ["GATEWAY_SHUTDOWN_GRACE_MS": "60000"])
+        // No shedding and no batch timeout while Redis is frozen: otherwise, on a slow machine, the
+        // requests stuck in Redis are answered 503 (keep-alive) before the stop reaches them, and
+        // nothing is in flight at the stop (a fresh-clone CI run under two CPU hogs did exactly that).
+        let gateway = try await GatewayProcess.start(
+            redisURL: redisServer.url,
+            environment: ["GATEWAY_SHUTDOWN_GRACE_MS": "60000", "REDIS_SHED_AFTER_MS": "600000", "REDIS_COMMAND_TIMEOUT_MS": "600000"])
         let basketId = TestEnvironment.uniqueId("stop")
         #expect(
             try await gateway.request(
@@ -223,7 +228,9 @@ struct HostileTrafficTests {
             try await eventually {
                 (try? await RawConnection.open(port: gateway.port)) == nil
             })
-        try await Task.sleep(for: .milliseconds(100))
+        // (and the stop's per-connection notices, queued on the event loops, run before the
+        // replies can: generous for a loaded machine; a late notice only closes idle connections)
+        try await Task.sleep(for: .seconds(1))
         try redisServer.resume()
         let status = try await gateway.process.finish(timeout: .seconds(120)).status
         #expect(status == 0)
