@@ -25,9 +25,9 @@ import time
 import urllib.request
 
 import script_cost
+from script_cost import cpu_seconds, fnv_partition, redis
 
 BIN = os.environ["BIN"]
-REDIS_PORT = os.environ.get("REDIS_PORT", "6390")
 DATABASE_URL = os.environ["DATABASE_URL"]
 REDIS_URL = os.environ["REDIS_URL"]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -42,10 +42,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def redis(*args):
-    return subprocess.run(["redis-cli", "-p", REDIS_PORT, *map(str, args)], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def psql(sql):
@@ -66,27 +62,9 @@ def wait_http(port, path="/healthz"):
     raise SystemExit(f"nothing answers on port {port}")
 
 
-def fnv_partition(text, partitions=16):
-    value = 2166136261
-    for byte in text.encode():
-        value ^= byte
-        value = (value * 16777619) & 0xFFFFFFFF
-    return value % partitions
-
-
 def to_ms(text):
     number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def children_cpu_seconds():
@@ -177,24 +155,6 @@ def create_basket(basket, stock, max_per_consumer=1):
                         {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
     assert status == 201, (status, body)
 
-
-def reserve_script_args(basket, count_field="__rand_int__"):
-    p = f"{{rg{fnv_partition(basket):02d}}}"
-    keys = [f"{p}:b:{basket}", f"{p}:r:{basket}-{count_field}", f"{p}:u:{basket}", f"{p}:holds", f"{p}:events",
-            f"{p}:b:{basket}", f"{p}:b:{basket}"]
-    args = [basket, f"c{count_field}", "1", f"{fnv_partition(basket):02d}-rb-{count_field}", "0", "", "86400"]
-    return keys, args
-
-
-def redis_benchmark(basket, requests, pipeline=16):
-    sha = redis("SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "reserve.lua")).read())
-    redis("HSET", f"{{rg{fnv_partition(basket):02d}}}:b:{basket}", "stock", 10**9, "pending", 0, "confirmed", 0,
-          "capacity", 10**9, "hold", 600, "max", 1, "seq", 1)
-    keys, args = reserve_script_args(basket)
-    command = ["redis-benchmark", "-p", REDIS_PORT, "-c", "50", "-n", str(requests), "-r", "1000000000",
-               "-P", str(pipeline), "-q", "EVALSHA", sha, str(len(keys)), *keys, *args]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return float(re.findall(r"([\d.]+) requests per second", output)[-1])
 
 
 def stream_state():
@@ -433,8 +393,9 @@ def main():
 
         log("reconciler: draining 200,000 events")
         reset_data()
-        redis_benchmark("bench-drain", 200_000)
-        events = int(redis("XLEN", f"{{rg{fnv_partition('bench-drain'):02d}}}:events"))
+        # 200,000 granted reservations written by the script itself (redis-benchmark, rate limit off)
+        script_cost.cost_per_call(os.path.join(ROOT, "lua", "reserve.lua"), 200_000, False, redis_pid())
+        events = int(redis("XLEN", f"{{rg{fnv_partition(script_cost.BASKET):02d}}}:events"))
         output = subprocess.run([f"{BIN}/reconciler", "once"], check=True, capture_output=True, text=True, env=environment).stdout
         match = re.search(r"applied (\d+) events in ([\d.]+) seconds", output)
         applied, seconds = int(match.group(1)), float(match.group(2))

@@ -44,11 +44,13 @@ def fnv_partition(text, partitions=16):
 def reserve_command(sha, rate_limit):
     """EVALSHA with the keys and arguments `ReserveCall` sends; `__rand_int__` makes every call a
     new consumer and a new reservation id (redis-benchmark draws each occurrence apart)."""
-    p = f"{{rg{fnv_partition(BASKET):02d}}}"
+    partition = fnv_partition(BASKET)
+    p = f"{{rg{partition:02d}}}"
     basket = f"{p}:b:{BASKET}"
-    keys = [basket, f"{p}:r:__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
+    # ids in the gateway's shape (the partition first), so the reconciler can drain what this writes
+    keys = [basket, f"{p}:r:{partition:02d}-rb-__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
             f"{p}:rl:c__rand_int__" if rate_limit else basket]
-    args = [BASKET, "c__rand_int__", "1", "__rand_int__", "20" if rate_limit else "0", "", "86400"]
+    args = [BASKET, "c__rand_int__", "1", f"{partition:02d}-rb-__rand_int__", "20" if rate_limit else "0", "", "86400"]
     return ["EVALSHA", sha, str(len(keys)), *keys, *args]
 
 

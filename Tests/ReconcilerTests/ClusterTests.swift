@@ -29,10 +29,8 @@ struct ClusterTests {
 
     @Test("gateway and reconciler on a cluster: exactly the stock sells on every partition, and Postgres agrees")
     func reserveAndReconcile() async throws {
-        let cluster = try RedisClusterProcess()
-        try await cluster.start()
-        let database = try await TestDatabase.create()
-        let gateway = try await GatewayHarness.start(redisURL: cluster.url)
+        let product = try await ClusterProduct.start()
+        let (cluster, database, gateway) = (product.cluster, product.database, product.gateway)
         let baskets = Self.basketsOnEveryPartition(TestEnvironment.uniqueId("cl"))
         for basket in baskets { try await gateway.createBasket(basket, stock: 3) }
         let granted = try await withThrowingTaskGroup(of: (String, Int).self) { group in
@@ -58,9 +56,7 @@ struct ClusterTests {
         let audit = try await ProductProcess.run("reconciler", ["audit"], environment: environment)
         #expect(audit.status == 0, "\(audit.output)")
         await postgres.shutdown()
-        await gateway.stop()
-        await database.drop()
-        cluster.stop()
+        await product.stop()
     }
 
     /// Basket ids that all fall in `partition`.
@@ -77,10 +73,8 @@ struct ClusterTests {
 
     @Test("the concurrency scenarios on a cluster: cancel against reserve, one consumer at its limit, webhooks and an Idempotency-Key sent at once")
     func concurrencyScenarios() async throws {
-        let cluster = try RedisClusterProcess()
-        try await cluster.start()
-        let database = try await TestDatabase.create()
-        let gateway = try await GatewayHarness.start(redisURL: cluster.url)
+        let product = try await ClusterProduct.start()
+        let (cluster, database, gateway) = (product.cluster, product.database, product.gateway)
         let prefix = TestEnvironment.uniqueId("sc")
 
         // Cancel against reserve on stock 1: the reserve wins only if the cancel came first.
@@ -144,17 +138,13 @@ struct ClusterTests {
         let audit = try await ProductProcess.run("reconciler", ["audit"], environment: environment)
         #expect(audit.status == 0, "\(audit.output)")
         await postgres.shutdown()
-        await gateway.stop()
-        await database.drop()
-        cluster.stop()
+        await product.stop()
     }
 
     @Test("resharding under load: 16 clients on one partition while its slot migrates (ASK, then MOVED): only 201 or 503, nothing lost or sold twice")
     func reshardingUnderLoad() async throws {
-        let cluster = try RedisClusterProcess()
-        try await cluster.start()
-        let database = try await TestDatabase.create()
-        let gateway = try await GatewayHarness.start(redisURL: cluster.url)
+        let product = try await ClusterProduct.start()
+        let (cluster, database, gateway) = (product.cluster, product.database, product.gateway)
         let baskets = Self.baskets(in: 0, count: 4, prefix: TestEnvironment.uniqueId("rs"))
         for basket in baskets { try await gateway.createBasket(basket, stock: 100_000) }
         let tally = LoadTally()
@@ -215,17 +205,13 @@ struct ClusterTests {
         #expect(rows[0]["n"].int == held && rows[0]["d"].int == held)
         #expect(try await ProductProcess.run("reconciler", ["audit"], environment: environment).status == 0)
         await postgres.shutdown()
-        await gateway.stop()
-        await database.drop()
-        cluster.stop()
+        await product.stop()
     }
 
     @Test("failover under load: the gateway and a running reconciler follow the promoted replica without a restart; nothing lost, no oversell")
     func failoverUnderLoad() async throws {
-        let cluster = try RedisClusterProcess()
-        try await cluster.start()
-        let database = try await TestDatabase.create()
-        let gateway = try await GatewayHarness.start(redisURL: cluster.url)
+        let product = try await ClusterProduct.start()
+        let (cluster, database, gateway) = (product.cluster, product.database, product.gateway)
         let baskets = Self.basketsOnEveryPartition(TestEnvironment.uniqueId("fo"))
         for basket in baskets { try await gateway.createBasket(basket, stock: 100_000) }
         let environment = [
@@ -268,9 +254,7 @@ struct ClusterTests {
         #expect(stopped.status == 0)
         #expect(try await ProductProcess.run("reconciler", ["audit"], environment: environment).status == 0)
         await postgres.shutdown()
-        await gateway.stop()
-        await database.drop()
-        cluster.stop()
+        await product.stop()
     }
 
     @Test("a primary killed with SIGKILL: its slots answer 503 (never 500, never a hang) until its replica takes over, then succeed")
@@ -308,6 +292,28 @@ struct ClusterTests {
         try await cluster.waitHealthy()
         for index in 0..<5 { #expect(try await gateway.reserve(basket, consumer: "after-\(index)").status == 201) }
         await gateway.stop()
+        cluster.stop()
+    }
+}
+
+/// What most cluster tests start: a Redis Cluster of their own, a database of their own and a
+/// gateway on the cluster; `stop` takes them down in reverse order.
+struct ClusterProduct {
+    let cluster: RedisClusterProcess
+    let database: TestDatabase
+    let gateway: GatewayHarness
+
+    static func start() async throws -> ClusterProduct {
+        let cluster = try RedisClusterProcess()
+        try await cluster.start()
+        let database = try await TestDatabase.create()
+        let gateway = try await GatewayHarness.start(redisURL: cluster.url)
+        return ClusterProduct(cluster: cluster, database: database, gateway: gateway)
+    }
+
+    func stop() async {
+        await gateway.stop()
+        await database.drop()
         cluster.stop()
     }
 }
