@@ -38,16 +38,29 @@ public final class ReservationService: Sendable {
         self.soldOut = SoldOutCache(milliseconds: configuration.soldOutCacheMilliseconds)
     }
 
-    /// Runs a store call with its latency recorded, and `decide` turns the outcome into the
-    /// answer; one future node per call after the store's (this is the hot path).
+    /// Runs a script call with its latency recorded and hands the decoded outcome to
+    /// `completion`, with no future of its own (the reserve path uses this directly).
+    private func run<Call: ScriptCall>(
+        _ call: Call, on eventLoop: any EventLoop, completion: @escaping @Sendable (Result<Call.Outcome, any Error>) -> Void
+    ) {
+        let started = NIODeadline.now()
+        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).whenComplete { result in
+            completion(
+                result.flatMap { reply in
+                    self.metrics.redisCall(NIODeadline.now() - started)
+                    return Result { try Call.decode(reply) }
+                })
+        }
+    }
+
+    /// The same, and `decide` turns the outcome into the answer: one future per call after the
+    /// store's.
     private func run<Call: ScriptCall, T>(
         _ call: Call, on eventLoop: any EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
     ) -> EventLoopFuture<T> {
-        let started = NIODeadline.now()
-        return redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).flatMapThrowing { reply in
-            self.metrics.redisCall(NIODeadline.now() - started)
-            return try decide(try Call.decode(reply))
-        }
+        let promise = eventLoop.makePromise(of: T.self)
+        run(call, on: eventLoop) { result in promise.completeWith(result.flatMap { outcome in Result { try decide(outcome) } }) }
+        return promise.futureResult
     }
 
     private func run<Call: CommandCall, T>(
@@ -140,19 +153,11 @@ public final class ReservationService: Sendable {
             basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity,
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
             attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey)
-        let started = NIODeadline.now()
-        redis.evalSHA(ReserveCall.script, keys: call.keys, arguments: call.arguments, on: eventLoop).whenComplete { result in
-            self.metrics.redisCall(NIODeadline.now() - started)
-            completion(
-                result.flatMap { reply in
-                    Result {
-                        let outcome = try ReserveCall.decode(reply)
-                        if case .soldOut = outcome {
-                            self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
-                        }
-                        return outcome
-                    }
-                })
+        run(call, on: eventLoop) { result in
+            if case .success(.soldOut) = result {
+                self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
+            }
+            completion(result)
         }
     }
 
