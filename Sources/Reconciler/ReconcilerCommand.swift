@@ -90,6 +90,8 @@ extension ReconcilerCommand {
             let watchdog = Task.detached {
                 for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
                     try? await Task.sleep(for: .seconds(configuration.shutdownGraceSeconds))
+                    // Cancelled: the service stopped in time (the sleep returns early on cancel).
+                    guard !Task.isCancelled else { return }
                     logger.error(
                         "reconciler did not stop within its shutdown grace; exiting without its last batch",
                         metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])

@@ -252,6 +252,7 @@ struct ClusterTests {
         reconciler.signal(SIGTERM)
         let stopped = try await reconciler.finish(timeout: .seconds(120))
         #expect(stopped.status == 0)
+        #expect(!stopped.output.contains("did not stop within its shutdown grace"), "a clean stop is not reported as a forced one")
         #expect(try await ProductProcess.run("reconciler", ["audit"], environment: environment).status == 0)
         await postgres.shutdown()
         await product.stop()
