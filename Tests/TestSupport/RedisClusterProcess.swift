@@ -141,17 +141,35 @@ public final class RedisClusterProcess: @unchecked Sendable {
         return (source.port, target.port)
     }
 
+    /// A replica of `primaryPort` that is in sync with it, as the replica itself reports: another
+    /// node's `CLUSTER NODES` can still show a fresh replica as a primary without slots (gossip
+    /// lags behind `cluster_state:ok`), so each node is asked about itself, until one answers.
+    public func replica(of primaryPort: Int) async throws -> Int {
+        let primaryId = try await cli(primaryPort, ["CLUSTER", "MYID"])
+        let found = Mutex<Int?>(nil)
+        let candidates = ports.filter { $0 != primaryPort && !killed.withLock({ $0 }).contains($0) }
+        _ = try await eventually(timeout: .seconds(60), interval: .milliseconds(200)) {
+            for port in candidates {
+                let nodes = try await self.cli(port, ["CLUSTER", "NODES"])
+                guard
+                    let me = nodes.split(separator: "\n").map({ $0.split(separator: " ") }).first(where: {
+                        $0.count > 3 && $0[2].contains("myself")
+                    }), me[2].contains("slave"), me[3] == primaryId,
+                    try await self.cli(port, ["INFO", "replication"]).contains("master_link_status:up")
+                else { continue }
+                found.withLock { $0 = port }
+                return true
+            }
+            return false
+        }
+        guard let port = found.withLock({ $0 }) else { throw HarnessError("no replica of :\(primaryPort)") }
+        return port
+    }
+
     /// A coordinated failover: one replica of `primaryPort` takes over (no acknowledged write is
     /// lost). Returns the new primary's port once every node agrees.
     public func failover(primaryPort: Int) async throws -> Int {
-        let primaryId = try await cli(primaryPort, ["CLUSTER", "MYID"])
-        let nodes = try await cli(ports[0], ["CLUSTER", "NODES"])
-        guard
-            let replica = nodes.split(separator: "\n").map({ $0.split(separator: " ") }).first(where: {
-                $0.count > 3 && $0[2].contains("slave") && $0[3] == primaryId
-            }),
-            let port = replica[1].split(separator: "@").first?.split(separator: ":").last.flatMap({ Int($0) })
-        else { throw HarnessError("no replica of :\(primaryPort)") }
+        let port = try await replica(of: primaryPort)
         // A manual failover gives up (silently) when the replica cannot catch up with its primary
         // within 5 s, which a loaded machine can cause: ask again until it happens.
         var promoted = false
