@@ -44,7 +44,7 @@ public final class ReservationService: Sendable {
         _ call: Call, on eventLoop: any EventLoop, completion: @escaping @Sendable (Result<Call.Outcome, any Error>) -> Void
     ) {
         let started = NIODeadline.now()
-        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).whenComplete { result in
+        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop) { result in
             completion(
                 result.flatMap { reply in
                     self.metrics.redisCall(NIODeadline.now() - started)

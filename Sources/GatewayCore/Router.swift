@@ -44,8 +44,7 @@ public enum Router {
         // Bytes, not Characters: the path's separators are ASCII, and grapheme breaking was a
         // visible share of every request's CPU.
         let end = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
-        let segments = utf8[..<end].split(separator: UInt8(ascii: "/"), maxSplits: 5, omittingEmptySubsequences: false)
-            .dropFirst().map { Substring($0) }
+        let segments = pathSegments(target, end: end)
 
         func get(_ endpoint: Endpoint) -> Result<Endpoint, APIError> {
             method == .GET || method == .HEAD ? .success(endpoint) : .failure(.methodNotAllowed(allowed: "GET, HEAD"))
@@ -93,6 +92,25 @@ public enum Router {
         default:
             return .failure(.notFound)
         }
+    }
+
+    /// The segments after the leading `/` up to `end`, at most 5 (the last keeps any further
+    /// `/`): one array, sized up front (`split` grew one and mapped it into another).
+    private static func pathSegments(_ target: String, end: String.Index) -> [Substring] {
+        var segments: [Substring] = []
+        segments.reserveCapacity(5)
+        let utf8 = target.utf8
+        var start = utf8.index(after: utf8.startIndex)
+        var index = start
+        while index < end {
+            if utf8[index] == UInt8(ascii: "/") && segments.count < 4 {
+                segments.append(target[start..<index])
+                start = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        segments.append(target[start..<end])
+        return segments
     }
 
     /// A path segment with its `%XX` escapes decoded (a client's URL library writes `:` and `@`

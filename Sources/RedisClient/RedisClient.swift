@@ -157,12 +157,37 @@ public final class RedisClient: Sendable {
     public func evalSHA(
         _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
     ) -> EventLoopFuture<RedisValue> {
+        let command = Self.evalSHACommand(script, keys: keys, arguments: arguments)
+        if let cluster { return cluster.send(command, script: script.source, on: eventLoop) }
+        return standalone!.connection(for: eventLoop).send(command, script: script.source)
+    }
+
+    /// The same, with the reply handed to `completion` on `eventLoop` (no future: the hot path).
+    /// On a single server the reply comes straight from the connection of `eventLoop`; on a
+    /// cluster (routing, redirects and retries are future-based) it is the future's result.
+    public func evalSHA(
+        _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: any EventLoop,
+        completion: @escaping @Sendable (Result<RedisValue, any Error>) -> Void
+    ) {
+        guard let standalone else {
+            evalSHA(script, keys: keys, arguments: arguments, on: eventLoop).hop(to: eventLoop).whenComplete(completion)
+            return
+        }
+        let command = Self.evalSHACommand(script, keys: keys, arguments: arguments)
+        let connection = standalone.connection(for: eventLoop)
+        if connection.eventLoop === eventLoop {
+            connection.send(command, script: script.source, completion: completion)
+        } else {
+            connection.send(command, script: script.source) { result in eventLoop.execute { completion(result) } }
+        }
+    }
+
+    private static func evalSHACommand(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> [RedisArgument] {
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)
         for key in keys { command.append(.string(key)) }
         command.append(contentsOf: arguments)
-        if let cluster { return cluster.send(command, script: script.source, on: eventLoop) }
-        return standalone!.connection(for: eventLoop).send(command, script: script.source)
+        return command
     }
 
     public func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RedisValue {

@@ -12,7 +12,7 @@ import Synchronization
 final class RedisConnection: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
-    private var state: RedisConnectionStateMachine<EventLoopPromise<RedisValue>>
+    private var state: RedisConnectionStateMachine<RedisWaiter>
     private var channel: (any Channel)?
     private var batchTimer: Scheduled<Void>?
     /// NOSCRIPT recoveries, batches and commands (the client sums them).
@@ -31,6 +31,16 @@ final class RedisConnection: @unchecked Sendable {
         return eventLoop.flatSubmit { self.enqueue(arguments, script: script) }
     }
 
+    /// The same, with the reply handed to `completion` on this connection's event loop: no
+    /// promise or future per call (the reserve path's hot loop).
+    func send(_ arguments: [RedisArgument], script: String? = nil, completion: @escaping RedisWaiter.Completion) {
+        if eventLoop.inEventLoop {
+            enqueue(arguments, script: script, waiter: .callback(completion))
+        } else {
+            eventLoop.execute { self.enqueue(arguments, script: script, waiter: .callback(completion)) }
+        }
+    }
+
     /// Sends several commands back to back; they leave in the same batch.
     func send(batch commands: [[RedisArgument]]) -> EventLoopFuture<[Result<RedisValue, any Error>]> {
         let work = { @Sendable () -> EventLoopFuture<[Result<RedisValue, any Error>]> in
@@ -42,14 +52,18 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     private func enqueue(_ arguments: [RedisArgument], script: String?) -> EventLoopFuture<RedisValue> {
-        eventLoop.assertInEventLoop()
         let promise = eventLoop.makePromise(of: RedisValue.self)
-        counters.commands.wrappingAdd(1, ordering: .relaxed)
-        run(state.enqueue(arguments, waiter: promise, script: script, now: .now()))
+        enqueue(arguments, script: script, waiter: .promise(promise))
         return promise.futureResult
     }
 
-    private func run(_ action: RedisConnectionStateMachine<EventLoopPromise<RedisValue>>.Action) {
+    private func enqueue(_ arguments: [RedisArgument], script: String?, waiter: RedisWaiter) {
+        eventLoop.assertInEventLoop()
+        counters.commands.wrappingAdd(1, ordering: .relaxed)
+        run(state.enqueue(arguments, waiter: waiter, script: script, now: .now()))
+    }
+
+    private func run(_ action: RedisConnectionStateMachine<RedisWaiter>.Action) {
         switch action {
         case .none:
             break
@@ -71,7 +85,7 @@ final class RedisConnection: @unchecked Sendable {
                 self.run(self.state.batchTimedOut(batch))
             }
         case .fail(let promises, let error):
-            for promise in promises { promise.fail(error) }
+            for waiter in promises { waiter.complete(.failure(error)) }
         case .close:
             channel?.close(promise: nil)
         }
@@ -119,7 +133,7 @@ final class RedisConnection: @unchecked Sendable {
     func received(_ reply: RedisValue, on channel: any Channel) {
         guard channel === self.channel else { return }
         let action = state.received(reply)
-        if let (promise, result) = action.completion { promise.completeWith(result.mapError { $0 as any Error }) }
+        if let (waiter, result) = action.completion { waiter.complete(result) }
         if action.batchFinished {
             batchTimer?.cancel()
             batchTimer = nil
@@ -156,6 +170,22 @@ final class RedisConnection: @unchecked Sendable {
             return connectError.connectionErrors.first.map { "\($0.error)" } ?? "connection failed"
         }
         return "\(error)"
+    }
+}
+
+/// Who waits for a command's reply: a promise (the future API) or a callback (the hot path,
+/// which saves the promise, its future and the callback list per call).
+enum RedisWaiter {
+    typealias Completion = @Sendable (Result<RedisValue, any Error>) -> Void
+
+    case promise(EventLoopPromise<RedisValue>)
+    case callback(Completion)
+
+    func complete(_ result: Result<RedisValue, RedisError>) {
+        switch self {
+        case .promise(let promise): promise.completeWith(result.mapError { $0 as any Error })
+        case .callback(let completion): completion(result.mapError { $0 as any Error })
+        }
     }
 }
 

@@ -47,11 +47,12 @@ struct RedisConnectionStateMachine<Waiter> {
         var then: Action = .none
     }
 
-    /// Everything a script call needs to be sent again after `NOSCRIPT`: its encoded bytes and
-    /// the script's source. A script that answered `NOSCRIPT` did not run, so sending it again
-    /// cannot apply it twice; it is sent again once, never more.
+    /// Everything a script call needs to be sent again after `NOSCRIPT`: its arguments (encoded
+    /// again then; keeping a slice of the outbox instead made every later write to the batch
+    /// copy the whole buffer) and the script's source. A script that answered `NOSCRIPT` did
+    /// not run, so sending it again cannot apply it twice; it is sent again once, never more.
     struct ScriptRetry {
-        var command: ByteBuffer
+        var command: [RedisArgument]
         var source: String
     }
 
@@ -97,13 +98,8 @@ struct RedisConnectionStateMachine<Waiter> {
             break
         }
         if shouldShed(now) { return .fail([waiter], .overloaded) }
-        let start = outbox.writerIndex
         outbox.writeRESPCommand(command)
-        var retry: ScriptRetry?
-        if let script, let bytes = outbox.getSlice(at: start, length: outbox.writerIndex - start) {
-            retry = ScriptRetry(command: bytes, source: script)
-        }
-        outboxEntries.append(.command(waiter, retry: retry))
+        outboxEntries.append(.command(waiter, retry: script.map { ScriptRetry(command: command, source: $0) }))
         switch phase {
         case .idle:
             phase = .connecting
@@ -190,8 +186,7 @@ struct RedisConnectionStateMachine<Waiter> {
                 // The script did not run: load it and send the same call once more, in the next batch.
                 outbox.writeRESPCommand(["SCRIPT", "LOAD", .string(retry.source)])
                 outboxEntries.append(.scriptLoad)
-                var command = retry.command
-                outbox.writeBuffer(&command)
+                outbox.writeRESPCommand(retry.command)
                 outboxEntries.append(.command(waiter, retry: nil))
                 action.scriptReloaded = true
             } else if let error {

@@ -291,7 +291,8 @@ public struct JSONWriter {
         needsComma = true
         bytes.append(UInt8(ascii: "\""))
         bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-        bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
     }
 
     public mutating func field(_ name: StaticString, _ value: String) {
@@ -302,7 +303,8 @@ public struct JSONWriter {
     public mutating func field(_ name: StaticString, _ value: String?) {
         guard let value else {
             key(name)
-            bytes.append(contentsOf: Array("null".utf8))
+            let null: StaticString = "null"
+            bytes.append(contentsOf: UnsafeBufferPointer(start: null.utf8Start, count: null.utf8CodeUnitCount))
             return
         }
         field(name, value)
@@ -310,7 +312,20 @@ public struct JSONWriter {
 
     public mutating func field(_ name: StaticString, _ value: Int) {
         key(name)
-        bytes.append(contentsOf: Array(String(value).utf8))
+        JSONWriter.appendDecimal(value, to: &bytes)
+    }
+
+    /// `value` in decimal, written in place (no String in between: this is on every answer).
+    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var divisor: UInt = 1
+        while divisor <= magnitude / 10 { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(magnitude / divisor))
+            magnitude %= divisor
+            divisor /= 10
+        }
     }
 
     public mutating func finish() -> [UInt8] {

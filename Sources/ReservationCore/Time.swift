@@ -32,33 +32,42 @@ public enum RFC3339 {
         }
         let civil = CivilTime.dateTime(unixSeconds: seconds)
         let rest = civil.hour * 3600 + civil.minute * 60 + civil.second
-        let (year, month, day) = (civil.year, civil.month, civil.day)
-        var out: [UInt8] = []
-        out.reserveCapacity(24)
-        func digits(_ value: Int64, _ width: Int) {
-            var divisor: Int64 = 1
-            for _ in 1..<width { divisor *= 10 }
-            var remaining = value
-            while divisor > 0 {
-                out.append(UInt8(48 + (remaining / divisor) % 10))
-                remaining %= divisor
-                divisor /= 10
+        // (Four digits: a year outside 0...9999 is not a time this product writes; clamped, it
+        // cannot make a digit negative.)
+        let (year, month, day) = (min(max(civil.year, 0), 9999), civil.month, civil.day)
+        // One allocation: the text is written straight into the string's storage.
+        return String(unsafeUninitializedCapacity: 24) { out in
+            var count = 0
+            func digits(_ value: Int64, _ width: Int) {
+                var divisor: Int64 = 1
+                for _ in 1..<width { divisor *= 10 }
+                var remaining = value
+                while divisor > 0 {
+                    out[count] = UInt8(48 + (remaining / divisor) % 10)
+                    count += 1
+                    remaining %= divisor
+                    divisor /= 10
+                }
             }
+            func byte(_ value: UInt8) {
+                out[count] = value
+                count += 1
+            }
+            digits(year, 4)
+            byte(UInt8(ascii: "-"))
+            digits(month, 2)
+            byte(UInt8(ascii: "-"))
+            digits(day, 2)
+            byte(UInt8(ascii: "T"))
+            digits(rest / 3600, 2)
+            byte(UInt8(ascii: ":"))
+            digits((rest % 3600) / 60, 2)
+            byte(UInt8(ascii: ":"))
+            digits(rest % 60, 2)
+            byte(UInt8(ascii: "."))
+            digits(millis, 3)
+            byte(UInt8(ascii: "Z"))
+            return count
         }
-        digits(year, 4)
-        out.append(UInt8(ascii: "-"))
-        digits(month, 2)
-        out.append(UInt8(ascii: "-"))
-        digits(day, 2)
-        out.append(UInt8(ascii: "T"))
-        digits(rest / 3600, 2)
-        out.append(UInt8(ascii: ":"))
-        digits((rest % 3600) / 60, 2)
-        out.append(UInt8(ascii: ":"))
-        digits(rest % 60, 2)
-        out.append(UInt8(ascii: "."))
-        digits(millis, 3)
-        out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -113,6 +113,23 @@ struct UnitTests {
         #expect(RFC3339.format(milliseconds: 0) == "1970-01-01T00:00:00.000Z")
         #expect(RFC3339.format(milliseconds: 1_795_968_054_123) == "2026-11-29T16:00:54.123Z")
         #expect(RFC3339.format(milliseconds: 951_782_400_000) == "2000-02-29T00:00:00.000Z")
+        #expect(RFC3339.format(milliseconds: -1) == "1969-12-31T23:59:59.999Z")
+        // Never a trap, whatever a stored expiry says: four-digit years, 24 characters.
+        for extreme in [Int64.min, Int64.min + 999, Int64.max] { #expect(RFC3339.format(milliseconds: extreme).utf8.count == 24) }
+    }
+
+    @Test("JSON writer: integers written in place, null, escapes")
+    func jsonWriter() {
+        var writer = JSONWriter()
+        writer.field("zero", 0)
+        writer.field("negative", -42)
+        writer.field("min", Int.min)
+        writer.field("max", Int.max)
+        writer.field("none", nil as String?)
+        writer.field("text", "a\"b\n")
+        #expect(
+            String(decoding: writer.finish(), as: UTF8.self)
+                == #"{"zero":0,"negative":-42,"min":-9223372036854775808,"max":9223372036854775807,"none":null,"text":"a\"b\n"}"#)
     }
 
     @Test("configuration: defaults, variables, and clear errors")

@@ -133,6 +133,22 @@ struct RedisClientTests {
         #expect(try await redis.evalSHA(script, keys: ["counter"], arguments: []) == .integer(2))
         #expect(redis.scriptLoadCount == 1)
         #expect(try await redis.send("GET", "counter").int == 2, "the script ran once per call, never twice")
+        // The callback form (the reserve path's): the reply on the caller's loop, NOSCRIPT
+        // recovered the same way.
+        let loop = (TestEnvironment.eventLoopGroup as any EventLoopGroup).next()
+        func callback() async -> (RedisValue?, Bool) {
+            await withCheckedContinuation { continuation in
+                redis.evalSHA(script, keys: ["counter"], arguments: [], on: loop) { result in
+                    continuation.resume(returning: (try? result.get(), loop.inEventLoop))
+                }
+            }
+        }
+        let (first, onLoop) = await callback()
+        #expect(first == .integer(3) && onLoop)
+        _ = try await redis.send("SCRIPT", "FLUSH")
+        #expect(await callback().0 == .integer(4))
+        #expect(redis.scriptLoadCount == 2)
+        #expect(try await redis.send("GET", "counter").int == 4)
         server.stop()
     }
 
