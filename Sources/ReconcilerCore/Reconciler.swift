@@ -50,6 +50,20 @@ public final class Reconciler: Sendable {
     @discardableResult
     func process(_ entries: [StreamEntry]) async throws -> Int {
         guard !entries.isEmpty else { return 0 }
+        try await apply(entries)
+        try await acknowledge(entries)
+        return entries.count
+    }
+
+    /// The XACK of entries whose transaction committed, and the counts.
+    private func acknowledge(_ entries: [StreamEntry]) async throws {
+        try await consumer.acknowledge(entries)
+        applied.increment(by: entries.count)
+        batches.increment()
+    }
+
+    /// One transaction for `entries` (one by one when Postgres refuses the batch's data).
+    private func apply(_ entries: [StreamEntry]) async throws {
         let withFields = entries.filter { !$0.fields.isEmpty }
         if !withFields.isEmpty {
             do {
@@ -64,10 +78,6 @@ public final class Reconciler: Sendable {
                 try await applyOneByOne(withFields)
             }
         }
-        try await consumer.acknowledge(entries)
-        applied.increment(by: entries.count)
-        batches.increment()
-        return entries.count
     }
 
     /// How often an event Postgres refuses is tried on its own before it is set aside.
@@ -120,17 +130,31 @@ public final class Reconciler: Sendable {
             total += try await process(claimed)
         }
         let ends = try await consumer.currentEnds()
+        // Redis and Postgres work at once (the drain was a third idle, each waiting on the
+        // other): the next batch is read, and the last one acknowledged, while this one is
+        // applied. Batches are still applied in order, and each is acknowledged only after its
+        // own COMMIT. A batch read ahead and not applied, or not acknowledged (an error below),
+        // stays pending in the group, as after a crash, and is claimed and applied again.
+        let consumer = consumer
+        let batchSize = batchSize
+        var next = Task { try await consumer.readNew(count: batchSize, streams: streams) }
+        var acknowledging: Task<Void, any Error>?
         while true {
-            let entries = try await consumer.readNew(count: batchSize, streams: streams)
+            let entries = try await next.value
             if entries.isEmpty { break }
-            total += try await process(entries)
             // Entries that arrived after we started are applied too, but we stop there.
             let pastEnd = entries.allSatisfy { entry in
                 guard let end = ends[entry.stream].flatMap(StreamID.init), let id = StreamID(entry.id) else { return true }
                 return id > end
             }
+            if !pastEnd { next = Task { try await consumer.readNew(count: batchSize, streams: streams) } }
+            try await apply(entries)
+            try await acknowledging?.value
+            acknowledging = Task { try await self.acknowledge(entries) }
+            total += entries.count
             if pastEnd { break }
         }
+        try await acknowledging?.value
         return total
     }
 

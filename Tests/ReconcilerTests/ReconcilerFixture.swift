@@ -35,11 +35,13 @@ final class ReconcilerFixture: Sendable {
         self.postgres = postgres
     }
 
-    func reconciler(_ name: String = TestEnvironment.uniqueId("rec"), postgres: PostgresClient? = nil, claimIdle: Int = 30_000) -> Reconciler {
+    func reconciler(
+        _ name: String = TestEnvironment.uniqueId("rec"), postgres: PostgresClient? = nil, claimIdle: Int = 30_000, batchSize: Int = 500
+    ) -> Reconciler {
         var configuration = ReconcilerConfiguration()
         configuration.redisURL = redisServer.url
         configuration.databaseURL = database.url
-        configuration.reconcilerBatchSize = 500
+        configuration.reconcilerBatchSize = batchSize
         configuration.auditIntervalSeconds = 1
         var logger = Logger(label: "test-reconciler")
         logger.logLevel = .critical

@@ -130,6 +130,37 @@ struct ReconcilerTests {
         }
     }
 
+    @Test("a drain over many small batches, each read ahead and acknowledged behind: every event once, in order, nothing left pending")
+    func drainReadsAheadInOrder() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("ahead")
+        try await fixture.gateway.createBasket(basketId, stock: 200)
+        var reservations: [String] = []
+        for consumer in 0..<60 {
+            let answer = try await fixture.gateway.reserve(basketId, consumer: "c\(consumer)")
+            reservations.append(try #require(answer.json?["reservationId"]?.stringValue))
+        }
+        // A reservation and its cancellation usually land in different batches of 7: applied out
+        // of order, the cancellation would be lost or the stock wrong.
+        var cancelled: Set<String> = []
+        for (index, id) in reservations.enumerated() where index % 3 == 0 {
+            #expect(try await fixture.gateway.request(.DELETE, "/v1/reservations/\(id)").status == 200)
+            cancelled.insert(id)
+        }
+        let stream = Keyspace.stream(Keyspace.partition(ofBasket: basketId))
+        let events = try #require(try await fixture.redis.send("XLEN", .string(stream)).int)
+        let applied = try await fixture.reconciler(batchSize: 7).drain()
+        #expect(applied == events, "every event once")
+        let rows = try await fixture.postgresReservations(basketId)
+        #expect(rows.count == 60)
+        for id in reservations { #expect(rows[id] == (cancelled.contains(id) ? "cancelled" : "pending"), "\(id)") }
+        #expect(try await fixture.postgresBasket(basketId)?.stock == 200 - 60 + cancelled.count)
+        #expect(try await fixture.postgresBasket(basketId)?.stock == (try await fixture.redisStock(basketId)))
+        let pending = try await fixture.redis.send("XPENDING", .string(stream), .string(StreamConsumer.group))
+        #expect(pending.array?.first?.int == 0, "everything read was acknowledged: \(pending)")
+        await fixture.stop()
+    }
+
     @Test("a reconciler killed with SIGKILL while draining 20,000 events, then started again: every reservation once")
     func killedMidDrain() async throws {
         let fixture = try await ReconcilerFixture.start()
