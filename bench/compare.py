@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Two builds of the gateway side by side, in one run, alternating round by round.
 
-usage: REDIS_PORT=6390 DATABASE_URL=... bench/compare.py <old bin dir> <new bin dir> [rounds] [seconds]
+usage: BIN=.build/release REDIS_PORT=6390 REDIS_URL=redis://127.0.0.1:6390 DATABASE_URL=... \
+       bench/compare.py <old bin dir> <new bin dir> [rounds] [seconds]
 
 Both gateways run at once on the same Redis (each loads its own scripts) beside the baseline
 server; each round runs wrk (-t2 -c64) against the baseline, then the reserve and the sold-out
