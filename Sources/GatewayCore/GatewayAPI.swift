@@ -20,8 +20,8 @@ extension HTTPResponse {
         }
     }
 
-    private static let soldOut = render(.soldOut)
-    private static let limitExceeded = render(.limitExceeded)
+    private static let soldOut = render(.soldOut).prepared()
+    private static let limitExceeded = render(.limitExceeded).prepared()
 
     private static func render(_ error: APIError) -> HTTPResponse {
         var writer = JSONWriter(capacity: 128)
@@ -81,39 +81,42 @@ public final class GatewayAPI: HTTPResponder {
     public func respond(to request: HTTPRequest, on eventLoop: any EventLoop, _ completion: @escaping @Sendable (HTTPResponse) -> Void) {
         let (endpoint, decoded) = decoder.decode(request, now: WallClock.nowSeconds())
         let label = endpoint?.label ?? "unknown"
-        let finish: @Sendable (Result<HTTPResponse, any Error>) -> Void = { result in
-            let response: HTTPResponse
-            switch result {
-            case .success(let answer):
-                response = answer
-            case .failure(let error):
-                let apiError = APIError(error)
-                if case .internalError = apiError {
-                    self.logger.error("request failed", metadata: ["route": "\(label)", "error": "\(error)"])
-                } else if case .unavailable = apiError {
-                    self.metrics.unavailable()
-                }
-                response = HTTPResponse.error(apiError)
-            }
-            self.metrics.request(route: label, status: Int(response.status.code))
-            completion(response)
-        }
         switch decoded {
         case .success(.reserve(let reservation)) where service.isKnownSoldOut(reservation):
-            // The answer a flash sale sends most, from the sold-out memory: no Redis.
-            finish(.success(reserveAnswer(.soldOut, reservation)))
+            // The answer a flash sale sends most, from the sold-out memory: no Redis, no closure.
+            finish(.success(reserveAnswer(.soldOut, reservation)), route: label, completion)
         case .success(.reserve(let reservation)):
             // The hot path: the script's reply becomes the answer directly, no future chain.
             service.reserve(reservation, on: eventLoop) { result in
-                finish(result.map { self.reserveAnswer($0, reservation) })
+                self.finish(result.map { self.reserveAnswer($0, reservation) }, route: label, completion)
             }
         case .success(let command):
-            execute(command, on: eventLoop).whenComplete(finish)
+            execute(command, on: eventLoop).whenComplete { self.finish($0, route: label, completion) }
         case .failure(let error):
             if case .reserve = endpoint { metrics.reservation(.rejected) }
             if case .invalidSignature = error { metrics.webhook(.invalidSignature) }
-            finish(.failure(error))
+            finish(.failure(error), route: label, completion)
         }
+    }
+
+    /// Every answer leaves through here: an error becomes its JSON answer, and the request is
+    /// counted by route and status.
+    private func finish(_ result: Result<HTTPResponse, any Error>, route: String, _ completion: (HTTPResponse) -> Void) {
+        let response: HTTPResponse
+        switch result {
+        case .success(let answer):
+            response = answer
+        case .failure(let error):
+            let apiError = APIError(error)
+            if case .internalError = apiError {
+                logger.error("request failed", metadata: ["route": "\(route)", "error": "\(error)"])
+            } else if case .unavailable = apiError {
+                metrics.unavailable()
+            }
+            response = HTTPResponse.error(apiError)
+        }
+        metrics.request(route: route, status: Int(response.status.code))
+        completion(response)
     }
 
     private func execute(_ command: RequestDecoder.Command, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPResponse> {

@@ -433,8 +433,8 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard !closing else { return }
         let keepAlive = keepAlive && !state.quiescing
-        var buffer = context.channel.allocator.buffer(capacity: 160 + response.body.count)
-        response.encode(into: &buffer, version: request.version, keepAlive: keepAlive, withBody: request.method != .HEAD)
+        let buffer = response.wire(
+            version: request.version, keepAlive: keepAlive, withBody: request.method != .HEAD, allocator: context.channel.allocator)
         responding = false
         if keepAlive && !(inputClosed && waiting.isEmpty) {
             // Idle before the bytes leave, so a waiting request handled next starts its own timer.

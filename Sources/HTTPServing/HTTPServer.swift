@@ -19,13 +19,18 @@ public struct HTTPRequest: Sendable {
 }
 
 public struct HTTPResponse: Sendable {
-    public var status: HTTPResponseStatus
-    public var body: [UInt8]
-    public var contentType: String
-    public var extraHeaders: [(String, String)]
+    // Every change drops the prepared wire form, so it can never disagree with the fields.
+    public var status: HTTPResponseStatus { didSet { wireForm = nil } }
+    public var body: [UInt8] { didSet { wireForm = nil } }
+    public var contentType: String { didSet { wireForm = nil } }
+    public var extraHeaders: [(String, String)] { didSet { wireForm = nil } }
     /// Close the connection after this answer (`Connection: close`), e.g. after refusing a body
     /// or head too large to read.
-    public var closeConnection: Bool
+    public var closeConnection: Bool { didSet { wireForm = nil } }
+    /// The answer's bytes for the usual case (HTTP/1.1, keep-alive, with its body), encoded once
+    /// by `prepared()`: an answer sent by the thousand (sold out) is then one shared buffer on
+    /// the wire, not an encoding and an allocation each time.
+    private(set) var wireForm: ByteBuffer?
 
     public init(
         status: HTTPResponseStatus, body: [UInt8], contentType: String = "application/json", extraHeaders: [(String, String)] = [],
@@ -36,6 +41,24 @@ public struct HTTPResponse: Sendable {
         self.contentType = contentType
         self.extraHeaders = extraHeaders
         self.closeConnection = closeConnection
+    }
+
+    /// This answer with its usual wire form encoded once (see `wireForm`).
+    public func prepared() -> HTTPResponse {
+        var copy = self
+        var buffer = ByteBufferAllocator().buffer(capacity: 160 + body.count)
+        encode(into: &buffer, version: .http1_1, keepAlive: true, withBody: true)
+        copy.wireForm = buffer
+        return copy
+    }
+
+    /// The bytes for a request of `version` (and method HEAD or not): the prepared wire form when
+    /// it fits, else encoded now.
+    func wire(version: HTTPVersion, keepAlive: Bool, withBody: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        if let wireForm, keepAlive, withBody, version == .http1_1 { return wireForm }
+        var buffer = allocator.buffer(capacity: 160 + body.count)
+        encode(into: &buffer, version: version, keepAlive: keepAlive, withBody: withBody)
+        return buffer
     }
 
     /// The whole answer as bytes on the wire: status line, headers (`content-length` always, so

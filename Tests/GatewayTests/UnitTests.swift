@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 import ReconcilerCore
 import RedisClient
@@ -6,6 +7,7 @@ import ReservationCore
 import Testing
 
 @testable import GatewayCore
+@testable import HTTPServing
 
 /// Pure functions: no servers involved.
 @Suite("Unit")
@@ -116,6 +118,32 @@ struct UnitTests {
         #expect(RFC3339.format(milliseconds: -1) == "1969-12-31T23:59:59.999Z")
         // Never a trap, whatever a stored expiry says: four-digit years, 24 characters.
         for extreme in [Int64.min, Int64.min + 999, Int64.max] { #expect(RFC3339.format(milliseconds: extreme).utf8.count == 24) }
+    }
+
+    @Test("a prepared answer's wire form is the encoding it stands for, used only where it fits, dropped on any change")
+    func preparedWireForm() {
+        let allocator = ByteBufferAllocator()
+        let plain = HTTPResponse(status: .conflict, body: Array(#"{"error":"sold_out"}"#.utf8))
+        let prepared = plain.prepared()
+        func text(_ response: HTTPResponse, _ version: HTTPVersion, keepAlive: Bool = true, withBody: Bool = true) -> String {
+            String(buffer: response.wire(version: version, keepAlive: keepAlive, withBody: withBody, allocator: allocator))
+        }
+        #expect(prepared.wireForm != nil && plain.wireForm == nil)
+        for version in [HTTPVersion.http1_1, .http1_0] {
+            for keepAlive in [true, false] {
+                for withBody in [true, false] {
+                    #expect(
+                        text(prepared, version, keepAlive: keepAlive, withBody: withBody)
+                            == text(plain, version, keepAlive: keepAlive, withBody: withBody))
+                }
+            }
+        }
+        #expect(text(prepared, .http1_1).hasPrefix("HTTP/1.1 409 Conflict\r\n"))
+        #expect(text(prepared, .http1_0, keepAlive: false).contains("connection: close"))
+        var changed = prepared
+        changed.extraHeaders.append(("Retry-After", "1"))
+        #expect(changed.wireForm == nil)
+        #expect(text(changed, .http1_1).contains("Retry-After: 1"))
     }
 
     @Test("JSON writer: integers written in place, null, escapes")
