@@ -237,8 +237,7 @@ final class RequestGuard: ChannelDuplexHandler {
     /// bypassed), shuts our side, and lingers.
     private func refuse(context: ChannelHandlerContext, _ response: HTTPResponse) {
         state.update(context.channel) { $0.refused() }
-        var buffer = context.channel.allocator.buffer(capacity: 160 + response.body.count)
-        response.encode(into: &buffer, version: .http1_1, keepAlive: false, withBody: true)
+        let buffer = response.wire(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
             channel.close(mode: .output, promise: nil)

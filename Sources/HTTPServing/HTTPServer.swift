@@ -46,9 +46,7 @@ public struct HTTPResponse: Sendable {
     /// This answer with its usual wire form encoded once (see `wireForm`).
     public func prepared() -> HTTPResponse {
         var copy = self
-        var buffer = ByteBufferAllocator().buffer(capacity: 160 + body.count)
-        encode(into: &buffer, version: .http1_1, keepAlive: true, withBody: true)
-        copy.wireForm = buffer
+        copy.wireForm = wire(version: .http1_1, keepAlive: true, withBody: true, allocator: ByteBufferAllocator())
         return copy
     }
 

@@ -290,9 +290,13 @@ public struct JSONWriter {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
         needsComma = true
         bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        append(name)
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
+    }
+
+    private mutating func append(_ text: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     public mutating func field(_ name: StaticString, _ value: String) {
@@ -303,8 +307,7 @@ public struct JSONWriter {
     public mutating func field(_ name: StaticString, _ value: String?) {
         guard let value else {
             key(name)
-            let null: StaticString = "null"
-            bytes.append(contentsOf: UnsafeBufferPointer(start: null.utf8Start, count: null.utf8CodeUnitCount))
+            append("null")
             return
         }
         field(name, value)
