@@ -82,12 +82,15 @@ public final class GatewayAPI: HTTPResponder {
         let (endpoint, decoded) = decoder.decode(request, now: WallClock.nowSeconds())
         let label = endpoint?.label ?? "unknown"
         switch decoded {
-        case .success(.reserve(let reservation)) where service.isKnownSoldOut(reservation):
-            // The answer a flash sale sends most, from the sold-out memory: no Redis, no closure.
-            finish(.success(reserveAnswer(.soldOut, reservation)), route: label, completion)
         case .success(.reserve(let reservation)):
+            let memory = service.soldOutCheck(reservation)
+            if memory == .soldOut {
+                // The answer a flash sale sends most, from the sold-out memory: no Redis, no closure.
+                finish(.success(reserveAnswer(.soldOut, reservation)), route: label, completion)
+                return
+            }
             // The hot path: the script's reply becomes the answer directly, no future chain.
-            service.reserve(reservation, on: eventLoop) { result in
+            service.reserve(reservation, checked: memory, on: eventLoop) { result in
                 self.finish(result.map { self.reserveAnswer($0, reservation) }, route: label, completion)
             }
         case .success(let command):

@@ -130,20 +130,23 @@ public final class ReservationService: Sendable {
     }
 
     /// Whether a recent `sold_out` for this basket and quantity answers `request` without Redis
-    /// (never with an Idempotency-Key: its first answer must be stored).
-    func isKnownSoldOut(_ request: ReserveRequest) -> Bool {
-        request.idempotencyKey == nil && soldOut.isSoldOut(request.basketId, quantity: request.quantity)
+    /// (never with an Idempotency-Key: its first answer must be stored). Asked once per request:
+    /// the answer is handed on to `reserve`.
+    func soldOutCheck(_ request: ReserveRequest) -> SoldOutCache.Answer {
+        request.idempotencyKey == nil ? soldOut.check(request.basketId, quantity: request.quantity) : .ask
     }
 
     /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
     /// sale answers far more of them than grants. The answer goes to `completion` on the Redis
     /// reply's loop, without a derived future: this is the path a flash sale runs most, and each
     /// future is an allocation, a callback list and a generic lookup.
+    /// `checked`: what `soldOutCheck` said of this request, if the caller asked already.
     func reserve(
-        _ request: ReserveRequest, on eventLoop: any EventLoop,
+        _ request: ReserveRequest, checked: SoldOutCache.Answer? = nil, on eventLoop: any EventLoop,
         _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
     ) {
-        if isKnownSoldOut(request) {
+        let memory = checked ?? soldOutCheck(request)
+        if memory == .soldOut {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
             completion(.success(.soldOut))
             return
@@ -156,6 +159,8 @@ public final class ReservationService: Sendable {
         run(call, on: eventLoop) { result in
             if case .success(.soldOut) = result {
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
+            } else if memory == .refresh {
+                self.soldOut.endRefresh(request.basketId)
             }
             completion(result)
         }

@@ -9,12 +9,31 @@ import Synchronization
 /// seen when the entry runs out.
 /// A sold_out answer that left Redis before a release this gateway saw is not remembered
 /// (`generation` tells), so the cache never outlives a release it knows about.
+///
+/// When an entry runs out, one request asks Redis again (`Answer.refresh`) while the others are
+/// still refused from the entry, for at most one more `ttl`: without this, every request that
+/// arrived before Redis answered went to Redis and waited for it (on a busy machine Redis is not
+/// scheduled for up to tens of ms, and each run-out sent hundreds of requests behind it: the
+/// sold-out path's p99.9 was 26-43 ms against the plain server's 7-9 ms).
 final class SoldOutCache: Sendable {
     struct Entry {
         /// Uptime nanoseconds until which the entry stands.
         var until: Int64
         /// The smallest quantity refused: Redis had fewer units than this.
         var quantity: Int
+        /// A request is asking Redis again (the entry ran out); the others are refused meanwhile.
+        var refreshing = false
+    }
+
+    /// What the memory says of a request.
+    enum Answer: Equatable {
+        /// Refuse: a recent refusal stands for it.
+        case soldOut
+        /// Ask Redis.
+        case ask
+        /// Ask Redis, and report back: the entry ran out and this request renews it (`markSoldOut`)
+        /// or ends it (`endRefresh`).
+        case refresh
     }
 
     private let ttl: Int64
@@ -25,30 +44,53 @@ final class SoldOutCache: Sendable {
 
     init(milliseconds: Int) { self.ttl = Int64(milliseconds) * 1_000_000 }
 
-    func isSoldOut(_ basketId: String, quantity: Int) -> Bool {
-        guard ttl > 0 else { return false }
-        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
+    static func uptime() -> Int64 { Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds) }
+
+    func check(_ basketId: String, quantity: Int, now: Int64 = uptime()) -> Answer {
+        guard ttl > 0 else { return .ask }
         return entries.withLock { entries in
-            guard let entry = entries[basketId] else { return false }
-            if now >= entry.until {
+            guard var entry = entries[basketId] else { return .ask }
+            if now < entry.until { return quantity >= entry.quantity ? .soldOut : .ask }
+            // Ran out: refused from the old entry only while one request asks again, and never
+            // past a second ttl (a refresh that never comes back must not keep it alive).
+            if now - entry.until >= ttl {
                 entries[basketId] = nil
-                return false
+                return .ask
             }
-            return quantity >= entry.quantity
+            guard quantity >= entry.quantity else { return .ask }
+            if entry.refreshing { return .soldOut }
+            entry.refreshing = true
+            entries[basketId] = entry
+            return .refresh
         }
     }
 
-    func markSoldOut(_ basketId: String, quantity: Int, ifUnchangedSince generation: UInt64) {
-        guard ttl > 0 else { return }
-        let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
-        entries.withLock { entries in
-            guard releases.load(ordering: .acquiring) == generation else { return }
+    /// Redis refused q units: remembered, unless a release came since the call left (then
+    /// false, and a refresh this call was making is ended).
+    @discardableResult
+    func markSoldOut(_ basketId: String, quantity: Int, ifUnchangedSince generation: UInt64, now: Int64 = uptime()) -> Bool {
+        guard ttl > 0 else { return false }
+        return entries.withLock { entries in
+            guard releases.load(ordering: .acquiring) == generation else {
+                if let entry = entries[basketId], entry.refreshing { entries[basketId] = nil }
+                return false
+            }
             if entries.count > 10_000 { entries.removeAll() }
             // Each entry stands for one real refusal: a larger refused quantity neither replaces a
             // smaller one nor extends its time (that would let a stream of too-large requests keep
             // a stale refusal alive).
-            if let existing = entries[basketId], now < existing.until, existing.quantity < quantity { return }
+            if let existing = entries[basketId], now < existing.until, existing.quantity < quantity { return true }
             entries[basketId] = Entry(until: now + ttl, quantity: quantity)
+            return true
+        }
+    }
+
+    /// The request that was refreshing an entry got another answer than sold_out (units may be
+    /// left, or Redis did not answer): the entry ends and requests ask Redis.
+    func endRefresh(_ basketId: String, now: Int64 = uptime()) {
+        guard ttl > 0 else { return }
+        entries.withLock { entries in
+            if let entry = entries[basketId], entry.refreshing, now >= entry.until { entries[basketId] = nil }
         }
     }
 

@@ -379,6 +379,51 @@ struct ConcurrencyTests {
         await gateway.stop()
     }
 
+    @Test("units another gateway gives back sell here once the sold-out memory runs out, while a crowd is refused")
+    func soldOutMemoryRunsOutUnderLoad() async throws {
+        // The memory's run-out sends one request to Redis and refuses the rest meanwhile: the
+        // crowd below keeps it refreshing, and the units cancelled through the other gateway (which
+        // this one never hears of) must still sell here, both of them: the request that finds them
+        // ends the memory. Nothing waits on a clock: the loop polls.
+        let here = try await GatewayHarness.start { $0.soldOutCacheMilliseconds = 100 }
+        let other = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("b")
+        try await here.createBasket(basketId, stock: 2, maxPerConsumer: 2)
+        let holder = try await other.reserve(basketId, consumer: "holder", quantity: 2)
+        let reservationId = try #require(holder.json?["reservationId"]?.stringValue)
+        #expect(try await here.reserve(basketId, consumer: "early").errorCode == "sold_out")
+        let refusedWhileHeld = try await withThrowingTaskGroup(of: Int.self) { group in
+            for client in 0..<8 {
+                group.addTask {
+                    var refused = 0
+                    for attempt in 0..<25 where try await here.reserve(basketId, consumer: "crowd-\(client)-\(attempt)").errorCode == "sold_out" {
+                        refused += 1
+                    }
+                    return refused
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(refusedWhileHeld == 200, "nothing sells while every unit is held")
+        #expect(try await other.request(.DELETE, "/v1/reservations/\(reservationId)").status == 200)
+        var sold = false
+        for attempt in 0..<3_000 where !sold {
+            let response = try await here.reserve(basketId, consumer: "after-\(attempt)")
+            if response.status == 201 {
+                sold = true
+            } else {
+                #expect(response.errorCode == "sold_out")
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(sold, "a unit given back through another gateway sells here")
+        // The request that found units ended the memory: the second unit sells at once.
+        #expect(try await here.reserve(basketId, consumer: "second").status == 201)
+        _ = try await Self.checkInvariant(here, basketId)
+        await here.stop()
+        await other.stop()
+    }
+
     // MARK: helpers
 
     static func pendingReservation(_ gateway: GatewayHarness) async throws -> (String, String) {

@@ -263,18 +263,57 @@ struct UnitTests {
     func soldOutByQuantity() {
         let cache = SoldOutCache(milliseconds: 60_000)
         cache.markSoldOut("b", quantity: 2, ifUnchangedSince: cache.generation)
-        #expect(cache.isSoldOut("b", quantity: 2))
-        #expect(cache.isSoldOut("b", quantity: 5))
-        #expect(!cache.isSoldOut("b", quantity: 1), "one unit may be left: ask Redis")
+        #expect(cache.check("b", quantity: 2) == .soldOut)
+        #expect(cache.check("b", quantity: 5) == .soldOut)
+        #expect(cache.check("b", quantity: 1) != .soldOut, "one unit may be left: ask Redis")
         cache.markSoldOut("b", quantity: 5, ifUnchangedSince: cache.generation)
-        #expect(!cache.isSoldOut("b", quantity: 1), "a larger refusal does not widen the smaller one")
+        #expect(cache.check("b", quantity: 1) != .soldOut, "a larger refusal does not widen the smaller one")
         cache.markSoldOut("b", quantity: 1, ifUnchangedSince: cache.generation)
-        #expect(cache.isSoldOut("b", quantity: 1))
+        #expect(cache.check("b", quantity: 1) == .soldOut)
         let stale = cache.generation
         cache.clear("b")
-        #expect(!cache.isSoldOut("b", quantity: 1))
+        #expect(cache.check("b", quantity: 1) != .soldOut)
         cache.markSoldOut("b", quantity: 1, ifUnchangedSince: stale)
-        #expect(!cache.isSoldOut("b", quantity: 1), "a refusal older than a release is not remembered")
-        #expect(!SoldOutCache(milliseconds: 0).isSoldOut("b", quantity: 1))
+        #expect(cache.check("b", quantity: 1) != .soldOut, "a refusal older than a release is not remembered")
+        #expect(SoldOutCache(milliseconds: 0).check("b", quantity: 1) == .ask)
+    }
+
+    @Test("a sold-out entry that runs out is renewed by one request while the others are still refused, never past a second ttl")
+    func soldOutRefresh() {
+        let ms: Int64 = 1_000_000
+        let cache = SoldOutCache(milliseconds: 50)
+        cache.markSoldOut("b", quantity: 1, ifUnchangedSince: cache.generation, now: 0)
+        #expect(cache.check("b", quantity: 1, now: 49 * ms) == .soldOut)
+        // Ran out: the first request asks Redis, the rest are refused meanwhile.
+        #expect(cache.check("b", quantity: 1, now: 50 * ms) == .refresh)
+        #expect(cache.check("b", quantity: 1, now: 51 * ms) == .soldOut)
+        #expect(cache.check("b", quantity: 3, now: 51 * ms) == .soldOut)
+        // Redis refused again: a fresh entry, the next run-out refreshes again.
+        cache.markSoldOut("b", quantity: 1, ifUnchangedSince: cache.generation, now: 52 * ms)
+        #expect(cache.check("b", quantity: 1, now: 101 * ms) == .soldOut)
+        #expect(cache.check("b", quantity: 1, now: 102 * ms) == .refresh)
+        // The refresh found units (or no answer): the entry ends, everyone asks Redis.
+        cache.endRefresh("b", now: 103 * ms)
+        #expect(cache.check("b", quantity: 1, now: 103 * ms) == .ask)
+        #expect(cache.check("b", quantity: 1, now: 104 * ms) == .ask)
+
+        // A refresh that never reports back keeps the entry one more ttl at most.
+        cache.markSoldOut("c", quantity: 1, ifUnchangedSince: cache.generation, now: 0)
+        #expect(cache.check("c", quantity: 1, now: 60 * ms) == .refresh)
+        #expect(cache.check("c", quantity: 1, now: 99 * ms) == .soldOut)
+        #expect(cache.check("c", quantity: 1, now: 100 * ms) == .ask)
+
+        // A release during a refresh ends it; a refusal that left before the release is not kept.
+        cache.markSoldOut("d", quantity: 1, ifUnchangedSince: cache.generation, now: 0)
+        let before = cache.generation
+        #expect(cache.check("d", quantity: 1, now: 60 * ms) == .refresh)
+        cache.clear("other")
+        #expect(!cache.markSoldOut("d", quantity: 1, ifUnchangedSince: before, now: 61 * ms))
+        #expect(cache.check("d", quantity: 1, now: 62 * ms) == .ask)
+        // A smaller quantity than the refusal is never refused, refreshing or not.
+        cache.markSoldOut("e", quantity: 2, ifUnchangedSince: cache.generation, now: 0)
+        #expect(cache.check("e", quantity: 1, now: 60 * ms) == .ask)
+        #expect(cache.check("e", quantity: 2, now: 60 * ms) == .refresh)
+        #expect(cache.check("e", quantity: 1, now: 61 * ms) == .ask)
     }
 }
