@@ -6,7 +6,7 @@ import Synchronization
 /// sold_out for q units means fewer than q were left, so it refuses q or more, never fewer (a
 /// stream of too-large requests must not keep the last units unsellable). It never grants. Any
 /// cancel, expiry or stock increase seen by this gateway clears it; other gateways' releases are
-/// seen when the entry runs out.
+/// seen when the entry runs out and its refresh comes back (within two `ttl`s).
 /// A sold_out answer that left Redis before a release this gateway saw is not remembered
 /// (`generation` tells), so the cache never outlives a release it knows about.
 ///
