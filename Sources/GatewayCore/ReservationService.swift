@@ -35,7 +35,11 @@ public final class ReservationService: Sendable {
         self.redis = redis
         self.configuration = configuration
         self.metrics = metrics
-        self.soldOut = SoldOutCache(milliseconds: configuration.soldOutCacheMilliseconds)
+        // A refresh's call is answered or failed within the command timeout (a batch unanswered
+        // that long resets the connection and fails its calls).
+        self.soldOut = SoldOutCache(
+            milliseconds: configuration.soldOutCacheMilliseconds,
+            refreshLimitMilliseconds: configuration.redisCommandTimeoutMilliseconds + configuration.soldOutCacheMilliseconds)
     }
 
     /// Runs a script call with its latency recorded and hands the decoded outcome to

@@ -6,23 +6,26 @@ import Synchronization
 /// sold_out for q units means fewer than q were left, so it refuses q or more, never fewer (a
 /// stream of too-large requests must not keep the last units unsellable). It never grants. Any
 /// cancel, expiry or stock increase seen by this gateway clears it; other gateways' releases are
-/// seen when the entry runs out and its refresh comes back (within two `ttl`s).
+/// seen when the entry runs out and its refresh comes back.
 /// A sold_out answer that left Redis before a release this gateway saw is not remembered
 /// (`generation` tells), so the cache never outlives a release it knows about.
 ///
 /// When an entry runs out, one request asks Redis again (`Answer.refresh`) while the others are
-/// still refused from the entry, for at most one more `ttl`: without this, every request that
+/// still refused from the entry until that answer is back: without this, every request that
 /// arrived before Redis answered went to Redis and waited for it (on a busy machine Redis is not
 /// scheduled for up to tens of ms, and each run-out sent hundreds of requests behind it: the
-/// sold-out path's p99.9 was 26-43 ms against the plain server's 7-9 ms).
+/// sold-out path's p99.9 was 26-43 ms against the plain server's 7-9 ms). The refresh always
+/// ends (the Redis client fails a call it has no answer for within its command timeout);
+/// `refreshLimit` is a backstop: past it the entry is dropped whatever happened to the refresh.
 final class SoldOutCache: Sendable {
     struct Entry {
         /// Uptime nanoseconds until which the entry stands.
         var until: Int64
         /// The smallest quantity refused: Redis had fewer units than this.
         var quantity: Int
-        /// A request is asking Redis again (the entry ran out); the others are refused meanwhile.
-        var refreshing = false
+        /// When a request started asking Redis again (the entry ran out); the others are refused
+        /// meanwhile. Nil: no refresh under way.
+        var refreshStarted: Int64? = nil
     }
 
     /// What the memory says of a request.
@@ -37,12 +40,18 @@ final class SoldOutCache: Sendable {
     }
 
     private let ttl: Int64
+    private let refreshLimit: Int64
     private let entries = Mutex<[String: Entry]>([:])
     private let releases = Atomic<UInt64>(0)
 
     var generation: UInt64 { releases.load(ordering: .acquiring) }
 
-    init(milliseconds: Int) { self.ttl = Int64(milliseconds) * 1_000_000 }
+    /// `refreshLimitMilliseconds`: the longest a refresh may take before its entry is dropped
+    /// (the gateway passes its Redis command timeout plus the ttl).
+    init(milliseconds: Int, refreshLimitMilliseconds: Int = 5_000) {
+        self.ttl = Int64(milliseconds) * 1_000_000
+        self.refreshLimit = Int64(max(refreshLimitMilliseconds, 1)) * 1_000_000
+    }
 
     static func uptime() -> Int64 { Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds) }
 
@@ -51,15 +60,17 @@ final class SoldOutCache: Sendable {
         return entries.withLock { entries in
             guard var entry = entries[basketId] else { return .ask }
             if now < entry.until { return quantity >= entry.quantity ? .soldOut : .ask }
-            // Ran out: refused from the old entry only while one request asks again, and never
-            // past a second ttl (a refresh that never comes back must not keep it alive).
-            if now - entry.until >= ttl {
-                entries[basketId] = nil
-                return .ask
+            // Ran out: refused from the old entry only while one request asks again.
+            if let started = entry.refreshStarted {
+                if now - started >= refreshLimit {
+                    // The backstop: a refresh that never came back does not keep it alive.
+                    entries[basketId] = nil
+                    return .ask
+                }
+                return quantity >= entry.quantity ? .soldOut : .ask
             }
             guard quantity >= entry.quantity else { return .ask }
-            if entry.refreshing { return .soldOut }
-            entry.refreshing = true
+            entry.refreshStarted = now
             entries[basketId] = entry
             return .refresh
         }
@@ -72,7 +83,7 @@ final class SoldOutCache: Sendable {
         guard ttl > 0 else { return false }
         return entries.withLock { entries in
             guard releases.load(ordering: .acquiring) == generation else {
-                if let entry = entries[basketId], entry.refreshing { entries[basketId] = nil }
+                if let entry = entries[basketId], entry.refreshStarted != nil { entries[basketId] = nil }
                 return false
             }
             if entries.count > 10_000 { entries.removeAll() }
@@ -90,7 +101,7 @@ final class SoldOutCache: Sendable {
     func endRefresh(_ basketId: String, now: Int64 = uptime()) {
         guard ttl > 0 else { return }
         entries.withLock { entries in
-            if let entry = entries[basketId], entry.refreshing, now >= entry.until { entries[basketId] = nil }
+            if let entry = entries[basketId], entry.refreshStarted != nil, now >= entry.until { entries[basketId] = nil }
         }
     }
 
