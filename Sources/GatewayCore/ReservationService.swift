@@ -144,12 +144,11 @@ public final class ReservationService: Sendable {
     /// sale answers far more of them than grants. The answer goes to `completion` on the Redis
     /// reply's loop, without a derived future: this is the path a flash sale runs most, and each
     /// future is an allocation, a callback list and a generic lookup.
-    /// `checked`: what `soldOutCheck` said of this request, if the caller asked already.
+    /// `memory`: what `soldOutCheck` said of this request (asked once: a refresh is claimed by it).
     func reserve(
-        _ request: ReserveRequest, checked: SoldOutCache.Answer? = nil, on eventLoop: any EventLoop,
+        _ request: ReserveRequest, checked memory: SoldOutCache.Answer, on eventLoop: any EventLoop,
         _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
     ) {
-        let memory = checked ?? soldOutCheck(request)
         if memory == .soldOut {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
             completion(.success(.soldOut))
@@ -172,7 +171,7 @@ public final class ReservationService: Sendable {
 
     func reserve(_ request: ReserveRequest, on eventLoop: any EventLoop) -> EventLoopFuture<ReserveCall.Outcome> {
         let promise = eventLoop.makePromise(of: ReserveCall.Outcome.self)
-        reserve(request, on: eventLoop) { promise.completeWith($0) }
+        reserve(request, checked: soldOutCheck(request), on: eventLoop) { promise.completeWith($0) }
         return promise.futureResult
     }
 

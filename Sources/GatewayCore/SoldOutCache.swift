@@ -83,7 +83,7 @@ final class SoldOutCache: Sendable {
         guard ttl > 0 else { return false }
         return entries.withLock { entries in
             guard releases.load(ordering: .acquiring) == generation else {
-                if let entry = entries[basketId], entry.refreshStarted != nil { entries[basketId] = nil }
+                Self.endRefresh(basketId, in: &entries)
                 return false
             }
             if entries.count > 10_000 { entries.removeAll() }
@@ -98,11 +98,14 @@ final class SoldOutCache: Sendable {
 
     /// The request that was refreshing an entry got another answer than sold_out (units may be
     /// left, or Redis did not answer): the entry ends and requests ask Redis.
-    func endRefresh(_ basketId: String, now: Int64 = uptime()) {
+    func endRefresh(_ basketId: String) {
         guard ttl > 0 else { return }
-        entries.withLock { entries in
-            if let entry = entries[basketId], entry.refreshStarted != nil, now >= entry.until { entries[basketId] = nil }
-        }
+        entries.withLock { Self.endRefresh(basketId, in: &$0) }
+    }
+
+    /// Only an entry under refresh (one renewed meanwhile has no refresh and stands).
+    private static func endRefresh(_ basketId: String, in entries: inout [String: Entry]) {
+        if entries[basketId]?.refreshStarted != nil { entries[basketId] = nil }
     }
 
     func clear(_ basketId: String) {

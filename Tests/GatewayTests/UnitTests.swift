@@ -293,7 +293,7 @@ struct UnitTests {
         #expect(cache.check("b", quantity: 1, now: 101 * ms) == .soldOut)
         #expect(cache.check("b", quantity: 1, now: 102 * ms) == .refresh)
         // The refresh found units (or no answer): the entry ends, everyone asks Redis.
-        cache.endRefresh("b", now: 103 * ms)
+        cache.endRefresh("b")
         #expect(cache.check("b", quantity: 1, now: 103 * ms) == .ask)
         #expect(cache.check("b", quantity: 1, now: 104 * ms) == .ask)
 
