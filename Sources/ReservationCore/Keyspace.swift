@@ -30,6 +30,14 @@ public enum Keyspace {
     public static func holds(_ partition: Int) -> String { prefix(partition) + ":holds" }
     public static func stream(_ partition: Int) -> String { prefix(partition) + ":events" }
     public static func basketIndex(_ partition: Int) -> String { prefix(partition) + ":baskets" }
+    /// Basket ids Postgres holds and Redis lost (a `FLUSHALL`, a failover to a stale replica):
+    /// written by the reconciler as soon as it finds them, each removed by the repair that
+    /// rebuilds its basket. Until then the gateway answers such a basket 503 `unavailable`, not
+    /// 404 (so no client, and no Idempotency-Key record, is told it does not exist).
+    public static func lostBaskets(_ partition: Int) -> String { prefix(partition) + ":lost" }
+    /// Written by the reconciler once it has compared the partition's baskets with Postgres: a
+    /// partition without it lost its data (or is new), and is checked at once, not at the next audit.
+    public static func partitionMarker(_ partition: Int) -> String { prefix(partition) + ":present" }
     public static func webhookClaim(eventId: String, partition: Int) -> String { prefix(partition) + ":wh:" + eventId }
 
     static func fnv1a(_ text: String) -> UInt32 {
