@@ -49,8 +49,8 @@ def reserve_command(sha, rate_limit):
     basket = f"{p}:b:{BASKET}"
     # ids in the gateway's shape (the partition first), so the reconciler can drain what this writes
     keys = [basket, f"{p}:r:{partition:02d}-rb-__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
-            f"{p}:rl:c__rand_int__" if rate_limit else basket]
-    args = [BASKET, "c__rand_int__", "1", f"{partition:02d}-rb-__rand_int__", "20" if rate_limit else "0", "", "86400"]
+            f"{p}:rl:c__rand_int__" if rate_limit else basket, f"{p}:lost"]
+    args = [BASKET, "c__rand_int__", "1", f"{partition:02d}-rb-__rand_int__", "20" if rate_limit else "0", "", "86400", "300"]
     return ["EVALSHA", sha, str(len(keys)), *keys, *args]
 
 

@@ -2,12 +2,16 @@
 -- KEYS[1] basket: the basket hash
 -- KEYS[2] stream: the partition's event stream
 -- KEYS[3] basketIndex: the partition's set of basket ids
+-- KEYS[4] lostBaskets: the partition's set of baskets Redis lost, until the reconciler rebuilds them
 -- ARGV[1] basketId
 -- ARGV[2] stock
 -- ARGV[3] holdSeconds
 -- ARGV[4] maxPerConsumer
--- Returns {"ok", stock, pending, confirmed, capacity, hold, max} or {"basket_exists"}.
+-- Returns {"ok", stock, pending, confirmed, capacity, hold, max}, {"basket_exists"}, or
+-- {"unavailable"} for a basket Redis lost and the reconciler has not rebuilt yet (it exists: a
+-- new one must not take its place).
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'basket_exists'} end
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return {'unavailable'} end
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local stock = tonumber(ARGV[2])

@@ -18,6 +18,10 @@
 -- ARGV[8] basketId: the reservation's basket as the caller read it, "" when it found none
 -- Returns {"duplicate"}, {"unavailable"}, {"stale_keys"} (the reservation is not what the
 -- caller read: read again) or {"processed", outcome}.
+-- Everything is checked before the first write: Redis does not roll a script back, so a script
+-- that failed after claiming the event would answer every retry "duplicate" with no payment on
+-- record. A known reservation whose basket is under repair, or missing (Redis lost it and the
+-- reconciler has not rebuilt it yet), is {"unavailable"}: the provider retries.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 
 local now = redis.call('TIME')
@@ -30,7 +34,7 @@ if ARGV[2] == 'payment.failed' then
   outcome = 'failed'
 elseif not r[1] then
   outcome = 'unknown_reservation'
-elseif redis.call('HGET', KEYS[5], 'maint') then
+elseif redis.call('HGET', KEYS[5], 'maint') or redis.call('HEXISTS', KEYS[5], 'stock') == 0 then
   return {'unavailable'}
 elseif r[4] == 'pending' and tonumber(r[5]) > nowMs then
   outcome = 'confirmed'

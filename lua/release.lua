@@ -12,7 +12,8 @@
 -- cancel returns {answer, basket, consumer, qty, status, exp, pay} with answer one of
 -- "cancelled" (with the reservation's fields), "reservation_not_found", "reservation_expired",
 -- "unavailable", "stale_keys" (the reservation is not the one the caller read);
--- expire returns {"expired", count}.
+-- expire returns {"expired", count, kept}: kept is how many listed holds stay in the zset
+-- (due, but their basket is under repair), which the caller skips over next time.
 local retention = tonumber(ARGV[2])
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -68,6 +69,7 @@ end
 
 -- expire: every listed reservation whose hold is due now
 local expired = 0
+local kept = 0
 for i = 1, (#KEYS - 2) / 3 do
   local id = ARGV[3 * i]
   local key, r = read(i)
@@ -79,7 +81,11 @@ for i = 1, (#KEYS - 2) / 3 do
     elseif tonumber(r[5]) <= nowMs and not underRepair(KEYS[3 * i + 1]) then
       finish(id, key, KEYS[3 * i + 1], KEYS[3 * i + 2], r, 'expired')
       expired = expired + 1
+    else
+      kept = kept + 1
     end
+  else
+    kept = kept + 1
   end
 end
-return {'expired', expired}
+return {'expired', expired, kept}

@@ -7,20 +7,24 @@
 -- KEYS[5] stream: the partition's event stream
 -- KEYS[6] idempotency: the Idempotency-Key record (the basket key when there is none)
 -- KEYS[7] rateLimit: the consumer's rate-limit window (the basket key when there is no limit)
+-- KEYS[8] lostBaskets: the partition's set of baskets Redis lost, until the reconciler rebuilds them
 -- ARGV[1] basketId
 -- ARGV[2] consumerId
 -- ARGV[3] quantity
 -- ARGV[4] reservationId
 -- ARGV[5] attemptsPerSecond: 0 for no limit
 -- ARGV[6] fingerprint: "" without an Idempotency-Key
--- ARGV[7] idempotencySeconds: how long the record is kept
+-- ARGV[7] idempotencySeconds: how long the record of a grant is kept
+-- ARGV[8] refusalSeconds: how long the record of a refusal is kept
 -- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
 -- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
 -- {"idempotency_key_reused"}. A replay returns the first answer, as stored (and is not counted
 -- by the rate limit). Every other attempt is counted first; the consumer's units are counted
 -- up front too and taken back on a refusal, so a refusal leaves nothing half done.
 -- Reservation ids carry 128 random bits: the script does not look for an existing one.
--- The basket is out of service while `maint` holds a repair's token: {"unavailable"}.
+-- The basket is out of service while `maint` holds a repair's token, or while it is missing
+-- and named in the lost set (Redis lost it; the reconciler rebuilds it): {"unavailable"}, not
+-- stored, so a retry after the rebuild is answered from the rebuilt basket.
 -- Stock is never more than capacity - pending - confirmed, whatever the `stock` counter says.
 local quantity = tonumber(ARGV[3])
 local idempotent = ARGV[6] ~= ''
@@ -62,6 +66,7 @@ if basket[6] then
   -- taken out of service for a repair (or being rebuilt): no reservation is recorded, the client retries
   return {'unavailable'}
 elseif not basket[1] then
+  if redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 1 then return {'unavailable'} end
   answer = 'basket_not_found'
 else
   stock = tonumber(basket[1])
@@ -112,11 +117,14 @@ else
 end
 
 if idempotent then
+  -- A grant is replayed for a day; a refusal that changed nothing only for minutes (a client
+  -- putting a fresh key on every attempt must not make Redis keep a day of refusals).
   if reply[2] then
     redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', reply[1], 'id', reply[2], 'exp', reply[3], 'left', reply[4])
+    redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
   else
     redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', reply[1])
+    redis.call('EXPIRE', KEYS[6], tonumber(ARGV[8]))
   end
-  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
 end
 return reply

@@ -84,7 +84,7 @@ public final class GatewayAPI: HTTPResponder {
         switch decoded {
         case .success(.reserve(let reservation)):
             let memory = service.soldOutCheck(reservation)
-            if memory == .soldOut {
+            if memory == .soldOut, reservation.idempotencyKey == nil {
                 // The answer a flash sale sends most, from the sold-out memory: no Redis, no closure.
                 finish(.success(reserveAnswer(.soldOut, reservation)), route: label, completion)
                 return

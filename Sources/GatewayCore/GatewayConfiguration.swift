@@ -49,6 +49,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// `REDIS_BATCH_DELAY_US`: how long a Redis batch waits for more calls before it leaves
     /// (0: at once). Worth a few hundred µs with `appendfsync always` (one fsync per batch).
     public var redisBatchDelayMicroseconds: Int = 0
+    /// `IDEMPOTENCY_REFUSAL_SECONDS`, default 300: how long a refusal that changed nothing is
+    /// replayed under its Idempotency-Key (a grant: 24 h).
+    public var idempotencyRefusalSeconds: Int = Retention.idempotencyRefusalSeconds
     /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
     public var developmentMode: Bool = false
 
@@ -78,6 +81,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
         if let value = try environment.int("REDIS_COMMAND_TIMEOUT_MS", 10...3_600_000) { redisCommandTimeoutMilliseconds = value }
         if let value = try environment.int("REDIS_BATCH_DELAY_US", 0...100_000) { redisBatchDelayMicroseconds = value }
+        if let value = try environment.int("IDEMPOTENCY_REFUSAL_SECONDS", 1...Retention.idempotencySeconds) {
+            idempotencyRefusalSeconds = value
+        }
     }
 
     public subscript<Value>(dynamicMember keyPath: WritableKeyPath<CoreConfiguration, Value>) -> Value {

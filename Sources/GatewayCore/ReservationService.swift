@@ -99,6 +99,7 @@ public final class ReservationService: Sendable {
             switch $0 {
             case .created(let state): return state
             case .exists: throw ReservationError.basketExists
+            case .unavailable: throw ReservationError.underRepair
             }
         }
     }
@@ -117,10 +118,14 @@ public final class ReservationService: Sendable {
         }
     }
 
+    /// A basket Redis lost (and the reconciler has not rebuilt yet) is under repair, not absent:
+    /// asked only when the read found nothing.
     public func basket(_ basketId: String, on eventLoop: any EventLoop) -> EventLoopFuture<BasketState> {
-        run(ReadBasketCall(basketId: basketId), on: eventLoop) { state in
-            guard let state else { throw ReservationError.basketNotFound }
-            return state
+        run(ReadBasketCall(basketId: basketId), on: eventLoop) { $0 }.flatMap { state in
+            if let state { return eventLoop.makeSucceededFuture(state) }
+            return self.run(IsLostBasketCall(basketId: basketId), on: eventLoop) { lost in
+                throw lost ? ReservationError.underRepair : ReservationError.basketNotFound
+            }
         }
     }
 
@@ -133,11 +138,11 @@ public final class ReservationService: Sendable {
         public var idempotencyKey: String?
     }
 
-    /// Whether a recent `sold_out` for this basket and quantity answers `request` without Redis
-    /// (never with an Idempotency-Key: its first answer must be stored). Asked once per request:
-    /// the answer is handed on to `reserve`.
+    /// Whether a recent `sold_out` for this basket and quantity answers `request` without the
+    /// script (with an Idempotency-Key, after one read of its record: see `reserve`). Asked once
+    /// per request: the answer is handed on to `reserve`.
     func soldOutCheck(_ request: ReserveRequest) -> SoldOutCache.Answer {
-        request.idempotencyKey == nil ? soldOut.check(request.basketId, quantity: request.quantity) : .ask
+        soldOut.check(request.basketId, quantity: request.quantity)
     }
 
     /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
@@ -151,14 +156,22 @@ public final class ReservationService: Sendable {
     ) {
         if memory == .soldOut {
             // Refuse-only shortcut: a recent sold_out for this basket stands for a few ms.
-            completion(.success(.soldOut))
+            guard let key = request.idempotencyKey else {
+                completion(.success(.soldOut))
+                return
+            }
+            // A keyed request costs one read: its stored answer is replayed (a grant made before
+            // the sale ran out still wins); with none, the refusal is not stored (it changed
+            // nothing, and bots that put a fresh key on every attempt must not fill Redis).
+            replayOrRefuse(request, key: key, on: eventLoop, completion)
             return
         }
         let cacheGeneration = soldOut.generation
         let call = ReserveCall(
             basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity,
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
-            attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey)
+            attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey,
+            refusalSeconds: configuration.idempotencyRefusalSeconds)
         run(call, on: eventLoop) { result in
             if case .success(.soldOut) = result {
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
@@ -166,6 +179,34 @@ public final class ReservationService: Sendable {
                 self.soldOut.endRefresh(request.basketId)
             }
             completion(result)
+        }
+    }
+
+    private func replayOrRefuse(
+        _ request: ReserveRequest, key: String, on eventLoop: any EventLoop,
+        _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
+    ) {
+        let started = NIODeadline.now()
+        let fingerprint = ReserveCall.fingerprint(consumerId: request.consumerId, quantity: request.quantity)
+        redis.send(ReadIdempotencyCall(basketId: request.basketId, idempotencyKey: key).command, on: eventLoop).whenComplete { result in
+            let record: ReadIdempotencyCall.Record?
+            do {
+                record = try ReadIdempotencyCall.decode(try result.get())
+                self.metrics.redisCall(NIODeadline.now() - started)
+            } catch {
+                completion(.failure(error))
+                return
+            }
+            guard let record else {
+                completion(.success(.soldOut))
+                return
+            }
+            if let replay = record.replay(for: fingerprint) {
+                completion(.success(replay))
+            } else {
+                // A record in a form only the script reads: the script answers.
+                self.reserve(request, checked: .ask, on: eventLoop, completion)
+            }
         }
     }
 
@@ -249,26 +290,28 @@ public final class ReservationService: Sendable {
 
     /// Expires every due hold of every partition (in batches). Safe to run in several gateways
     /// at once: a hold is expired by exactly one script run, whichever comes first. The due ids
-    /// and their baskets are read first (they name the keys); the script expires only those
-    /// still pending and due by Redis' clock.
+    /// (due by Redis's clock, as the script decides) and their baskets are read first (they
+    /// name the keys); the script expires only those still pending and due. Holds it has to
+    /// leave (their basket is under repair) are skipped over, so one basket never holds up its
+    /// partition.
     public func expireDueHolds() async throws -> Int {
         let batch = 500
         var total = 0
         for partition in 0..<Keyspace.partitionCount {
+            var skipped = 0
             while true {
-                let now = WallClock.nowMilliseconds()
-                let due = try await redis.run(DueHoldsCall(partition: partition, nowMilliseconds: now, limit: batch))
+                let due = try await redis.run(DueHoldsCall(partition: partition, offset: skipped, limit: batch))
                 if due.isEmpty { break }
                 let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
                 let targets = zip(due, reads).map { id, reply in
                     let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
                     return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
                 }
-                let expired = try await redis.run(ExpireHoldsCall(targets, partition: partition))
+                let (expired, kept) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
                 total += expired
-                // Stop at a short batch, or one where nothing was due by Redis' clock (or every
-                // basket is under repair): the next round of the loop tries again.
-                if due.count < batch || expired == 0 { break }
+                skipped += kept
+                // A short page was the last; the next round of the loop tries the kept ones again.
+                if due.count < batch { break }
             }
         }
         if total > 0 {

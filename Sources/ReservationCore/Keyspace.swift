@@ -52,8 +52,10 @@ public enum Keyspace {
 
 /// How long Redis keeps things. Postgres keeps them for good.
 public enum Retention {
-    /// Idempotency records: the contract's 24 h.
+    /// Idempotency records of a grant: the contract's 24 h.
     public static let idempotencySeconds = 86_400
+    /// Idempotency records of a refusal that changed nothing: `IDEMPOTENCY_REFUSAL_SECONDS`'s default.
+    public static let idempotencyRefusalSeconds = 300
     /// Webhook event-id claims: the contract's 7 days.
     public static let webhookClaimSeconds = 7 * 86_400
     /// A cancelled or expired reservation stays readable in Redis for 7 days.

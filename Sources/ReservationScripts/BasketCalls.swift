@@ -6,10 +6,12 @@ public struct CreateBasketCall: ScriptCall {
     public enum Outcome: Sendable, Equatable {
         case created(BasketState)
         case exists
+        /// Redis lost a basket of this id and the reconciler has not rebuilt it yet.
+        case unavailable
     }
 
     public static let script = ReservationScripts.basketCreate
-    public static let keyNames = ["basket", "stream", "basketIndex"]
+    public static let keyNames = ["basket", "stream", "basketIndex", "lostBaskets"]
     public static let argumentNames = ["basketId", "stock", "holdSeconds", "maxPerConsumer"]
 
     public let keys: [String]
@@ -17,7 +19,10 @@ public struct CreateBasketCall: ScriptCall {
 
     public init(basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int) {
         let partition = Keyspace.partition(ofBasket: basketId)
-        keys = [Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.basketIndex(partition)]
+        keys = [
+            Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.basketIndex(partition),
+            Keyspace.lostBaskets(partition),
+        ]
         arguments = [.string(basketId), .int(stock), .int(holdSeconds), .int(maxPerConsumer)]
     }
 
@@ -28,6 +33,7 @@ public struct CreateBasketCall: ScriptCall {
             guard let state = BasketState(values: rest[...]) else { throw StoreReplyError("basket_create", reply) }
             return .created(state)
         case "basket_exists": return .exists
+        case "unavailable": return .unavailable
         default: throw StoreReplyError("basket_create", reply)
         }
     }
@@ -44,7 +50,7 @@ public struct AdjustBasketCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.basketAdjust
-    public static let keyNames = ["basket", "stream"]
+    public static let keyNames = ["basket", "stream", "lostBaskets"]
     public static let argumentNames = ["basketId", "delta", "maxCapacity"]
 
     public let keys: [String]
@@ -52,7 +58,7 @@ public struct AdjustBasketCall: ScriptCall {
 
     public init(basketId: String, delta: Int, maxCapacity: Int) {
         let partition = Keyspace.partition(ofBasket: basketId)
-        keys = [Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition)]
+        keys = [Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition)]
         arguments = [.string(basketId), .int(delta), .int(maxCapacity)]
     }
 
@@ -87,6 +93,23 @@ public struct ReadBasketCall: CommandCall {
         if values[0].isNull { return nil }
         guard let state = BasketState(values: values[...]) else { throw StoreReplyError("read basket", reply) }
         return state
+    }
+}
+
+/// Whether Redis lost a basket the reconciler has not rebuilt yet (asked only when a read found
+/// none: such a basket answers 503, not 404).
+public struct IsLostBasketCall: CommandCall {
+    public let keys: [String]
+    public let command: [RedisArgument]
+
+    public init(basketId: String) {
+        keys = [Keyspace.lostBaskets(Keyspace.partition(ofBasket: basketId))]
+        command = ["SISMEMBER", .string(keys[0]), .string(basketId)]
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> Bool {
+        guard let value = reply.int, value == 0 || value == 1 else { throw StoreReplyError("is lost basket", reply) }
+        return value == 1
     }
 }
 

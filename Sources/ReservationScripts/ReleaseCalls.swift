@@ -90,21 +90,30 @@ public struct ExpireHoldsCall: ScriptCall {
         self.arguments = arguments
     }
 
-    public static func decode(_ reply: RedisValue) throws -> Int {
+    /// How many holds it expired, and how many of those listed it left in place (skipped over
+    /// by the next page of due holds).
+    public static func decode(_ reply: RedisValue) throws -> (expired: Int, kept: Int) {
         let (answer, rest) = try reply.answer(of: "release expire")
-        guard answer == "expired", let count = rest.first?.int else { throw StoreReplyError("release expire", reply) }
-        return count
+        guard answer == "expired", rest.count == 2, let count = rest[0].int, let kept = rest[1].int, count >= 0, kept >= 0 else {
+            throw StoreReplyError("release expire", reply)
+        }
+        return (count, kept)
     }
 }
 
 /// The ids of a partition's holds due by `nowMilliseconds`, oldest first, at most `limit`.
-public struct DueHoldsCall: CommandCall {
-    public let keys: [String]
-    public let command: [RedisArgument]
+public struct DueHoldsCall: ScriptCall {
+    public static let script = ReservationScripts.dueHolds
+    public static let keyNames = ["holds"]
+    public static let argumentNames = ["offset", "limit"]
 
-    public init(partition: Int, nowMilliseconds: Int64, limit: Int) {
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+
+    /// Due by Redis's clock; `offset` skips holds an earlier page could not expire.
+    public init(partition: Int, offset: Int = 0, limit: Int) {
         keys = [Keyspace.holds(partition)]
-        command = ["ZRANGEBYSCORE", .string(keys[0]), "-inf", .int(Int(nowMilliseconds)), "LIMIT", 0, .int(limit)]
+        arguments = [.int(offset), .int(limit)]
     }
 
     public static func decode(_ reply: RedisValue) throws -> [String] {

@@ -125,8 +125,8 @@ struct ScriptOutcomeTests {
             ReleaseTarget(reservationId: due, basketId: basketId, consumerId: "bob"),
             ReleaseTarget(reservationId: later, basketId: basketId, consumerId: "carol"),
         ]
-        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 1)
-        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)) == 0, "expires once")
+        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)).expired == 1)
+        #expect(try await redis.run(ExpireHoldsCall(targets, partition: partition)).expired == 0, "expires once")
         #expect(try await redis.run(CancelReservationCall(targets[0], partition: partition)) == .reservationExpired)
         #expect(try await redis.run(ReadReservationCall(reservationId: later, partition: partition))?.status == .pending)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 4)

@@ -62,6 +62,7 @@ struct ScriptContractTests {
         Self.check(ReserveCall.self)
         Self.check(CancelReservationCall.self)
         Self.check(ExpireHoldsCall.self)
+        Self.check(DueHoldsCall.self)
         Self.check(PaymentCall.self)
         Self.check(CreateBasketCall.self)
         Self.check(AdjustBasketCall.self)
@@ -178,7 +179,9 @@ struct ScriptContractTests {
         #expect(try CancelReservationCall.decode(Self.reply("unavailable")) == .unavailable)
         #expect(try CancelReservationCall.decode(Self.reply("stale_keys")) == .staleKeys)
         #expect(throws: StoreReplyError.self) { try CancelReservationCall.decode(Self.reply("cancelled", "b", "c", "0", "pending", "1", "")) }
-        #expect(try ExpireHoldsCall.decode(.array([Self.bulk("expired"), .integer(3)])) == 3)
+        #expect(try ExpireHoldsCall.decode(.array([Self.bulk("expired"), .integer(3), .integer(2)])) == (3, 2))
+        #expect(throws: StoreReplyError.self) { try ExpireHoldsCall.decode(.array([Self.bulk("expired"), .integer(3)])) }
+        #expect(throws: StoreReplyError.self) { try ExpireHoldsCall.decode(.array([Self.bulk("expired"), .integer(-1), .integer(0)])) }
         #expect(throws: StoreReplyError.self) { try ExpireHoldsCall.decode(.integer(3)) }
 
         for outcome in PaymentOutcome.allCases {

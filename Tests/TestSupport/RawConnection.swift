@@ -1,5 +1,5 @@
 import Foundation
-import NIOCore
+public import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -20,11 +20,21 @@ public final class RawConnection: Sendable {
         self.received = received
     }
 
-    public static func open(port: Int, host: String = "127.0.0.1") async throws -> RawConnection {
+    /// `neverRead`: the connection never reads what the server sends (a client that floods
+    /// without reading its answers), with a small receive buffer so the server sees it soon.
+    public static func open(port: Int, host: String = "127.0.0.1", neverRead: Bool = false) async throws -> RawConnection {
         let received = Received()
-        let channel = try await ClientBootstrap(group: TestEnvironment.eventLoopGroup)
+        var bootstrap = ClientBootstrap(group: TestEnvironment.eventLoopGroup)
             .connectTimeout(.seconds(60))
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        if neverRead {
+            bootstrap =
+                bootstrap
+                .channelOption(ChannelOptions.autoRead, value: false)
+                .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 4096)
+        }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(Collector(received: received))
@@ -47,7 +57,19 @@ public final class RawConnection: Sendable {
 
     public func send(_ text: String) async -> Bool { await send(Array(text.utf8)) }
 
+    /// Queues `buffer` for sending and returns at once (a flood that the server may never
+    /// take in whole). Buffers share storage, so many connections can queue the same one.
+    public func sendWithoutWaiting(_ buffer: ByteBuffer) {
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// With `neverRead`: the server closed the connection (a write failed, or it was reset).
+    /// Such a connection learns of the close only by writing, so this asks the channel.
+    public var isActive: Bool { channel.isActive }
+
     public var bytes: [UInt8] { received.bytes.withLock { $0 } }
+    /// Forgets what was received so far (a long pipelined exchange counts its answers in rounds).
+    public func dropReceived() { received.bytes.withLock { $0.removeAll() } }
     public var text: String { String(decoding: bytes, as: UTF8.self) }
     /// The server closed (or reset) the connection.
     public var isClosed: Bool { received.closed.load(ordering: .acquiring) }

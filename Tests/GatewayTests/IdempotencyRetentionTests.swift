@@ -1,0 +1,161 @@
+import Foundation
+import GatewayCore
+import NIOHTTP1
+import RedisClient
+import ReservationCore
+import Synchronization
+import TestSupport
+import Testing
+
+/// How long Idempotency-Key records live, and what keyed attempts on a sold-out basket cost
+/// Redis: a grant is replayed for a day, a refusal that changed nothing only for
+/// `IDEMPOTENCY_REFUSAL_SECONDS`, and bots that put a fresh key on every attempt cannot fill Redis.
+@Suite("Idempotency-Key retention")
+struct IdempotencyRetentionTests {
+    static func idempotencyRecord(_ basketId: String, _ key: String) -> String {
+        Keyspace.idempotency(basketId: basketId, key: key, partition: Keyspace.partition(ofBasket: basketId))
+    }
+
+    @Test("a refusal stored under a key is gone after IDEMPOTENCY_REFUSAL_SECONDS; a grant is kept for 24 h")
+    func refusalsExpireGrantsStay() async throws {
+        let gateway = try await GatewayHarness.start {
+            $0.idempotencyRefusalSeconds = 1
+            // The refusal must reach the script (and be stored), not the sold-out memory.
+            $0.soldOutCacheMilliseconds = 0
+        }
+        let basketId = TestEnvironment.uniqueId("idr")
+        try await gateway.createBasket(basketId, stock: 1)
+        let grant = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "k-grant")
+        #expect(grant.status == 201)
+        let refusal = try await gateway.reserve(basketId, consumer: "c2", idempotencyKey: "k-refused")
+        #expect(refusal.errorCode == "sold_out")
+        let grantTTL = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "k-grant"))).int ?? -2
+        let refusalTTL = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "k-refused"))).int ?? -2
+        #expect(grantTTL > 86_000, "a grant is kept a day: \(grantTTL)")
+        #expect(refusalTTL >= 0 && refusalTTL <= 1, "a refusal only for the refusal window: \(refusalTTL)")
+        // Within the window the refusal is replayed, even once a unit is back.
+        #expect(
+            try await gateway.request(.POST, "/v1/baskets/\(basketId)/stock-adjustments", headers: gateway.admin, body: Array(#"{"delta":1}"#.utf8))
+                .status == 200)
+        let replayed = try await gateway.reserve(basketId, consumer: "c2", idempotencyKey: "k-refused")
+        let stillStored = try await gateway.redis.send("EXISTS", .string(Self.idempotencyRecord(basketId, "k-refused"))).int == 1
+        if stillStored { #expect(replayed.errorCode == "sold_out", "replayed while stored") }
+        // Past it the record is gone, and the same key is a new request.
+        #expect(
+            try await eventually {
+                try await gateway.redis.send("EXISTS", .string(Self.idempotencyRecord(basketId, "k-refused"))).int == 0
+            })
+        let retried = stillStored ? try await gateway.reserve(basketId, consumer: "c2", idempotencyKey: "k-refused") : replayed
+        #expect(retried.status == 201, "after the window the key is free: \(retried.text)")
+        // The grant is still replayed, the same reservation.
+        let grantAgain = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "k-grant")
+        #expect(grantAgain.status == 201)
+        #expect(grantAgain.json?["reservationId"]?.stringValue == grant.json?["reservationId"]?.stringValue)
+        #expect(try await gateway.basket(basketId)["pending"]?.int == 2)
+        await gateway.stop()
+    }
+
+    @Test("on a basket known sold out, a keyed retry of a grant still gets its grant, another body 422, a new key sold_out without a record")
+    func soldOutMemoryKeepsReplays() async throws {
+        // A Redis of its own (its command counts are this test's), and a long memory, so every
+        // attempt after the first refusal meets it.
+        let server = try RedisServerProcess(appendOnly: false)
+        try await server.start()
+        let gateway = try await GatewayHarness.start(redisURL: server.url, expiryLoop: false) { $0.soldOutCacheMilliseconds = 10_000 }
+        let basketId = TestEnvironment.uniqueId("ids")
+        try await gateway.createBasket(basketId, stock: 1, maxPerConsumer: 2)
+        let grant = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "mine")
+        #expect(grant.status == 201)
+        // The refusal that teaches the gateway the basket is sold out.
+        #expect(try await gateway.reserve(basketId, consumer: "c2").errorCode == "sold_out")
+        let calls = try await Self.scriptCalls(gateway.redis)
+        let replay = try await gateway.reserve(basketId, consumer: "c1", idempotencyKey: "mine")
+        #expect(replay.status == 201)
+        #expect(replay.json?["reservationId"]?.stringValue == grant.json?["reservationId"]?.stringValue)
+        #expect(try await gateway.reserve(basketId, consumer: "c1", quantity: 2, idempotencyKey: "mine").errorCode == "idempotency_key_reused")
+        #expect(try await gateway.reserve(basketId, consumer: "c3", idempotencyKey: "fresh").errorCode == "sold_out")
+        #expect(try await gateway.redis.send("EXISTS", .string(Self.idempotencyRecord(basketId, "fresh"))).int == 0, "nothing stored")
+        #expect(try await Self.scriptCalls(gateway.redis) == calls, "answered by reads, no script ran")
+        await gateway.stop()
+        server.stop()
+    }
+
+    /// EVALSHA calls the server has run (its own Redis: nothing else counts).
+    static func scriptCalls(_ redis: RedisClient) async throws -> Int {
+        let info = try await redis.send("INFO", "commandstats").string ?? ""
+        let line = info.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_evalsha:") } ?? ""
+        let calls = line.split(separator: ",").first?.split(separator: "=").last.flatMap { Int($0) }
+        return calls ?? 0
+    }
+
+    @Test("100,000 keyed attempts with fresh keys on a sold-out basket leave Redis a handful of records, each kept only the refusal window")
+    func freshKeysOnSoldOut() async throws {
+        let server = try RedisServerProcess(appendOnly: false)
+        try await server.start()
+        let gateway = try await GatewayHarness.start(redisURL: server.url, expiryLoop: false)
+        let basketId = TestEnvironment.uniqueId("idf")
+        try await gateway.createBasket(basketId, stock: 0)
+        let memoryBefore = try await Self.usedMemory(gateway.redis)
+        let started = ContinuousClock.now
+        // 16 keep-alive connections, each pipelining its share of 100,000 attempts in chunks.
+        let attempts = 100_000
+        let connections = 16
+        let perConnection = attempts / connections
+        let statuses = try await withThrowingTaskGroup(of: [Int: Int].self) { group in
+            for client in 0..<connections {
+                group.addTask {
+                    let connection = try await RawConnection.open(port: gateway.port)
+                    var counted: [Int: Int] = [:]
+                    var sent = 0
+                    while sent < perConnection {
+                        let chunk = min(200, perConnection - sent)
+                        var text = ""
+                        for index in sent..<sent + chunk {
+                            let body = #"{"consumerId":"bot-\#(client)-\#(index)"}"#
+                            text += "POST /v1/baskets/\(basketId)/reservations HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k-\(client)-\(index)\r\n"
+                            text += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                        }
+                        await connection.send(text)
+                        let responses = try await connection.responses(count: chunk)
+                        guard responses.count == chunk else { throw HarnessError("connection closed after \(responses.count) answers") }
+                        for response in responses { counted[response.status, default: 0] += 1 }
+                        connection.dropReceived()
+                        sent += chunk
+                    }
+                    await connection.close()
+                    return counted
+                }
+            }
+            return try await group.reduce(into: [Int: Int]()) { total, part in total.merge(part, uniquingKeysWith: +) }
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(statuses == [409: perConnection * connections], "\(statuses)")
+        // Only the attempts that reached the script stored a record: the first, and one per
+        // run-out of the sold-out memory (SOLD_OUT_CACHE_MS, 50 ms), per gateway.
+        let prefix = Self.idempotencyRecord(basketId, "")
+        var cursor = "0"
+        var records: [String] = []
+        repeat {
+            let reply = try await gateway.redis.send("SCAN", .string(cursor), "MATCH", .string(prefix + "*"), "COUNT", "1000").array ?? []
+            cursor = reply.first?.string ?? "0"
+            records += reply.last?.array?.compactMap(\.string) ?? []
+        } while cursor != "0"
+        let milliseconds = Int(elapsed.components.seconds) * 1000 + Int(elapsed.components.attoseconds / 1_000_000_000_000_000)
+        let bound = milliseconds / gateway.configuration.soldOutCacheMilliseconds + 1 + connections
+        #expect(records.count <= bound, "\(records.count) records after \(elapsed) (bound \(bound))")
+        for record in records.prefix(50) {
+            let ttl = try await gateway.redis.send("TTL", .string(record)).int ?? -2
+            #expect(ttl > 0 && ttl <= gateway.configuration.idempotencyRefusalSeconds, "\(record): TTL \(ttl)")
+        }
+        let memoryAfter = try await Self.usedMemory(gateway.redis)
+        print("fresh keys on sold out: \(attempts) attempts in \(elapsed), \(records.count) records, used_memory \(memoryBefore) -> \(memoryAfter)")
+        await gateway.stop()
+        server.stop()
+    }
+
+    static func usedMemory(_ redis: RedisClient) async throws -> Int {
+        let info = try await redis.send("INFO", "memory").string ?? ""
+        let line = info.split(separator: "\r\n").first { $0.hasPrefix("used_memory:") } ?? ""
+        return Int(line.split(separator: ":").last ?? "") ?? 0
+    }
+}
