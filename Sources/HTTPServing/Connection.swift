@@ -120,6 +120,24 @@ final class ConnectionState {
     var quiescing = false
     static let lingerTime: TimeAmount = .seconds(2)
 
+    /// The request handler has enough requests waiting (pipelined behind the one being
+    /// answered, or behind a socket whose peer does not read): `RequestGuard` stops handing
+    /// input to the decoder and stops reading the socket until it is cleared.
+    private(set) var inputPaused = false
+    /// Set by `RequestGuard`: hands it the input it held back. Cleared when the channel goes.
+    var resumeInput: (() -> Void)?
+
+    func pauseInput() { inputPaused = true }
+
+    /// The handler's backlog drained: the guard resumes on the loop's next turn (never from
+    /// inside the handler's own drain, which would re-enter it).
+    func unpauseInput(_ eventLoop: any EventLoop) {
+        guard inputPaused else { return }
+        inputPaused = false
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.execute { bound.value.resumeInput?() }
+    }
+
     init(limits: HTTPServerLimits, statistics: HTTPServerStatistics, refusal: HTTPResponse) {
         self.lifecycle = ConnectionLifecycle(maxHeadBytes: limits.maxHeadBytes)
         self.limits = limits
@@ -191,17 +209,50 @@ final class ConnectionState {
 }
 
 /// First in the pipeline, before the HTTP decoder: counts a request head's bytes (431 past the
-/// limit, decided before the decoder buffers more), runs the connection's timers, and drops
-/// input after a refusal.
+/// limit, decided before the decoder buffers more), runs the connection's timers, drops input
+/// after a refusal, and holds input back while the request handler is backlogged.
+///
+/// Backpressure: a client that pipelines faster than it is answered (or never reads its
+/// answers) must not make the server decode and queue its requests without a bound (decoded,
+/// a 40-byte request is ten times that). While `ConnectionState.inputPaused` is set, bytes
+/// already read stay here undecoded and the socket is not read; what can arrive meanwhile is
+/// bounded by one read loop (`maxMessagesPerRead` reads of at most the receive allocator's
+/// largest buffer, set in `HTTPServer`). Input goes to the decoder in slices of `sliceBytes`, so
+/// a pause takes effect within a slice. The common case (one request per read, nothing
+/// waiting) forwards the buffer as it came: no extra read calls, no copies.
 final class RequestGuard: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// The most input handed to the decoder at once while forwarding.
+    static let sliceBytes = 1024
+
     private let state: ConnectionState
+    /// Read from the socket while paused, not yet given to the decoder.
+    private var held: ByteBuffer?
+    /// The pipeline asked for a read while input was held back.
+    private var readPending = false
+    /// The client shut its side while input was held: passed on once that input is forwarded
+    /// (the handler must see every request before it learns there are no more).
+    private var inputClosedPending = false
 
     init(state: ConnectionState) { self.state = state }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // The state and this handler live on the channel's loop; the hook is dropped when the
+        // channel goes (channelInactive / handlerRemoved), which breaks the reference cycle.
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        state.resumeInput = {
+            let (handler, context) = bound.value
+            handler.resume(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        state.resumeInput = nil
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         state.update(context.channel) { _ in }
@@ -210,26 +261,83 @@ final class RequestGuard: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         state.cancelTimer()
+        state.resumeInput = nil
+        held = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
-        while buffer.readableBytes > 0 {
-            switch state.bytesArrived(buffer.readableBytes, context.channel) {
+        if held != nil || state.inputPaused {
+            hold(&buffer)
+            return
+        }
+        forward(&buffer, context: context)
+        if buffer.readableBytes > 0 { hold(&buffer) }
+    }
+
+    private func hold(_ buffer: inout ByteBuffer) {
+        if held == nil {
+            held = buffer
+        } else {
+            held!.writeBuffer(&buffer)
+        }
+    }
+
+    /// Hands `buffer` to the decoder until it is empty or input is paused.
+    private func forward(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+        while buffer.readableBytes > 0, !state.inputPaused, context.channel.isActive {
+            let available = min(buffer.readableBytes, Self.sliceBytes)
+            switch state.bytesArrived(available, context.channel) {
             case .discard:
+                buffer.moveReaderIndex(to: buffer.writerIndex)
                 return
             case .forwardAll:
-                context.fireChannelRead(wrapInboundOut(buffer))
-                return
+                if available == buffer.readableBytes {
+                    let all = buffer
+                    buffer.moveReaderIndex(to: buffer.writerIndex)
+                    context.fireChannelRead(wrapInboundOut(all))
+                } else {
+                    context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: available)!))
+                }
             case .forward(let count):
-                let slice = buffer.readSlice(length: count)!
-                context.fireChannelRead(wrapInboundOut(slice))
+                context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: count)!))
                 if state.lifecycle.headTooLarge {
                     refuse(context: context, state.refusal)
+                    buffer.moveReaderIndex(to: buffer.writerIndex)
                     return
                 }
             }
+        }
+    }
+
+    /// The handler drained its backlog: forward what was held, then read again if asked.
+    private func resume(context: ChannelHandlerContext) {
+        if var buffer = held {
+            held = nil
+            forward(&buffer, context: context)
+            if buffer.readableBytes > 0 {
+                // Paused again within it (or the channel went): keep the rest.
+                hold(&buffer)
+                return
+            }
+        }
+        guard !state.inputPaused else { return }
+        if inputClosedPending {
+            inputClosedPending = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+        if readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if held != nil || state.inputPaused {
+            readPending = true
+        } else {
+            context.read()
         }
     }
 
@@ -237,6 +345,7 @@ final class RequestGuard: ChannelDuplexHandler {
     /// bypassed), shuts our side, and lingers.
     private func refuse(context: ChannelHandlerContext, _ response: HTTPResponse) {
         state.update(context.channel) { $0.refused() }
+        held = nil
         let buffer = response.wire(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
@@ -246,10 +355,16 @@ final class RequestGuard: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent { state.quiescing = true }
-        if case .lingering = state.lifecycle.phase, let event = event as? ChannelEvent, event == .inputClosed {
-            // The client read the refusal and went: done.
-            context.close(promise: nil)
-            return
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            if case .lingering = state.lifecycle.phase {
+                // The client read the refusal and went: done.
+                context.close(promise: nil)
+                return
+            }
+            if held != nil || state.inputPaused {
+                inputClosedPending = true
+                return
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -260,9 +375,12 @@ final class RequestGuard: ChannelDuplexHandler {
 /// as one buffer (status line, headers and body encoded here: no response encoder, one write).
 ///
 /// Pipelined requests are answered in order: parts arriving while an answer is under way wait
-/// in `waiting`, and reads stop only while something waits. (NIO's pipelining handler stopped
-/// reading whenever an answer was under way, which cost two `epoll_ctl` calls per request.) A
-/// graceful stop (`ChannelShouldQuiesceEvent`) closes an idle connection at once and a busy one
+/// in `waiting`. Past `maxWaitingParts` (a few requests) input is paused (`RequestGuard` holds
+/// it undecoded and stops reading) until they are handled; parts also wait while the socket is
+/// not writable (its peer does not read), so such a client pauses itself, and if it stays so
+/// for the request timeout it is closed as a slow client. Reads never stop in the common case
+/// of one request at a time. (NIO's pipelining handler stopped reading whenever an answer was
+/// under way, which cost two `epoll_ctl` calls per request.) A graceful stop (`ChannelShouldQuiesceEvent`) closes an idle connection at once and a busy one
 /// after its answer, which is marked `Connection: close`.
 final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -284,7 +402,11 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     /// Parts of pipelined requests that arrived while an answer was under way, in order.
     private var waiting = CircularBuffer<HTTPServerRequestPart>()
     private var draining = false
-    private var readPending = false
+    /// Closes the connection if the socket stays unwritable for the request timeout.
+    private var unwritableCheck: Scheduled<Void>?
+    /// Parts that may wait before input is paused: a request is two or three parts (head, body,
+    /// end), so this is a few pipelined requests.
+    static var maxWaitingParts: Int { 16 }
 
     init(responder: Responder, state: ConnectionState) {
         self.responder = responder
@@ -296,22 +418,37 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         let part = unwrapInboundIn(data)
         if responding || !waiting.isEmpty || !context.channel.isWritable {
             waiting.append(part)
+            if waiting.count >= Self.maxWaitingParts { state.pauseInput() }
         } else {
             handle(part, context: context)
         }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { drain(context: context) }
+        if context.channel.isWritable {
+            unwritableCheck?.cancel()
+            unwritableCheck = nil
+            drain(context: context)
+        } else if unwritableCheck == nil {
+            // Answers pile up past the high-water mark: a client that does not read them is a
+            // slow client, given the request timeout to catch up.
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            unwritableCheck = context.eventLoop.scheduleTask(in: TimeAmount(state.limits.requestTimeout)) {
+                let (handler, context) = bound.value
+                handler.unwritableCheck = nil
+                guard context.channel.isActive, !context.channel.isWritable else { return }
+                handler.state.statistics.timedOutOne()
+                context.close(promise: nil)
+            }
+        }
         context.fireChannelWritabilityChanged()
     }
 
-    func read(context: ChannelHandlerContext) {
-        if waiting.isEmpty {
-            context.read()
-        } else {
-            readPending = true
-        }
+    func channelInactive(context: ChannelHandlerContext) {
+        unwritableCheck?.cancel()
+        unwritableCheck = nil
+        waiting.removeAll()
+        context.fireChannelInactive()
     }
 
     /// Handles waiting parts until one needs an answer that is not there yet. Not re-entered: an
@@ -332,10 +469,7 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        if waiting.isEmpty, readPending {
-            readPending = false
-            context.read()
-        }
+        if waiting.isEmpty { state.unpauseInput(context.eventLoop) }
     }
 
     private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {

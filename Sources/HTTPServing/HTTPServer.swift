@@ -180,7 +180,20 @@ public final class HTTPServer: Sendable {
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            // What one read loop can bring in is what a paused connection may hold undecoded
+            // (`RequestGuard`): 4 reads of at most 8 KiB. A request is far smaller, so the
+            // common case is one read of one request either way.
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+            .childChannelOption(
+                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 8192)
+            )
+            // Answers a client does not read wait in our outbound buffer up to this mark; past
+            // it the connection stops taking requests (and is closed after the request timeout).
+            // The kernel's send buffer is fixed too (autotuning would let it grow to 4 MiB): a
+            // client that never reads is noticed after a few hundred answers, not tens of
+            // thousands, and costs the machine a bounded amount. Answers are a few hundred bytes.
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 4 * 1024, high: 16 * 1024))
+            .childChannelOption(ChannelOptions.socketOption(.so_sndbuf), value: 16 * 1024)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 guard statistics.admit(limit: limits.maxConnections) else {
