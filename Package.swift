@@ -163,6 +163,7 @@ let package = Package(
             dependencies: [
                 "GatewayCore", "ReconcilerCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ]),
         .testTarget(
             name: "ReconcilerTests",
