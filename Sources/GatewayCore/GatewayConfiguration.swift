@@ -37,6 +37,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// `GATEWAY_SHUTDOWN_GRACE_MS`, default 10000: on SIGTERM, how long requests already received
     /// have to be answered before their connections are closed anyway.
     public var shutdownGraceMilliseconds: Int = 10_000
+    /// `GATEWAY_DRAIN_MS`, default 1000: on SIGTERM, how long an open keep-alive connection may
+    /// still bring a request (answered with `Connection: close`) before idle connections close.
+    public var drainMilliseconds: Int = 1_000
     /// `REDIS_MAX_PENDING`, default 2048: calls one Redis connection may hold (queued plus in
     /// flight); beyond it new calls are answered 503 at once.
     public var redisMaxPending: Int = 2048
@@ -77,6 +80,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("GATEWAY_REQUEST_TIMEOUT_MS", 100...3_600_000) { requestTimeoutMilliseconds = value }
         if let value = try environment.int("GATEWAY_IDLE_TIMEOUT_MS", 100...86_400_000) { idleTimeoutMilliseconds = value }
         if let value = try environment.int("GATEWAY_SHUTDOWN_GRACE_MS", 0...3_600_000) { shutdownGraceMilliseconds = value }
+        if let value = try environment.int("GATEWAY_DRAIN_MS", 0...3_600_000) { drainMilliseconds = value }
         if let value = try environment.int("REDIS_MAX_PENDING", 1...1_000_000) { redisMaxPending = value }
         if let value = try environment.int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
         if let value = try environment.int("REDIS_COMMAND_TIMEOUT_MS", 10...3_600_000) { redisCommandTimeoutMilliseconds = value }

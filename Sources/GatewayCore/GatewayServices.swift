@@ -41,6 +41,7 @@ extension HTTPServerLimits {
         requestTimeout = .milliseconds(configuration.requestTimeoutMilliseconds)
         idleTimeout = .milliseconds(configuration.idleTimeoutMilliseconds)
         shutdownGrace = .milliseconds(configuration.shutdownGraceMilliseconds)
+        drainWindow = .milliseconds(configuration.drainMilliseconds)
     }
 }
 

@@ -565,7 +565,8 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
 
     private func write(_ response: HTTPResponse, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard !closing else { return }
-        let keepAlive = keepAlive && !state.quiescing
+        let stopping = state.quiescing || state.statistics.isStopping
+        let keepAlive = keepAlive && !stopping
         let buffer = response.wire(
             version: request.version, keepAlive: keepAlive, withBody: request.method != .HEAD, allocator: context.channel.allocator)
         responding = false
@@ -579,7 +580,7 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         closing = true
         waiting.removeAll()
         let channel = context.channel
-        if keepAlive || state.quiescing {
+        if keepAlive || stopping {
             // The client shut its side, or the server is stopping: the last answer, then close.
             context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
         } else {

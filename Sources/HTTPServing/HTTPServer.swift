@@ -120,6 +120,11 @@ public struct HTTPServerLimits: Sendable, Equatable {
     /// On stop, requests already received get this long to be answered before their
     /// connections are closed anyway. `GATEWAY_SHUTDOWN_GRACE_MS`, default 10 s.
     public var shutdownGrace: Duration = .seconds(10)
+    /// On stop, how long an open keep-alive connection may still bring a request (answered,
+    /// with `Connection: close`) before idle connections are closed: a client's next request may
+    /// already be on the wire when the stop begins. At most `shutdownGrace`.
+    /// `GATEWAY_DRAIN_MS`, default 1 s.
+    public var drainWindow: Duration = .seconds(1)
 
     public init() {}
 }
@@ -129,8 +134,14 @@ public final class HTTPServerStatistics: Sendable {
     private let open = Atomic<Int>(0)
     private let refused = Atomic<Int>(0)
     private let timedOut = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
 
     public init() {}
+
+    /// A stop has begun: from this instant every answer carries `Connection: close` (read by
+    /// each write, so no connection answers keep-alive while its stop notice is on its way).
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+    func beginStop() { stopping.store(true, ordering: .relaxed) }
 
     public var openConnections: Int { open.load(ordering: .relaxed) }
     public var refusedConnections: Int { refused.load(ordering: .relaxed) }
@@ -221,16 +232,24 @@ public final class HTTPServer: Sendable {
         return HTTPServer(channel: channel, connections: connections, statistics: statistics, limits: limits)
     }
 
-    /// A graceful stop: no new connections; idle connections are closed; every request already
-    /// received is answered with `Connection: close` and its connection then closed; after
+    /// A graceful stop, drained rather than cut (as Envoy does): no new connections; from the
+    /// signal on every answer says `Connection: close` and its connection closes after it; a
+    /// request that arrives on an open connection within `limits.drainWindow` is still answered so;
+    /// then idle connections are closed, busy ones after their answer; after
     /// `limits.shutdownGrace` whatever is still open is closed anyway.
     public func stop() async {
+        statistics.beginStop()
         try? await channel.close()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let deadline = started.advanced(by: limits.shutdownGrace)
+        let drainEnd = started.advanced(by: min(limits.drainWindow, limits.shutdownGrace))
+        while statistics.openConnections > 0, clock.now < drainEnd {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         for connection in connections.all() {
             connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: limits.shutdownGrace)
         while statistics.openConnections > 0, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }

@@ -75,6 +75,7 @@ extension ReconcilerCommand {
             var limits = HTTPServerLimits()
             limits.maxConnections = 64
             limits.shutdownGrace = .seconds(1)
+            limits.drainWindow = .zero
             return limits
         }
 
@@ -140,6 +141,7 @@ extension ReconcilerCommand {
             var limits = HTTPServerLimits()
             limits.maxConnections = 64
             limits.shutdownGrace = .seconds(1)
+            limits.drainWindow = .zero
             return limits
         }
 
@@ -169,6 +171,7 @@ extension ReconcilerCommand {
             var limits = HTTPServerLimits()
             limits.maxConnections = 64
             limits.shutdownGrace = .seconds(1)
+            limits.drainWindow = .zero
             return limits
         }
 
@@ -194,6 +197,7 @@ extension ReconcilerCommand {
             var limits = HTTPServerLimits()
             limits.maxConnections = 64
             limits.shutdownGrace = .seconds(1)
+            limits.drainWindow = .zero
             return limits
         }
 

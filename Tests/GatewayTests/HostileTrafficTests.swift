@@ -249,6 +249,56 @@ struct HostileTrafficTests {
         #expect(try await gateway.terminate() == 0)
     }
 
+    @Test("SIGTERM under keep-alive load: drained, not cut: every request written is answered, the last one with Connection: close")
+    func stopDrainsKeepAliveConnections() async throws {
+        // A drain window far longer than any client needs to send its next request, however
+        // loaded the machine: what is tested is that no written request goes unanswered.
+        let gateway = try await GatewayProcess.start(
+            redisURL: try TestEnvironment.redisURL(), environment: ["GATEWAY_SHUTDOWN_GRACE_MS": "120000", "GATEWAY_DRAIN_MS": "60000"])
+        let basketId = TestEnvironment.uniqueId("drain")
+        #expect(
+            try await gateway.request(
+                .PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: Array(#"{"stock":1000000,"maxPerConsumer":1}"#.utf8)
+            ).status == 201)
+        let answered = Answers()
+        let unanswered = Counter()
+        let endedWithClose = Counter()
+        let clients = (0..<32).map { client in
+            Task {
+                let connection = try await RawConnection.open(port: gateway.port)
+                var index = 0
+                while true {
+                    let consumer = "d\(client)-\(index)"
+                    let body = #"{"consumerId":"\#(consumer)"}"#
+                    let bytes = Array(
+                        "POST /v1/baskets/\(basketId)/reservations HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+                    guard await connection.send(bytes) else { break }
+                    let responses = try await connection.responses(count: index + 1)
+                    guard responses.count == index + 1 else {
+                        unanswered.increment()
+                        break
+                    }
+                    answered.append(consumer: consumer, status: responses[index].status)
+                    if responses[index].header("connection") == "close" {
+                        endedWithClose.increment()
+                        #expect(try await connection.waitClosed(), "closed after its last answer")
+                        break
+                    }
+                    index += 1
+                }
+                await connection.close()
+            }
+        }
+        #expect(try await eventually { answered.count >= 300 })
+        gateway.process.signal(SIGTERM)
+        for client in clients { _ = try? await client.value }
+        let status = try await gateway.process.finish(timeout: .seconds(180)).status
+        #expect(status == 0)
+        #expect(unanswered.value == 0, "requests written in full that got no answer")
+        #expect(endedWithClose.value == 32, "every connection's last answer said Connection: close")
+        #expect(answered.all.allSatisfy { $0.status == 201 }, "\(Set(answered.all.map(\.status)))")
+    }
+
     @Test("SIGTERM under load: every request received is answered (Connection: close), nothing applied goes unanswered, exit 0")
     func gracefulStopUnderLoad() async throws {
         let redisServer = try RedisServerProcess(appendOnly: false)
