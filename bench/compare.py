@@ -34,7 +34,11 @@ def main():
     ports = {"old": OLD_PORT, "new": NEW_PORT}
     baseline = subprocess.Popen([f"{new_bin}/bench-baseline", str(bench.BASELINE_PORT)], stdout=subprocess.DEVNULL)
     script = os.path.join(bench.ROOT, "bench", "reserve.lua")
-    runs = {key: [] for key in ("baseline", "old reserve", "new reserve", "old sold out", "new sold out")}
+    paths = (("reserve", "compare-huge", []), ("sold out", "compare-soldout", []),
+             ("sold out, key", "compare-soldout", ["keyed"]))
+    runs = {"baseline": []}
+    for path, _, _ in paths:
+        runs.update({f"old {path}": [], f"new {path}": []})
     try:
         for port in ports.values():
             bench.wait_http(port)
@@ -48,23 +52,24 @@ def main():
             bench.log(f"compare round {round_number + 1}/{rounds}")
             runs["baseline"].append(bench.measured({"process": baseline.pid},
                                                    lambda: bench.wrk(bench.BASELINE_PORT, seconds=seconds)))
-            for path, basket in (("reserve", "compare-huge"), ("sold out", "compare-soldout")):
+            for path, basket, extra in paths:
                 for name in ("old", "new"):
                     pids = {"process": gateways[name].pid, "redis": redis_pid}
+                    prefix = f"{name}{path[0]}{len(extra)}{round_number}"
                     runs[f"{name} {path}"].append(bench.measured(pids, lambda: bench.wrk(
-                        ports[name], script, [basket, f"{name}{path[0]}{round_number}"], seconds=seconds)))
+                        ports[name], script, [basket, prefix, *extra], seconds=seconds)))
     finally:
         for process in (*gateways.values(), baseline):
             process.terminate()
     print(f"\n{rounds} alternating rounds of {seconds} s, wrk -t2 -c64, medians\n")
-    print(f"{'':<14} {'requests/s':>11} {'p99 ms':>8} {'CPU/request':>12} {'÷ baseline':>11} {'Redis CPU':>10}")
+    print(f"{'':<19} {'requests/s':>11} {'p99 ms':>8} {'CPU/request':>12} {'÷ baseline':>11} {'Redis CPU':>10}")
     base_cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in runs["baseline"])
     for name, results in runs.items():
         rps = statistics.median(r["rps"] for r in results)
         p99 = statistics.median(r["p99_ms"] for r in results)
         cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in results)
         redis_cpu = statistics.median(r["cpu_us_per_request"].get("redis", 0) for r in results)
-        print(f"{name:<14} {rps:>11,.0f} {p99:>8.2f} {cpu:>9.1f} µs {cpu / base_cpu:>11.2f} {redis_cpu:>7.1f} µs")
+        print(f"{name:<19} {rps:>11,.0f} {p99:>8.2f} {cpu:>9.1f} µs {cpu / base_cpu:>11.2f} {redis_cpu:>7.1f} µs")
 
 
 if __name__ == "__main__":
