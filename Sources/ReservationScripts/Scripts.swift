@@ -10,9 +10,10 @@ public enum ReservationScripts {
     public static let repairReservations = script("repair_reservations")
     public static let repairBasket = script("repair_basket")
     public static let repairLease = script("repair_lease")
+    public static let repairUnits = script("repair_units")
 
     public static let all: [RedisScript] = [
-        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease,
+        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, repairUnits,
     ]
 
     private static func script(_ name: String) -> RedisScript {
