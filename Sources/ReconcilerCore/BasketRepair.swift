@@ -196,8 +196,9 @@ extension Reconciler {
     func redisSnapshot(_ basketId: String, ids: [String]?) async throws -> (snapshot: RedisBasketSnapshot, maintenance: Bool)? {
         let partition = Keyspace.partition(ofBasket: basketId)
         let basketKey = Keyspace.basket(basketId, partition: partition)
-        let fields = try await redis.send("HMGET", .string(basketKey), "stock", "pending", "confirmed", "capacity", "hold", "max", "seq", "maint")
-        guard let values = fields.array, values.count == 8 else { throw StoreReplyError("repair snapshot", fields) }
+        let fields = try await redis.send(
+            "HMGET", .string(basketKey), "stock", "pending", "confirmed", "capacity", "hold", "max", "seq", "maint", "mismatch")
+        guard let values = fields.array, values.count == 9 else { throw StoreReplyError("repair snapshot", fields) }
         var reservations: [String: ReservationRecord] = [:]
         if let ids {
             for start in stride(from: 0, to: ids.count, by: 5000) {
@@ -229,7 +230,7 @@ extension Reconciler {
 
         let counters = RepairPlan.counterRange
         let stock = RedisBasketSnapshot.number(values[0].string, in: counters)
-        let snapshot = RedisBasketSnapshot(
+        var snapshot = RedisBasketSnapshot(
             exists: stock != nil, stock: stock,
             pending: RedisBasketSnapshot.number(values[1].string ?? "0", in: counters),
             confirmed: RedisBasketSnapshot.number(values[2].string ?? "0", in: counters),
@@ -237,6 +238,8 @@ extension Reconciler {
             holdSeconds: RedisBasketSnapshot.number(values[4].string, in: counters),
             maxPerConsumer: RedisBasketSnapshot.number(values[5].string, in: counters),
             seq: RedisBasketSnapshot.number(values[6].string, in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
+        // Any mark counts, a corrupt one too: the repair clears it.
+        snapshot.booksMismatches = values[8].isNull ? 0 : (RedisBasketSnapshot.number(values[8].string, in: RepairPlan.counterRange) ?? 1)
         return (snapshot, !values[7].isNull)
     }
 

@@ -71,7 +71,14 @@ extension Reconciler {
             // Lost baskets are named before anything is rebuilt, so the gateway answers them 503.
             try await markLost(found.filter { $0.kind == .missingInRedis }.map(\.basketId))
         }
-        for basketId in try await mostActiveFirst(candidates) {
+        // A basket can look drifted only because its latest events are not applied yet. Such a
+        // basket (Postgres behind on its `seq`, entries waiting in its stream) is judged at a
+        // later audit, once applying caught up: an audit never drains a backlog, so it never
+        // waits on a catch-up. Behind with nothing waiting is judged now.
+        let behind = Set(found.filter(\.postgresBehind).map(\.basketId))
+        let backlog = behind.isEmpty ? [] : try await consumer.partitionsWithBacklog()
+        let notYet = behind.filter { backlog.contains(Keyspace.partition(ofBasket: $0)) }
+        for basketId in try await mostActiveFirst(candidates.subtracting(notYet)) {
             if repair {
                 let reason =
                     found.first { $0.basketId == basketId && $0.kind.needsRepair }

@@ -20,6 +20,9 @@ public struct RedisBasketSnapshot: Sendable, Equatable {
     public var reservations: [String: ReservationRecord]
     /// Units per consumer (`Keyspace.consumerUnits`); nil when a value is not a valid count.
     public var consumerUnits: [String: Int]?
+    /// How often the reserve script found the books disagreeing (it then sells only what both
+    /// agree on and marks the basket): a drift even once the counters read right again.
+    public var booksMismatches: Int = 0
 
     public init(
         exists: Bool, stock: Int? = nil, pending: Int? = nil, confirmed: Int? = nil, capacity: Int? = nil, holdSeconds: Int? = nil,
@@ -231,6 +234,7 @@ public struct RepairPlan: Sendable, Equatable {
             reasons.append("redis has no readable basket")
         } else {
             if redis.seq == nil { reasons.append("redis seq is missing or corrupt") }
+            if redis.booksMismatches != 0 { reasons.append("the reserve script found the books disagreeing") }
             let redisTuple = [redis.stock, redis.pending, redis.confirmed, redis.capacity]
             if redisTuple != [state.stock, state.pending, state.confirmed, state.capacity] {
                 reasons.append(
