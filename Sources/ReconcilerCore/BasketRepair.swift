@@ -4,6 +4,7 @@ import PostgresClient
 import RedisClient
 import ReservationCore
 import ReservationScripts
+import Synchronization
 
 /// What one repair of a basket did.
 public enum RepairResult: Sendable, Equatable {
@@ -19,6 +20,8 @@ public enum RepairResult: Sendable, Equatable {
     /// Judged again on a consistent view (its stream drained, under the lease), the basket
     /// agrees with Postgres: the audit saw it between two changes. Nothing was written.
     case consistent
+    /// It kept changing faster than Postgres caught up: judged again at a later audit.
+    case unsettled
 }
 
 /// Rebuilding a basket: Redis and Postgres are both brought to the union of what either of them
@@ -43,7 +46,21 @@ extension Reconciler {
     /// if it still differs.
     @discardableResult
     public func repairBasket(_ basketId: String, reason: Drift) async throws -> RepairResult {
-        if try await !looksDrifted(basketId, drain: true) { return .consistent }
+        switch try await judge(basketId, drain: true) {
+        case .consistent:
+            unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
+            return .consistent
+        case .unsettled:
+            // A basket that changes faster than Postgres catches up cannot be judged without
+            // the lease; it is taken out of service only after many audits in a row saw it so.
+            let times = unsettled.withLock { counts -> Int in
+                counts[basketId, default: 0] += 1
+                return counts[basketId] ?? 0
+            }
+            if times < Self.unsettledAuditsBeforeLease { return .unsettled }
+        case .drifted: break
+        }
+        unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
         let lease = RepairLease(token: Self.newToken(), milliseconds: configuration.repairLeaseMilliseconds)
         switch try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: lease)) {
         case .acquired: break
@@ -68,23 +85,35 @@ extension Reconciler {
         }
     }
 
+    /// What a judgement without the lease found.
+    enum Verdict: Sendable, Equatable {
+        case consistent
+        case drifted
+        /// Redis kept moving ahead of Postgres: no view of one moment could be taken.
+        case unsettled
+    }
+
+    /// How many audits in a row may find a basket unsettled before its repair judges it under
+    /// the lease (a short pause of its traffic) instead.
+    static let unsettledAuditsBeforeLease = 10
+
     /// Whether `basketId` differs between the two stores, judged without the lease on a view
     /// that is consistent: Postgres is read first (one transaction), then Redis between two
     /// reads of its `seq` (every change bumps it). Equal seqs mean both views are of the same
-    /// moment; Redis ahead means events in flight (drained, then judged again). A basket whose
-    /// view never settles is judged under the lease.
-    func looksDrifted(_ basketId: String, drain shouldDrain: Bool) async throws -> Bool {
+    /// moment; Redis ahead means events in flight (drained, then judged again).
+    func judge(_ basketId: String, drain shouldDrain: Bool) async throws -> Verdict {
         let partition = Keyspace.partition(ofBasket: basketId)
         for _ in 0..<3 {
             if shouldDrain { _ = try await drain(streams: [Keyspace.stream(partition)]) }
             let postgresSide = try await postgresSnapshot(basketId, redisIds: [], full: false)
             let ids = Array(postgresSide.reservations.keys)
             guard let redisSide = try await redisSnapshot(basketId, ids: ids) else { continue }
-            if redisSide.maintenance { return true }  // a repair holds it (or left it): the lease decides
+            if redisSide.maintenance { return .drifted }  // a repair holds it (or left it): the lease decides
             if let row = postgresSide.row, let seq = redisSide.snapshot.seq, seq > row.redisSeq { continue }
             return try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide).needsRepair
+                ? .drifted : .consistent
         }
-        return true
+        return .unsettled
     }
 
     private func repairUnderLease(_ basketId: String, reason: Drift, lease: RepairLease) async throws -> RepairResult {

@@ -18,6 +18,21 @@ public struct BasketRow: Sendable, Equatable {
     /// An event reused a `seq` Postgres had seen (Redis rolled back): events no longer set
     /// stock and capacity until a repair rebuilds the basket.
     public var rolledBack: Bool = false
+
+    public init(
+        id: String, stock: Int, capacity: Int, holdSeconds: Int, maxPerConsumer: Int, redisSeq: Int, version: Int,
+        redisEntry: String? = nil, rolledBack: Bool = false
+    ) {
+        self.id = id
+        self.stock = stock
+        self.capacity = capacity
+        self.holdSeconds = holdSeconds
+        self.maxPerConsumer = maxPerConsumer
+        self.redisSeq = redisSeq
+        self.version = version
+        self.redisEntry = redisEntry
+        self.rolledBack = rolledBack
+    }
 }
 
 public enum BasketStoreError: Error, Equatable, CustomStringConvertible {

@@ -57,7 +57,7 @@ extension Reconciler {
     }
 
     /// Compares every basket in Redis with Postgres. A candidate is judged again on a consistent
-    /// view (`looksDrifted`) before it is reported; with `repair`, its stream is drained first and
+    /// view (`judge`) before it is reported; with `repair`, its stream is drained first and
     /// each drifted basket is repaired (see `BasketRepair.swift`) under its exclusive lease, most
     /// active first. A basket whose repair fails is counted, logged and retried later with
     /// backoff; the others go on. Returns the drifts found (with `repair`: those the repairs
@@ -86,7 +86,8 @@ extension Reconciler {
                 judged[basketId] = try await repairIfDue(basketId, reason: reason)
             } else {
                 // Read-only: judged again without draining (Postgres may be behind: reported).
-                judged[basketId] = (try? await looksDrifted(basketId, drain: false)) ?? true
+                // One it cannot judge (it kept moving) is not reported: only a repair may pause it.
+                judged[basketId] = ((try? await judge(basketId, drain: false)) ?? .drifted) == .drifted
             }
         }
         for drift in found where !drift.kind.needsRepair || judged[drift.basketId] == true { drifts.append(drift) }
@@ -113,7 +114,7 @@ extension Reconciler {
             case .repaired:
                 repaired(reason)
                 return true
-            case .consistent: return false
+            case .consistent, .unsettled: return false
             case .busy, .leaseLost: return true
             }
         } catch {
@@ -140,7 +141,7 @@ extension Reconciler {
 
     /// Baskets in rebuild order: most pending holds first, then most reservations changed in the
     /// last hour, then by id. After a mass loss the live sale's baskets come back first.
-    func mostActiveFirst(_ basketIds: Set<String>) async throws -> [String] {
+    public func mostActiveFirst(_ basketIds: Set<String>) async throws -> [String] {
         guard basketIds.count > 1 else { return Array(basketIds) }
         var activity: [String: (Int, Int)] = [:]
         for row in try await postgres.query(

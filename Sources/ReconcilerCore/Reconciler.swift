@@ -27,6 +27,8 @@ public final class Reconciler: Sendable {
     let housekeepingDone = Mutex(Housekeeping())
     /// Per basket whose repair failed: how often, and when it may be tried again.
     let repairBackoff = Mutex([String: RepairBackoff]())
+    /// Per basket: how many audits in a row could not take a view of one moment of it.
+    let unsettled = Mutex([String: Int]())
 
     struct RepairBackoff {
         var failures: Int

@@ -41,7 +41,7 @@ public struct RedisBasketSnapshot: Sendable, Equatable {
     }
 
     /// Parses a counter from Redis: digits only, within `range`.
-    static func number(_ text: String?, in range: ClosedRange<Int>) -> Int? {
+    public static func number(_ text: String?, in range: ClosedRange<Int>) -> Int? {
         guard let text, let value = Int(text), range.contains(value) else { return nil }
         return value
     }
