@@ -103,16 +103,23 @@ extension Reconciler {
     /// moment; Redis ahead means events in flight (drained, then judged again).
     func judge(_ basketId: String, drain shouldDrain: Bool) async throws -> Verdict {
         let partition = Keyspace.partition(ofBasket: basketId)
+        var lastRedis: RedisBasketSnapshot?
         for _ in 0..<3 {
             if shouldDrain { _ = try await drain(streams: [Keyspace.stream(partition)]) }
             let postgresSide = try await postgresSnapshot(basketId, redisIds: [], full: false)
             let ids = Array(postgresSide.reservations.keys)
-            guard let redisSide = try await redisSnapshot(basketId, ids: ids) else { continue }
+            let redisSide = try await redisSnapshot(basketId, ids: ids)
             if redisSide.maintenance { return .drifted }  // a repair holds it (or left it): the lease decides
+            // Its counters come from one HMGET: of one moment even when the rest moved on.
+            lastRedis = redisSide.snapshot
+            guard redisSide.settled else { continue }
             if let row = postgresSide.row, let seq = redisSide.snapshot.seq, seq > row.redisSeq { continue }
             return try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide).needsRepair
                 ? .drifted : .consistent
         }
+        // Redis's own books need no Postgres to be judged: one view of one moment of Redis that
+        // does not balance is drift, however busy the basket is.
+        if let lastRedis, !RepairPlan.redisEvidence(lastRedis).isEmpty { return .drifted }
         return .unsettled
     }
 
@@ -125,7 +132,8 @@ extension Reconciler {
             return .leaseLost
         }
         // The basket is frozen now: both sides are read once, and the plan decides alone.
-        guard let redisSide = try await redisSnapshot(basketId, ids: nil) else { throw StoreReplyError("repair snapshot", .null) }
+        let redisSide = try await redisSnapshot(basketId, ids: nil)
+        guard redisSide.settled else { throw StoreReplyError("repair snapshot: the basket changed under the lease", .null) }
         let postgresSide = try await postgresSnapshot(basketId, redisIds: Array(redisSide.snapshot.reservations.keys), full: true)
         let plan = try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide)
         guard plan.needsRepair else {
@@ -221,8 +229,11 @@ extension Reconciler {
 
     /// Redis's side of a basket, and whether a repair holds it. `ids`: read these reservations
     /// (nil: every reservation of the basket, by a scan of its partition). Read between two reads
-    /// of the basket's `seq`; nil when it changed meanwhile (the view would not be of one moment).
-    func redisSnapshot(_ basketId: String, ids: [String]?) async throws -> (snapshot: RedisBasketSnapshot, maintenance: Bool)? {
+    /// of the basket's `seq`; `settled` is false when it changed meanwhile (then only the basket's
+    /// own fields, read by one HMGET, are of one moment).
+    func redisSnapshot(_ basketId: String, ids: [String]?) async throws -> (
+        snapshot: RedisBasketSnapshot, maintenance: Bool, settled: Bool
+    ) {
         let partition = Keyspace.partition(ofBasket: basketId)
         let basketKey = Keyspace.basket(basketId, partition: partition)
         let fields = try await redis.send(
@@ -255,7 +266,6 @@ extension Reconciler {
             index += 2
         }
         let after = try await redis.send("HGET", .string(basketKey), "seq")
-        guard after.string == values[6].string else { return nil }
 
         let counters = RepairPlan.counterRange
         let stock = RedisBasketSnapshot.number(values[0].string, in: counters)
@@ -269,7 +279,7 @@ extension Reconciler {
             seq: RedisBasketSnapshot.number(values[6].string, in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
         // Any mark counts, a corrupt one too: the repair clears it.
         snapshot.booksMismatches = values[8].isNull ? 0 : (RedisBasketSnapshot.number(values[8].string, in: RepairPlan.counterRange) ?? 1)
-        return (snapshot, !values[7].isNull)
+        return (snapshot, !values[7].isNull, after.string == values[6].string)
     }
 
     /// Postgres's side of a basket, in one transaction: its row, its active reservations, those

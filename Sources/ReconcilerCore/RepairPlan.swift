@@ -144,6 +144,24 @@ public struct RepairPlan: Sendable, Equatable {
         }
     }
 
+    /// Drift Redis's snapshot shows on its own (its view is of one moment): a basket that is
+    /// missing or unreadable, a corrupt seq, counters that do not balance (other than an
+    /// oversell kept closed), or the reserve script's books mark.
+    public static func redisEvidence(_ redis: RedisBasketSnapshot) -> [String] {
+        guard redis.exists, let stock = redis.stock, let pending = redis.pending, let confirmed = redis.confirmed,
+            let capacity = redis.capacity
+        else { return ["redis has no readable basket"] }
+        var reasons: [String] = []
+        if redis.seq == nil { reasons.append("redis seq is missing or corrupt") }
+        if redis.booksMismatches != 0 { reasons.append("the reserve script found the books disagreeing") }
+        let held = Reconciler.units(pending, confirmed)
+        let closedOversell = stock == 0 && held > capacity
+        if Reconciler.units(stock, held) != capacity && !closedOversell {
+            reasons.append("redis stock \(stock) + pending \(pending) + confirmed \(confirmed) != capacity \(capacity)")
+        }
+        return reasons
+    }
+
     /// The plan for `basketId`. Rules:
     /// - reservations: the union of both sides at the further status (a payment id once either
     ///   knows it is kept); Redis gets the active ones and the finished ones still within their

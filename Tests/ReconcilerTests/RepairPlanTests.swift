@@ -122,6 +122,24 @@ struct RepairPlanTests {
         #expect(plan.state.pending == 0 && plan.state.confirmed == 2)
     }
 
+    @Test("Redis's own evidence: unbalanced counters, a books mark, a corrupt seq; a closed oversell is not")
+    func redisEvidence() {
+        var (redis, _) = Self.agreeing()
+        #expect(RepairPlan.redisEvidence(redis).isEmpty)
+        redis.stock = 58
+        #expect(!RepairPlan.redisEvidence(redis).isEmpty)
+        (redis, _) = Self.agreeing()
+        redis.booksMismatches = 2
+        #expect(!RepairPlan.redisEvidence(redis).isEmpty)
+        (redis, _) = Self.agreeing()
+        redis.seq = nil
+        #expect(!RepairPlan.redisEvidence(redis).isEmpty)
+        (redis, _) = Self.agreeing()
+        redis.stock = 0
+        redis.pending = 12
+        #expect(RepairPlan.redisEvidence(redis).isEmpty, "an oversell kept closed is reported, not repaired again")
+    }
+
     @Test("a snapshot number is parsed with range checks")
     func parsing() {
         #expect(RedisBasketSnapshot.number("12", in: RepairPlan.counterRange) == 12)
