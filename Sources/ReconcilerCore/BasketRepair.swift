@@ -34,10 +34,12 @@ public enum RepairResult: Sendable, Equatable {
 ///   back in service.
 /// - Neither side is assumed right. A reservation Redis has and Postgres lacks (Postgres restored
 ///   from a backup, events lost) is written to Postgres; one Postgres has and Redis lost (Redis
-///   lost its last second) is written back to Redis, with its webhook claims. Where both have it,
-///   the further status wins (pending < confirmed < cancelled | expired), as in `EventApplier`.
-/// - Counters come from that union. Capacity comes from whichever side saw the basket's latest
-///   change (`seq`); it is never raised to absorb an oversell.
+///   lost its last second) is written back to Redis, with its webhook claims, if Redis should
+///   still hold it (active, or finished within its retention). Where both have it, the further
+///   status wins (pending < confirmed < cancelled | expired), as in `EventApplier`.
+/// - Counters come from that union. Capacity is never raised: the lower of the two sides, or
+///   Postgres's when Redis rolled back (see `RepairPlan.make`, which decides all of this from
+///   the two snapshots; this file reads them and executes the plan).
 extension Reconciler {
     /// Repairs one basket, if it still differs on a consistent view and no other repair holds it.
     /// First judged without the lease (its stream drained, Postgres read before Redis, Redis
