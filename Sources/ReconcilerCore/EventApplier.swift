@@ -89,7 +89,8 @@ public enum EventApplier {
         for entry in entries {
             let fields = entry.fields
             guard let type = fields["type"] else { continue }
-            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init),
+            // A seq out of range is corrupt: it would number the row past any repair's reach.
+            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init), RepairPlan.seqRange.contains(seq),
                 let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init)
             {
                 let entryId = StreamID(entry.id)
