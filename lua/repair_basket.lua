@@ -1,11 +1,14 @@
--- repair_basket: the last step of a repair: write a basket's counters and its consumers' units
--- (computed from the union of Redis and Postgres), and put the basket back in service (clears
--- `maint`, its lease and the reserve script's `mismatch` mark). Runs only for the repair that
--- owns the basket (`maint` holds its token, see repair_lease.lua).
+-- repair_basket: the last step of a repair: write a basket's counters (computed from the union of
+-- Redis and Postgres), put the consumer units staged by repair_units in place, and put the basket
+-- back in service (clears `maint`, its lease and the reserve script's `mismatch` mark). The basket
+-- leaves the partition's lost set here, in the script that recreates it. Runs only for the repair
+-- that owns the basket (`maint` holds its token, see repair_lease.lua).
 -- KEYS[1] basket: the basket hash
 -- KEYS[2] stream: the partition's event stream
 -- KEYS[3] basketIndex: the partition's set of basket ids
--- KEYS[4] consumerUnits: units each consumer holds on the basket (hash, rewritten whole)
+-- KEYS[4] consumerUnits: units each consumer holds on the basket (hash)
+-- KEYS[5] staging: the units repair_units staged (absent: no consumer holds units)
+-- KEYS[6] lostBaskets: the partition's set of basket ids Redis lost
 -- ARGV[1] token: the repair's owner token
 -- ARGV[2] basketId
 -- ARGV[3] stock
@@ -16,19 +19,21 @@
 -- ARGV[8] maxPerConsumer
 -- ARGV[9] seq
 -- ARGV[10] reason: the drift that caused the repair
--- ARGV[11...] consumerId units: once per consumer holding units
 -- Returns {"ok"} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('DEL', KEYS[4])
-for i = 11, #ARGV - 1, 2 do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('RENAME', KEYS[5], KEYS[4])
+  redis.call('PERSIST', KEYS[4])
+else
+  redis.call('DEL', KEYS[4])
 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[3], 'pending', ARGV[4], 'confirmed', ARGV[5], 'capacity', ARGV[6],
   'hold', ARGV[7], 'max', ARGV[8], 'seq', ARGV[9])
 redis.call('HDEL', KEYS[1], 'maint', 'lease', 'mismatch')
 redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[6], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[9],
   'stock', ARGV[3], 'capacity', ARGV[6], 'hold', ARGV[7], 'max', ARGV[8], 'reason', ARGV[10], 'at', nowMs)
 return {'ok'}

@@ -4,6 +4,7 @@ import PostgresClient
 import RedisClient
 import ReservationCore
 import ReservationScripts
+import Synchronization
 
 /// What one repair of a basket did.
 public enum RepairResult: Sendable, Equatable {
@@ -16,6 +17,11 @@ public enum RepairResult: Sendable, Equatable {
     /// This repair's lease ran out and another repair took the basket over: it stopped before
     /// writing its snapshot.
     case leaseLost
+    /// Judged again on a consistent view (its stream drained, under the lease), the basket
+    /// agrees with Postgres: the audit saw it between two changes. Nothing was written.
+    case consistent
+    /// It kept changing faster than Postgres caught up: judged again at a later audit.
+    case unsettled
 }
 
 /// Rebuilding a basket: Redis and Postgres are both brought to the union of what either of them
@@ -28,14 +34,35 @@ public enum RepairResult: Sendable, Equatable {
 ///   back in service.
 /// - Neither side is assumed right. A reservation Redis has and Postgres lacks (Postgres restored
 ///   from a backup, events lost) is written to Postgres; one Postgres has and Redis lost (Redis
-///   lost its last second) is written back to Redis, with its webhook claims. Where both have it,
-///   the further status wins (pending < confirmed < cancelled | expired), as in `EventApplier`.
-/// - Counters come from that union. Capacity comes from whichever side saw the basket's latest
-///   change (`seq`); it is never raised to absorb an oversell.
+///   lost its last second) is written back to Redis, with its webhook claims, if Redis should
+///   still hold it (active, or finished within its retention). Where both have it, the further
+///   status wins (pending < confirmed < cancelled | expired), as in `EventApplier`.
+/// - Counters come from that union. Capacity is never raised: the lower of the two sides, or
+///   Postgres's when Redis rolled back (see `RepairPlan.make`, which decides all of this from
+///   the two snapshots; this file reads them and executes the plan).
 extension Reconciler {
-    /// Repairs one basket, if no other repair holds it.
+    /// Repairs one basket, if it still differs on a consistent view and no other repair holds it.
+    /// First judged without the lease (its stream drained, Postgres read before Redis, Redis
+    /// read between two equal `seq`s), so a basket the audit saw mid-change is never taken out
+    /// of service; then judged again under the lease, where it cannot change, and only repaired
+    /// if it still differs.
     @discardableResult
     public func repairBasket(_ basketId: String, reason: Drift) async throws -> RepairResult {
+        switch try await judge(basketId, drain: true) {
+        case .consistent:
+            unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
+            return .consistent
+        case .unsettled:
+            // A basket that changes faster than Postgres catches up cannot be judged without
+            // the lease; it is taken out of service only after many audits in a row saw it so.
+            let times = unsettled.withLock { counts -> Int in
+                counts[basketId, default: 0] += 1
+                return counts[basketId] ?? 0
+            }
+            if times < Self.unsettledAuditsBeforeLease { return .unsettled }
+        case .drifted: break
+        }
+        unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
         let lease = RepairLease(token: Self.newToken(), milliseconds: configuration.repairLeaseMilliseconds)
         switch try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: lease)) {
         case .acquired: break
@@ -60,100 +87,135 @@ extension Reconciler {
         }
     }
 
+    /// What a judgement without the lease found.
+    enum Verdict: Sendable, Equatable {
+        case consistent
+        case drifted
+        /// Redis kept moving ahead of Postgres: no view of one moment could be taken.
+        case unsettled
+    }
+
+    /// How many audits in a row may find a basket unsettled before its repair judges it under
+    /// the lease (a short pause of its traffic) instead.
+    static let unsettledAuditsBeforeLease = 10
+
+    /// Whether `basketId` differs between the two stores, judged without the lease on a view
+    /// that is consistent: Postgres is read first (one transaction), then Redis between two
+    /// reads of its `seq` (every change bumps it). Equal seqs mean both views are of the same
+    /// moment; Redis ahead means events in flight (drained, then judged again).
+    func judge(_ basketId: String, drain shouldDrain: Bool) async throws -> Verdict {
+        let partition = Keyspace.partition(ofBasket: basketId)
+        var lastRedis: RedisBasketSnapshot?
+        for _ in 0..<3 {
+            if shouldDrain { _ = try await drain(streams: [Keyspace.stream(partition)]) }
+            let postgresSide = try await postgresSnapshot(basketId, redisIds: [], full: false)
+            let ids = Array(postgresSide.reservations.keys)
+            let redisSide = try await redisSnapshot(basketId, ids: ids)
+            if redisSide.maintenance { return .drifted }  // a repair holds it (or left it): the lease decides
+            // Its counters come from one HMGET: of one moment even when the rest moved on.
+            lastRedis = redisSide.snapshot
+            guard redisSide.settled else { continue }
+            if let row = postgresSide.row, let seq = redisSide.snapshot.seq, seq > row.redisSeq { continue }
+            return try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide).needsRepair
+                ? .drifted : .consistent
+        }
+        // Redis's own books need no Postgres to be judged: one view of one moment of Redis that
+        // does not balance is drift, however busy the basket is.
+        if let lastRedis, !RepairPlan.redisEvidence(lastRedis).isEmpty { return .drifted }
+        return .unsettled
+    }
+
     private func repairUnderLease(_ basketId: String, reason: Drift, lease: RepairLease) async throws -> RepairResult {
         let partition = Keyspace.partition(ofBasket: basketId)
         // What the gateway recorded before the lease reaches Postgres first (events another
-        // reconciler holds in flight may not: the union below covers them, since Redis has them).
+        // reconciler holds in flight are claimed and applied too: the drain takes them over).
         _ = try await drain(streams: [Keyspace.stream(partition)])
         guard try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: lease)) == .acquired else {
             return .leaseLost
         }
-
-        // Redis's side: the basket (frozen while we hold the lease) and every reservation of it.
-        let redisBasket =
-            try await redis.send(
-                "HMGET", .string(Keyspace.basket(basketId, partition: partition)), "stock", "capacity", "hold", "max", "seq"
-            ).array ?? []
-        let redisSeq = redisBasket.count == 5 ? (redisBasket[4].int ?? 0) : 0
-        let redisCapacity = redisBasket.count == 5 ? redisBasket[1].int : nil
-        let inRedis = try await redisReservations(of: basketId, partition: partition)
-
-        // Postgres's side, and the union written into it (rank-monotone, like every event).
-        struct PostgresSide: Sendable {
-            var row: BasketRow?
-            var reservations: [String: ReservationRecord]
-            var claims: [(eventId: String, reservationId: String, outcome: String, ageSeconds: Int)]
-            /// Payments that succeeded in time but found no reservation (Redis had lost it and
-            /// the repair had not rebuilt it yet): reservation id -> payment id.
-            var paidWhileLost: [String: String]
+        // The basket is frozen now: both sides are read once, and the plan decides alone.
+        let redisSide = try await redisSnapshot(basketId, ids: nil)
+        guard redisSide.settled else { throw StoreReplyError("repair snapshot: the basket changed under the lease", .null) }
+        let postgresSide = try await postgresSnapshot(basketId, redisIds: Array(redisSide.snapshot.reservations.keys), full: true)
+        let plan = try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide)
+        guard plan.needsRepair else {
+            _ = try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
+            return .consistent
         }
-        let postgresSide = try await postgres.withConnection { connection -> PostgresSide in
-            let row = try BasketStore.read(connection, basketId)
-            var reservations: [String: ReservationRecord] = [:]
-            for row in try connection.query(
-                "SELECT id, \(ReservationColumns.select) FROM reservations WHERE basket_id = $1", [.text(basketId)])
-            {
-                guard let id = row["id"].string else { continue }
-                guard let record = ReservationColumns.record(row) else {
-                    throw BasketStoreError.malformedRow("reservation \(id)")
-                }
-                reservations[id] = record
-            }
-            let payments = try connection.query(
-                """
-                SELECT p.external_id, p.reservation_id, p.outcome, p.kind, p.payment_id,
-                       EXTRACT(EPOCH FROM now() - p.received_at)::bigint AS age,
-                       (p.received_at < r.expires_at) AS in_time
-                FROM payments p JOIN reservations r ON r.id = p.reservation_id
-                WHERE r.basket_id = $1 AND p.received_at > now() - make_interval(secs => $2)
-                """, [.text(basketId), .int(Retention.webhookClaimSeconds)])
-            var claims: [(eventId: String, reservationId: String, outcome: String, ageSeconds: Int)] = []
-            var paidWhileLost: [String: String] = [:]
-            for row in payments {
-                guard let event = row["external_id"].string, let reservation = row["reservation_id"].string else { continue }
-                claims.append((event, reservation, row["outcome"].string ?? "processed", row["age"].int ?? 0))
-                // `received_at` is when the reconciler recorded it, never before it arrived: in
-                // time by it is in time for sure.
-                if row["kind"].string == "payment.succeeded", row["outcome"].string == "unknown_reservation",
-                    row["in_time"].string == "t"
-                {
-                    paidWhileLost[reservation] = row["payment_id"].string ?? ""
-                }
-            }
-            return PostgresSide(row: row, reservations: reservations, claims: claims, paidWhileLost: paidWhileLost)
+        if postgresSide.row == nil && plan.createRow == nil {
+            // Neither side knows the basket: nothing to rebuild.
+            _ = try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
+            return .consistent
         }
+        logger.info("basket repair plan", metadata: ["basket": "\(basketId)", "reasons": "\(plan.reasons.joined(separator: "; "))"])
+        return try await execute(plan, basketId: basketId, reason: reason, lease: lease)
+    }
 
-        var union = Self.union(redis: inRedis, postgres: postgresSide.reservations)
-        // A payment that arrived in time while Redis had lost its reservation was answered
-        // `unknown_reservation`; the reservation it paid for is confirmed now instead of expiring.
-        for (reservationId, paymentId) in postgresSide.paidWhileLost {
-            guard var record = union[reservationId], record.status == .pending else { continue }
-            record.status = .confirmed
-            record.paymentId = record.paymentId ?? paymentId
-            union[reservationId] = record
-            logger.warning(
-                "reservation paid while redis had lost it confirmed by the repair",
-                metadata: ["basket": "\(basketId)", "reservation": "\(reservationId)"])
-        }
-        let missingInPostgres = union.filter { postgresSide.reservations[$0.key] != $0.value }
-        let row = postgresSide.row
+    /// Bounded chunks: no script or statement of a repair grows with the basket's size.
+    static let repairChunk = 500
+
+    /// Writes `plan`: Postgres's missing reservations, then Redis's (in chunks, each renewing the
+    /// lease), webhook claims, the staged consumer units, and last the basket itself, which puts
+    /// it back in service; then Postgres's row takes the same counters and seq.
+    func execute(_ plan: RepairPlan, basketId: String, reason: Drift, lease: RepairLease) async throws -> RepairResult {
+        let chunk = Self.repairChunk
+        let writes = plan.postgresWrites.sorted { $0.key < $1.key }
         try await postgres.withConnection { connection in
-            if row == nil, redisBasket.count == 5, let stock = redisBasket[0].int, let capacity = redisBasket[1].int {
+            if let create = plan.createRow {
                 // Postgres lost the basket (its events are gone): start its row from Redis.
-                try BasketStore.update(
-                    connection, basketId,
-                    create: BasketRow(
-                        id: basketId, stock: max(stock, 0), capacity: capacity, holdSeconds: redisBasket[2].int ?? 600,
-                        maxPerConsumer: redisBasket[3].int ?? 1, redisSeq: redisSeq, version: 1)
-                ) { _ in nil }
+                try BasketStore.update(connection, basketId, create: create) { _ in nil }
             }
-            if !missingInPostgres.isEmpty {
-                try EventApplier.write(EventApplier.Changes(reservations: missingInPostgres), on: connection)
+            for start in stride(from: 0, to: writes.count, by: chunk) {
+                let part = Dictionary(uniqueKeysWithValues: writes[start..<min(start + chunk, writes.count)].map { ($0.key, $0.value) })
+                try EventApplier.write(EventApplier.Changes(reservations: part), on: connection)
             }
-            // The row's unit totals recomputed from its reservations (rows edited by hand, or
-            // written before the row existed, are counted again), under the basket's lock.
+        }
+        for start in stride(from: 0, to: plan.redisWrites.count, by: chunk) {
+            let part = plan.redisWrites[start..<min(start + chunk, plan.redisWrites.count)].map { ($0.id, $0.record, $0.ttlSeconds) }
+            if try await redis.run(RepairReservationsCall(part, basketId: basketId, lease: lease)) == .leaseLost { return .leaseLost }
+        }
+        // Webhook claims Redis lost come back from `payments`, so a redelivery stays a duplicate.
+        // SET NX: a claim that exists is never touched; a claim is right whoever writes it.
+        for start in stride(from: 0, to: plan.claims.count, by: 1000) {
+            _ = try await redis.pipeline(
+                plan.claims[start..<min(start + 1000, plan.claims.count)].map { claim in
+                    let partition = ReservationIdGenerator.partition(of: claim.reservationId) ?? Keyspace.partition(ofForeignId: claim.reservationId)
+                    let ttl = max(Retention.webhookClaimSeconds - max(claim.ageSeconds, 0), 1)
+                    return [
+                        "SET", .string(Keyspace.webhookClaim(eventId: claim.eventId, partition: partition)), .string(claim.outcome), "NX", "EX",
+                        .int(ttl),
+                    ]
+                })
+        }
+        let units = plan.unitsByConsumer.sorted { $0.key < $1.key }.map { (consumer: $0.key, units: $0.value) }
+        for start in stride(from: 0, to: units.count, by: chunk) {
+            let call = RepairUnitsCall(
+                basketId: basketId, units: Array(units[start..<min(start + chunk, units.count)]), first: start == 0, lease: lease)
+            if try await redis.run(call) == .leaseLost { return .leaseLost }
+        }
+        let call = RepairBasketCall(basketId: basketId, state: plan.state, seq: plan.seq, reason: reason.kind.rawValue, lease: lease)
+        if try await redis.run(call) == .leaseLost { return .leaseLost }
+
+        // Postgres's row: the plan's counters and seq, and any rollback mark cleared (the
+        // basket_repaired event carries the same values; whichever lands first, both agree).
+        try await postgres.withConnection { connection in
             try connection.transaction { connection in
                 try EventApplier.lockBaskets([basketId], on: connection)
+                try BasketStore.update(connection, basketId) { row in
+                    var next = row
+                    next.stock = plan.state.stock
+                    next.capacity = plan.state.capacity
+                    next.holdSeconds = plan.state.holdSeconds
+                    next.maxPerConsumer = plan.state.maxPerConsumer
+                    next.rolledBack = false
+                    if plan.seq > row.redisSeq {
+                        next.redisSeq = plan.seq
+                        next.redisEntry = nil
+                    }
+                    return next == row ? nil : next
+                }
+                // The row's unit totals recomputed from its reservations (rows edited by hand are
+                // counted again); only active ones are summed, through the per-status index.
                 try connection.execute(
                     """
                     UPDATE baskets SET
@@ -163,58 +225,128 @@ extension Reconciler {
                     """, [.text(basketId)])
             }
         }
-        guard let basketRow = try await postgres.withConnection({ try BasketStore.read($0, basketId) }) else {
-            // Neither side knows the basket any more: nothing to rebuild.
-            _ = try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
-            return .repaired(oversoldBy: 0)
-        }
+        if plan.oversoldBy > 0 { oversold(basketId, by: plan.oversoldBy, capacity: plan.state.capacity) }
+        return .repaired(oversoldBy: plan.oversoldBy)
+    }
 
-        // Redis gets every reservation of the union it lacks or holds differently.
-        let missingInRedis = union.filter { inRedis[$0.key] != $0.value }.sorted { $0.key < $1.key }.map { (id: $0.key, record: $0.value) }
-        for start in stride(from: 0, to: missingInRedis.count, by: 1000) {
-            let chunk = Array(missingInRedis[start..<min(start + 1000, missingInRedis.count)])
-            if try await redis.run(RepairReservationsCall(chunk, basketId: basketId, lease: lease)) == .leaseLost { return .leaseLost }
+    /// Redis's side of a basket, and whether a repair holds it. `ids`: read these reservations
+    /// (nil: every reservation of the basket, by a scan of its partition). Read between two reads
+    /// of the basket's `seq`; `settled` is false when it changed meanwhile (then only the basket's
+    /// own fields, read by one HMGET, are of one moment).
+    func redisSnapshot(_ basketId: String, ids: [String]?) async throws -> (
+        snapshot: RedisBasketSnapshot, maintenance: Bool, settled: Bool
+    ) {
+        let partition = Keyspace.partition(ofBasket: basketId)
+        let basketKey = Keyspace.basket(basketId, partition: partition)
+        let fields = try await redis.send(
+            "HMGET", .string(basketKey), "stock", "pending", "confirmed", "capacity", "hold", "max", "seq", "maint", "mismatch")
+        guard let values = fields.array, values.count == 9 else { throw StoreReplyError("repair snapshot", fields) }
+        var reservations: [String: ReservationRecord] = [:]
+        if let ids {
+            for start in stride(from: 0, to: ids.count, by: 5000) {
+                let slice = ids[start..<min(start + 5000, ids.count)]
+                let replies = try await redis.pipeline(slice.map { ReadReservationCall(reservationId: $0, partition: partition).command })
+                for (id, reply) in zip(slice, replies) {
+                    guard let record = (try? reply.get()).flatMap({ try? ReadReservationCall.decode($0) }) ?? nil else { continue }
+                    if record.basketId == basketId { reservations[id] = record }
+                }
+            }
+        } else {
+            reservations = try await redisReservations(of: basketId, partition: partition)
         }
-        // Webhook claims Redis lost come back from `payments`, so a redelivery stays a duplicate.
-        // SET NX: a claim that exists is never touched; a claim is right whoever writes it.
-        if !postgresSide.claims.isEmpty {
-            _ = try await redis.pipeline(
-                postgresSide.claims.map { claim in
-                    let partition = ReservationIdGenerator.partition(of: claim.reservationId) ?? Keyspace.partition(ofForeignId: claim.reservationId)
-                    let ttl = max(Retention.webhookClaimSeconds - claim.ageSeconds, 1)
-                    return [
-                        "SET", .string(Keyspace.webhookClaim(eventId: claim.eventId, partition: partition)), .string(claim.outcome), "NX", "EX",
-                        .int(ttl),
-                    ]
-                })
-        }
-
-        // Counters from the union; capacity from the side that saw the latest change.
-        var units: [String: Int] = [:]
-        var pending = 0
-        var confirmed = 0
-        for record in union.values where record.status.isActive {
-            units[record.consumerId] = Self.units(units[record.consumerId] ?? 0, record.quantity)
-            if record.status == .pending {
-                pending = Self.units(pending, record.quantity)
+        let unitsReply = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
+        var units: [String: Int]? = [:]
+        let flat = unitsReply.array ?? []
+        var index = 0
+        while index + 1 < flat.count {
+            if let consumer = flat[index].string, let value = RedisBasketSnapshot.number(flat[index + 1].string, in: RepairPlan.counterRange) {
+                if value > 0 { units?[consumer] = value }
             } else {
-                confirmed = Self.units(confirmed, record.quantity)
+                units = nil  // a value that is not a count: the hash is rewritten
+                break
+            }
+            index += 2
+        }
+        let after = try await redis.send("HGET", .string(basketKey), "seq")
+
+        let counters = RepairPlan.counterRange
+        let stock = RedisBasketSnapshot.number(values[0].string, in: counters)
+        var snapshot = RedisBasketSnapshot(
+            exists: stock != nil, stock: stock,
+            pending: RedisBasketSnapshot.number(values[1].string ?? "0", in: counters),
+            confirmed: RedisBasketSnapshot.number(values[2].string ?? "0", in: counters),
+            capacity: RedisBasketSnapshot.number(values[3].string, in: counters),
+            holdSeconds: RedisBasketSnapshot.number(values[4].string, in: counters),
+            maxPerConsumer: RedisBasketSnapshot.number(values[5].string, in: counters),
+            seq: RedisBasketSnapshot.number(values[6].string, in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
+        // Any mark counts, a corrupt one too: the repair clears it.
+        snapshot.booksMismatches = values[8].isNull ? 0 : (RedisBasketSnapshot.number(values[8].string, in: RepairPlan.counterRange) ?? 1)
+        return (snapshot, !values[7].isNull, after.string == values[6].string)
+    }
+
+    /// Postgres's side of a basket, in one transaction: its row, its active reservations, those
+    /// changed within Redis's retention (`full`), and those Redis holds (`redisIds`, whatever
+    /// their age: a rollback may have brought back one Postgres finished long ago). With
+    /// `full`, the webhook claims and the payments that found no reservation too.
+    func postgresSnapshot(_ basketId: String, redisIds: [String], full: Bool) async throws -> PostgresBasketSnapshot {
+        let retention = Retention.finishedReservationSeconds
+        return try await postgres.withConnection { connection -> PostgresBasketSnapshot in
+            try connection.transaction { connection in
+                try connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                let rows = try connection.query(
+                    "SELECT \(BasketStore.columns), pending_units, confirmed_units FROM baskets WHERE id = $1", [.text(basketId)])
+                let row = rows.first.map(BasketStore.row)
+                var snapshot = PostgresBasketSnapshot(
+                    row: row, pendingUnits: rows.first?["pending_units"].int ?? 0, confirmedUnits: rows.first?["confirmed_units"].int ?? 0)
+                // A hostile `updated_at` (infinity, far future) must not fail the read: clamped.
+                let age = """
+                    CASE WHEN isfinite(updated_at) THEN LEAST(GREATEST(EXTRACT(EPOCH FROM now() - updated_at), 0), 1e12)::bigint
+                         ELSE 1000000000000 END
+                    """
+                // Active ones, those Redis holds, and (full) those changed within the retention.
+                let window =
+                    full
+                    ? "(status IN ('pending', 'confirmed') OR id = ANY($2::text[]) OR updated_at > now() - make_interval(secs => $3))"
+                    : "(status IN ('pending', 'confirmed') OR id = ANY($2::text[]))"
+                let parameters: [PostgresValue] = [.text(basketId), .textArray(redisIds)] + (full ? [.int(retention)] : [])
+                for reservation in try connection.query(
+                    "SELECT id, \(ReservationColumns.select), \(age) AS age FROM reservations WHERE basket_id = $1 AND \(window)",
+                    parameters)
+                {
+                    guard let id = reservation["id"].string else { continue }
+                    guard let record = ReservationColumns.record(reservation) else {
+                        // Never skipped silently: the basket's repair fails (counted, retried with
+                        // backoff) and every other basket goes on.
+                        throw BasketStoreError.malformedRow("reservation \(id) of basket \(basketId)")
+                    }
+                    snapshot.reservations[id] = PostgresReservation(record: record, ageSeconds: reservation["age"].int ?? 0)
+                }
+                guard full else { return snapshot }
+                let payments = try connection.query(
+                    """
+                    SELECT p.external_id, p.reservation_id, p.outcome, p.kind, p.payment_id,
+                           LEAST(GREATEST(EXTRACT(EPOCH FROM now() - p.received_at), 0), 1e12)::bigint AS age,
+                           (p.received_at < r.expires_at) AS in_time
+                    FROM payments p JOIN reservations r ON r.id = p.reservation_id
+                    WHERE r.basket_id = $1 AND p.received_at > now() - make_interval(secs => $2)
+                    """, [.text(basketId), .int(Retention.webhookClaimSeconds)])
+                for payment in payments {
+                    guard let event = payment["external_id"].string, let reservation = payment["reservation_id"].string else { continue }
+                    snapshot.claims.append(
+                        WebhookClaim(
+                            eventId: event, reservationId: reservation, outcome: payment["outcome"].string ?? "processed",
+                            ageSeconds: payment["age"].int ?? 0))
+                    // `received_at` is when the reconciler recorded it, never before it arrived: in
+                    // time by it is in time for sure.
+                    if payment["kind"].string == "payment.succeeded", payment["outcome"].string == "unknown_reservation",
+                        payment["in_time"].string == "t"
+                    {
+                        snapshot.paidWhileLost[reservation] = payment["payment_id"].string ?? ""
+                    }
+                }
+                return snapshot
             }
         }
-        let capacity = (redisSeq >= basketRow.redisSeq ? redisCapacity : nil) ?? basketRow.capacity
-        let held = Self.units(pending, confirmed)
-        let (over, overflow) = held.subtractingReportingOverflow(capacity)
-        let oversoldBy = overflow ? Int.max : max(over, 0)
-        let state = BasketState(
-            stock: oversoldBy > 0 ? 0 : capacity - held, pending: pending, confirmed: confirmed, capacity: capacity,
-            holdSeconds: redisBasket.count == 5 ? (redisBasket[2].int ?? basketRow.holdSeconds) : basketRow.holdSeconds,
-            maxPerConsumer: redisBasket.count == 5 ? (redisBasket[3].int ?? basketRow.maxPerConsumer) : basketRow.maxPerConsumer)
-        let seq = max(redisSeq, basketRow.redisSeq) + 1
-        let call = RepairBasketCall(
-            basketId: basketId, state: state, seq: seq, reason: reason.kind.rawValue, unitsByConsumer: units, lease: lease)
-        if try await redis.run(call) == .leaseLost { return .leaseLost }
-        if oversoldBy > 0 { oversold(basketId, by: oversoldBy, capacity: capacity) }
-        return .repaired(oversoldBy: oversoldBy)
     }
 
     /// Every reservation of `basketId` Redis holds (active or still retained), by id. Reservations
@@ -244,22 +376,6 @@ extension Reconciler {
             }
         }
         return found
-    }
-
-    /// Both sides merged: every reservation either knows, at the further status of the two
-    /// (a payment id, once either knows it, is kept).
-    static func union(redis: [String: ReservationRecord], postgres: [String: ReservationRecord]) -> [String: ReservationRecord] {
-        var union = postgres
-        for (id, record) in redis {
-            guard let known = union[id] else {
-                union[id] = record
-                continue
-            }
-            var merged = record.status.rank > known.status.rank ? record : known
-            merged.paymentId = merged.paymentId ?? record.paymentId ?? known.paymentId
-            union[id] = merged
-        }
-        return union
     }
 
     static func newToken() -> String {

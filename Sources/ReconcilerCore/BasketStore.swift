@@ -13,6 +13,26 @@ public struct BasketRow: Sendable, Equatable {
     public var maxPerConsumer: Int
     public var redisSeq: Int
     public var version: Int
+    /// The stream entry that carried `redisSeq` (nil: unknown, e.g. set by a repair).
+    public var redisEntry: String? = nil
+    /// An event reused a `seq` Postgres had seen (Redis rolled back): events no longer set
+    /// stock and capacity until a repair rebuilds the basket.
+    public var rolledBack: Bool = false
+
+    public init(
+        id: String, stock: Int, capacity: Int, holdSeconds: Int, maxPerConsumer: Int, redisSeq: Int, version: Int,
+        redisEntry: String? = nil, rolledBack: Bool = false
+    ) {
+        self.id = id
+        self.stock = stock
+        self.capacity = capacity
+        self.holdSeconds = holdSeconds
+        self.maxPerConsumer = maxPerConsumer
+        self.redisSeq = redisSeq
+        self.version = version
+        self.redisEntry = redisEntry
+        self.rolledBack = rolledBack
+    }
 }
 
 public enum BasketStoreError: Error, Equatable, CustomStringConvertible {
@@ -40,15 +60,20 @@ public enum BasketStore {
 
     public static func read(_ connection: PostgresConnection, _ id: String) throws -> BasketRow? {
         let rows = try connection.query(
-            "SELECT id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version FROM baskets WHERE id = $1", [.text(id)])
+            "SELECT \(columns) FROM baskets WHERE id = $1", [.text(id)])
         return rows.first.map(row)
     }
+
+    /// The columns `row` reads.
+    static let columns =
+        "id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version, redis_entry, (rolled_back_at IS NOT NULL) AS rolled_back"
 
     static func row(_ row: PostgresRow) -> BasketRow {
         BasketRow(
             id: row["id"].string ?? "", stock: row["stock"].int ?? 0, capacity: row["capacity"].int ?? 0,
             holdSeconds: row["hold_seconds"].int ?? 600, maxPerConsumer: row["max_per_consumer"].int ?? 1,
-            redisSeq: row["redis_seq"].int ?? 0, version: row["version"].int ?? 0)
+            redisSeq: row["redis_seq"].int ?? 0, version: row["version"].int ?? 0, redisEntry: row["redis_entry"].string,
+            rolledBack: row["rolled_back"].string == "t")
     }
 
     /// Optimistically changes one basket. `change` returns nil for "nothing to do". If the row does
@@ -64,12 +89,12 @@ public enum BasketStore {
                 guard let create else { throw BasketStoreError.notFound(id) }
                 try connection.execute(
                     """
-                    INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version)
-                    VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (id) DO NOTHING
+                    INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version, redis_entry)
+                    VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (id) DO NOTHING
                     """,
                     [
                         .text(id), .int(create.stock), .int(create.capacity), .int(create.holdSeconds),
-                        .int(create.maxPerConsumer), .int(create.redisSeq),
+                        .int(create.maxPerConsumer), .int(create.redisSeq), create.redisEntry.map { .text($0) } ?? .null,
                     ])
                 continue
             }
@@ -78,12 +103,14 @@ public enum BasketStore {
             let changed = try connection.execute(
                 """
                 UPDATE baskets SET stock = $3, capacity = $4, hold_seconds = $5, max_per_consumer = $6,
-                    redis_seq = $7, version = $8, updated_at = now()
+                    redis_seq = $7, version = $8, redis_entry = $9,
+                    rolled_back_at = CASE WHEN $10::boolean THEN COALESCE(rolled_back_at, now()) END, updated_at = now()
                 WHERE id = $1 AND version = $2
                 """,
                 [
                     .text(id), .int(current.version), .int(next.stock), .int(next.capacity), .int(next.holdSeconds),
-                    .int(next.maxPerConsumer), .int(next.redisSeq), .int(next.version),
+                    .int(next.maxPerConsumer), .int(next.redisSeq), .int(next.version), next.redisEntry.map { .text($0) } ?? .null,
+                    .bool(next.rolledBack),
                 ])
             if changed == 1 { return next }
             backoff(attempt)

@@ -5,6 +5,7 @@ import PostgresClient
 import RedisClient
 import ReservationCore
 import ReservationScripts
+import Synchronization
 
 /// One difference between Redis and Postgres for one basket.
 public struct Drift: Sendable, Equatable, CustomStringConvertible {
@@ -21,6 +22,9 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         /// Reservations hold more units than the basket's capacity: a real oversell (after Redis
         /// lost data, say). Reported until an operator resolves it; no repair hides it.
         case oversold
+        /// Redis rolled back (an event reused a `seq` Postgres had applied, or Redis's `seq` is
+        /// behind Postgres's): never merged; the repair keeps Postgres's capacity.
+        case rollback
 
         /// Whether a repair changes something for this kind; an oversell is only reported.
         public var needsRepair: Bool { self != .oversold }
@@ -52,31 +56,42 @@ extension Reconciler {
         var confirmed: Int
     }
 
-    /// Compares every basket in Redis with Postgres. With `repair`, each drifted basket is
-    /// repaired (see `BasketRepair.swift`) under its exclusive lease. Returns the drifts found
-    /// (with `repair`: those still there after draining, i.e. the ones repairs were tried for,
-    /// and every oversell).
+    /// Compares every basket in Redis with Postgres. A candidate is judged again on a consistent
+    /// view (`judge`) before it is reported; with `repair`, its stream is drained first and
+    /// each drifted basket is repaired (see `BasketRepair.swift`) under its exclusive lease, most
+    /// active first. A basket whose repair fails is counted, logged and retried later with
+    /// backoff; the others go on. Returns the drifts found (with `repair`: those the repairs
+    /// were tried for or that wait for a retry, and every oversell).
     public func audit(repair: Bool) async throws -> [Drift] {
-        var drifts = try await findDrifts()
-        if repair, drifts.contains(where: { $0.kind.needsRepair }) {
-            // A basket can look drifted only because its latest events are not applied yet. Such
-            // a basket (Postgres behind on its `seq`, entries waiting in its stream) is judged at
-            // a later audit, once applying caught up; nothing is drained here, so housekeeping
-            // never waits on a catch-up. Behind with nothing waiting means its events were lost:
-            // repaired now. (`once` drains before it audits, so nothing there is behind.)
-            let backlog = try await consumer.partitionsWithBacklog()
-            var notYet: Set<String> = []
-            var done: Set<String> = []
-            for drift in drifts where drift.kind.needsRepair && !done.contains(drift.basketId) && !notYet.contains(drift.basketId) {
-                if drift.postgresBehind && backlog.contains(Keyspace.partition(ofBasket: drift.basketId)) {
-                    notYet.insert(drift.basketId)
-                    continue
-                }
-                done.insert(drift.basketId)
-                if case .repaired = try await repairBasket(drift.basketId, reason: drift) { repaired(drift) }
-            }
-            drifts.removeAll { notYet.contains($0.basketId) && $0.kind.needsRepair }
+        let found = try await findDrifts()
+        var drifts: [Drift] = []
+        var judged: [String: Bool] = [:]
+        let candidates = Set(found.filter(\.kind.needsRepair).map(\.basketId))
+        if repair {
+            // Lost baskets are named before anything is rebuilt, so the gateway answers them 503.
+            try await markLost(found.filter { $0.kind == .missingInRedis }.map(\.basketId))
         }
+        // A basket can look drifted only because its latest events are not applied yet. Such a
+        // basket (Postgres behind on its `seq`, entries waiting in its stream) is judged at a
+        // later audit, once applying caught up: an audit never drains a backlog, so it never
+        // waits on a catch-up. Behind with nothing waiting is judged now.
+        let behind = Set(found.filter(\.postgresBehind).map(\.basketId))
+        let backlog = behind.isEmpty ? [] : try await consumer.partitionsWithBacklog()
+        let notYet = behind.filter { backlog.contains(Keyspace.partition(ofBasket: $0)) }
+        for basketId in try await mostActiveFirst(candidates.subtracting(notYet)) {
+            if repair {
+                let reason =
+                    found.first { $0.basketId == basketId && $0.kind.needsRepair }
+                    ?? Drift(basketId: basketId, kind: .counters, detail: "")
+                judged[basketId] = try await repairIfDue(basketId, reason: reason)
+            } else {
+                // Read-only: judged again without draining (Postgres may be behind: reported).
+                // One it cannot judge (it kept moving) is not reported: only a repair may pause it.
+                judged[basketId] = ((try? await judge(basketId, drain: false)) ?? .drifted) == .drifted
+            }
+        }
+        for drift in found where !drift.kind.needsRepair || judged[drift.basketId] == true { drifts.append(drift) }
+        if repair { try await setPartitionMarkers(Array(0..<Keyspace.partitionCount)) }
         let oversold = drifts.filter { $0.kind == .oversold }
         Gauge(label: "reconciler_oversold_baskets").record(oversold.count)
         for drift in oversold {
@@ -84,6 +99,117 @@ extension Reconciler {
         }
         lastAudit.record(Date().timeIntervalSince1970)
         return drifts
+    }
+
+    /// Repairs one basket unless its last failure's backoff still runs. Returns whether it was
+    /// a drift (repaired, tried, or waiting for a retry); false when the consistent view found
+    /// it agreeing. Never throws for the basket's own failure: that is counted and logged.
+    func repairIfDue(_ basketId: String, reason: Drift) async throws -> Bool {
+        let now = ContinuousClock.now
+        if let due = repairBackoff.withLock({ $0[basketId]?.notBefore }), due > now { return true }
+        do {
+            let result = try await repairBasket(basketId, reason: reason)
+            repairBackoff.withLock { _ = $0.removeValue(forKey: basketId) }
+            switch result {
+            case .repaired:
+                repaired(reason)
+                return true
+            case .consistent, .unsettled: return false
+            case .busy, .leaseLost: return true
+            }
+        } catch {
+            repairFailed(basketId, error)
+            return true
+        }
+    }
+
+    /// A failing repair of one basket stops nothing else: counted, logged with the basket's id,
+    /// and tried again after 1, 2, 4 ... 300 s.
+    func repairFailed(_ basketId: String, _ error: any Error) {
+        let failures = repairBackoff.withLock { backoff -> Int in
+            let failures = (backoff[basketId]?.failures ?? 0) + 1
+            let delay = Duration.seconds(min(1 << min(failures - 1, 9), 300))
+            backoff[basketId] = RepairBackoff(failures: failures, notBefore: ContinuousClock.now.advanced(by: delay))
+            return failures
+        }
+        repairFailures.increment()
+        housekeepingDone.withLock { $0.repairFailures += 1 }
+        logger.error(
+            "basket repair failed; the basket is skipped and retried later",
+            metadata: ["basket": "\(basketId)", "error": "\(error)", "failures": "\(failures)"])
+    }
+
+    /// Baskets in rebuild order: most pending holds first, then most reservations changed in the
+    /// last hour, then by id. After a mass loss the live sale's baskets come back first.
+    public func mostActiveFirst(_ basketIds: Set<String>) async throws -> [String] {
+        guard basketIds.count > 1 else { return Array(basketIds) }
+        var activity: [String: (Int, Int)] = [:]
+        for row in try await postgres.query(
+            """
+            SELECT basket_id, count(*) FILTER (WHERE status = 'pending') AS pending, count(*) AS recent
+            FROM reservations
+            WHERE basket_id = ANY($1::text[]) AND (status = 'pending' OR updated_at > now() - interval '1 hour')
+            GROUP BY basket_id
+            """, [.textArray(Array(basketIds))])
+        {
+            guard let id = row["basket_id"].string else { continue }
+            activity[id] = (row["pending"].int ?? 0, row["recent"].int ?? 0)
+        }
+        return basketIds.sorted { a, b in
+            let (x, y) = (activity[a] ?? (0, 0), activity[b] ?? (0, 0))
+            return x != y ? x > y : a < b
+        }
+    }
+
+    /// Adds lost baskets to their partition's lost set (the gateway answers them 503, not 404).
+    func markLost(_ basketIds: [String]) async throws {
+        let byPartition = Dictionary(grouping: basketIds, by: Keyspace.partition(ofBasket:))
+        for (partition, ids) in byPartition {
+            for start in stride(from: 0, to: ids.count, by: 1000) {
+                let slice = ids[start..<min(start + 1000, ids.count)]
+                _ = try await redis.send(["SADD", .string(Keyspace.lostBaskets(partition))] + slice.map { .string($0) })
+            }
+        }
+    }
+
+    func setPartitionMarkers(_ partitions: [Int]) async throws {
+        guard !partitions.isEmpty else { return }
+        _ = try await redis.pipeline(partitions.map { ["SET", .string(Keyspace.partitionMarker($0)), "1"] })
+    }
+
+    /// The partitions whose marker is gone: Redis lost their data (or they are new).
+    func partitionsWithoutMarker() async throws -> [Int] {
+        let replies = try await redis.pipeline((0..<Keyspace.partitionCount).map { ["EXISTS", .string(Keyspace.partitionMarker($0))] })
+        var missing: [Int] = []
+        for (partition, reply) in replies.enumerated() where (try reply.get()).int != 1 { missing.append(partition) }
+        return missing
+    }
+
+    /// For each partition without its marker: every basket Postgres has there that Redis lacks
+    /// goes into the lost set, the marker is set, then they are rebuilt, most active first
+    /// (each rebuild takes its id off the lost set in the script that recreates the basket).
+    /// Returns how many baskets it found lost.
+    @discardableResult
+    public func rebuildUnmarkedPartitions() async throws -> Int {
+        let partitions = Set(try await partitionsWithoutMarker())
+        guard !partitions.isEmpty else { return 0 }
+        let ids = try await postgres.query("SELECT id FROM baskets").compactMap { $0["id"].string }
+            .filter { partitions.contains(Keyspace.partition(ofBasket: $0)) }
+        var lost: [String] = []
+        for start in stride(from: 0, to: ids.count, by: 5000) {
+            let slice = Array(ids[start..<min(start + 5000, ids.count)])
+            let replies = try await redis.pipeline(
+                slice.map { ["EXISTS", .string(Keyspace.basket($0, partition: Keyspace.partition(ofBasket: $0)))] })
+            for (id, reply) in zip(slice, replies) where (try reply.get()).int != 1 { lost.append(id) }
+        }
+        try await markLost(lost)
+        try await setPartitionMarkers(partitions.sorted())
+        if !lost.isEmpty { logger.warning("redis lost baskets; rebuilding them, most active first", metadata: ["count": "\(lost.count)"]) }
+        for basketId in try await mostActiveFirst(Set(lost)) {
+            let drift = Drift(basketId: basketId, kind: .missingInRedis, detail: "partition marker gone; redis has no basket")
+            _ = try await repairIfDue(basketId, reason: drift)
+        }
+        return lost.count
     }
 
     func findDrifts() async throws -> [Drift] {
@@ -101,7 +227,7 @@ extension Reconciler {
             var result: [String: PostgresBasket] = [:]
             for row in try connection.query(
                 """
-                SELECT id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version,
+                SELECT \(BasketStore.columns),
                        pending_units AS pending, confirmed_units AS confirmed
                 FROM baskets
                 """)
@@ -160,6 +286,12 @@ extension Reconciler {
                         Drift(basketId: id, kind: .missingInPostgres, detail: "redis has the basket, postgres has no row", postgresBehind: behind))
                 }
                 continue
+            }
+            if postgres.row.rolledBack {
+                drifts.append(Drift(basketId: id, kind: .rollback, detail: "an event reused a seq postgres had applied: redis rolled back"))
+            } else if let seq = health?.seq, seq < postgres.row.redisSeq {
+                drifts.append(
+                    Drift(basketId: id, kind: .rollback, detail: "redis seq \(seq) is behind postgres's \(postgres.row.redisSeq)"))
             }
             guard let state else {
                 drifts.append(

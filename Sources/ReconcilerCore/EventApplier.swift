@@ -15,6 +15,19 @@ public enum EventApplier {
         var capacity: Int
         var holdSeconds: Int?
         var maxPerConsumer: Int?
+        /// The stream entry that carried `seq`.
+        var entry: StreamID? = nil
+        /// Every (seq, entry) of the batch for this basket: a reused seq shows up among them.
+        var seen: [(seq: Int, entry: StreamID)] = []
+    }
+
+    /// Whether one of `seen` reused a seq Postgres has applied from an older entry: a genuine
+    /// event's seq and stream id grow together (one script bumps the one and XADDs the other),
+    /// a redelivery has an entry no newer than the applied one, so only a Redis that lost data
+    /// and numbered again produces this.
+    static func reusesSeq(_ seen: [(seq: Int, entry: StreamID)], of row: BasketRow) -> Bool {
+        guard let applied = row.redisEntry.flatMap(StreamID.init) else { return false }
+        return seen.contains { $0.seq <= row.redisSeq && $0.entry > applied }
     }
 
     struct PaymentRow {
@@ -76,19 +89,24 @@ public enum EventApplier {
         for entry in entries {
             let fields = entry.fields
             guard let type = fields["type"] else { continue }
-            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init),
+            // A seq out of range is corrupt: it would number the row past any repair's reach.
+            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init), RepairPlan.seqRange.contains(seq),
                 let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init)
             {
+                let entryId = StreamID(entry.id)
                 var change = BasketChange(
                     seq: seq, stock: stock, capacity: capacity,
-                    holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init))
+                    holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init), entry: entryId)
                 if let existing = baskets[basketId] {
+                    let seen = existing.seen
                     if existing.seq > change.seq {
                         change = existing
                     }
+                    change.seen = seen
                     change.holdSeconds = change.holdSeconds ?? existing.holdSeconds
                     change.maxPerConsumer = change.maxPerConsumer ?? existing.maxPerConsumer
                 }
+                if let entryId { change.seen.append((seq, entryId)) }
                 baskets[basketId] = change
             }
             if let reservationId = fields["res"], let change = reservation(in: fields, type: type) {
@@ -140,13 +158,23 @@ public enum EventApplier {
             for (basketId, change) in baskets.sorted(by: { $0.key < $1.key }) {
                 let initial = BasketRow(
                     id: basketId, stock: change.stock, capacity: change.capacity, holdSeconds: change.holdSeconds ?? 600,
-                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1)
+                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1, redisEntry: change.entry?.description)
                 try BasketStore.update(connection, basketId, create: initial) { row in
                     var next = row
+                    if !row.rolledBack && reusesSeq(change.seen, of: row) {
+                        // Never merged: Postgres keeps its stock and capacity (the audit reports
+                        // the basket and a repair rebuilds it; capacity is never raised).
+                        next.rolledBack = true
+                    }
                     if change.seq > row.redisSeq {
-                        next.stock = change.stock
-                        next.capacity = change.capacity
+                        if !next.rolledBack {
+                            next.stock = change.stock
+                            next.capacity = change.capacity
+                        }
                         next.redisSeq = change.seq
+                        next.redisEntry = change.entry?.description
+                    } else if change.seq == row.redisSeq, row.redisEntry == nil {
+                        next.redisEntry = change.entry?.description
                     }
                     if let hold = change.holdSeconds { next.holdSeconds = hold }
                     if let max = change.maxPerConsumer { next.maxPerConsumer = max }

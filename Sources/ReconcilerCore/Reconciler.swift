@@ -22,12 +22,26 @@ public final class Reconciler: Sendable {
     let lastAudit = Gauge(label: "reconciler_last_audit_timestamp_seconds")
     private let trims = Counter(label: "reconciler_stream_trims_total")
     private let deadLetters = Counter(label: "reconciler_dead_letters_total")
-    private let housekeepingDone = Mutex(Housekeeping())
+    /// Repairs that threw: each is logged with its basket's id and retried with backoff.
+    let repairFailures = Counter(label: "reconciler_repair_failures_total")
+    let housekeepingDone = Mutex(Housekeeping())
+    /// Per basket whose repair failed: how often, and when it may be tried again.
+    let repairBackoff = Mutex([String: RepairBackoff]())
+    /// Per basket: how many audits in a row could not take a view of one moment of it.
+    let unsettled = Mutex([String: Int]())
 
-    /// How many trims and audits `run` has done: what its metrics count, readable in process.
+    struct RepairBackoff {
+        var failures: Int
+        var notBefore: ContinuousClock.Instant
+    }
+
+    /// How many trims, audits and repairs `run` has done: what its metrics count, readable in process.
     public struct Housekeeping: Sendable, Equatable {
         public var trims = 0
         public var audits = 0
+        public var repairs = 0
+        public var repairFailures = 0
+        public var auditFailures = 0
     }
 
     public var housekeeping: Housekeeping { housekeepingDone.withLock { $0 } }
@@ -172,14 +186,26 @@ public final class Reconciler: Sendable {
 
     /// `reconciler run`: consume until graceful shutdown, auditing every `auditIntervalSeconds`.
     /// Redis or Postgres going away is logged and retried with backoff; nothing is acknowledged
-    /// before it is committed, so nothing is lost while they are gone.
+    /// before it is committed, so nothing is lost while they are gone. Audits and rebuilds run
+    /// in a task of their own: reading and applying new events never waits on one, and a repair
+    /// that keeps failing stops nothing but itself.
     public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.consumeLoop() }
+            group.addTask { await self.auditLoop() }
+            // The consumer stops on shutdown; the audit loop is then cancelled.
+            await group.next()
+            group.cancelAll()
+        }
+        logger.info("reconciler stopped after its last batch")
+    }
+
+    private func consumeLoop() async {
         var ownPendingFirst = true
         var backoff = Duration.milliseconds(100)
         let clock = ContinuousClock()
         var nextClaim = clock.now
         var nextTrim = clock.now.advanced(by: .milliseconds(configuration.trimIntervalMilliseconds))
-        var nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
         var groupsReady = false
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
@@ -203,19 +229,12 @@ public final class Reconciler: Sendable {
                 } else {
                     try await process(entries)
                 }
-                // Housekeeping runs on its clock, however busy the streams are: a reconciler that
-                // never catches up still trims what is acknowledged and still looks for drift.
+                // Trimming runs on its clock, however busy the streams are.
                 if clock.now >= nextTrim {
                     try await consumer.trim()
                     trims.increment()
                     housekeepingDone.withLock { $0.trims += 1 }
                     nextTrim = clock.now.advanced(by: .milliseconds(configuration.trimIntervalMilliseconds))
-                }
-                if clock.now >= nextAudit {
-                    let drifts = try await audit(repair: true)
-                    housekeepingDone.withLock { $0.audits += 1 }
-                    if !drifts.isEmpty { logger.warning("audit found drift", metadata: ["count": "\(drifts.count)"]) }
-                    nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
                 }
                 backoff = .milliseconds(100)
             } catch {
@@ -226,10 +245,42 @@ public final class Reconciler: Sendable {
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
-        logger.info("reconciler stopped after its last batch")
+    }
+
+    /// Every second the 16 partition markers are checked (a lost partition is rebuilt at once,
+    /// not at the next audit); every `auditIntervalSeconds` an audit with repair runs. A failing
+    /// audit is retried with backoff; it never holds up the consumer.
+    private func auditLoop() async {
+        let clock = ContinuousClock()
+        var nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
+        var nextMarkers = clock.now
+        var backoff = Duration.seconds(1)
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                if clock.now >= nextMarkers {
+                    try await rebuildUnmarkedPartitions()
+                    nextMarkers = clock.now.advanced(by: .seconds(1))
+                }
+                if clock.now >= nextAudit {
+                    let drifts = try await audit(repair: true)
+                    housekeepingDone.withLock { $0.audits += 1 }
+                    if !drifts.isEmpty { logger.warning("audit found drift", metadata: ["count": "\(drifts.count)"]) }
+                    nextAudit = clock.now.advanced(by: .seconds(configuration.auditIntervalSeconds))
+                }
+                backoff = .seconds(1)
+                try? await Task.sleep(for: .milliseconds(100))
+            } catch {
+                housekeepingDone.withLock { $0.auditFailures += 1 }
+                logger.warning("audit failed; retrying", metadata: ["error": "\(error)", "backoff": "\(backoff)"])
+                try? await Task.sleep(for: backoff)
+                nextAudit = clock.now.advanced(by: backoff)
+                backoff = min(backoff * 2, .seconds(30))
+            }
+        }
     }
 
     func repaired(_ drift: Drift) {
+        housekeepingDone.withLock { $0.repairs += 1 }
         Counter(label: "reconciler_repairs_total", dimensions: [("drift", drift.kind.rawValue)]).increment()
         logger.warning("basket repaired", metadata: ["basket": "\(drift.basketId)", "drift": "\(drift.kind)", "detail": "\(drift.detail)"])
     }

@@ -22,7 +22,11 @@ enum ReservationColumns {
         case .status: return Column(name: "status", read: "status", write: "t.status")
         case .exp:
             return Column(
-                name: "expires_at", read: "((extract(epoch FROM expires_at) * 1000)::bigint)::text",
+                name: "expires_at",
+                // An infinite or out-of-range time reads as NULL (a record the domain rejects,
+                // reported with its id) instead of failing the whole statement.
+                read: "(CASE WHEN isfinite(expires_at) AND abs(extract(epoch FROM expires_at)) < 1e14 "
+                    + "THEN ((extract(epoch FROM expires_at) * 1000)::bigint)::text END)",
                 write: "to_timestamp(t.exp::bigint / 1000.0)")
         case .pay: return Column(name: "payment_id", read: "COALESCE(payment_id, '')", write: "NULLIF(t.pay, '')")
         }

@@ -8,33 +8,37 @@ public enum RepairStepOutcome: Sendable, Equatable {
     case leaseLost
 }
 
-/// `lua/repair_reservations.lua`: write reservations of one basket into Redis, if the repair
-/// still owns the basket.
+/// `lua/repair_reservations.lua`: write one chunk of reservations of one basket into Redis, if
+/// the repair still owns the basket.
 public struct RepairReservationsCall: ScriptCall {
     public static let script = ReservationScripts.repairReservations
     public static let keyNames = ["basket", "holds"]
     public static let repeatedKeyNames = ["reservation"]
-    public static let argumentNames = ["token", "leaseMilliseconds", "retentionSeconds"]
-    /// The id, then every field of `ReservationField`, in its order.
-    public static let repeatedArgumentNames = ["id"] + ReservationField.allCases.map(\.rawValue)
+    public static let argumentNames = ["token", "leaseMilliseconds"]
+    /// The id, then every field of `ReservationField`, in its order, then the TTL.
+    public static let repeatedArgumentNames = ["id"] + ReservationField.allCases.map(\.rawValue) + ["ttl"]
 
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    /// `reservations` pairs each id with its record; all belong to `basketId`.
-    public init(_ reservations: [(id: String, record: ReservationRecord)], basketId: String, lease: RepairLease) {
+    /// `reservations` pairs each id with its record; all belong to `basketId`. A finished one
+    /// keeps `ttlSeconds` (nil: the whole retention); an active one is kept for good.
+    public init(_ reservations: [(id: String, record: ReservationRecord, ttlSeconds: Int?)], basketId: String, lease: RepairLease) {
         let partition = Keyspace.partition(ofBasket: basketId)
         var keys = [Keyspace.basket(basketId, partition: partition), Keyspace.holds(partition)]
-        var arguments: [RedisArgument] = [
-            .string(lease.token), .int(lease.milliseconds), .int(Retention.finishedReservationSeconds),
-        ]
-        for (id, record) in reservations {
+        var arguments: [RedisArgument] = [.string(lease.token), .int(lease.milliseconds)]
+        for (id, record, ttl) in reservations {
             keys.append(Keyspace.reservation(id, partition: partition))
             arguments.append(.string(id))
             for field in ReservationField.allCases { arguments.append(.string(record.value(of: field))) }
+            arguments.append(.int(record.status.isActive ? 0 : max(ttl ?? Retention.finishedReservationSeconds, 1)))
         }
         self.keys = keys
         self.arguments = arguments
+    }
+
+    public init(_ reservations: [(id: String, record: ReservationRecord)], basketId: String, lease: RepairLease) {
+        self.init(reservations.map { ($0.id, $0.record, nil) }, basketId: basketId, lease: lease)
     }
 
     public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {
@@ -45,33 +49,60 @@ public struct RepairReservationsCall: ScriptCall {
     }
 }
 
-/// `lua/repair_basket.lua`: write a basket's counters and consumer units, and put it back in service.
-public struct RepairBasketCall: ScriptCall {
-    public static let script = ReservationScripts.repairBasket
-    public static let keyNames = ["basket", "stream", "basketIndex", "consumerUnits"]
-    public static let argumentNames = [
-        "token", "basketId", "stock", "pending", "confirmed", "capacity", "holdSeconds", "maxPerConsumer", "seq", "reason",
-    ]
+/// `lua/repair_units.lua`: stage one chunk of a basket's consumer units, if the repair still
+/// owns the basket; `RepairBasketCall` puts the staged hash in place.
+public struct RepairUnitsCall: ScriptCall {
+    public static let script = ReservationScripts.repairUnits
+    public static let keyNames = ["basket", "staging"]
+    public static let argumentNames = ["token", "leaseMilliseconds", "first"]
     public static let repeatedArgumentNames = ["consumerId", "units"]
 
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    /// `unitsByConsumer`: what each consumer holds (pending and confirmed) on the basket.
-    public init(basketId: String, state: BasketState, seq: Int, reason: String, unitsByConsumer: [String: Int], lease: RepairLease) {
+    /// The staging hash of a repair: same slot as the basket, one per repair token.
+    public static func stagingKey(basketId: String, lease: RepairLease) -> String {
+        Keyspace.consumerUnits(basketId: basketId, partition: Keyspace.partition(ofBasket: basketId)) + "#repair:" + lease.token
+    }
+
+    public init(basketId: String, units: [(consumer: String, units: Int)], first: Bool, lease: RepairLease) {
+        keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId)), Self.stagingKey(basketId: basketId, lease: lease)]
+        var arguments: [RedisArgument] = [.string(lease.token), .int(lease.milliseconds), .string(first ? "1" : "0")]
+        for (consumer, units) in units where units > 0 { arguments += [.string(consumer), .int(units)] }
+        self.arguments = arguments
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {
+        let (answer, rest) = try reply.answer(of: "repair_units")
+        if answer == "lease_lost" { return .leaseLost }
+        guard answer == "ok", rest.first?.int != nil else { throw StoreReplyError("repair_units", reply) }
+        return .done
+    }
+}
+
+/// `lua/repair_basket.lua`: write a basket's counters, put the staged consumer units in place,
+/// take the basket off the lost set and put it back in service.
+public struct RepairBasketCall: ScriptCall {
+    public static let script = ReservationScripts.repairBasket
+    public static let keyNames = ["basket", "stream", "basketIndex", "consumerUnits", "staging", "lostBaskets"]
+    public static let argumentNames = [
+        "token", "basketId", "stock", "pending", "confirmed", "capacity", "holdSeconds", "maxPerConsumer", "seq", "reason",
+    ]
+
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+
+    public init(basketId: String, state: BasketState, seq: Int, reason: String, lease: RepairLease) {
         let partition = Keyspace.partition(ofBasket: basketId)
         keys = [
             Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.basketIndex(partition),
-            Keyspace.consumerUnits(basketId: basketId, partition: partition),
+            Keyspace.consumerUnits(basketId: basketId, partition: partition), RepairUnitsCall.stagingKey(basketId: basketId, lease: lease),
+            Keyspace.lostBaskets(partition),
         ]
-        var arguments: [RedisArgument] = [
+        arguments = [
             .string(lease.token), .string(basketId), .int(state.stock), .int(state.pending), .int(state.confirmed), .int(state.capacity),
             .int(state.holdSeconds), .int(state.maxPerConsumer), .int(seq), .string(reason),
         ]
-        for (consumer, units) in unitsByConsumer.sorted(by: { $0.key < $1.key }) where units > 0 {
-            arguments += [.string(consumer), .int(units)]
-        }
-        self.arguments = arguments
     }
 
     public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {

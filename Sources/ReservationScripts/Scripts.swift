@@ -11,9 +11,10 @@ public enum ReservationScripts {
     public static let repairBasket = script("repair_basket")
     public static let repairLease = script("repair_lease")
     public static let dueHolds = script("due_holds")
+    public static let repairUnits = script("repair_units")
 
     public static let all: [RedisScript] = [
-        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds,
+        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
     ]
 
     private static func script(_ name: String) -> RedisScript {

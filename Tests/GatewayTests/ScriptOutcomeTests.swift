@@ -184,14 +184,16 @@ struct ScriptOutcomeTests {
         let holds = try await redis.send("ZSCORE", .string(Keyspace.holds(partition)), .string(pendingId))
         #expect(holds.int == Int(future))
         let state = BasketState(stock: 2, pending: 2, confirmed: 1, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
-        let units = ["a": 2, "b": 1, "gone": 0]
+        let units = [(consumer: "a", units: 2), ("b", 1), ("gone", 0)]
+        #expect(try await redis.run(RepairUnitsCall(basketId: basketId, units: units, first: true, lease: other)) == .leaseLost)
+        #expect(try await redis.run(RepairUnitsCall(basketId: basketId, units: units, first: true, lease: Self.lease)) == .done)
         #expect(
-            try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: units, lease: other))
+            try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: other))
                 == .leaseLost)
         #expect(try await reserve(basketId, "c") == .unavailable, "still out of service: only the owner ends the repair")
         #expect(
             try await redis.run(
-                RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", unitsByConsumer: units, lease: Self.lease))
+                RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: Self.lease))
                 == .done)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId)) == state)
         #expect(try await reserve(basketId, "c") != .unavailable, "back in service")

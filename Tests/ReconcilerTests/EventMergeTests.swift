@@ -37,6 +37,22 @@ struct EventMergeTests {
         }
     }
 
+    @Test("a reused seq from a newer stream entry is a rollback; a redelivery (older entry) is not; a corrupt seq changes no basket")
+    func reusedSeq() {
+        let row = BasketRow(
+            id: "b", stock: 4, capacity: 5, holdSeconds: 600, maxPerConsumer: 1, redisSeq: 7, version: 3, redisEntry: "100-0")
+        let redelivered = EventApplier.merge([StreamEntry(stream: "{rg00}:events", id: "90-0", fields: Self.reserved.fields)])
+        #expect(!EventApplier.reusesSeq(redelivered.baskets["b"]?.seen ?? [], of: row))
+        let reused = EventApplier.merge([StreamEntry(stream: "{rg00}:events", id: "200-0", fields: Self.reserved.fields)])
+        #expect(EventApplier.reusesSeq(reused.baskets["b"]?.seen ?? [], of: row))
+        var unknown = row
+        unknown.redisEntry = nil
+        #expect(!EventApplier.reusesSeq(reused.baskets["b"]?.seen ?? [], of: unknown), "no entry known (set by a repair): nothing to compare")
+        var corrupt = Self.reserved.fields
+        corrupt["seq"] = "9223372036854775807"
+        #expect(EventApplier.merge([Self.entry(corrupt)]).baskets["b"] == nil)
+    }
+
     @Test("a reserved event implies pending; an event without a valid reservation adds none")
     func impliedAndInvalid() {
         #expect(EventApplier.merge([Self.reserved]).reservations["00-r"]?.status == .pending)

@@ -7,6 +7,7 @@ import ReconcilerCore
 import RedisClient
 import ReservationCore
 import ReservationScripts
+import Synchronization
 import TestSupport
 import Testing
 
@@ -54,7 +55,26 @@ struct ReconcilerTests {
         await fixture.stop()
     }
 
-    @Test("optimistic locking: two concurrent -1 on stock 5 give 3 and version + 2; 50 concurrent adjustments all land")
+    /// Two writers that both read a row before either writes: each waits in its change (called
+    /// between its read and its UPDATE) until the other has read too.
+    final class Rendezvous: Sendable {
+        let arrived = Atomic<Int>(0)
+        let calls = Atomic<Int>(0)
+        /// The version each call of a change was given, in call order.
+        let seen = Mutex<[Int]>([])
+
+        /// Called from each writer's change; only the first call of each waits.
+        func meet(parties: Int) {
+            let call = calls.wrappingAdd(1, ordering: .sequentiallyConsistent).newValue
+            guard call <= parties else { return }
+            arrived.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            // Bounded by a generous limit, never by a short window: a lone writer gives up after 60 s.
+            let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+            while arrived.load(ordering: .sequentiallyConsistent) < parties && ContinuousClock.now < deadline { usleep(1000) }
+        }
+    }
+
+    @Test("optimistic locking: two writers forced to read the same version both land (one retries); 50 concurrent adjustments all land")
     func optimisticLocking() async throws {
         let database = try await TestDatabase.create()
         let postgres = PostgresClient(url: database.url, size: 8)
@@ -63,10 +83,28 @@ struct ReconcilerTests {
             let basketId = "lock-\(round)"
             try await postgres.execute("INSERT INTO baskets (id, stock, capacity) VALUES ($1, 5, 5)", [.text(basketId)])
             let before = try #require(try await postgres.withConnection { try BasketStore.read($0, basketId) })
-            async let first = BasketStore.adjustStock(postgres, basketId: basketId, by: -1)
-            async let second = BasketStore.adjustStock(postgres, basketId: basketId, by: -1)
-            _ = try await (first, second)
+            let rendezvous = Rendezvous()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<2 {
+                    group.addTask {
+                        _ = try await postgres.withConnection { connection in
+                            try BasketStore.update(connection, basketId) { row in
+                                rendezvous.seen.withLock { $0.append(row.version) }
+                                rendezvous.meet(parties: 2)
+                                var next = row
+                                next.stock -= 1
+                                return next
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
             let after = try #require(try await postgres.withConnection { try BasketStore.read($0, basketId) })
+            let versions = rendezvous.seen.withLock { $0 }
+            // Both read the same version first, so one UPDATE found it changed and read again.
+            #expect(versions.prefix(2) == [before.version, before.version], "\(versions)")
+            #expect(versions.count == 3 && versions[2] == before.version + 1, "\(versions)")
             #expect(after.stock == 3)
             #expect(after.version == before.version + 2)
         }

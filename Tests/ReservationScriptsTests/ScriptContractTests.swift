@@ -69,8 +69,9 @@ struct ScriptContractTests {
         Self.check(RepairReservationsCall.self)
         Self.check(RepairBasketCall.self)
         Self.check(RepairLeaseCall.self)
+        Self.check(RepairUnitsCall.self)
         // The repair writes every field of a reservation: a new field fails here until the script has it.
-        #expect(RepairReservationsCall.repeatedArgumentNames == ["id"] + ReservationField.allCases.map(\.rawValue))
+        #expect(RepairReservationsCall.repeatedArgumentNames == ["id"] + ReservationField.allCases.map(\.rawValue) + ["ttl"])
     }
 
     @Test("every call fills its declared places and touches keys of one Cluster slot")
@@ -98,8 +99,8 @@ struct ScriptContractTests {
             Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], basketId: basket, lease: lease), items: 2)
             let state = BasketState(stock: 1, pending: 0, confirmed: 2, capacity: 3, holdSeconds: 60, maxPerConsumer: 2)
             Self.checkShape(
-                RepairBasketCall(
-                    basketId: basket, state: state, seq: 4, reason: "counters", unitsByConsumer: ["c1": 2, "c2": 0], lease: lease), items: 1)
+                RepairBasketCall(basketId: basket, state: state, seq: 4, reason: "counters", lease: lease))
+            Self.checkShape(RepairUnitsCall(basketId: basket, units: [("c1", 2), ("c2", 0)], first: true, lease: lease), items: 1)
             Self.checkShape(RepairLeaseCall(basketId: basket, mode: .acquire, lease: lease))
             Self.checkShape(RepairLeaseCall(basketId: basket, mode: .release, lease: lease))
         }
