@@ -79,6 +79,7 @@ extension Reconciler {
         let backlog = behind.isEmpty ? [] : try await consumer.partitionsWithBacklog()
         let notYet = behind.filter { backlog.contains(Keyspace.partition(ofBasket: $0)) }
         for basketId in try await mostActiveFirst(candidates.subtracting(notYet)) {
+            if Task.isCancelled { break }
             if repair {
                 let reason =
                     found.first { $0.basketId == basketId && $0.kind.needsRepair }
@@ -206,6 +207,7 @@ extension Reconciler {
         try await setPartitionMarkers(partitions.sorted())
         if !lost.isEmpty { logger.warning("redis lost baskets; rebuilding them, most active first", metadata: ["count": "\(lost.count)"]) }
         for basketId in try await mostActiveFirst(Set(lost)) {
+            if Task.isCancelled { break }
             let drift = Drift(basketId: basketId, kind: .missingInRedis, detail: "partition marker gone; redis has no basket")
             _ = try await repairIfDue(basketId, reason: drift)
         }

@@ -135,10 +135,12 @@ public final class Reconciler: Sendable {
 
     /// `reconciler once`: applies every event that exists now, including entries another
     /// (perhaps dead) reconciler left unacknowledged, and returns how many entries it applied.
-    public func drain(streams: [String]? = nil) async throws -> Int {
+    /// `limit`: stop once at least this many entries were applied (an audit judging one basket
+    /// must not take over the catch-up of a reconciler far behind; it judges that basket later).
+    public func drain(streams: [String]? = nil, limit: Int = .max) async throws -> Int {
         try await consumer.ensureGroups()
         var total = 0
-        while true {
+        while total < limit {
             let claimed = try await consumer.claimIdle(minIdleMilliseconds: 0, count: batchSize, streams: streams)
             if claimed.isEmpty { break }
             total += try await process(claimed)
@@ -161,12 +163,14 @@ public final class Reconciler: Sendable {
                 guard let end = ends[entry.stream].flatMap(StreamID.init), let id = StreamID(entry.id) else { return true }
                 return id > end
             }
-            if !pastEnd { next = Task { try await consumer.readNew(count: batchSize, streams: streams) } }
+            // (A batch read ahead is always applied: read and left, it would wait for a claim.)
+            let last = pastEnd || total + entries.count >= limit
+            if !last { next = Task { try await consumer.readNew(count: batchSize, streams: streams) } }
             try await apply(entries)
             try await acknowledging?.value
             acknowledging = Task { try await self.acknowledge(entries) }
             total += entries.count
-            if pastEnd { break }
+            if last { break }
         }
         try await acknowledging?.value
         return total
@@ -191,10 +195,11 @@ public final class Reconciler: Sendable {
     /// that keeps failing stops nothing but itself.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.consumeLoop() }
             group.addTask { await self.auditLoop() }
-            // The consumer stops on shutdown; the audit loop is then cancelled.
-            await group.next()
+            // The consumer runs here and stops on shutdown only after its batch (committed and
+            // acknowledged); the audit loop is then cancelled: it stops between two baskets (a
+            // repair under way finishes its step; its lease runs out if it was cut short).
+            await self.consumeLoop()
             group.cancelAll()
         }
         logger.info("reconciler stopped after its last batch")
