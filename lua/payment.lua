@@ -36,6 +36,9 @@ elseif not r[1] then
   outcome = 'unknown_reservation'
 elseif redis.call('HGET', KEYS[5], 'maint') or redis.call('HEXISTS', KEYS[5], 'stock') == 0 then
   return {'unavailable'}
+elseif not (tonumber(r[3]) and tonumber(r[5])) then
+  -- a corrupt reservation is never half-applied: the provider retries, the audit reports it
+  return {'unavailable'}
 elseif r[4] == 'pending' and tonumber(r[5]) > nowMs then
   outcome = 'confirmed'
 else

@@ -8,6 +8,7 @@
 -- KEYS[6] idempotency: the Idempotency-Key record (the basket key when there is none)
 -- KEYS[7] rateLimit: the consumer's rate-limit window (the basket key when there is no limit)
 -- KEYS[8] lostBaskets: the partition's set of baskets Redis lost, until the reconciler rebuilds them
+-- KEYS[9] partitionMarker: set by the reconciler once it compared the partition with Postgres
 -- ARGV[1] basketId
 -- ARGV[2] consumerId
 -- ARGV[3] quantity
@@ -19,7 +20,8 @@
 -- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
 -- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
 -- {"idempotency_key_reused"}. A replay returns the first answer, as stored (and is not counted
--- by the rate limit). Every other attempt is counted first; the consumer's units are counted
+-- by the rate limit); a replayed refusal carries a second element "replay" (it says nothing of
+-- the basket now, so the gateway's sold-out memory does not learn from it). Every other attempt is counted first; the consumer's units are counted
 -- up front too and taken back on a refusal, so a refusal leaves nothing half done.
 -- Reservation ids carry 128 random bits: the script does not look for an existing one.
 -- The basket is out of service while `maint` holds a repair's token, or while it is missing
@@ -34,12 +36,12 @@ if idempotent then
   if stored[1] then
     if stored[1] ~= ARGV[6] then return {'idempotency_key_reused'} end
     if stored[3] then return {stored[2], stored[3], stored[4], stored[5]} end
-    if stored[2] then return {stored[2]} end
+    if stored[2] then return {stored[2], 'replay'} end
     -- written by a gateway older than array answers: "granted|<id>|<exp>|<left>" or a refusal code
     local legacy = redis.call('HGET', KEYS[6], 'answer') or 'unavailable'
     local id, exp, left = string.match(legacy, '^granted|([^|]+)|(%d+)|(%-?%d+)$')
     if id then return {'granted', id, exp, left} end
-    return {legacy}
+    return {legacy, 'replay'}
   end
 end
 
@@ -62,13 +64,23 @@ local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hol
 local answer
 local stock, held
 local booksDisagree = false
+-- A refusal is not stored when it may be wrong: a basket missing from a partition the
+-- reconciler has not checked since Redis lost its data (no marker) may only be lost.
+local storeRefusal = true
 if basket[6] then
   -- taken out of service for a repair (or being rebuilt): no reservation is recorded, the client retries
   return {'unavailable'}
 elseif not basket[1] then
   if redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 1 then return {'unavailable'} end
   answer = 'basket_not_found'
+  if idempotent and redis.call('EXISTS', KEYS[9]) == 0 then storeRefusal = false end
 else
+  -- Every field is read and checked before the first write (Redis does not roll a script back):
+  -- a hash missing one is not served.
+  for _, i in ipairs({1, 2, 3, 4, 5, 7}) do
+    if not tonumber(basket[i]) then return {'unavailable'} end
+  end
+  if basket[8] and not tonumber(basket[8]) then return {'unavailable'} end
   stock = tonumber(basket[1])
   -- The books: what is not held is stock. When the counters disagree (a corrupted or
   -- half-restored counter), sell only what both agree is there, and mark the basket so the
@@ -116,7 +128,7 @@ else
   reply = {'granted', ARGV[4], expiresAt, remaining}
 end
 
-if idempotent then
+if idempotent and (reply[2] or storeRefusal) then
   -- A grant is replayed for a day; a refusal that changed nothing only for minutes (a client
   -- putting a fresh key on every attempt must not make Redis keep a day of refusals).
   if reply[2] then

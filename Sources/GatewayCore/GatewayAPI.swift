@@ -171,7 +171,7 @@ public final class GatewayAPI: HTTPResponder {
             writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
             writer.field("remaining", remaining)
             return .json(.created, writer.finish())
-        case .soldOut:
+        case .soldOut, .soldOutReplayed:
             metrics.reservation(.soldOut)
             refusal = .soldOut
         case .limitExceeded:

@@ -160,9 +160,9 @@ public final class ReservationService: Sendable {
                 completion(.success(.soldOut))
                 return
             }
-            // A keyed request costs one read: its stored answer is replayed (a grant made before
-            // the sale ran out still wins); with none, the refusal is not stored (it changed
-            // nothing, and bots that put a fresh key on every attempt must not fill Redis).
+            // A keyed request costs one small script: its stored answer is replayed (a grant made
+            // before the sale ran out still wins); with none, sold_out is stored under the key for
+            // the refusal window, so a retry gets the same answer.
             replayOrRefuse(request, key: key, on: eventLoop, completion)
             return
         }
@@ -186,26 +186,15 @@ public final class ReservationService: Sendable {
         _ request: ReserveRequest, key: String, on eventLoop: any EventLoop,
         _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
     ) {
-        let started = NIODeadline.now()
-        let fingerprint = ReserveCall.fingerprint(consumerId: request.consumerId, quantity: request.quantity)
-        redis.send(ReadIdempotencyCall(basketId: request.basketId, idempotencyKey: key).command, on: eventLoop).whenComplete { result in
-            let record: ReadIdempotencyCall.Record?
-            do {
-                record = try ReadIdempotencyCall.decode(try result.get())
-                self.metrics.redisCall(NIODeadline.now() - started)
-            } catch {
-                completion(.failure(error))
-                return
-            }
-            guard let record else {
-                completion(.success(.soldOut))
-                return
-            }
-            if let replay = record.replay(for: fingerprint) {
-                completion(.success(replay))
-            } else {
-                // A record in a form only the script reads: the script answers.
-                self.reserve(request, checked: .ask, on: eventLoop, completion)
+        let call = RefuseSoldOutCall(
+            basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity, idempotencyKey: key,
+            refusalSeconds: configuration.idempotencyRefusalSeconds)
+        run(call, on: eventLoop) { result in
+            switch result {
+            case .success(.answered(let outcome)): completion(.success(outcome))
+            // A record in a form only the reserve script reads: it answers.
+            case .success(.ask): self.reserve(request, checked: .ask, on: eventLoop, completion)
+            case .failure(let error): completion(.failure(error))
             }
         }
     }

@@ -6,6 +6,9 @@ public struct ReserveCall: ScriptCall {
     public enum Outcome: Sendable, Equatable {
         case granted(reservationId: String, expiresAtMilliseconds: Int64, remaining: Int)
         case soldOut
+        /// A sold_out stored under the Idempotency-Key, replayed: the same answer to the client,
+        /// but it says nothing of the basket now (the sold-out memory does not learn from it).
+        case soldOutReplayed
         case limitExceeded
         case basketNotFound
         /// The basket is out of service for a repair; nothing was recorded.
@@ -15,7 +18,9 @@ public struct ReserveCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.reserve
-    public static let keyNames = ["basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets"]
+    public static let keyNames = [
+        "basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets", "partitionMarker",
+    ]
     public static let argumentNames = [
         "basketId", "consumerId", "quantity", "reservationId", "attemptsPerSecond", "fingerprint", "idempotencySeconds",
         "refusalSeconds",
@@ -47,7 +52,7 @@ public struct ReserveCall: ScriptCall {
             Keyspace.stream(partition),
             idempotencyRecord,
             attemptsPerSecond > 0 ? Keyspace.rateLimit(consumerId: consumerId, partition: partition) : basketKey,
-            Keyspace.lostBaskets(partition),
+            Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition),
         ]
         arguments = [
             .string(basketId), .string(consumerId), .int(quantity), .string(reservationId), .int(attemptsPerSecond),
@@ -67,7 +72,7 @@ public struct ReserveCall: ScriptCall {
                 throw StoreReplyError("reserve", reply)
             }
             return .granted(reservationId: id, expiresAtMilliseconds: Int64(expires), remaining: remaining)
-        case "sold_out": return .soldOut
+        case "sold_out": return rest.first?.string == "replay" ? .soldOutReplayed : .soldOut
         case "limit_exceeded": return .limitExceeded
         case "basket_not_found": return .basketNotFound
         case "unavailable": return .unavailable
@@ -82,49 +87,36 @@ public struct ReserveCall: ScriptCall {
     }
 }
 
-/// The record an Idempotency-Key left, read without changing anything: what a keyed request on a
-/// basket the gateway knows is sold out costs Redis (one read, no write). A stored answer is
-/// replayed (a grant still wins over the sold-out memory); with no record nothing is stored, and
-/// the request is refused from memory like any other.
-public struct ReadIdempotencyCall: CommandCall {
-    public struct Record: Sendable, Equatable {
-        /// What the first request's body was (`ReserveCall.fingerprint`).
-        public var fingerprint: String
-        /// Its answer; nil for a record this reader cannot replay (an older gateway's form),
-        /// which the script then answers.
-        public var answer: ReserveCall.Outcome?
-
-        /// The answer for a request with `fingerprint` (422 for another body), nil: ask the script.
-        public func replay(for fingerprint: String) -> ReserveCall.Outcome? {
-            fingerprint == self.fingerprint ? answer : .idempotencyKeyReused
-        }
+/// `lua/refuse_sold_out.lua`: a keyed reservation on a basket the gateway knows is sold out:
+/// its key's stored answer is replayed, or sold_out is stored under it for the refusal window,
+/// without the reservation's work (no basket read, no consumer count, no rate-limit window).
+public struct RefuseSoldOutCall: ScriptCall {
+    public enum Outcome: Sendable, Equatable {
+        /// The answer for the request (stored now, or replayed).
+        case answered(ReserveCall.Outcome)
+        /// A record only `reserve.lua` reads: the reserve script answers.
+        case ask
     }
+
+    public static let script = ReservationScripts.refuseSoldOut
+    public static let keyNames = ["idempotency"]
+    public static let argumentNames = ["fingerprint", "refusalSeconds"]
 
     public let keys: [String]
-    public let command: [RedisArgument]
+    public let arguments: [RedisArgument]
 
-    public init(basketId: String, idempotencyKey: String) {
+    public init(basketId: String, consumerId: String, quantity: Int, idempotencyKey: String, refusalSeconds: Int) {
         let partition = Keyspace.partition(ofBasket: basketId)
-        let key = Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)
-        keys = [key]
-        command = ["HMGET", .string(key), "fp", "a", "id", "exp", "left"]
+        keys = [Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)]
+        arguments = [.string(ReserveCall.fingerprint(consumerId: consumerId, quantity: quantity)), .int(refusalSeconds)]
     }
 
-    /// nil: no record under the key.
-    public static func decode(_ reply: RedisValue) throws -> Record? {
-        guard let values = reply.array, values.count == 5 else { throw StoreReplyError("read idempotency", reply) }
-        guard let fingerprint = values[0].string else { return nil }
-        guard let word = values[1].string else { return Record(fingerprint: fingerprint, answer: nil) }
-        if values[2].isNull {
-            // A refusal, as the script stores one (only these are ever stored).
-            let refusals: [String: ReserveCall.Outcome] = [
-                "sold_out": .soldOut, "limit_exceeded": .limitExceeded, "basket_not_found": .basketNotFound,
-            ]
-            return Record(fingerprint: fingerprint, answer: refusals[word])
+    public static func decode(_ reply: RedisValue) throws -> Outcome {
+        if reply.array?.first?.string == "ask" { return .ask }
+        let outcome = try ReserveCall.decode(reply)
+        switch outcome {
+        case .granted, .soldOut, .soldOutReplayed, .limitExceeded, .basketNotFound, .idempotencyKeyReused: return .answered(outcome)
+        case .unavailable, .rateLimited: throw StoreReplyError("refuse_sold_out", reply)
         }
-        // A grant: decoded, range checks and all, as the script's own reply.
-        let answer = try? ReserveCall.decode(.array(Array(values[1...])))
-        guard case .granted = answer else { return Record(fingerprint: fingerprint, answer: nil) }
-        return Record(fingerprint: fingerprint, answer: answer)
     }
 }

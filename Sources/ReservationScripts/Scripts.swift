@@ -12,9 +12,11 @@ public enum ReservationScripts {
     public static let repairLease = script("repair_lease")
     public static let dueHolds = script("due_holds")
     public static let repairUnits = script("repair_units")
+    public static let refuseSoldOut = script("refuse_sold_out")
 
     public static let all: [RedisScript] = [
         reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
+        refuseSoldOut,
     ]
 
     private static func script(_ name: String) -> RedisScript {

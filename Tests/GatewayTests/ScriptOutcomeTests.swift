@@ -75,7 +75,7 @@ struct ScriptOutcomeTests {
         #expect(try await reserve(basketId, "bob", quantity: 3) == .soldOut)
         let refusedWithKey = try await reserve(basketId, "bob", quantity: 3, key: "k2")
         #expect(refusedWithKey == .soldOut)
-        #expect(try await reserve(basketId, "bob", quantity: 3, key: "k2") == .soldOut, "a refusal replays too")
+        #expect(try await reserve(basketId, "bob", quantity: 3, key: "k2") == .soldOutReplayed, "a refusal replays too (marked as a replay)")
         // Refusals take back the units they counted: alice still holds 1, bob has no entry.
         let units = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
         #expect(units == .array([.bulk(Array("alice".utf8)), .bulk(Array("1".utf8))]))
@@ -262,7 +262,7 @@ extension ScriptOutcomeTests {
                 == .granted(reservationId: "03-legacy", expiresAtMilliseconds: 1_700_000_000_000, remaining: 2))
         let refused = Keyspace.idempotency(basketId: basketId, key: "old-refusal", partition: partition)
         _ = try await redis.send("HSET", .string(refused), "fp", "bob\n1", "answer", "sold_out")
-        #expect(try await reserve(basketId, "bob", key: "old-refusal") == .soldOut)
+        #expect(try await reserve(basketId, "bob", key: "old-refusal") == .soldOutReplayed)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 3, "replays reserve nothing")
     }
 }

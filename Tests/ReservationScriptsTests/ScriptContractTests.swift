@@ -63,6 +63,7 @@ struct ScriptContractTests {
         Self.check(CancelReservationCall.self)
         Self.check(ExpireHoldsCall.self)
         Self.check(DueHoldsCall.self)
+        Self.check(RefuseSoldOutCall.self)
         Self.check(PaymentCall.self)
         Self.check(CreateBasketCall.self)
         Self.check(AdjustBasketCall.self)
@@ -88,6 +89,7 @@ struct ScriptContractTests {
             }
             let target = ReleaseTarget(reservationId: "01-abc", basketId: basket, consumerId: "c")
             Self.checkShape(CancelReservationCall(target, partition: partition), items: 1)
+            Self.checkShape(RefuseSoldOutCall(basketId: basket, consumerId: "c", quantity: 1, idempotencyKey: "k{1}", refusalSeconds: 300))
             Self.checkShape(ExpireHoldsCall([target, target, target], partition: partition), items: 3)
             let event = PaymentCall.Event(
                 eventId: "ev{1}", type: "payment.succeeded", reservationId: "01-abc", paymentId: "p", amountCents: 1, currency: "EUR")
@@ -145,6 +147,14 @@ struct ScriptContractTests {
             try ReserveCall.decode(Self.reply("granted", "03-x", "17", "0"))
                 == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
         #expect(try ReserveCall.decode(Self.reply("sold_out")) == .soldOut)
+        #expect(try ReserveCall.decode(Self.reply("sold_out", "replay")) == .soldOutReplayed, "a replay says nothing of the basket now")
+        #expect(try ReserveCall.decode(Self.reply("limit_exceeded", "replay")) == .limitExceeded)
+        #expect(try RefuseSoldOutCall.decode(Self.reply("ask")) == .ask)
+        #expect(try RefuseSoldOutCall.decode(Self.reply("sold_out")) == .answered(.soldOut))
+        #expect(
+            try RefuseSoldOutCall.decode(Self.reply("granted", "03-x", "17", "0"))
+                == .answered(.granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0)))
+        #expect(throws: StoreReplyError.self) { try RefuseSoldOutCall.decode(Self.reply("unavailable")) }
         #expect(try ReserveCall.decode(Self.reply("limit_exceeded")) == .limitExceeded)
         #expect(try ReserveCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
         #expect(try ReserveCall.decode(Self.reply("unavailable")) == .unavailable)
