@@ -12,8 +12,10 @@
 -- cancel returns {answer, basket, consumer, qty, status, exp, pay} with answer one of
 -- "cancelled" (with the reservation's fields), "reservation_not_found", "reservation_expired",
 -- "unavailable", "stale_keys" (the reservation is not the one the caller read);
--- expire returns {"expired", count, kept}: kept is how many listed holds stay in the zset
--- (due, but their basket is under repair), which the caller skips over next time.
+-- expire returns {"expired", count, kept}: kept is how many listed holds it could not expire now
+-- (their basket is under repair, or the caller's read of them is stale); each is looked at
+-- again 5 s later (its score moves on; its expiry is the reservation's own `exp`), so holds
+-- that must wait never hold up the rest of the partition.
 local retention = tonumber(ARGV[2])
 local now = redis.call('TIME')
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -83,9 +85,11 @@ for i = 1, (#KEYS - 2) / 3 do
       expired = expired + 1
     else
       kept = kept + 1
+      redis.call('ZADD', KEYS[1], 'XX', nowMs + 5000, id)
     end
   else
     kept = kept + 1
+    redis.call('ZADD', KEYS[1], 'XX', nowMs + 5000, id)
   end
 end
 return {'expired', expired, kept}

@@ -281,25 +281,23 @@ public final class ReservationService: Sendable {
     /// at once: a hold is expired by exactly one script run, whichever comes first. The due ids
     /// (due by Redis's clock, as the script decides) and their baskets are read first (they
     /// name the keys); the script expires only those still pending and due. Holds it has to
-    /// leave (their basket is under repair) are skipped over, so one basket never holds up its
-    /// partition.
+    /// leave (their basket is under repair) it looks at again 5 s later, so one basket never
+    /// holds up its partition and costs a round nothing meanwhile.
     public func expireDueHolds() async throws -> Int {
         let batch = 500
         var total = 0
         for partition in 0..<Keyspace.partitionCount {
-            var skipped = 0
             while true {
-                let due = try await redis.run(DueHoldsCall(partition: partition, offset: skipped, limit: batch))
+                let due = try await redis.run(DueHoldsCall(partition: partition, limit: batch))
                 if due.isEmpty { break }
                 let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
                 let targets = zip(due, reads).map { id, reply in
                     let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
                     return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
                 }
-                let (expired, kept) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
+                // Every hold listed is expired, removed, or moved on by 5 s: each page progresses.
+                let (expired, _) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
                 total += expired
-                skipped += kept
-                // A short page was the last; the next round of the loop tries the kept ones again.
                 if due.count < batch { break }
             }
         }

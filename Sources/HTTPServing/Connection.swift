@@ -346,6 +346,8 @@ final class RequestGuard: ChannelDuplexHandler {
     private func refuse(context: ChannelHandlerContext, _ response: HTTPResponse) {
         state.update(context.channel) { $0.refused() }
         held = nil
+        // Input is dropped from here on: read again if the handler had paused it.
+        state.unpauseInput(context.eventLoop)
         let buffer = response.wire(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
@@ -407,6 +409,22 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     /// Parts that may wait before input is paused: a request is two or three parts (head, body,
     /// end), so this is a few pipelined requests.
     static var maxWaitingParts: Int { 16 }
+    /// Bytes (request targets, headers and bodies) that may wait before input is paused: a few
+    /// requests with large heads must not add up to what many small ones may not.
+    static var maxWaitingBytes: Int { 16 * 1024 }
+    /// The bytes of the parts in `waiting`, as `size(of:)` counts them.
+    private var waitingBytes = 0
+
+    private static func size(of part: HTTPServerRequestPart) -> Int {
+        switch part {
+        case .head(let head):
+            var bytes = 64 + head.uri.utf8.count
+            for (name, value) in head.headers { bytes += name.utf8.count + value.utf8.count + 4 }
+            return bytes
+        case .body(let chunk): return chunk.readableBytes
+        case .end: return 0
+        }
+    }
 
     init(responder: Responder, state: ConnectionState) {
         self.responder = responder
@@ -418,7 +436,8 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         let part = unwrapInboundIn(data)
         if responding || !waiting.isEmpty || !context.channel.isWritable {
             waiting.append(part)
-            if waiting.count >= Self.maxWaitingParts { state.pauseInput() }
+            waitingBytes += Self.size(of: part)
+            if waiting.count >= Self.maxWaitingParts || waitingBytes >= Self.maxWaitingBytes { state.pauseInput() }
         } else {
             handle(part, context: context)
         }
@@ -448,6 +467,7 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         unwritableCheck?.cancel()
         unwritableCheck = nil
         waiting.removeAll()
+        waitingBytes = 0
         context.fireChannelInactive()
     }
 
@@ -460,9 +480,11 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         // A client that pipelines without reading its answers fills our send buffer: its
         // requests then wait (and reads stop) until the socket drains.
         while !responding, !closing, context.channel.isWritable, let part = waiting.popFirst() {
+            waitingBytes -= Self.size(of: part)
             handle(part, context: context)
         }
         if closing { waiting.removeAll() }
+        if waiting.isEmpty { waitingBytes = 0 }
         if inputClosed, !responding, !closing, waiting.isEmpty {
             // Everything the client sent before it shut its side is answered.
             closing = true
@@ -579,15 +601,19 @@ final class HTTPRequestHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
         }
         closing = true
         waiting.removeAll()
+        waitingBytes = 0
         let channel = context.channel
-        if keepAlive || stopping {
-            // The client shut its side, or the server is stopping: the last answer, then close.
-            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            // Our side is shut after the answer; input is dropped until the client goes (or the
-            // linger timer ends it), so the answer is not lost to a reset.
-            state.update(context.channel) { $0.refused() }
-            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+        // The last answer (the client shut its side, the server is stopping, or the answer says
+        // close): our side is shut after it and input is read and dropped until the client goes,
+        // so the answer is not lost to a reset; the linger timer bounds all of it, including a
+        // last write that a client that never reads would keep pending forever.
+        state.update(context.channel) { $0.refused() }
+        state.unpauseInput(context.eventLoop)
+        let clientGone = inputClosed
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+            if clientGone {
+                channel.close(promise: nil)
+            } else {
                 channel.close(mode: .output, promise: nil)
             }
         }

@@ -125,6 +125,10 @@ public struct HTTPServerLimits: Sendable, Equatable {
     /// already be on the wire when the stop begins. At most `shutdownGrace`.
     /// `GATEWAY_DRAIN_MS`, default 1 s.
     public var drainWindow: Duration = .seconds(1)
+    /// Answers a client has not taken wait in the connection's outbound buffer up to this many
+    /// bytes; past it the connection takes no more requests, and if it stays past it for the
+    /// request timeout it is closed. Default 16 KiB (answers are a few hundred bytes).
+    public var outboundHighWaterMark = 16 * 1024
 
     public init() {}
 }
@@ -190,6 +194,9 @@ public final class HTTPServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            // Accepted connections inherit it: what a client can make the kernel hold for a
+            // connection that is paused (a request is at most 16 KiB of head and 16 KiB of body).
+            .serverChannelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 32 * 1024)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             // What one read loop can bring in is what a paused connection may hold undecoded
             // (`RequestGuard`): 4 reads of at most 8 KiB. A request is far smaller, so the
@@ -203,7 +210,9 @@ public final class HTTPServer: Sendable {
             // The kernel's send buffer is fixed too (autotuning would let it grow to 4 MiB): a
             // client that never reads is noticed after a few hundred answers, not tens of
             // thousands, and costs the machine a bounded amount. Answers are a few hundred bytes.
-            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 4 * 1024, high: 16 * 1024))
+            .childChannelOption(
+                ChannelOptions.writeBufferWaterMark, value: .init(low: limits.outboundHighWaterMark / 4, high: limits.outboundHighWaterMark)
+            )
             .childChannelOption(ChannelOptions.socketOption(.so_sndbuf), value: 16 * 1024)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in

@@ -105,15 +105,15 @@ public struct ExpireHoldsCall: ScriptCall {
 public struct DueHoldsCall: ScriptCall {
     public static let script = ReservationScripts.dueHolds
     public static let keyNames = ["holds"]
-    public static let argumentNames = ["offset", "limit"]
+    public static let argumentNames = ["limit"]
 
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    /// Due by Redis's clock; `offset` skips holds an earlier page could not expire.
-    public init(partition: Int, offset: Int = 0, limit: Int) {
+    /// Due by Redis's clock.
+    public init(partition: Int, limit: Int) {
         keys = [Keyspace.holds(partition)]
-        arguments = [.int(offset), .int(limit)]
+        arguments = [.int(limit)]
     }
 
     public static func decode(_ reply: RedisValue) throws -> [String] {

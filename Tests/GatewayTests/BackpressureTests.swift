@@ -44,13 +44,27 @@ struct BackpressureTests {
         }
     }
 
-    static func pipeline(_ responder: HeldResponder) throws -> (EmbeddedChannel, ConnectionState, ReadCounter) {
+    /// Counts the request heads the decoder produced.
+    final class HeadCounter: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundOut = HTTPServerRequestPart
+        var heads = 0
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head = unwrapInboundIn(data) { heads += 1 }
+            context.fireChannelRead(data)
+        }
+    }
+
+    static func pipeline(_ responder: HeldResponder, heads: HeadCounter = HeadCounter(), statistics: HTTPServerStatistics = HTTPServerStatistics())
+        throws -> (EmbeddedChannel, ConnectionState, ReadCounter)
+    {
         let channel = EmbeddedChannel()
-        let state = ConnectionState(limits: HTTPServerLimits(), statistics: HTTPServerStatistics(), refusal: responder.requestHeaderTooLarge)
+        let state = ConnectionState(limits: HTTPServerLimits(), statistics: statistics, refusal: responder.requestHeaderTooLarge)
         let counter = ReadCounter()
         try channel.pipeline.syncOperations.addHandler(counter)
         try channel.pipeline.syncOperations.addHandler(RequestGuard(state: state))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try channel.pipeline.syncOperations.addHandler(heads)
         try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(responder: responder, state: state))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, state, counter)
@@ -75,7 +89,8 @@ struct BackpressureTests {
     @Test("2,000 pipelined requests in one read: a few are decoded, input pauses, and every one is answered in order")
     func pipelinedFlood() throws {
         let responder = HeldResponder()
-        let (channel, state, counter) = try Self.pipeline(responder)
+        let heads = HeadCounter()
+        let (channel, state, counter) = try Self.pipeline(responder, heads: heads)
         try channel.writeInbound(Self.requests(0..<2_000))
         #expect(state.inputPaused, "far more waiting than a few requests: input is paused")
         #expect(responder.received.withLock { $0.count } == 1, "one answered at a time")
@@ -88,11 +103,12 @@ struct BackpressureTests {
             channel.embeddedEventLoop.run()
             answered += try Self.answers(channel)
             // What the handler has decoded but not answered stays a few requests (plus one slice).
-            let decodedAhead = responder.received.withLock { $0.count } - answered.count
-            most = max(most, decodedAhead)
+            // 16 waiting parts pause the input; at most one 1 KiB slice more is decoded.
+            most = max(most, heads.heads - answered.count)
         }
         #expect(answered == (0..<2_000).map { "/r\($0)" }, "every request answered once, in order")
-        #expect(most <= 1, "requests reach the responder one at a time")
+        #expect(most <= 8 + 1024 / 30 + 1, "requests decoded ahead of their answers: \(most)")
+        #expect(responder.received.withLock { $0.count } == 2_000)
         #expect(!state.inputPaused)
         #expect(counter.reads == readsBefore + 1, "the read asked for while paused is made once drained")
         channel.pipeline.read()
@@ -149,5 +165,47 @@ struct BackpressureTests {
         }
         #expect(answered == (0..<300).map { "/r\($0)" })
         #expect(!channel.isActive, "closed once everything sent before the shut is answered")
+    }
+
+    @Test("pipelined requests with large heads pause the input by their bytes, not only by their count")
+    func largeHeads() throws {
+        let responder = HeldResponder()
+        let heads = HeadCounter()
+        let (channel, state, _) = try Self.pipeline(responder, heads: heads)
+        var flood = ByteBuffer()
+        let padding = String(repeating: "p", count: 10_000)
+        for index in 0..<50 { flood.writeString("GET /r\(index) HTTP/1.1\r\nHost: t\r\nX-Pad: \(padding)\r\n\r\n") }
+        try channel.writeInbound(flood)
+        #expect(state.inputPaused)
+        #expect(heads.heads <= 4, "10 KiB heads decoded ahead: \(heads.heads)")
+        var answered: [String] = []
+        while responder.answerOne() {
+            channel.embeddedEventLoop.run()
+            answered += try Self.answers(channel)
+            #expect(heads.heads - answered.count <= 4)
+        }
+        #expect(answered == (0..<50).map { "/r\($0)" })
+        _ = try? channel.finish()
+    }
+
+    @Test("a connection whose answers stay over the high-water mark for the request timeout is closed and counted")
+    func unwritableIsClosed() throws {
+        let responder = HeldResponder()
+        let statistics = HTTPServerStatistics()
+        let (channel, _, _) = try Self.pipeline(responder, statistics: statistics)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(9_000))
+        #expect(channel.isActive, "not before the request timeout (10 s)")
+        // Writable again in time: the check is off.
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        #expect(channel.isActive)
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(10_001))
+        #expect(!channel.isActive, "closed as a slow client")
+        #expect(statistics.timedOutConnections == 1)
     }
 }

@@ -125,6 +125,24 @@ struct ConnectionHygieneTests {
         await gateway.stop()
     }
 
+    @Test("a client that pipelines, shuts its side and never reads its answers is still closed (the last write is bounded)")
+    func halfClosedNonReader() async throws {
+        // No request or idle timeout, and a high-water mark the answers never reach: only the
+        // bound on the last write can close this connection.
+        let gateway = try await GatewayHarness.start(
+            configure: {
+                $0.idleTimeoutMilliseconds = 3_600_000
+                $0.requestTimeoutMilliseconds = 3_600_000
+            }, limits: { $0.outboundHighWaterMark = 4 << 20 })
+        let connection = try await RawConnection.open(port: gateway.port, neverRead: true)
+        // Far more answers than the client's and our kernel buffers take.
+        await connection.send(String(repeating: "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", count: 3_000))
+        await connection.shutdownOutput()
+        #expect(try await eventually { gateway.server.statistics.openConnections == 0 }, "closed by the server")
+        await connection.close()
+        await gateway.stop()
+    }
+
     @Test("a request head over the limit gets 431 request_header_too_large, headers or target")
     func headTooLarge() async throws {
         let gateway = try await GatewayHarness.start { $0.maxHeadBytes = 4096 }
@@ -316,4 +334,5 @@ final class Counter: Sendable {
     private let count = Atomic<Int>(0)
     var value: Int { count.load(ordering: .acquiring) }
     func increment() { count.wrappingAdd(1, ordering: .releasing) }
+    func add(_ amount: Int) { count.wrappingAdd(amount, ordering: .releasing) }
 }

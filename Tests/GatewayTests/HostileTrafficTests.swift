@@ -187,8 +187,11 @@ struct HostileTrafficTests {
     @Test("1,000 connections write 1 MiB of pipelined requests each and never read: bounded memory, /healthz answers, they are closed")
     func floodWithoutReading() async throws {
         let requestTimeout = 3_000
+        // A Redis of its own: the flood sends it hundreds of thousands of reads.
+        let redisServer = try RedisServerProcess(appendOnly: false)
+        try await redisServer.start()
         let gateway = try await GatewayProcess.start(
-            redisURL: try TestEnvironment.redisURL(),
+            redisURL: redisServer.url,
             environment: ["GATEWAY_REQUEST_TIMEOUT_MS": String(requestTimeout), "GATEWAY_IDLE_TIMEOUT_MS": "3600000"])
         // Warm: the memory a served request needs is there before the baseline is taken.
         for _ in 0..<20 { _ = try await gateway.request(.GET, "/v1/baskets/x") }
@@ -247,6 +250,7 @@ struct HostileTrafficTests {
         )
         for connection in connections { await connection.close() }
         #expect(try await gateway.terminate() == 0)
+        redisServer.stop()
     }
 
     @Test("SIGTERM under keep-alive load: drained, not cut: every request written is answered, the last one with Connection: close")

@@ -27,7 +27,8 @@ public final class GatewayHarness: Sendable {
     public let startedMilliseconds = Int(Date().timeIntervalSince1970 * 1000)
 
     public static func start(
-        redisURL: String? = nil, expiryLoop: Bool = true, loadScripts: Bool = true, configure: (inout GatewayConfiguration) -> Void = { _ in }
+        redisURL: String? = nil, expiryLoop: Bool = true, loadScripts: Bool = true, configure: (inout GatewayConfiguration) -> Void = { _ in },
+        limits adjustLimits: (inout HTTPServerLimits) -> Void = { _ in }
     ) async throws -> GatewayHarness {
         var configuration = GatewayConfiguration()
         configuration.redisURL = try redisURL ?? TestEnvironment.redisURL()
@@ -56,6 +57,7 @@ public final class GatewayHarness: Sendable {
         let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
         var limits = HTTPServerLimits(configuration)
         limits.shutdownGrace = .seconds(5)
+        adjustLimits(&limits)
         let server = try await HTTPServer.start(
             responder: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0, limits: limits, statistics: api.connections)
         var expiry: Task<Void, Never>?
