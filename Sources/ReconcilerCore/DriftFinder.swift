@@ -23,7 +23,7 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         /// lost data, say). Reported until an operator resolves it; no repair hides it.
         case oversold
         /// Redis rolled back (an event reused a `seq` Postgres had applied, or Redis's `seq` is
-        /// behind Postgres's): never merged; the repair keeps Postgres's capacity.
+        /// behind Postgres's): never merged; the repair never raises capacity.
         case rollback
 
         /// Whether a repair changes something for this kind; an oversell is only reported.
