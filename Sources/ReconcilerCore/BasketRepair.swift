@@ -37,9 +37,9 @@ public enum RepairResult: Sendable, Equatable {
 ///   lost its last second) is written back to Redis, with its webhook claims, if Redis should
 ///   still hold it (active, or finished within its retention). Where both have it, the further
 ///   status wins (pending < confirmed < cancelled | expired), as in `EventApplier`.
-/// - Counters come from that union. Capacity is never raised: the lower of the two sides, or
-///   Postgres's when Redis rolled back (see `RepairPlan.make`, which decides all of this from
-///   the two snapshots; this file reads them and executes the plan).
+/// - Counters come from that union. Capacity is never raised: the lower of the two sides, also
+///   when Redis rolled back (see `RepairPlan.make`, which decides all of this from the two
+///   snapshots; this file reads them and executes the plan).
 extension Reconciler {
     /// Repairs one basket, if it still differs on a consistent view and no other repair holds it.
     /// First judged without the lease (its stream drained, Postgres read before Redis, Redis
@@ -63,26 +63,40 @@ extension Reconciler {
         case .drifted: break
         }
         unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
-        let lease = RepairLease(token: Self.newToken(), milliseconds: configuration.repairLeaseMilliseconds)
+        // A repair of ours that failed after writing left its lease: the retry takes it back.
+        let kept = keptLeases.withLock { $0[basketId] }
+        let lease = kept ?? RepairLease(token: Self.newToken(), milliseconds: configuration.repairLeaseMilliseconds)
         switch try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: lease)) {
         case .acquired: break
         case .busy(let left):
+            if kept != nil { keptLeases.withLock { _ = $0.removeValue(forKey: basketId) } }  // taken over
             logger.info("basket repair skipped: another repair holds it", metadata: ["basket": "\(basketId)", "lease_left_ms": "\(left)"])
             return .busy
         case .released, .lost:
             throw StoreReplyError("repair_lease", .null)
         }
+        var wroteRedis = false
         do {
-            let result = try await repairUnderLease(basketId, reason: reason, lease: lease)
+            let result = try await repairUnderLease(basketId, reason: reason, lease: lease, wroteRedis: &wroteRedis)
+            keptLeases.withLock { _ = $0.removeValue(forKey: basketId) }
             if result == .leaseLost {
                 logger.warning("basket repair lost its lease; another repair took over", metadata: ["basket": "\(basketId)"])
             }
             return result
         } catch {
-            // Back in service only if this repair still owns it (the release checks the token).
-            // A basket left half-written is safe to sell from: the reserve script never sells
-            // more than capacity - pending - confirmed, and the next audit repairs it again.
-            _ = try? await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
+            if wroteRedis {
+                // Half-written (a reservation may be back without its units in `pending`): never
+                // put on sale. It stays out of service until this repair's retry or, once the
+                // lease ran out, another repair's takeover (`stuck_repair`) finishes it.
+                keptLeases.withLock { $0[basketId] = lease }
+                logger.error(
+                    "basket repair failed after writing to redis; the basket stays out of service until a repair finishes it",
+                    metadata: ["basket": "\(basketId)"])
+            } else {
+                // Nothing written to Redis: back in service if this repair still owns it.
+                keptLeases.withLock { _ = $0.removeValue(forKey: basketId) }
+                _ = try? await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
+            }
             throw error
         }
     }
@@ -120,7 +134,11 @@ extension Reconciler {
             // Its counters come from one HMGET: of one moment even when the rest moved on.
             lastRedis = redisSide.snapshot
             guard redisSide.settled else { continue }
-            if let row = postgresSide.row, let seq = redisSide.snapshot.seq, seq > row.redisSeq { continue }
+            if let row = postgresSide.row, let seq = redisSide.snapshot.seq, seq > row.redisSeq {
+                // Events in flight, or lost (Postgres restored from a backup, the stream trimmed).
+                if try await eventsLost(basketId, redisSeq: seq) { return .drifted }
+                continue
+            }
             return try RepairPlan.make(basketId: basketId, redis: redisSide.snapshot, postgres: postgresSide).needsRepair
                 ? .drifted : .consistent
         }
@@ -130,7 +148,18 @@ extension Reconciler {
         return .unsettled
     }
 
-    private func repairUnderLease(_ basketId: String, reason: Drift, lease: RepairLease) async throws -> RepairResult {
+    /// Whether the events that would bring Postgres's row to `redisSeq` are gone: the
+    /// partition's stream holds nothing unacknowledged, and Postgres, read after that check
+    /// (every acknowledged entry is committed), is still behind.
+    func eventsLost(_ basketId: String, redisSeq: Int) async throws -> Bool {
+        guard try await !consumer.hasBacklog(Keyspace.stream(Keyspace.partition(ofBasket: basketId))) else { return false }
+        let row = try await postgres.withConnection { try BasketStore.read($0, basketId) }
+        return (row?.redisSeq ?? 0) < redisSeq
+    }
+
+    private func repairUnderLease(_ basketId: String, reason: Drift, lease: RepairLease, wroteRedis: inout Bool) async throws
+        -> RepairResult
+    {
         let partition = Keyspace.partition(ofBasket: basketId)
         // What the gateway recorded before the lease reaches Postgres first (events another
         // reconciler holds in flight are claimed and applied too: the drain takes them over).
@@ -148,21 +177,27 @@ extension Reconciler {
             return .consistent
         }
         if postgresSide.row == nil && plan.createRow == nil {
-            // Neither side knows the basket: nothing to rebuild.
+            // Neither side knows the basket (its row was deleted after it was marked lost):
+            // nothing to rebuild, and it leaves the lost set, or the gateway answers 503 forever.
             _ = try await redis.run(RepairLeaseCall(basketId: basketId, mode: .release, lease: lease))
+            _ = try await redis.send("SREM", .string(Keyspace.lostBaskets(partition)), .string(basketId))
             return .consistent
         }
         logger.info("basket repair plan", metadata: ["basket": "\(basketId)", "reasons": "\(plan.reasons.joined(separator: "; "))"])
-        return try await execute(plan, basketId: basketId, reason: reason, lease: lease)
+        return try await execute(plan, basketId: basketId, reason: reason, lease: lease, wroteRedis: &wroteRedis)
     }
 
     /// Bounded chunks: no script or statement of a repair grows with the basket's size.
     static let repairChunk = 500
 
     /// Writes `plan`: Postgres's missing reservations, then Redis's (in chunks, each renewing the
-    /// lease), webhook claims, the staged consumer units, and last the basket itself, which puts
-    /// it back in service; then Postgres's row takes the same counters and seq.
-    func execute(_ plan: RepairPlan, basketId: String, reason: Drift, lease: RepairLease) async throws -> RepairResult {
+    /// lease), webhook claims, the staged consumer units, Postgres's row (the plan's counters and
+    /// seq), and last the basket itself, which puts it back in service.
+    /// `wroteRedis` turns true before the first Redis write is sent (a timeout may come after
+    /// the script ran): from then on, a failure must not put the basket back in service.
+    func execute(_ plan: RepairPlan, basketId: String, reason: Drift, lease: RepairLease, wroteRedis: inout Bool) async throws
+        -> RepairResult
+    {
         let chunk = Self.repairChunk
         let writes = plan.postgresWrites.sorted { $0.key < $1.key }
         try await postgres.withConnection { connection in
@@ -172,9 +207,24 @@ extension Reconciler {
             }
             for start in stride(from: 0, to: writes.count, by: chunk) {
                 let part = Dictionary(uniqueKeysWithValues: writes[start..<min(start + chunk, writes.count)].map { ($0.key, $0.value) })
-                try EventApplier.write(EventApplier.Changes(reservations: part), on: connection)
+                do {
+                    try EventApplier.write(EventApplier.Changes(reservations: part), on: connection)
+                } catch let error as PostgresError where error.isRefusedData {
+                    // A row Postgres refuses (one the dead-letter path set aside, say) must not
+                    // stop the rest of the repair: one by one, and the refused ones set aside.
+                    for (id, record) in part.sorted(by: { $0.key < $1.key }) {
+                        do {
+                            try EventApplier.write(EventApplier.Changes(reservations: [id: record]), on: connection)
+                        } catch let error as PostgresError where error.isRefusedData {
+                            self.logger.error(
+                                "repair: postgres refused a reservation; set aside, the rest of the repair goes on",
+                                metadata: ["basket": "\(basketId)", "reservation": "\(id)", "error": "\(error)"])
+                        }
+                    }
+                }
             }
         }
+        wroteRedis = true
         for start in stride(from: 0, to: plan.redisWrites.count, by: chunk) {
             let part = plan.redisWrites[start..<min(start + chunk, plan.redisWrites.count)].map { ($0.id, $0.record, $0.ttlSeconds) }
             if try await redis.run(RepairReservationsCall(part, basketId: basketId, lease: lease)) == .leaseLost { return .leaseLost }
@@ -198,15 +248,24 @@ extension Reconciler {
                 basketId: basketId, units: Array(units[start..<min(start + chunk, units.count)]), first: start == 0, lease: lease)
             if try await redis.run(call) == .leaseLost { return .leaseLost }
         }
+        // Postgres's row while the basket is still frozen: no event can land between the two.
+        try await recordRepair(plan, basketId: basketId)
         let call = RepairBasketCall(basketId: basketId, state: plan.state, seq: plan.seq, reason: reason.kind.rawValue, lease: lease)
         if try await redis.run(call) == .leaseLost { return .leaseLost }
+        if plan.oversoldBy > 0 { oversold(basketId, by: plan.oversoldBy, capacity: plan.state.capacity) }
+        return .repaired(oversoldBy: plan.oversoldBy)
+    }
 
-        // Postgres's row: the plan's counters and seq, and any rollback mark cleared (the
-        // basket_repaired event carries the same values; whichever lands first, both agree).
+    /// Postgres's row for `plan`: its counters and seq, and any rollback mark cleared (the
+    /// basket_repaired event carries the same seq and is then taken as applied). Written before
+    /// `repair_basket` puts the basket back on sale; a row already past `plan.seq` holds newer
+    /// events and is left alone (never overwritten with the plan's older counters).
+    func recordRepair(_ plan: RepairPlan, basketId: String) async throws {
         try await postgres.withConnection { connection in
             try connection.transaction { connection in
                 try EventApplier.lockBaskets([basketId], on: connection)
                 try BasketStore.update(connection, basketId) { row in
+                    guard row.redisSeq <= plan.seq else { return nil }
                     var next = row
                     next.stock = plan.state.stock
                     next.capacity = plan.state.capacity
@@ -230,8 +289,6 @@ extension Reconciler {
                     """, [.text(basketId)])
             }
         }
-        if plan.oversoldBy > 0 { oversold(basketId, by: plan.oversoldBy, capacity: plan.state.capacity) }
-        return .repaired(oversoldBy: plan.oversoldBy)
     }
 
     /// Redis's side of a basket, and whether a repair holds it. `ids`: read these reservations

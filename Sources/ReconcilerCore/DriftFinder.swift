@@ -23,7 +23,7 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         /// lost data, say). Reported until an operator resolves it; no repair hides it.
         case oversold
         /// Redis rolled back (an event reused a `seq` Postgres had applied, or Redis's `seq` is
-        /// behind Postgres's): never merged; the repair keeps Postgres's capacity.
+        /// behind Postgres's): never merged; the repair never raises capacity.
         case rollback
 
         /// Whether a repair changes something for this kind; an oversell is only reported.
@@ -92,7 +92,8 @@ extension Reconciler {
             }
         }
         for drift in found where !drift.kind.needsRepair || judged[drift.basketId] == true { drifts.append(drift) }
-        if repair { try await setPartitionMarkers(Array(0..<Keyspace.partitionCount)) }
+        // Markers are set only by `rebuildUnmarkedPartitions`, after it marked that partition's
+        // lost baskets: set here, they would hide a FLUSHALL that happened during this audit.
         let oversold = drifts.filter { $0.kind == .oversold }
         Gauge(label: "reconciler_oversold_baskets").record(oversold.count)
         for drift in oversold {
@@ -264,11 +265,11 @@ extension Reconciler {
                     Drift(
                         basketId: id, kind: .books,
                         detail: "the reserve script found stock != capacity - pending - confirmed \(health.booksMismatches) times",
-                        postgresBehind: (health.seq ?? 0) > (postgresBaskets[id]?.row.redisSeq ?? 0)))
+                        postgresBehind: Self.behind(health.seq, postgresBaskets[id]?.row)))
             }
             // A basket hash Redis cannot read back (corrupt counters) counts as missing: a repair rewrites it.
             let state = (try? reply.get()).flatMap { try? ReadBasketCall.decode($0) } ?? nil
-            let behind = (health?.seq ?? 0) > (postgresBaskets[id]?.row.redisSeq ?? 0)
+            let behind = Self.behind(health?.seq, postgresBaskets[id]?.row)
             if let postgres = postgresBaskets[id], Self.units(postgres.pending, postgres.confirmed) > postgres.row.capacity {
                 drifts.append(
                     Drift(
@@ -308,12 +309,14 @@ extension Reconciler {
             // the oversell (reported above), not a counter to repair again.
             let oversoldAndClosed = state.stock == 0 && Self.units(state.pending, state.confirmed) > state.capacity
             let balanced = Self.units(redisTuple[0], redisTuple[1], redisTuple[2]) == redisTuple[3] || oversoldAndClosed
-            if redisTuple != postgresTuple || !balanced {
+            // A seq that is missing or out of range (Int.max) is drift of its own: a repair renumbers it.
+            let seqCorrupt = !(health?.seq.map(RepairPlan.seqRange.contains) ?? false)
+            if redisTuple != postgresTuple || !balanced || seqCorrupt {
                 drifts.append(
                     Drift(
                         basketId: id, kind: .counters,
-                        detail:
-                            "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
+                        detail: (seqCorrupt ? "redis seq is missing or out of range; " : "")
+                            + "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
                             + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])",
                         postgresBehind: behind))
             } else if behind {
@@ -371,6 +374,13 @@ extension Reconciler {
             total = overflow ? (value > 0 ? .max : .min) : sum
         }
         return total
+    }
+
+    /// Whether Postgres's row is behind Redis's `seq`. A seq out of range (corrupt, Int.max) is
+    /// not "events in flight" but drift, judged at once.
+    static func behind(_ redisSeq: Int?, _ row: BasketRow?) -> Bool {
+        guard let redisSeq, RepairPlan.seqRange.contains(redisSeq) else { return false }
+        return redisSeq > (row?.redisSeq ?? 0)
     }
 
     /// How far back the audit checks confirmed reservations one by one.

@@ -3,6 +3,7 @@ import Metrics
 public import PostgresClient
 public import RedisClient
 public import ReservationCore
+import ReservationScripts
 public import ServiceLifecycle
 import Synchronization
 
@@ -29,6 +30,9 @@ public final class Reconciler: Sendable {
     let repairBackoff = Mutex([String: RepairBackoff]())
     /// Per basket: how many audits in a row could not take a view of one moment of it.
     let unsettled = Mutex([String: Int]())
+    /// Per basket: the lease of a repair of ours that failed after writing to Redis (the basket
+    /// stays out of service; the retry reuses the lease instead of waiting for it to run out).
+    let keptLeases = Mutex([String: RepairLease]())
 
     struct RepairBackoff {
         var failures: Int
@@ -176,16 +180,19 @@ public final class Reconciler: Sendable {
         return total
     }
 
-    /// `reconciler once` after migrating: drain, audit with repair, and drain the repairs' own
-    /// events. Returns the events applied by the first drain, how long it took, and the repairs.
+    /// `reconciler once` after migrating: drain, rebuild the partitions without their marker (a
+    /// fresh deployment, a flushed Redis), audit with repair, and drain the repairs' own events.
+    /// Returns the events applied by the first drain, how long it took, and the baskets rebuilt
+    /// or repaired.
     public func once() async throws -> (applied: Int, elapsed: Duration, repaired: Int) {
         let clock = ContinuousClock()
         let started = clock.now
         let applied = try await drain()
         let elapsed = clock.now - started
+        let lost = try await rebuildUnmarkedPartitions()
         let drifts = try await audit(repair: true).filter(\.kind.needsRepair)
-        if !drifts.isEmpty { _ = try await drain() }
-        return (applied, elapsed, drifts.count)
+        if lost + drifts.count > 0 { _ = try await drain() }
+        return (applied, elapsed, lost + drifts.count)
     }
 
     /// `reconciler run`: consume until graceful shutdown, auditing every `auditIntervalSeconds`.

@@ -167,8 +167,8 @@ public struct RepairPlan: Sendable, Equatable {
     ///   knows it is kept); Redis gets the active ones and the finished ones still within their
     ///   retention (with the TTL that is left), never older history;
     /// - capacity is never raised: the lower of the two when both are known (a rollback that
-    ///   brought back an older, larger capacity loses to Postgres); Postgres's when its row says
-    ///   Redis rolled back;
+    ///   brought back an older, larger capacity loses to Postgres; a later decrease in Redis
+    ///   stands), rolled back or not;
     /// - counters come from the union; an oversell leaves stock 0 and is reported, not hidden;
     /// - `seq` moves past both sides, without overflow.
     public static func make(
@@ -234,7 +234,9 @@ public struct RepairPlan: Sendable, Equatable {
 
         var capacity: Int
         switch (redis.capacity, row) {
-        case (let redisCapacity?, let row?): capacity = row.rolledBack ? row.capacity : min(redisCapacity, row.capacity)
+        // Always the lower: even after a rollback, a decrease an operator made in Redis since
+        // then must stand.
+        case (let redisCapacity?, let row?): capacity = min(redisCapacity, row.capacity)
         case (let redisCapacity?, nil): capacity = redisCapacity
         case (nil, let row?): capacity = row.capacity
         case (nil, nil): capacity = 0

@@ -121,26 +121,26 @@ public struct StreamConsumer: Sendable {
     /// pending, or not delivered yet): there, Postgres may simply not have caught up.
     public func partitionsWithBacklog() async throws -> Set<Int> {
         var result: Set<Int> = []
-        for (partition, stream) in streams.enumerated() {
-            let info: RedisValue
-            do {
-                info = try await redis.send("XINFO", "STREAM", .string(stream))
-            } catch let error as RedisError where error.serverCode == "ERR" {
-                continue  // no such stream: nothing waits there
-            }
-            let lastGenerated = Self.field("last-generated-id", in: info)?.string.flatMap(StreamID.init)
-            let groups = (try? await redis.send("XINFO", "GROUPS", .string(stream)).array) ?? []
-            guard let group = groups.first(where: { Self.field("name", in: $0)?.string == Self.group }) else {
-                if lastGenerated != nil { result.insert(partition) }  // entries, and no group has read them
-                continue
-            }
-            let pending = Self.field("pending", in: group)?.int ?? 0
-            let delivered = Self.field("last-delivered-id", in: group)?.string.flatMap(StreamID.init)
-            if pending > 0 || (lastGenerated.map { generated in delivered.map { $0 < generated } ?? true } ?? false) {
-                result.insert(partition)
-            }
-        }
+        for (partition, stream) in streams.enumerated() where try await hasBacklog(stream) { result.insert(partition) }
         return result
+    }
+
+    /// Whether `stream` holds entries the group has not acknowledged: pending ones, or entries
+    /// past its last delivered id. Entries trimmed before delivery are not waiting (they are
+    /// lost): only an entry that still exists counts.
+    public func hasBacklog(_ stream: String) async throws -> Bool {
+        do {
+            _ = try await redis.send("XINFO", "STREAM", .string(stream))
+        } catch let error as RedisError where error.serverCode == "ERR" {
+            return false  // no such stream: nothing waits there
+        }
+        let groups = (try? await redis.send("XINFO", "GROUPS", .string(stream)).array) ?? []
+        let group = groups.first { Self.field("name", in: $0)?.string == Self.group }
+        if let group, (Self.field("pending", in: group)?.int ?? 0) > 0 { return true }
+        let delivered = group.flatMap { Self.field("last-delivered-id", in: $0)?.string.flatMap(StreamID.init) }
+        let after = delivered.map { "(" + $0.description } ?? "-"
+        let next = try await redis.send("XRANGE", .string(stream), .string(after), "+", "COUNT", 1)
+        return !(next.array ?? []).isEmpty
     }
 
     /// A field of a flat name/value array reply (XINFO's shape).

@@ -79,7 +79,7 @@ struct RepairPlanTests {
         #expect(plan.state == BasketState(stock: 8, pending: 1, confirmed: 1, capacity: 10, holdSeconds: 600, maxPerConsumer: 2))
     }
 
-    @Test("capacity is never raised: a rolled-back Redis's larger capacity loses; a rollback mark keeps Postgres's")
+    @Test("capacity is never raised: a rolled-back Redis's larger capacity loses; with a rollback mark, the lower still wins")
     func capacity() throws {
         var (redis, postgres) = Self.agreeing()
         redis.capacity = 20
@@ -92,6 +92,14 @@ struct RepairPlanTests {
         let rolledBack = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
         #expect(rolledBack.needsRepair)
         #expect(rolledBack.state.capacity == 1 && rolledBack.state.stock == 0 && rolledBack.oversoldBy == 1)
+        // Redis rolled back to 10, Postgres is at 5 and marked; then an operator lowered Redis
+        // to 2: the decrease stands (the rollback mark never raises capacity).
+        (redis, postgres) = Self.agreeing()
+        redis.capacity = 2
+        redis.stock = 0
+        postgres.row = Self.row(stock: 3, capacity: 5, seq: 7, rolledBack: true)
+        let lowered = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+        #expect(lowered.state.capacity == 2 && lowered.state.stock == 0 && lowered.oversoldBy == 0)
     }
 
     @Test("hostile seqs: a corrupt Redis seq never traps (the repair numbers past Postgres's); a corrupt Postgres seq is an error")
