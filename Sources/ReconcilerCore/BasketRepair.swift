@@ -124,7 +124,7 @@ extension Reconciler {
             if shouldDrain {
                 // A partition far behind is caught up by the consumer, not by an audit: this
                 // basket is judged at a later audit (its events may simply not be applied yet).
-                let limit = max(1_000, 4 * batchSize)
+                let limit = 4 * batchSize  // four transactions at most
                 if try await drain(streams: [Keyspace.stream(partition)], limit: limit) >= limit { return .unsettled }
             }
             let postgresSide = try await postgresSnapshot(basketId, redisIds: [], full: false)
