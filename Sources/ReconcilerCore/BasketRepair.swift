@@ -54,12 +54,17 @@ extension Reconciler {
             return .consistent
         case .unsettled:
             // A basket that changes faster than Postgres catches up cannot be judged without
-            // the lease; it is taken out of service only after many audits in a row saw it so.
+            // the lease, and taking a live basket out of service to judge it is what users
+            // would see (503s in a sale): it is judged once it calms. (Redis's own books are
+            // judged however busy it is: their drift is `.drifted`.)
             let times = unsettled.withLock { counts -> Int in
                 counts[basketId, default: 0] += 1
                 return counts[basketId] ?? 0
             }
-            if times < Self.unsettledAuditsBeforeLease { return .unsettled }
+            if times % Self.unsettledAuditsLogged == 0 {
+                logger.info("basket too busy to judge; judged once it calms", metadata: ["basket": "\(basketId)", "audits": "\(times)"])
+            }
+            return .unsettled
         case .drifted: break
         }
         unsettled.withLock { _ = $0.removeValue(forKey: basketId) }
@@ -109,9 +114,8 @@ extension Reconciler {
         case unsettled
     }
 
-    /// How many audits in a row may find a basket unsettled before its repair judges it under
-    /// the lease (a short pause of its traffic) instead.
-    static let unsettledAuditsBeforeLease = 10
+    /// Every this many audits in a row that find a basket unsettled, it is logged.
+    static let unsettledAuditsLogged = 10
 
     /// Whether `basketId` differs between the two stores, judged without the lease on a view
     /// that is consistent: Postgres is read first (one transaction), then Redis between two

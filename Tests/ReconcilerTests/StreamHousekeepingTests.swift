@@ -132,6 +132,7 @@ struct StreamHousekeepingTests {
             return nil
         }
         var sawItBehind = false
+        var last = ""
         #expect(
             try await eventually(interval: .milliseconds(50)) {
                 let done = reconciler.housekeeping
@@ -144,10 +145,11 @@ struct StreamHousekeepingTests {
                 let delivered = try await lastDelivered().flatMap(StreamID.init)
                 // Read after the trim figures: if the backlog was not all delivered now, it was not then.
                 let behind = delivered.map { $0 < StreamID(lastId)! } ?? true
+                last = "behind \(behind), trimmed \(trimmed), trims \(done.trims), audits \(done.audits), audit failures \(done.auditFailures)"
                 if behind && trimmed > 100 && done.trims >= 3 && done.audits >= 2 { sawItBehind = true }
                 return sawItBehind || !behind
             })
-        #expect(sawItBehind, "housekeeping waited for the reconciler to catch up")
+        #expect(sawItBehind, "housekeeping waited for the reconciler to catch up: \(last)")
         tally.stop.store(true, ordering: .relaxed)
         await load.value
         running.cancel()
