@@ -63,6 +63,8 @@ end
 local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed')
 local answer
 local stock, held
+-- the basket's numbers, each converted once
+local pending, capacity, hold, maxUnits, seqNumber, confirmed
 local booksDisagree = false
 -- A refusal is not stored when it may be wrong: a basket missing from a partition the
 -- reconciler has not checked since Redis lost its data (no marker) may only be lost.
@@ -77,21 +79,19 @@ elseif not basket[1] then
 else
   -- Every field is read and checked before the first write (Redis does not roll a script back):
   -- a hash missing one is not served.
-  for _, i in ipairs({1, 2, 3, 4, 5, 7}) do
-    if not tonumber(basket[i]) then return {'unavailable'} end
-  end
-  if basket[8] and not tonumber(basket[8]) then return {'unavailable'} end
-  stock = tonumber(basket[1])
+  stock, pending, capacity = tonumber(basket[1]), tonumber(basket[2]), tonumber(basket[3])
+  hold, maxUnits, seqNumber, confirmed = tonumber(basket[4]), tonumber(basket[5]), tonumber(basket[7]), tonumber(basket[8] or '0')
+  if not (stock and pending and capacity and hold and maxUnits and seqNumber and confirmed) then return {'unavailable'} end
   -- The books: what is not held is stock. When the counters disagree (a corrupted or
   -- half-restored counter), sell only what both agree is there, and mark the basket so the
   -- reconciler's audit repairs it and counts it.
-  local books = tonumber(basket[3]) - tonumber(basket[2]) - tonumber(basket[8] or '0')
+  local books = capacity - pending - confirmed
   -- (An oversold basket, closed by its repair with stock 0, is expected to disagree.)
   if books ~= stock and not (books < 0 and stock == 0) then booksDisagree = true end
   if books < stock then stock = books end
   -- counted up front (one call on the path that grants), taken back on a refusal
   held = redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])
-  if held > tonumber(basket[5]) then
+  if held > maxUnits then
     answer = 'limit_exceeded'
   elseif stock < quantity then
     answer = 'sold_out'
@@ -113,13 +113,13 @@ if answer then
   reply = {answer}
 else
   local now = redis.call('TIME')
-  local expiresAt = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(basket[4]) * 1000
+  local expiresAt = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + hold * 1000
   local remaining = stock - quantity
   -- numbers become strings once, as integers ('%d'; Lua's own conversion is a costly '%.14g')
   local expires = string.format('%d', expiresAt)
   local left = string.format('%d', remaining)
-  local seq = string.format('%d', tonumber(basket[7]) + 1)
-  redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', tonumber(basket[2]) + quantity), 'seq', seq)
+  local seq = string.format('%d', seqNumber + 1)
+  redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', pending + quantity), 'seq', seq)
   redis.call('HSET', KEYS[2], 'basket', ARGV[1], 'consumer', ARGV[2], 'qty', ARGV[3], 'status', 'pending', 'exp', expires)
   redis.call('ZADD', KEYS[4], expires, ARGV[4])
   -- the event's status is implied by its type ("reserved" -> pending)
