@@ -27,17 +27,30 @@ public enum Keyspace {
         prefix(partition) + ":i:" + basketId + "/" + key
     }
     public static func rateLimit(consumerId: String, partition: Int) -> String { prefix(partition) + ":rl:" + consumerId }
-    public static func holds(_ partition: Int) -> String { prefix(partition) + ":holds" }
-    public static func stream(_ partition: Int) -> String { prefix(partition) + ":events" }
+    public static func holds(_ partition: Int) -> String { perPartition(holdsKeys, partition, ":holds") }
+    public static func stream(_ partition: Int) -> String { perPartition(streamKeys, partition, ":events") }
     public static func basketIndex(_ partition: Int) -> String { prefix(partition) + ":baskets" }
     /// Basket ids Postgres holds and Redis lost (a `FLUSHALL`, a failover to a stale replica):
     /// written by the reconciler as soon as it finds them, each removed by the repair that
     /// rebuilds its basket. Until then the gateway answers such a basket 503 `unavailable`, not
     /// 404 (so no client, and no Idempotency-Key record, is told it does not exist).
-    public static func lostBaskets(_ partition: Int) -> String { prefix(partition) + ":lost" }
+    public static func lostBaskets(_ partition: Int) -> String { perPartition(lostKeys, partition, ":lost") }
     /// Written by the reconciler once it has compared the partition's baskets with Postgres: a
     /// partition without it lost its data (or is new), and is checked at once, not at the next audit.
-    public static func partitionMarker(_ partition: Int) -> String { prefix(partition) + ":present" }
+    public static func partitionMarker(_ partition: Int) -> String { perPartition(markerKeys, partition, ":present") }
+
+    // The keys that depend on the partition alone, built once: the reserve path names four of
+    // them on every call.
+    private static let holdsKeys = table(":holds")
+    private static let streamKeys = table(":events")
+    private static let lostKeys = table(":lost")
+    private static let markerKeys = table(":present")
+
+    private static func table(_ suffix: String) -> [String] { (0..<partitionCount).map { prefix($0) + suffix } }
+
+    private static func perPartition(_ table: [String], _ partition: Int, _ suffix: String) -> String {
+        table.indices.contains(partition) ? table[partition] : prefix(partition) + suffix
+    }
     public static func webhookClaim(eventId: String, partition: Int) -> String { prefix(partition) + ":wh:" + eventId }
 
     static func fnv1a(_ text: String) -> UInt32 {
