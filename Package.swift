@@ -22,6 +22,7 @@ let package = Package(
         .executable(name: "gateway", targets: ["Gateway"]),
         .executable(name: "reconciler", targets: ["Reconciler"]),
         .executable(name: "bench-baseline", targets: ["BenchBaseline"]),
+        .executable(name: "bench-scripts", targets: ["BenchScripts"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -128,6 +129,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
+        // Benchmark-only: the scripts and the reserve call's keys and arguments, for bench/ (one source).
+        .executableTarget(name: "BenchScripts", dependencies: ["ReservationScripts", "ReservationCore", "RedisClient"]),
 
         // Fuzzing: RequestDecoder under libFuzzer (scripts/fuzz.sh); in ordinary builds a replay tool.
         .executableTarget(

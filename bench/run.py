@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 import script_cost
-from script_cost import cpu_seconds, fnv_partition, redis
+from script_cost import basket_keys, cpu_seconds, redis, stream_keys
 
 BIN = os.environ["BIN"]
 DATABASE_URL = os.environ["DATABASE_URL"]
@@ -161,8 +161,7 @@ def stream_state():
     """Entries held in all 16 streams, and how many of them the group has not acknowledged
     (delivered but pending, plus never delivered)."""
     held = unacknowledged = 0
-    for partition in range(16):
-        stream = f"{{rg{partition:02d}}}:events"
+    for stream in stream_keys():
         held += int(redis("XLEN", stream) or 0)
         info = redis("XINFO", "GROUPS", stream) if redis("EXISTS", stream) == "1" else ""
         fields = info.split("\n")
@@ -212,11 +211,13 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         wait_http(8089)
         baskets = []
         index = 0
-        while len({fnv_partition(b) for b in baskets}) < 16:
-            candidate = f"spread-{index}"
-            if fnv_partition(candidate) not in {fnv_partition(b) for b in baskets}:
-                baskets.append(candidate)
-            index += 1
+        # one basket on every partition
+        partitions = {}
+        while len(partitions) < len(stream_keys()):
+            for shape in basket_keys(*(f"spread-{index + i}" for i in range(64))):
+                partitions.setdefault(shape["partition"], shape["basket"])
+            index += 64
+        baskets = [partitions[p] for p in sorted(partitions)]
         for basket in baskets:
             for port in (GATEWAY_PORT, 8089):
                 status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
@@ -395,7 +396,7 @@ def main():
         reset_data()
         # 200,000 granted reservations written by the script itself (redis-benchmark, rate limit off)
         script_cost.cost_per_call(os.path.join(ROOT, "lua", "reserve.lua"), 200_000, False, redis_pid())
-        events = int(redis("XLEN", f"{{rg{fnv_partition(script_cost.BASKET):02d}}}:events"))
+        events = int(redis("XLEN", basket_keys(script_cost.BASKET)[0]["streamKey"]))
         output = subprocess.run([f"{BIN}/reconciler", "once"], check=True, capture_output=True, text=True, env=environment).stdout
         match = re.search(r"applied (\d+) events in ([\d.]+) seconds", output)
         applied, seconds = int(match.group(1)), float(match.group(2))

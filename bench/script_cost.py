@@ -11,6 +11,7 @@ from /proc/<pid>/stat divided by the calls: microseconds of Redis CPU per call, 
 switched off for the measurement (the figure is the script's cost, not the disk's) and restored.
 """
 import argparse
+import json
 import os
 import re
 import statistics
@@ -33,37 +34,52 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def fnv_partition(text, partitions=16):
-    value = 2166136261
-    for byte in text.encode():
-        value ^= byte
-        value = (value * 16777619) & 0xFFFFFFFF
-    return value % partitions
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tool(*args):
+    """bench-scripts (Sources/BenchScripts): the project's own call types build every key, argument
+    and script source sent here, so nothing is copied into Python. Built on first use unless BIN
+    names a build that has it."""
+    binary = os.path.join(os.environ.get("BIN", ""), "bench-scripts")
+    if not os.environ.get("BIN") or not os.path.exists(binary):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "bench-scripts"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        os.environ["BIN"] = os.environ.get("BIN") or path
+        binary = os.path.join(path, "bench-scripts")
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, check=True).stdout
+
+
+def basket_keys(*baskets):
+    """[{basket, partition, basketKey, streamKey}] as the gateway names them."""
+    return json.loads(tool("keys", *baskets))
+
+
+def stream_keys():
+    return json.loads(tool("streams"))
 
 
 def reserve_command(sha, rate_limit):
     """EVALSHA with the keys and arguments `ReserveCall` sends; `__rand_int__` makes every call a
-    new consumer and a new reservation id (redis-benchmark draws each occurrence apart)."""
-    partition = fnv_partition(BASKET)
-    p = f"{{rg{partition:02d}}}"
-    basket = f"{p}:b:{BASKET}"
-    # ids in the gateway's shape (the partition first), so the reconciler can drain what this writes
-    keys = [basket, f"{p}:r:{partition:02d}-rb-__rand_int__", f"{p}:u:{BASKET}", f"{p}:holds", f"{p}:events", basket,
-            f"{p}:rl:c__rand_int__" if rate_limit else basket, f"{p}:lost"]
-    args = [BASKET, "c__rand_int__", "1", f"{partition:02d}-rb-__rand_int__", "20" if rate_limit else "0", "", "86400", "300"]
-    return ["EVALSHA", sha, str(len(keys)), *keys, *args]
+    new consumer and a new reservation id (redis-benchmark draws each occurrence apart), and ids
+    are in the gateway's shape (the partition first), so the reconciler can drain what this writes."""
+    shape = json.loads(tool("reserve", BASKET, 20 if rate_limit else 0))
+    return ["EVALSHA", sha, str(len(shape["keys"])), *shape["keys"], *shape["arguments"]]
 
 
 def seed_basket():
-    p = f"{{rg{fnv_partition(BASKET):02d}}}"
-    redis("HSET", f"{p}:b:{BASKET}", "stock", 10**9, "pending", 0, "confirmed", 0, "capacity", 10**9, "hold", 600,
-          "max", 1, "seq", 1)
+    """The bench basket, made by basket_create.lua as the gateway makes one."""
+    create = json.loads(tool("create", BASKET, 10**9))
+    redis("EVAL", tool("source", "basket_create"), len(create["keys"]), *create["keys"], *create["arguments"])
 
 
 def cost_per_call(path, calls, rate_limit, pid):
     redis("FLUSHALL")
     seed_basket()
-    sha = redis("SCRIPT", "LOAD", open(path).read())
+    # the script as Redis runs it: the prelude, then the file
+    sha = redis("SCRIPT", "LOAD", tool("join", path))
     if not re.fullmatch(r"[0-9a-f]{40}", sha):
         raise SystemExit(f"{path}: {sha}")
     command = ["redis-benchmark", "-p", REDIS_PORT, "-c", "50", "-n", str(calls), "-r", "1000000000", "-P", "16",
@@ -71,7 +87,7 @@ def cost_per_call(path, calls, rate_limit, pid):
     before = cpu_seconds(pid)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     used = cpu_seconds(pid) - before
-    granted = int(redis("HGET", f"{{rg{fnv_partition(BASKET):02d}}}:b:{BASKET}", "pending") or 0)
+    granted = int(redis("HGET", basket_keys(BASKET)[0]["basketKey"], "pending") or 0)
     rps = float(re.findall(r"([\d.]+) requests per second", output)[-1])
     return {"cpu_us": used * 1e6 / calls, "rps": rps, "granted": granted}
 
@@ -111,7 +127,7 @@ BREAKDOWN = {
     "without the basket update (HSET)": ("  redis.call('HSET', KEYS[1]", "  noop('HSET', KEYS[1]"),
     "without the consumer's count (HINCRBY)": ("  held = redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])",
                                                "  held = quantity"),
-    "without Redis TIME": ("  local now = redis.call('TIME')", "  local now = {'1700000000', '0'}"),
+    "without Redis TIME": ("  local expiresAt = nowMs() + hold * 1000", "  local expiresAt = 1700000000000 + hold * 1000"),
 }
 MINIMAL = """-- the floor: one counter and one stream entry per call, same keys and arguments
 local left = redis.call('HINCRBY', KEYS[1], 'stock', -1)

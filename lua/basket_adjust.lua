@@ -7,7 +7,7 @@
 -- ARGV[1] basketId
 -- ARGV[2] delta
 -- ARGV[3] maxCapacity: the largest capacity a basket may have
--- Returns {"ok", stock, pending, confirmed, capacity, hold, max} or one of {"basket_not_found"},
+-- Returns {"ok", <the basket's BASKET fields>} or one of {"basket_not_found"},
 -- {"insufficient_stock"}, {"capacity_exceeded"}, {"unavailable"} (under repair, or lost and
 -- not rebuilt yet).
 local b = redis.call('HMGET', KEYS[1], 'stock', 'maint', 'capacity')
@@ -19,12 +19,10 @@ if b[2] then return {'unavailable'} end
 local delta = tonumber(ARGV[2])
 if tonumber(b[1]) + delta < 0 then return {'insufficient_stock'} end
 if tonumber(b[3]) + delta > tonumber(ARGV[3]) then return {'capacity_exceeded'} end
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 local stock = redis.call('HINCRBY', KEYS[1], 'stock', delta)
 local capacity = redis.call('HINCRBY', KEYS[1], 'capacity', delta)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '*', 'type', 'stock_adjusted', 'basket', ARGV[1], 'seq', seq,
-  'stock', stock, 'capacity', capacity, 'delta', delta, 'at', nowMs)
-local v = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max')
-return {'ok', v[1], v[2], v[3], v[4], v[5], v[6]}
+  'stock', stock, 'capacity', capacity, 'delta', delta, 'at', now)
+return recordReply('ok', readRecord(KEYS[1], BASKET), BASKET)

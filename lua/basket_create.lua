@@ -7,18 +7,16 @@
 -- ARGV[2] stock
 -- ARGV[3] holdSeconds
 -- ARGV[4] maxPerConsumer
--- Returns {"ok", stock, pending, confirmed, capacity, hold, max}, {"basket_exists"}, or
+-- Returns {"ok", <the basket's BASKET fields>}, {"basket_exists"}, or
 -- {"unavailable"} for a basket Redis lost and the reconciler has not rebuilt yet (it exists: a
 -- new one must not take its place).
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'basket_exists'} end
 if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return {'unavailable'} end
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 local stock = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'stock', stock, 'pending', 0, 'confirmed', 0, 'capacity', stock,
-  'hold', tonumber(ARGV[3]), 'max', tonumber(ARGV[4]), 'seq', 1, 'created', nowMs)
+  'hold', tonumber(ARGV[3]), 'max', tonumber(ARGV[4]), 'seq', 1, 'created', now)
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'type', 'basket_created', 'basket', ARGV[1], 'seq', 1,
-  'stock', stock, 'capacity', stock, 'hold', ARGV[3], 'max', ARGV[4], 'at', nowMs)
-local b = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max')
-return {'ok', b[1], b[2], b[3], b[4], b[5], b[6]}
+  'stock', stock, 'capacity', stock, 'hold', ARGV[3], 'max', ARGV[4], 'at', now)
+return recordReply('ok', readRecord(KEYS[1], BASKET), BASKET)

@@ -2,6 +2,5 @@
 -- release script decides by), oldest first, at most `limit`.
 -- KEYS[1] holds: the partition's pending holds (zset, score = expiry in ms)
 -- ARGV[1] limit
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', nowMs), 'LIMIT', 0, tonumber(ARGV[1]))
+local now = nowMs()
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now), 'LIMIT', 0, tonumber(ARGV[1]))

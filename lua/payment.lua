@@ -24,22 +24,21 @@
 -- reconciler has not rebuilt it yet), is {"unavailable"}: the provider retries.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local r = redis.call('HMGET', KEYS[2], 'basket', 'consumer', 'qty', 'status', 'exp')
-if (r[1] or '') ~= ARGV[8] then return {'stale_keys'} end
+local now = nowMs()
+local r = readRecord(KEYS[2], RESERVATION)
+if (r.basket or '') ~= ARGV[8] then return {'stale_keys'} end
 
 local outcome
 if ARGV[2] == 'payment.failed' then
   outcome = 'failed'
-elseif not r[1] then
+elseif not r.basket then
   outcome = 'unknown_reservation'
 elseif redis.call('HGET', KEYS[5], 'maint') or redis.call('HEXISTS', KEYS[5], 'stock') == 0 then
   return {'unavailable'}
-elseif not (tonumber(r[3]) and tonumber(r[5])) then
+elseif not (tonumber(r.qty) and tonumber(r.exp)) then
   -- a corrupt reservation is never half-applied: the provider retries, the audit reports it
   return {'unavailable'}
-elseif r[4] == 'pending' and tonumber(r[5]) > nowMs then
+elseif r.status == 'pending' and tonumber(r.exp) > now then
   outcome = 'confirmed'
 else
   -- expired, cancelled, a hold that ran out, or a second payment for a confirmed reservation
@@ -48,23 +47,23 @@ end
 
 -- writes start here
 redis.call('SET', KEYS[1], outcome, 'NX', 'EX', tonumber(ARGV[7]))
-local fields = {'type', 'payment', 'event', ARGV[1], 'kind', ARGV[2], 'res', ARGV[3],
-  'payment', ARGV[4], 'amount', ARGV[5], 'currency', ARGV[6], 'outcome', outcome, 'at', nowMs}
 if outcome == 'confirmed' then
-  local quantity = tonumber(r[3])
+  local quantity = tonumber(r.qty)
   redis.call('HINCRBY', KEYS[5], 'pending', -quantity)
   redis.call('HINCRBY', KEYS[5], 'confirmed', quantity)
   local seq = redis.call('HINCRBY', KEYS[5], 'seq', 1)
   local basket = redis.call('HMGET', KEYS[5], 'stock', 'capacity')
   redis.call('HSET', KEYS[2], 'status', 'confirmed', 'pay', ARGV[4])
   redis.call('ZREM', KEYS[3], ARGV[3])
-  for _, v in ipairs({'basket', r[1], 'seq', seq, 'stock', basket[1], 'capacity', basket[2],
-    'consumer', r[2], 'qty', quantity, 'status', 'confirmed', 'exp', r[5], 'pay', ARGV[4]}) do
-    fields[#fields + 1] = v
-  end
-elseif r[1] then
-  fields[#fields + 1] = 'basket'
-  fields[#fields + 1] = r[1]
+  r.status = 'confirmed'
+  r.pay = ARGV[4]
+  redis.call('XADD', KEYS[4], '*', unpack(withRecord({'type', 'payment', 'event', ARGV[1], 'kind', ARGV[2],
+    'res', ARGV[3], 'payment', ARGV[4], 'amount', ARGV[5], 'currency', ARGV[6], 'outcome', outcome, 'at', now,
+    'seq', seq, 'stock', basket[1], 'capacity', basket[2]}, r, RESERVATION)))
+else
+  -- nothing changed but the payment's own record (and the reservation's basket, when known)
+  redis.call('XADD', KEYS[4], '*', unpack(withRecord({'type', 'payment', 'event', ARGV[1], 'kind', ARGV[2],
+    'res', ARGV[3], 'payment', ARGV[4], 'amount', ARGV[5], 'currency', ARGV[6], 'outcome', outcome, 'at', now},
+    r, {'basket'})))
 end
-redis.call('XADD', KEYS[4], '*', unpack(fields))
 return {'processed', outcome}

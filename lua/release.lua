@@ -9,32 +9,31 @@
 -- ARGV[1] mode: "cancel" (exactly one reservation) or "expire" (those that are due)
 -- ARGV[2] retentionSeconds: how long a finished reservation stays readable
 -- ARGV[3...] reservationId basketId consumerId: once per reservation, as the caller read them
--- cancel returns {answer, basket, consumer, qty, status, exp, pay} with answer one of
--- "cancelled" (with the reservation's fields), "reservation_not_found", "reservation_expired",
+-- cancel returns {"cancelled", <the reservation's RESERVATION fields>} or one of
+-- "reservation_not_found", "reservation_expired",
 -- "unavailable", "stale_keys" (the reservation is not the one the caller read);
 -- expire returns {"expired", count, kept}: kept is how many listed holds it could not expire now
 -- (their basket is under repair, or the caller's read of them is stale); each is looked at
 -- again 5 s later (its score moves on; its expiry is the reservation's own `exp`), so holds
 -- that must wait never hold up the rest of the partition.
 local retention = tonumber(ARGV[2])
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 
--- Gives a reservation's units back and records the new status. `r` holds the HMGET fields.
+-- Gives a reservation's units back and records the new status. `r` is the record as read.
 local function finish(id, key, basketKey, unitsKey, r, newStatus)
-  local quantity = tonumber(r[3])
-  local oldStatus = r[4]
+  local quantity = tonumber(r.qty)
+  local oldStatus = r.status
   redis.call('HINCRBY', basketKey, 'stock', quantity)
   redis.call('HINCRBY', basketKey, oldStatus, -quantity)
   local seq = redis.call('HINCRBY', basketKey, 'seq', 1)
   local basket = redis.call('HMGET', basketKey, 'stock', 'capacity')
-  if redis.call('HINCRBY', unitsKey, r[2], -quantity) <= 0 then redis.call('HDEL', unitsKey, r[2]) end
+  if redis.call('HINCRBY', unitsKey, r.consumer, -quantity) <= 0 then redis.call('HDEL', unitsKey, r.consumer) end
   redis.call('ZREM', KEYS[1], id)
-  redis.call('HSET', key, 'status', newStatus, 'ended', nowMs)
+  redis.call('HSET', key, 'status', newStatus, 'ended', now)
   redis.call('EXPIRE', key, retention)
-  redis.call('XADD', KEYS[2], '*', 'type', newStatus, 'basket', r[1], 'seq', seq,
-    'stock', basket[1], 'capacity', basket[2], 'res', id, 'consumer', r[2], 'qty', quantity,
-    'status', newStatus, 'exp', r[5], 'from', oldStatus, 'at', nowMs)
+  r.status = newStatus
+  redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', newStatus, 'seq', seq, 'stock', basket[1],
+    'capacity', basket[2], 'res', id, 'from', oldStatus, 'at', now}, r, RESERVATION)))
 end
 
 -- A basket under repair, or missing (Redis lost it and the reconciler has not rebuilt it yet),
@@ -44,29 +43,27 @@ local function underRepair(basketKey)
   return (not b[1]) or b[2] ~= false
 end
 
-local function read(i)
-  local key = KEYS[3 * i]
-  return key, redis.call('HMGET', key, 'basket', 'consumer', 'qty', 'status', 'exp', 'pay')
+-- A record whose numbers do not read is never half-applied (the audit reports it).
+local function readable(r)
+  return tonumber(r.qty) ~= nil and tonumber(r.exp) ~= nil
 end
 
 if ARGV[1] == 'cancel' then
   local id = ARGV[3]
-  local key, r = read(1)
-  if not r[1] then return {'reservation_not_found'} end
-  if r[1] ~= ARGV[4] or r[2] ~= ARGV[5] then return {'stale_keys'} end
-  local status = r[4]
-  if status == 'cancelled' then
-    return {'cancelled', r[1], r[2], r[3], r[4], r[5], r[6]}
-  end
-  if status == 'expired' then return {'reservation_expired'} end
-  if underRepair(KEYS[4]) then return {'unavailable'} end
-  if status == 'pending' and tonumber(r[5]) <= nowMs then
+  local key = KEYS[3]
+  local r = readRecord(key, RESERVATION)
+  if not r.basket then return {'reservation_not_found'} end
+  if r.basket ~= ARGV[4] or r.consumer ~= ARGV[5] then return {'stale_keys'} end
+  if r.status == 'cancelled' then return recordReply('cancelled', r, RESERVATION) end
+  if r.status == 'expired' then return {'reservation_expired'} end
+  if underRepair(KEYS[4]) or not readable(r) then return {'unavailable'} end
+  if r.status == 'pending' and tonumber(r.exp) <= now then
     -- the hold ran out before the expiry loop got to it: it expires now, not cancels
     finish(id, key, KEYS[4], KEYS[5], r, 'expired')
     return {'reservation_expired'}
   end
   finish(id, key, KEYS[4], KEYS[5], r, 'cancelled')
-  return {'cancelled', r[1], r[2], r[3], 'cancelled', r[5], r[6]}
+  return recordReply('cancelled', r, RESERVATION)
 end
 
 -- expire: every listed reservation whose hold is due now
@@ -74,22 +71,23 @@ local expired = 0
 local kept = 0
 for i = 1, (#KEYS - 2) / 3 do
   local id = ARGV[3 * i]
-  local key, r = read(i)
-  if not r[1] then
+  local key = KEYS[3 * i]
+  local r = readRecord(key, RESERVATION)
+  if not r.basket then
     redis.call('ZREM', KEYS[1], id)
-  elseif r[1] == ARGV[3 * i + 1] and r[2] == ARGV[3 * i + 2] then
-    if r[4] ~= 'pending' then
+  elseif r.basket == ARGV[3 * i + 1] and r.consumer == ARGV[3 * i + 2] then
+    if r.status ~= 'pending' then
       redis.call('ZREM', KEYS[1], id)
-    elseif tonumber(r[5]) <= nowMs and not underRepair(KEYS[3 * i + 1]) then
+    elseif readable(r) and tonumber(r.exp) <= now and not underRepair(KEYS[3 * i + 1]) then
       finish(id, key, KEYS[3 * i + 1], KEYS[3 * i + 2], r, 'expired')
       expired = expired + 1
     else
       kept = kept + 1
-      redis.call('ZADD', KEYS[1], 'XX', nowMs + 5000, id)
+      redis.call('ZADD', KEYS[1], 'XX', now + 5000, id)
     end
   else
     kept = kept + 1
-    redis.call('ZADD', KEYS[1], 'XX', nowMs + 5000, id)
+    redis.call('ZADD', KEYS[1], 'XX', now + 5000, id)
   end
 end
 return {'expired', expired, kept}

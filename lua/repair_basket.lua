@@ -21,8 +21,7 @@
 -- ARGV[10] reason: the drift that caused the repair
 -- Returns {"ok"} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('RENAME', KEYS[5], KEYS[4])
   redis.call('PERSIST', KEYS[4])
@@ -35,5 +34,5 @@ redis.call('HDEL', KEYS[1], 'maint', 'lease', 'mismatch')
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SREM', KEYS[6], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[9],
-  'stock', ARGV[3], 'capacity', ARGV[6], 'hold', ARGV[7], 'max', ARGV[8], 'reason', ARGV[10], 'at', nowMs)
+  'stock', ARGV[3], 'capacity', ARGV[6], 'hold', ARGV[7], 'max', ARGV[8], 'reason', ARGV[10], 'at', now)
 return {'ok'}

@@ -11,15 +11,14 @@
 -- ARGV[3] leaseMilliseconds
 -- Returns {"acquired"}, {"busy", leaseLeftMs}, {"released"} or {"lost"} (release by a repair
 -- that no longer owns the basket: nothing changed).
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now = nowMs()
 local current = redis.call('HMGET', KEYS[1], 'maint', 'lease')
 if ARGV[1] == 'acquire' then
   local leaseEnd = tonumber(current[2] or '0') or 0
-  if current[1] and current[1] ~= ARGV[2] and leaseEnd > nowMs then
-    return {'busy', leaseEnd - nowMs}
+  if current[1] and current[1] ~= ARGV[2] and leaseEnd > now then
+    return {'busy', leaseEnd - now}
   end
-  redis.call('HSET', KEYS[1], 'maint', ARGV[2], 'lease', nowMs + tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'maint', ARGV[2], 'lease', now + tonumber(ARGV[3]))
   return {'acquired'}
 end
 if current[1] ~= ARGV[2] then return {'lost'} end

@@ -7,26 +7,29 @@
 -- KEYS[3...] reservation: once per reservation
 -- ARGV[1] token: the repair's owner token
 -- ARGV[2] leaseMilliseconds
--- ARGV[3...] id basket consumer qty status exp pay ttl: once per reservation (pay "" for none;
--- ttl: seconds a finished reservation has left of its retention, 0 for an active one)
+-- ARGV[3...] id RESERVATION ttl: once per reservation: its id, its fields in the prelude's
+-- RESERVATION order ("" for an unknown one), and ttl: seconds a finished reservation has left
+-- of its retention, 0 for an active one
 -- Returns {"ok", count} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('HSET', KEYS[1], 'lease', nowMs + tonumber(ARGV[2]))
+local now = nowMs()
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
+-- one reservation's arguments: its id, its RESERVATION fields, its ttl
+local stride = #RESERVATION + 2
 local count = #KEYS - 2
 for i = 1, count do
-  local a = 3 + (i - 1) * 8
-  local id, status, exp, ttl = ARGV[a], ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 7])
+  local first = 3 + (i - 1) * stride
+  local record = {}
+  for j = 1, #RESERVATION do record[RESERVATION[j]] = ARGV[first + j] end
+  local id, ttl = ARGV[first], tonumber(ARGV[first + stride - 1])
   local key = KEYS[2 + i]
-  redis.call('HSET', key, 'basket', ARGV[a + 1], 'consumer', ARGV[a + 2], 'qty', ARGV[a + 3],
-    'status', status, 'exp', exp, 'pay', ARGV[a + 6])
-  if status == 'pending' then
+  redis.call('HSET', key, unpack(withRecord({}, record, RESERVATION)))
+  if record.status == 'pending' then
     redis.call('PERSIST', key)
-    redis.call('ZADD', KEYS[2], tonumber(exp), id)
+    redis.call('ZADD', KEYS[2], tonumber(record.exp), id)
   else
     redis.call('ZREM', KEYS[2], id)
-    if status == 'confirmed' then redis.call('PERSIST', key) else redis.call('EXPIRE', key, ttl) end
+    if record.status == 'confirmed' then redis.call('PERSIST', key) else redis.call('EXPIRE', key, ttl) end
   end
 end
 return {'ok', count}

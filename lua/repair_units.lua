@@ -10,9 +10,8 @@
 -- ARGV[4...] consumerId units: once per consumer
 -- Returns {"ok", count} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('HSET', KEYS[1], 'lease', nowMs + tonumber(ARGV[2]))
+local now = nowMs()
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
 if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
 local count = 0
 for i = 4, #ARGV - 1, 2 do

@@ -112,8 +112,7 @@ local reply
 if answer then
   reply = {answer}
 else
-  local now = redis.call('TIME')
-  local expiresAt = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + hold * 1000
+  local expiresAt = nowMs() + hold * 1000
   local remaining = stock - quantity
   -- numbers become strings once, as integers ('%d'; Lua's own conversion is a costly '%.14g')
   local expires = string.format('%d', expiresAt)

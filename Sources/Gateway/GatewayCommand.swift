@@ -52,8 +52,7 @@ struct GatewayCommand: AsyncParsableCommand {
         if dev { logger.warning("development mode: using the public development admin token and webhook secret") }
 
         let registry = PrometheusCollectorRegistry()
-        let factory = PrometheusMetricsFactory(registry: registry)
-        MetricsSystem.bootstrap(factory)
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         let redisConfiguration: RedisConfiguration
@@ -62,30 +61,12 @@ struct GatewayCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: group)
-        do {
-            try await redis.load(ReservationScripts.all)
-        } catch {
-            // Not fatal: /readyz says 503 until Redis answers, and scripts load on first NOSCRIPT.
-            logger.warning("redis not reachable at start", metadata: ["error": "\(error)"])
-        }
-        let metrics = GatewayMetrics(factory: factory)
-        let service = ReservationService(redis: redis, configuration: configuration, metrics: metrics)
-        let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
+        let gateway = await Gateway.assemble(
+            configuration: configuration, redis: redisConfiguration, group: group, registry: registry, logger: logger)
         let services = ServiceGroup(
-            configuration: .init(
-                services: [
-                    // A graceful stop runs in reverse order: the HTTP server stops first (no new
-                    // requests; those received are answered), then the expiry loop.
-                    .init(
-                        service: HoldExpiryService(
-                            service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)),
-                    .init(service: GatewayHTTPService(api: api, group: group, configuration: configuration, logger: logger)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+            configuration: .init(services: gateway.services(group: group), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()
-        await redis.shutdown()
+        await gateway.shutdown()
         try await group.shutdownGracefully()
         logger.info("gateway stopped")
     }

@@ -84,7 +84,9 @@ public struct RequestDecoder: Sendable {
             if let key, !Identifier.isValidKey(key) {
                 throw APIError.invalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
             }
-            return .reserve(ReservationService.ReserveRequest(basketId: basketId, consumerId: consumerId, quantity: quantity, idempotencyKey: key))
+            return .reserve(
+                ReservationService.ReserveRequest(
+                    basketId: basketId, asked: ReservationRequest(consumerId: consumerId, quantity: quantity), idempotencyKey: key))
         case .getReservation(let reservationId):
             try requireId(reservationId, "reservationId")
             return .getReservation(reservationId: reservationId)

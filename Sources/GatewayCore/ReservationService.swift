@@ -133,9 +133,12 @@ public final class ReservationService: Sendable {
 
     public struct ReserveRequest: Sendable, Equatable {
         public var basketId: String
-        public var consumerId: String
-        public var quantity: Int
+        /// What is asked: every field of it is stored, and compared under an Idempotency-Key.
+        public var asked: ReservationRequest
         public var idempotencyKey: String?
+
+        public var consumerId: String { asked.consumerId }
+        public var quantity: Int { asked.quantity }
     }
 
     /// Whether a recent `sold_out` for this basket and quantity answers `request` without the
@@ -168,7 +171,7 @@ public final class ReservationService: Sendable {
         }
         let cacheGeneration = soldOut.generation
         let call = ReserveCall(
-            basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity,
+            basketId: request.basketId, request: request.asked,
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
             attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey,
             refusalSeconds: configuration.idempotencyRefusalSeconds)
@@ -187,7 +190,7 @@ public final class ReservationService: Sendable {
         _ completion: @escaping @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
     ) {
         let call = RefuseSoldOutCall(
-            basketId: request.basketId, consumerId: request.consumerId, quantity: request.quantity, idempotencyKey: key,
+            basketId: request.basketId, request: request.asked, idempotencyKey: key,
             refusalSeconds: configuration.idempotencyRefusalSeconds)
         run(call, on: eventLoop) { result in
             switch result {

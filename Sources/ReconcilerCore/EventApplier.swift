@@ -30,29 +30,7 @@ public enum EventApplier {
         return seen.contains { $0.seq <= row.redisSeq && $0.entry > applied }
     }
 
-    struct PaymentRow {
-        var eventId: String
-        var reservationId: String
-        var paymentId: String
-        var amountCents: Int?
-        var currency: String
-        var kind: String
-        var outcome: String
-    }
-
-    /// The reservation an event carries, if it carries one. Every field is named here, so a new
-    /// field does not compile until its event mapping is written.
-    static func reservation(in fields: [String: String], type: String) -> ReservationRecord? {
-        ReservationRecord { field in
-            switch field {
-            case .basket, .consumer, .qty, .exp: return fields[field.rawValue]
-            // "reserved" events leave their status implied (pending), to keep the hot script small.
-            case .status: return fields["status"] ?? (type == "reserved" ? "pending" : nil)
-            // Payment events written before `pay` existed carry the id as `payment` only.
-            case .pay: return fields["pay"] ?? (type == "payment" ? fields["payment"] : nil)
-            }
-        }
-    }
+    typealias PaymentRow = StoreEvent.Payment
 
     public struct Summary: Sendable, Equatable {
         public var entries = 0
@@ -79,7 +57,7 @@ public enum EventApplier {
     }
 
     /// Merges a batch into one change per row, without I/O: the newest basket state by `seq`,
-    /// each reservation's furthest status (keeping a payment id once one is known), and each
+    /// each reservation merged field by field by its rules (`ReservationField.merge`), and each
     /// payment event once.
     static func merge(_ entries: [StreamEntry]) -> Changes {
         var baskets: [String: BasketChange] = [:]
@@ -87,16 +65,13 @@ public enum EventApplier {
         var payments: [String: PaymentRow] = [:]
 
         for entry in entries {
-            let fields = entry.fields
-            guard let type = fields["type"] else { continue }
+            guard let event = StoreEvent(fields: entry.fields) else { continue }
             // A seq out of range is corrupt: it would number the row past any repair's reach.
-            if let basketId = fields["basket"], let seq = fields["seq"].flatMap(Int.init), RepairPlan.seqRange.contains(seq),
-                let stock = fields["stock"].flatMap(Int.init), let capacity = fields["capacity"].flatMap(Int.init)
-            {
+            if let basketId = event.basketId, let basket = event.basket, RepairPlan.seqRange.contains(basket.seq) {
                 let entryId = StreamID(entry.id)
                 var change = BasketChange(
-                    seq: seq, stock: stock, capacity: capacity,
-                    holdSeconds: fields["hold"].flatMap(Int.init), maxPerConsumer: fields["max"].flatMap(Int.init), entry: entryId)
+                    seq: basket.seq, stock: basket.stock, capacity: basket.capacity, holdSeconds: basket.holdSeconds,
+                    maxPerConsumer: basket.maxPerConsumer, entry: entryId)
                 if let existing = baskets[basketId] {
                     let seen = existing.seen
                     if existing.seq > change.seq {
@@ -106,27 +81,14 @@ public enum EventApplier {
                     change.holdSeconds = change.holdSeconds ?? existing.holdSeconds
                     change.maxPerConsumer = change.maxPerConsumer ?? existing.maxPerConsumer
                 }
-                if let entryId { change.seen.append((seq, entryId)) }
+                if let entryId { change.seen.append((basket.seq, entryId)) }
                 baskets[basketId] = change
             }
-            if let reservationId = fields["res"], let change = reservation(in: fields, type: type) {
-                if let existing = reservations[reservationId] {
-                    if change.status.rank > existing.status.rank {
-                        var merged = change
-                        merged.paymentId = change.paymentId ?? existing.paymentId
-                        reservations[reservationId] = merged
-                    } else if existing.paymentId == nil, let paymentId = change.paymentId {
-                        reservations[reservationId]?.paymentId = paymentId
-                    }
-                } else {
-                    reservations[reservationId] = change
-                }
+            if let reservationId = event.reservationId, let record = event.reservation {
+                reservations[reservationId] = reservations[reservationId].map { $0.merged(with: record) } ?? record
             }
-            if type == "payment", let eventId = fields["event"] {
-                payments[eventId] = PaymentRow(
-                    eventId: eventId, reservationId: fields["res"] ?? "", paymentId: fields["payment"] ?? "",
-                    amountCents: fields["amount"].flatMap(Int.init), currency: fields["currency"] ?? "",
-                    kind: fields["kind"] ?? "", outcome: fields["outcome"] ?? "")
+            if let payment = event.payment {
+                payments[payment.eventId] = payment
             }
         }
 
@@ -188,22 +150,7 @@ public enum EventApplier {
                 for field in ReservationField.allCases {
                     arrays.append(.textArray(ordered.map { $0.value.value(of: field) }))
                 }
-                let placeholders = (1...arrays.count).map { "$\($0)::text[]" }.joined(separator: ", ")
-                try connection.execute(
-                    """
-                    INSERT INTO reservations AS r (id, \(ReservationColumns.insertColumns))
-                    SELECT t.id, \(ReservationColumns.insertValues)
-                    FROM unnest(\(placeholders)) AS t(id, \(ReservationColumns.unnestNames))
-                    ON CONFLICT (id) DO UPDATE
-                    SET status = CASE WHEN (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
-                                        > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
-                                      THEN EXCLUDED.status ELSE r.status END,
-                        payment_id = COALESCE(r.payment_id, EXCLUDED.payment_id),
-                        updated_at = now()
-                    WHERE (CASE EXCLUDED.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
-                          > (CASE r.status WHEN 'pending' THEN 0 WHEN 'confirmed' THEN 1 ELSE 2 END)
-                       OR (r.payment_id IS NULL AND EXCLUDED.payment_id IS NOT NULL)
-                    """, arrays)
+                try connection.execute(ReservationColumns.upsert(arrays: arrays.count), arrays)
             }
             if !payments.isEmpty {
                 let ordered = payments.sorted { $0.key < $1.key }.map(\.value)

@@ -163,8 +163,8 @@ public struct RepairPlan: Sendable, Equatable {
     }
 
     /// The plan for `basketId`. Rules:
-    /// - reservations: the union of both sides at the further status (a payment id once either
-    ///   knows it is kept); Redis gets the active ones and the finished ones still within their
+    /// - reservations: the union of both sides, each field merged by its rule
+    ///   (`ReservationField.merge`: the further status, a payment id once either knows it); Redis gets the active ones and the finished ones still within their
     ///   retention (with the TTL that is left), never older history;
     /// - capacity is never raised: the lower of the two when both are known (a rollback that
     ///   brought back an older, larger capacity loses to Postgres; a later decrease in Redis
@@ -186,9 +186,8 @@ public struct RepairPlan: Sendable, Equatable {
                 union[id] = record
                 continue
             }
-            var merged = record.status.rank > known.status.rank ? record : known
-            merged.paymentId = merged.paymentId ?? record.paymentId ?? known.paymentId
-            union[id] = merged
+            // Field by field, by each field's merge rule (Postgres's account first).
+            union[id] = known.merged(with: record)
         }
         // A payment that arrived in time while Redis had lost its reservation was answered
         // `unknown_reservation`; the reservation it paid for is confirmed instead of expiring.

@@ -40,6 +40,42 @@ enum ReservationColumns {
     static let insertValues = ReservationField.allCases.map { column($0).write }.joined(separator: ", ")
     static let unnestNames = ReservationField.allCases.map(\.rawValue).joined(separator: ", ")
 
+    /// SQL of a status's rank (`ReservationStatus.rank`), from the one list of statuses.
+    static func statusRank(_ expression: String) -> String {
+        let cases = ReservationStatus.allCases.map { "WHEN '\($0.rawValue)' THEN \($0.rank)" }.joined(separator: " ")
+        return "(CASE \(expression) \(cases) END)"
+    }
+
+    /// How an incoming row (`EXCLUDED`) meets the stored one (`r`) for one field, by its merge
+    /// rule: the value to keep, and the condition under which the incoming row changes it.
+    static func merge(_ field: ReservationField) -> (set: String, changes: String) {
+        let name = column(field).name
+        switch field.merge {
+        case .immutable, .firstKnown:
+            // The first known value stands; a row first made from an event that lacked it learns it.
+            return ("\(name) = COALESCE(r.\(name), EXCLUDED.\(name))", "(r.\(name) IS NULL AND EXCLUDED.\(name) IS NOT NULL)")
+        case .furthestStatus:
+            let further = "\(statusRank("EXCLUDED.\(name)")) > \(statusRank("r.\(name)"))"
+            return ("\(name) = CASE WHEN \(further) THEN EXCLUDED.\(name) ELSE r.\(name) END", "(\(further))")
+        }
+    }
+
+    /// The upsert of a batch of merged reservations: `$1` the ids, then one text array per field
+    /// (`arrays` in all). Every column merges by its field's rule, so a redelivered or older
+    /// event never takes a row back, and the row is touched only when something changes.
+    static func upsert(arrays: Int) -> String {
+        let placeholders = (1...arrays).map { "$\($0)::text[]" }.joined(separator: ", ")
+        let rules = ReservationField.allCases.map(merge)
+        return """
+            INSERT INTO reservations AS r (id, \(insertColumns))
+            SELECT t.id, \(insertValues)
+            FROM unnest(\(placeholders)) AS t(id, \(unnestNames))
+            ON CONFLICT (id) DO UPDATE
+            SET \(rules.map(\.set).joined(separator: ", ")), updated_at = now()
+            WHERE \(rules.map(\.changes).joined(separator: " OR "))
+            """
+    }
+
     /// A record from a row read with `select`; nil if Postgres holds something the domain rejects.
     static func record(_ row: PostgresRow) -> ReservationRecord? {
         ReservationRecord { row[$0.rawValue].string }

@@ -1,5 +1,5 @@
 public import RedisClient
-import ReservationCore
+public import ReservationCore
 
 /// `lua/reserve.lua`: take units of a basket for a consumer.
 public struct ReserveCall: ScriptCall {
@@ -36,12 +36,22 @@ public struct ReserveCall: ScriptCall {
         basketId: String, consumerId: String, quantity: Int, reservationId: String, attemptsPerSecond: Int, idempotencyKey: String?,
         refusalSeconds: Int = 300
     ) {
+        self.init(
+            basketId: basketId, request: ReservationRequest(consumerId: consumerId, quantity: quantity), reservationId: reservationId,
+            attemptsPerSecond: attemptsPerSecond, idempotencyKey: idempotencyKey, refusalSeconds: refusalSeconds)
+    }
+
+    public init(
+        basketId: String, request: ReservationRequest, reservationId: String, attemptsPerSecond: Int, idempotencyKey: String?,
+        refusalSeconds: Int = 300
+    ) {
+        let (consumerId, quantity) = (request.consumerId, request.quantity)
         let partition = Keyspace.partition(ofBasket: basketId)
         let basketKey = Keyspace.basket(basketId, partition: partition)
         var fingerprint = ""
         var idempotencyRecord = basketKey
         if let idempotencyKey {
-            fingerprint = Self.fingerprint(consumerId: consumerId, quantity: quantity)
+            fingerprint = request.fingerprint
             idempotencyRecord = Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)
         }
         keys = [
@@ -59,10 +69,6 @@ public struct ReserveCall: ScriptCall {
             .string(fingerprint), .int(Retention.idempotencySeconds), .int(refusalSeconds),
         ]
     }
-
-    /// What an Idempotency-Key's record holds of the request, so a different body under the
-    /// same key is told apart (422).
-    public static func fingerprint(consumerId: String, quantity: Int) -> String { consumerId + "\n" + String(quantity) }
 
     public static func decode(_ reply: RedisValue) throws -> Outcome {
         let (answer, rest) = try reply.answer(of: "reserve")
@@ -105,10 +111,10 @@ public struct RefuseSoldOutCall: ScriptCall {
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    public init(basketId: String, consumerId: String, quantity: Int, idempotencyKey: String, refusalSeconds: Int) {
+    public init(basketId: String, request: ReservationRequest, idempotencyKey: String, refusalSeconds: Int) {
         let partition = Keyspace.partition(ofBasket: basketId)
         keys = [Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)]
-        arguments = [.string(ReserveCall.fingerprint(consumerId: consumerId, quantity: quantity)), .int(refusalSeconds)]
+        arguments = [.string(request.fingerprint), .int(refusalSeconds)]
     }
 
     public static func decode(_ reply: RedisValue) throws -> Outcome {

@@ -1,7 +1,12 @@
 public import RedisClient
 
 /// The Lua scripts of `lua/`, compiled into the binary at build time (see Plugins/EmbedResourcesPlugin).
+/// Each is `lua/prelude.lua` (the stored records' field lists and what every script shares)
+/// followed by the script's own file; Redis knows it by the SHA of that joined source.
 public enum ReservationScripts {
+    /// `lua/prelude.lua`, the part every script starts with.
+    public static let prelude = embedded("prelude")
+
     public static let reserve = script("reserve")
     public static let release = script("release")
     public static let payment = script("payment")
@@ -19,10 +24,17 @@ public enum ReservationScripts {
         refuseSoldOut,
     ]
 
+    /// A script's own file, without the prelude (what its header declares).
+    public static func ownSource(of script: RedisScript) -> String { embedded(script.name) }
+
     private static func script(_ name: String) -> RedisScript {
+        RedisScript(name: name, source: prelude + "\n" + embedded(name))
+    }
+
+    private static func embedded(_ name: String) -> String {
         guard let source = EmbeddedLua.sources.first(where: { $0.key == name })?.value else {
             fatalError("lua/\(name).lua was not embedded at build time")
         }
-        return RedisScript(name: name, source: source)
+        return source
     }
 }

@@ -65,6 +65,33 @@ struct EventMergeTests {
         #expect(EventApplier.merge([Self.entry(legacy)]).reservations["00-r"]?.paymentId == "p-1")
     }
 
+    @Test("the upsert is generated from the fields' merge rules, and every column it names is made by a migration")
+    func generatedUpsert() {
+        let sql = ReservationColumns.upsert(arrays: 1 + ReservationField.allCases.count)
+        // One rank CASE per side, from the one list of statuses, for the status's rule.
+        #expect(sql.contains(ReservationColumns.statusRank("EXCLUDED.status") + " > " + ReservationColumns.statusRank("r.status")))
+        #expect(sql.contains("payment_id = COALESCE(r.payment_id, EXCLUDED.payment_id)"))
+        for status in ReservationStatus.allCases {
+            #expect(ReservationColumns.statusRank("x").contains("WHEN '\(status.rawValue)' THEN \(status.rank)"))
+        }
+        let migrations = Migrator.migrations.map(\.sql).joined(separator: "\n")
+        for field in ReservationField.allCases {
+            let column = ReservationColumns.column(field).name
+            #expect(sql.contains("\(column) = "), "the upsert merges \(column)")
+            #expect(migrations.contains(" \(column) "), "a migration makes the column \(column)")
+        }
+    }
+
+    @Test("a batch merges each reservation field by field, whatever the order (a late field is learned, never lost)")
+    func fieldByField() {
+        // A cancelled event seen before the reserved one: the payment id known only to the payment event is kept.
+        let changes = EventApplier.merge([Self.cancelled, Self.paid, Self.reserved])
+        #expect(
+            changes.reservations["00-r"]
+                == ReservationRecord(
+                    basketId: "b", consumerId: "c", quantity: 1, status: .cancelled, expiresAtMilliseconds: 1000, paymentId: "p-1"))
+    }
+
     @Test("unit sums of counters read from outside saturate instead of trapping")
     func saturatingUnits() {
         #expect(Reconciler.units(2, 3, 4) == 9)

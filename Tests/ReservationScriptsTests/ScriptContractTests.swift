@@ -22,7 +22,10 @@ struct ScriptContractTests {
                 guard let close = line.firstIndex(of: "]") else { continue }
                 let index = line[line.index(line.startIndex, offsetBy: 8)..<close]
                 let rest = line[line.index(after: close)...]
-                let names = (rest.split(separator: ":", maxSplits: 1).first ?? "").split(separator: " ").map(String.init)
+                // `RESERVATION` stands for the prelude's list of a reservation's fields.
+                let names = (rest.split(separator: ":", maxSplits: 1).first ?? "").split(separator: " ").flatMap {
+                    $0 == "RESERVATION" ? SchemaTests.preludeList("RESERVATION") : [String($0)]
+                }
                 if index.hasSuffix("...") {
                     if isKey { repeatedKeys = names } else { repeatedArguments = names }
                 } else if let position = Int(index), let name = names.first {
@@ -39,7 +42,7 @@ struct ScriptContractTests {
     }
 
     static func check<Call: ScriptCall>(_ type: Call.Type, sourceLocation: SourceLocation = #_sourceLocation) {
-        let header = Header(Call.script.source)
+        let header = Header(ReservationScripts.ownSource(of: Call.script))
         #expect(!header.keys.isEmpty, "\(Call.script.name) declares its keys", sourceLocation: sourceLocation)
         #expect(header.keys == Call.keyNames, "KEYS of \(Call.script.name)", sourceLocation: sourceLocation)
         #expect(header.repeatedKeys == Call.repeatedKeyNames, "repeated KEYS of \(Call.script.name)", sourceLocation: sourceLocation)
@@ -89,7 +92,9 @@ struct ScriptContractTests {
             }
             let target = ReleaseTarget(reservationId: "01-abc", basketId: basket, consumerId: "c")
             Self.checkShape(CancelReservationCall(target, partition: partition), items: 1)
-            Self.checkShape(RefuseSoldOutCall(basketId: basket, consumerId: "c", quantity: 1, idempotencyKey: "k{1}", refusalSeconds: 300))
+            Self.checkShape(
+                RefuseSoldOutCall(
+                    basketId: basket, request: ReservationRequest(consumerId: "c", quantity: 1), idempotencyKey: "k{1}", refusalSeconds: 300))
             Self.checkShape(ExpireHoldsCall([target, target, target], partition: partition), items: 3)
             let event = PaymentCall.Event(
                 eventId: "ev{1}", type: "payment.succeeded", reservationId: "01-abc", paymentId: "p", amountCents: 1, currency: "EUR")

@@ -47,29 +47,23 @@ public final class GatewayHarness: Sendable {
         // A loaded test machine (the suite in parallel, CPU hogs) can starve an event loop past
         // the production 2 s connect timeout; a refused port still fails at once.
         redisConfiguration.connectTimeout = .seconds(30)
-        let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: TestEnvironment.eventLoopGroup)
-        if loadScripts { try await redis.load(ReservationScripts.all) }
-        let registry = PrometheusCollectorRegistry()
-        let metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
-        let service = ReservationService(redis: redis, configuration: configuration, metrics: metrics)
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .critical
-        let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
+        // The gateway the binary runs (Gateway.assemble), on a free port, with its own expiry service.
+        let gateway = await Gateway.assemble(
+            configuration: configuration, redis: redisConfiguration, group: TestEnvironment.eventLoopGroup,
+            registry: PrometheusCollectorRegistry(), logger: logger, loadScripts: false)
+        if loadScripts { try await gateway.redis.load(ReservationScripts.all) }
         var limits = HTTPServerLimits(configuration)
         limits.shutdownGrace = .seconds(5)
         adjustLimits(&limits)
-        let server = try await HTTPServer.start(
-            responder: api, group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0, limits: limits, statistics: api.connections)
+        let server = try await gateway.startHTTP(group: TestEnvironment.eventLoopGroup, host: "127.0.0.1", port: 0, limits: limits)
         var expiry: Task<Void, Never>?
         if expiryLoop {
-            let interval = configuration.expiryIntervalMilliseconds
-            expiry = Task {
-                while !Task.isCancelled {
-                    _ = try? await service.expireDueHolds()
-                    try? await Task.sleep(for: .milliseconds(interval))
-                }
-            }
+            let holdExpiry = gateway.holdExpiry
+            expiry = Task { try? await holdExpiry.run() }
         }
+        let (redis, service, api) = (gateway.redis, gateway.service, gateway.api)
         return GatewayHarness(redis: redis, service: service, api: api, configuration: configuration, server: server, expiry: expiry)
     }
 

@@ -1,0 +1,79 @@
+// Benchmark-only: what bench/ sends to Redis, built by the project's own call types (no copy of
+// keys, arguments or script sources in Python).
+//   bench-scripts source <script>                     the script as Redis runs it (prelude + file)
+//   bench-scripts join <file.lua>                     any Lua file joined to the prelude the same way
+//   bench-scripts reserve <basket> <attemptsPerSecond> ReserveCall's keys and arguments as JSON, with
+//                                                     redis-benchmark's __rand_int__ in the consumer
+//                                                     and reservation id (a new one per call)
+//   bench-scripts create <basket> <stock>              CreateBasketCall's keys and arguments as JSON
+//   bench-scripts keys <basket>...                     each basket's partition, basket key and stream
+//   bench-scripts streams                              every partition's stream key
+import Foundation
+import RedisClient
+import ReservationCore
+import ReservationScripts
+
+@main
+enum BenchScripts {
+    static func main() throws {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        switch (arguments.first, arguments.count) {
+        case ("source", 2):
+            guard let script = ReservationScripts.all.first(where: { $0.name == arguments[1] }) else { fail("no script \(arguments[1])") }
+            print(script.source, terminator: "")
+        case ("join", 2):
+            let own = try String(contentsOfFile: arguments[1], encoding: .utf8)
+            print(ReservationScripts.prelude + "\n" + own, terminator: "")
+        case ("reserve", 3):
+            let basketId = arguments[1]
+            guard let limit = Int(arguments[2]), limit >= 0 else { fail("attemptsPerSecond: a number >= 0") }
+            let partition = Keyspace.partition(ofBasket: basketId)
+            let prefix = String(format: "%02d", partition)
+            let call = ReserveCall(
+                basketId: basketId, consumerId: "c__rand_int__", quantity: 1, reservationId: "\(prefix)-rb-__rand_int__",
+                attemptsPerSecond: limit, idempotencyKey: nil)
+            let object: [String: Any] = [
+                "keys": call.keys, "arguments": call.arguments.map(text), "basketKey": Keyspace.basket(basketId, partition: partition),
+                "streamKey": Keyspace.stream(partition),
+            ]
+            try printJSON(object)
+        case ("create", 3):
+            guard let stock = Int(arguments[2]), stock >= 0 else { fail("stock: a number >= 0") }
+            let call = CreateBasketCall(basketId: arguments[1], stock: stock, holdSeconds: 600, maxPerConsumer: 1)
+            try printJSON(["keys": call.keys, "arguments": call.arguments.map(text)])
+        case ("keys", _) where arguments.count > 1:
+            try printJSON(
+                arguments.dropFirst().map { basketId -> [String: Any] in
+                    let partition = Keyspace.partition(ofBasket: basketId)
+                    return [
+                        "basket": basketId, "partition": partition, "basketKey": Keyspace.basket(basketId, partition: partition),
+                        "streamKey": Keyspace.stream(partition),
+                    ]
+                })
+        case ("streams", 1):
+            try printJSON((0..<Keyspace.partitionCount).map(Keyspace.stream))
+        default:
+            fail(
+                "usage: bench-scripts source <script> | join <file.lua> | reserve <basket> <limit> | create <basket> <stock> | keys <basket>... | streams"
+            )
+        }
+    }
+
+    static func printJSON(_ object: Any) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    static func text(_ argument: RedisArgument) -> String {
+        switch argument {
+        case .string(let text): return text
+        case .bytes(let bytes): return String(decoding: bytes, as: UTF8.self)
+        case .int(let value): return String(value)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        exit(2)
+    }
+}

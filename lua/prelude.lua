@@ -1,0 +1,48 @@
+-- prelude: not a script of its own; ReservationScripts puts it in front of every script of lua/
+-- (a script's SHA is that of the joined source). What the stored records are made of is
+-- declared here once, in the order Swift's field enums list them (ScriptContractTests keeps
+-- the two equal). The scripts read, write, reply and append events through these lists, so
+-- none names a reservation's fields one by one or counts on their positions (reserve.lua, the
+-- hot path, writes its own fields in place; the schema tests check it writes all of them).
+
+-- A reservation's hash fields (ReservationField), in order.
+local RESERVATION = {'basket', 'consumer', 'qty', 'status', 'exp', 'pay'}
+-- The basket hash fields the API and the audit read (BasketField), in order.
+local BASKET = {'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max'}
+
+-- Redis's clock in milliseconds: every script decides by this one clock.
+local function nowMs()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- A record's fields by name (`fields`: one of the lists above); a missing field is nil.
+local function readRecord(key, fields)
+  local values = redis.call('HMGET', key, unpack(fields))
+  local record = {}
+  for i = 1, #fields do
+    if values[i] then record[fields[i]] = values[i] end
+  end
+  return record
+end
+
+-- `head` followed by a record's values in its list's order: a reply Swift decodes by the same
+-- list. A missing field is false (a nil reply).
+local function recordReply(head, record, fields)
+  local reply = {head}
+  for i = 1, #fields do reply[i + 1] = record[fields[i]] or false end
+  return reply
+end
+
+-- Appends a record's fields as name, value pairs to `into` (an HSET's or an XADD's arguments)
+-- and returns it; missing fields are left out.
+local function withRecord(into, record, fields)
+  for i = 1, #fields do
+    local value = record[fields[i]]
+    if value then
+      into[#into + 1] = fields[i]
+      into[#into + 1] = value
+    end
+  end
+  return into
+end
