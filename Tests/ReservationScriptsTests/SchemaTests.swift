@@ -241,6 +241,20 @@ struct SchemaTests {
         #expect(StoreEvent(fields: ["type": "from_the_future"])?.kind == nil)
     }
 
+    /// A valid stored text for every field (a new field fails `roundTrip` until it has one here).
+    static let sample: [ReservationField: String] = [
+        .basket: "b-1", .consumer: "c-1", .qty: "3", .status: "confirmed", .exp: "1700000000000", .pay: "p-1",
+    ]
+
+    @Test("every field of a reservation round-trips through its stored text")
+    func roundTrip() throws {
+        #expect(Set(Self.sample.keys) == Set(ReservationField.allCases), "a sample text for every field")
+        let record = try #require(ReservationRecord { Self.sample[$0] })
+        for field in ReservationField.allCases {
+            #expect(record.value(of: field) == Self.sample[field], "\(field) is read and written back")
+        }
+    }
+
     @Test("two accounts of a reservation merge by each field's rule, in either order")
     func mergeRules() {
         let statuses = ReservationStatus.allCases
