@@ -30,22 +30,14 @@ SELECT 'h' || b || '-' || r, 'hist-' || b, 'c' || r, 1, 'confirmed', now() - int
 FROM generate_series(1, 100) AS b, generate_series(1, 10000) AS r;
 ANALYZE;
 SQL
-python3 - "$REDIS_PORT" <<'PY'
-import subprocess, sys
-port = sys.argv[1]
-def fnv(text):
-    h = 2166136261
-    for byte in text.encode():
-        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
-    return h % 16
-lines = []
-for b in range(1, 101):
-    basket = f"hist-{b}"
-    prefix = "{rg%02d}" % fnv(basket)
-    lines.append(f"HSET {prefix}:b:{basket} stock 0 pending 0 confirmed 10000 capacity 10000 hold 600 max 1 seq 1")
-    lines.append(f"SADD {prefix}:baskets {basket}")
-subprocess.run(["redis-cli", "-p", port], input="\n".join(lines) + "\n", text=True, check=True, stdout=subprocess.DEVNULL)
-PY
+# Keys from the project's own Keyspace (bench-scripts), the counters as a sold-out basket holds them.
+swift build -c release --product bench-scripts >&2
+"$BIN/bench-scripts" keys $(for b in $(seq 1 100); do printf 'hist-%s ' "$b"; done) | python3 -c '
+import json, sys
+for shape in json.load(sys.stdin):
+    print("HSET %s stock 0 pending 0 confirmed 10000 capacity 10000 hold 600 max 1 seq 1" % shape["basketKey"])
+    print("SADD %s %s" % (shape["basketIndexKey"], shape["basket"]))
+' | redis-cli -p "$REDIS_PORT" >/dev/null
 
 times=()
 for _ in 1 2 3; do

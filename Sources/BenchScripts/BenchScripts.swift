@@ -6,7 +6,7 @@
 //                                                     redis-benchmark's __rand_int__ in the consumer
 //                                                     and reservation id (a new one per call)
 //   bench-scripts create <basket> <stock>              CreateBasketCall's keys and arguments as JSON
-//   bench-scripts keys <basket>...                     each basket's partition, basket key and stream
+//   bench-scripts keys <basket>...                     each basket's partition, basket key, stream, index
 //   bench-scripts streams                              every partition's stream key
 import Foundation
 import RedisClient
@@ -47,7 +47,7 @@ enum BenchScripts {
                     let partition = Keyspace.partition(ofBasket: basketId)
                     return [
                         "basket": basketId, "partition": partition, "basketKey": Keyspace.basket(basketId, partition: partition),
-                        "streamKey": Keyspace.stream(partition),
+                        "streamKey": Keyspace.stream(partition), "basketIndexKey": Keyspace.basketIndex(partition),
                     ]
                 })
         case ("streams", 1):
