@@ -7,7 +7,7 @@
 -- ARGV[1] basketId
 -- ARGV[2] delta
 -- ARGV[3] maxCapacity: the largest capacity a basket may have
--- Returns {"ok", <the basket's BASKET fields>} or one of {"basket_not_found"},
+-- Returns {"ok", <the basket's BASKET fields>, nowMs} or one of {"basket_not_found"},
 -- {"insufficient_stock"}, {"capacity_exceeded"}, {"unavailable"} (under repair, or lost and
 -- not rebuilt yet).
 local b = redis.call('HMGET', KEYS[1], 'stock', 'maint', 'capacity')
@@ -25,4 +25,4 @@ local capacity = redis.call('HINCRBY', KEYS[1], 'capacity', delta)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '*', 'type', 'stock_adjusted', 'basket', ARGV[1], 'seq', seq,
   'stock', stock, 'capacity', capacity, 'delta', delta, 'at', now)
-return recordReply('ok', readRecord(KEYS[1], BASKET), BASKET)
+return basketView(KEYS[1], now)

@@ -7,8 +7,11 @@
 
 -- A reservation's hash fields (ReservationField), in order.
 local RESERVATION = {'basket', 'consumer', 'qty', 'status', 'exp', 'pay'}
--- The basket hash fields the API and the audit read (BasketField), in order.
-local BASKET = {'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max'}
+-- The basket hash fields the API and the audit read (BasketField), in order: the counters,
+-- then the sale settings.
+local BASKET = {'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max', 'opens', 'closes', 'paused'}
+-- A basket's sale settings (BasketSettingField): the events that set them carry all of them.
+local SETTINGS = {'hold', 'max', 'opens', 'closes', 'paused'}
 
 -- Redis's clock in milliseconds: every script decides by this one clock.
 local function nowMs()
@@ -31,6 +34,14 @@ end
 local function recordReply(head, record, fields)
   local reply = {head}
   for i = 1, #fields do reply[i + 1] = record[fields[i]] or false end
+  return reply
+end
+
+-- A basket's view: {"ok", <its BASKET fields>, now}; Redis's clock comes with it, so the
+-- gateway tells the sale's state by the clock the reserve script decides by.
+local function basketView(key, now)
+  local reply = recordReply('ok', readRecord(key, BASKET), BASKET)
+  reply[#reply + 1] = now
   return reply
 end
 

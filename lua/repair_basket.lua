@@ -15,10 +15,9 @@
 -- ARGV[4] pending
 -- ARGV[5] confirmed
 -- ARGV[6] capacity
--- ARGV[7] holdSeconds
--- ARGV[8] maxPerConsumer
--- ARGV[9] seq
--- ARGV[10] reason: the drift that caused the repair
+-- ARGV[7] seq
+-- ARGV[8] reason: the drift that caused the repair
+-- ARGV[9] SETTINGS: the basket's settings, one argument each in the prelude's SETTINGS order ("" for none)
 -- Returns {"ok"} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
 local now = nowMs()
@@ -28,11 +27,13 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
 else
   redis.call('DEL', KEYS[4])
 end
-redis.call('HSET', KEYS[1], 'stock', ARGV[3], 'pending', ARGV[4], 'confirmed', ARGV[5], 'capacity', ARGV[6],
-  'hold', ARGV[7], 'max', ARGV[8], 'seq', ARGV[9])
+local settings = {}
+for i = 1, #SETTINGS do settings[SETTINGS[i]] = ARGV[8 + i] end
+redis.call('HSET', KEYS[1], unpack(withRecord({'stock', ARGV[3], 'pending', ARGV[4], 'confirmed', ARGV[5],
+  'capacity', ARGV[6], 'seq', ARGV[7]}, settings, SETTINGS)))
 redis.call('HDEL', KEYS[1], 'maint', 'lease', 'mismatch')
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SREM', KEYS[6], ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[9],
-  'stock', ARGV[3], 'capacity', ARGV[6], 'hold', ARGV[7], 'max', ARGV[8], 'reason', ARGV[10], 'at', now)
+redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[7],
+  'stock', ARGV[3], 'capacity', ARGV[6], 'reason', ARGV[8], 'at', now}, settings, SETTINGS)))
 return {'ok'}

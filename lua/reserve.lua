@@ -17,9 +17,10 @@
 -- ARGV[6] fingerprint: "" without an Idempotency-Key
 -- ARGV[7] idempotencySeconds: how long the record of a grant is kept
 -- ARGV[8] refusalSeconds: how long the record of a refusal is kept
--- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs}, or one of
--- {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"}, {"unavailable"},
--- {"idempotency_key_reused"}. A replay returns the first answer, as stored (and is not counted
+-- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs},
+-- {"sale_not_open", opensAtMs, retryMs}, {"sold_out", "closes", msUntilClose} (a sale with a
+-- closing time), or one of {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"},
+-- {"unavailable"}, {"idempotency_key_reused"}, {"sale_paused"}, {"sale_closed"}. A replay returns the first answer, as stored (and is not counted
 -- by the rate limit); a replayed refusal carries a second element "replay" (it says nothing of
 -- the basket now, so the gateway's sold-out memory does not learn from it). Every other attempt is counted first; the consumer's units are counted
 -- up front too and taken back on a refusal, so a refusal leaves nothing half done.
@@ -45,6 +46,28 @@ if idempotent then
   end
 end
 
+local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed',
+  'opens', 'closes', 'paused')
+-- The sale's window, by Redis's clock (every gateway agrees on it): closed is final and stored
+-- under the key like any refusal; not open yet and paused change nothing (not even the rate
+-- limit's count) and are not stored, so a retry once it opens is answered afresh.
+local now
+if basket[1] and not basket[6] then
+  local opens, closes = tonumber(basket[9] or ''), tonumber(basket[10] or '')
+  -- a window that does not read is not served (fail closed; the audit reports the basket)
+  if (not opens and (basket[9] or '') ~= '') or (not closes and (basket[10] or '') ~= '') then return {'unavailable'} end
+  if opens or closes then now = nowMs() end
+  if closes and now >= closes then
+    if idempotent then
+      redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', 'sale_closed')
+      redis.call('EXPIRE', KEYS[6], tonumber(ARGV[8]))
+    end
+    return {'sale_closed'}
+  end
+  if opens and now < opens then return {'sale_not_open', string.format('%d', opens), string.format('%d', opens - now)} end
+  if basket[11] == '1' then return {'sale_paused'} end
+end
+
 local limit = tonumber(ARGV[5])
 if limit > 0 then
   -- One call for a consumer's first attempt in a window: SET NX GET opens the window and says
@@ -60,7 +83,6 @@ if limit > 0 then
   end
 end
 
-local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed')
 local answer
 local stock, held
 -- the basket's numbers, each converted once
@@ -109,10 +131,13 @@ end
 -- the reservation's writes start here
 if booksDisagree then redis.call('HINCRBY', KEYS[1], 'mismatch', 1) end
 local reply
-if answer then
+if answer == 'sold_out' and now and tonumber(basket[10] or '') then
+  -- the gateway's sold-out memory must not outlive the sale: how long until it closes
+  reply = {answer, 'closes', string.format('%d', tonumber(basket[10]) - now)}
+elseif answer then
   reply = {answer}
 else
-  local expiresAt = nowMs() + hold * 1000
+  local expiresAt = (now or nowMs()) + hold * 1000
   local remaining = stock - quantity
   -- numbers become strings once, as integers ('%d'; Lua's own conversion is a costly '%.14g')
   local expires = string.format('%d', expiresAt)
@@ -127,10 +152,11 @@ else
   reply = {'granted', ARGV[4], expiresAt, remaining}
 end
 
-if idempotent and (reply[2] or storeRefusal) then
+local granted = reply[1] == 'granted'
+if idempotent and (granted or storeRefusal) then
   -- A grant is replayed for a day; a refusal that changed nothing only for minutes (a client
   -- putting a fresh key on every attempt must not make Redis keep a day of refusals).
-  if reply[2] then
+  if granted then
     redis.call('HSET', KEYS[6], 'fp', ARGV[6], 'a', reply[1], 'id', reply[2], 'exp', reply[3], 'left', reply[4])
     redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
   else

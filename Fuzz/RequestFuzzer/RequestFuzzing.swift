@@ -60,8 +60,15 @@ func check(_ bytes: [UInt8]) {
         guard case .success(let command) = result else { continue }
         // What the decoder lets through must satisfy the API's own rules.
         switch command {
-        case .createBasket(let basketId, let stock, let hold, let max):
-            precondition(Identifier.isValid(basketId) && (0...RequestDecoder.maxUnits).contains(stock) && (1...86_400).contains(hold) && max >= 1)
+        case .createBasket(let basketId, let stock, let settings):
+            precondition(Identifier.isValid(basketId) && (0...RequestDecoder.maxUnits).contains(stock))
+            precondition((1...86_400).contains(settings.holdSeconds) && settings.maxPerConsumer >= 1)
+            checkWindow(settings.opensAtMilliseconds, settings.closesAtMilliseconds)
+        case .updateBasket(let basketId, let change):
+            precondition(Identifier.isValid(basketId))
+            if let hold = change.holdSeconds { precondition((1...86_400).contains(hold)) }
+            if let max = change.maxPerConsumer { precondition(max >= 1) }
+            checkWindow(change.opensAtMilliseconds ?? nil, change.closesAtMilliseconds ?? nil)
         case .adjustStock(let basketId, let delta):
             precondition(Identifier.isValid(basketId) && delta != 0 && delta.magnitude <= RequestDecoder.maxUnits.magnitude)
         case .reserve(let reserve):
@@ -78,7 +85,16 @@ func check(_ bytes: [UInt8]) {
     }
     // The JSON reader on the raw bytes too, and the sold-out arithmetic's inputs.
     _ = try? JSONValue.parse(bytes)
+    if let time = RFC3339.parse(String(decoding: bytes.prefix(48), as: UTF8.self)) {
+        precondition(time >= 0 && time <= 253_402_300_799_999)
+    }
     _ = ReservationIdGenerator.partition(of: String(decoding: bytes.prefix(200), as: UTF8.self))
+}
+
+/// A sale window the decoder lets through: times within the years 1970 to 9999, closing after opening.
+func checkWindow(_ opens: Int64?, _ closes: Int64?) {
+    for time in [opens, closes].compactMap({ $0 }) { precondition((0...BasketSettings.latestMilliseconds).contains(time)) }
+    if let opens, let closes { precondition(closes > opens) }
 }
 
 /// RFC 9110 tchar.

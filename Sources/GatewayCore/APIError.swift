@@ -24,13 +24,19 @@ public enum APIError: Error, Equatable, Sendable {
     case methodNotAllowed(allowed: String)
     case requestHeaderTooLarge
     case internalError
+    /// The sale opens at `opensAtMilliseconds` (Redis time), `retryAfterSeconds` from now.
+    case saleNotOpen(opensAtMilliseconds: Int64, retryAfterSeconds: Int)
+    case salePaused
+    case saleClosed
 
     public var status: HTTPResponseStatus {
         switch self {
         case .invalidRequest: return .badRequest
         case .unauthorized, .invalidSignature: return .unauthorized
         case .basketNotFound, .reservationNotFound, .notFound: return .notFound
-        case .basketExists, .insufficientStock, .capacityExceeded, .soldOut, .limitExceeded, .reservationExpired: return .conflict
+        case .basketExists, .insufficientStock, .capacityExceeded, .soldOut, .limitExceeded, .reservationExpired, .saleNotOpen, .salePaused,
+            .saleClosed:
+            return .conflict
         case .payloadTooLarge: return .payloadTooLarge
         case .idempotencyKeyReused: return .unprocessableEntity
         case .rateLimited: return .tooManyRequests
@@ -62,6 +68,9 @@ public enum APIError: Error, Equatable, Sendable {
         case .methodNotAllowed: return "method_not_allowed"
         case .requestHeaderTooLarge: return "request_header_too_large"
         case .internalError: return "internal_error"
+        case .saleNotOpen: return "sale_not_open"
+        case .salePaused: return "sale_paused"
+        case .saleClosed: return "sale_closed"
         }
     }
 
@@ -86,6 +95,9 @@ public enum APIError: Error, Equatable, Sendable {
         case .methodNotAllowed(let allowed): return "this endpoint takes \(allowed)"
         case .requestHeaderTooLarge: return "the request line and headers are larger than the gateway accepts"
         case .internalError: return "internal error"
+        case .saleNotOpen: return "the sale has not opened yet"
+        case .salePaused: return "the sale is paused; retry later"
+        case .saleClosed: return "the sale is closed"
         }
     }
 
@@ -105,6 +117,7 @@ public enum APIError: Error, Equatable, Sendable {
             case .reservationNotFound: self = .reservationNotFound
             case .reservationExpired: self = .reservationExpired
             case .underRepair: self = .unavailable("the basket is being repaired; retry shortly")
+            case .invalidWindow: self = .invalidRequest("closesAt must be after opensAt")
             case .inconsistentStore: self = .internalError
             }
         case let error as RedisError:

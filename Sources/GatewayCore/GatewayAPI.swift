@@ -16,20 +16,25 @@ extension HTTPResponse {
         switch error {
         case .soldOut: return soldOut
         case .limitExceeded: return limitExceeded
+        case .salePaused: return salePaused
+        case .saleClosed: return saleClosed
         default: return render(error)
         }
     }
 
     private static let soldOut = render(.soldOut).prepared()
     private static let limitExceeded = render(.limitExceeded).prepared()
+    private static let salePaused = render(.salePaused).prepared()
+    private static let saleClosed = render(.saleClosed).prepared()
 
     private static func render(_ error: APIError) -> HTTPResponse {
         var writer = JSONWriter(capacity: 128)
         writer.field("error", error.code)
         writer.field("message", error.message)
+        if case .saleNotOpen(let opensAt, _) = error { writer.field("opensAt", RFC3339.format(milliseconds: opensAt)) }
         var response = HTTPResponse(status: error.status, body: writer.finish())
         switch error {
-        case .rateLimited(let seconds): response.extraHeaders.append(("Retry-After", String(seconds)))
+        case .rateLimited(let seconds), .saleNotOpen(_, let seconds): response.extraHeaders.append(("Retry-After", String(seconds)))
         case .unavailable: response.extraHeaders.append(("Retry-After", "1"))
         case .methodNotAllowed(let allowed): response.extraHeaders.append(("Allow", allowed))
         case .payloadTooLarge, .requestHeaderTooLarge: response.closeConnection = true
@@ -132,9 +137,11 @@ public final class GatewayAPI: HTTPResponder {
             return eventLoop.makeSucceededFuture(metricsPage())
         case .openapi:
             return eventLoop.makeSucceededFuture(Self.openAPIDocument)
-        case .createBasket(let basketId, let stock, let holdSeconds, let maxPerConsumer):
-            return service.createBasket(basketId, stock: stock, holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer, on: eventLoop)
+        case .createBasket(let basketId, let stock, let settings):
+            return service.createBasket(basketId, stock: stock, settings: settings, on: eventLoop)
                 .map { .json(.created, $0.json(basketId: basketId)) }
+        case .updateBasket(let basketId, let change):
+            return service.updateBasket(basketId, change: change, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .getBasket(let basketId):
             return service.basket(basketId, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .adjustStock(let basketId, let delta):
@@ -171,9 +178,19 @@ public final class GatewayAPI: HTTPResponder {
             writer.field("expiresAt", RFC3339.format(milliseconds: expiresAt))
             writer.field("remaining", remaining)
             return .json(.created, writer.finish())
-        case .soldOut, .soldOutReplayed:
+        case .soldOut, .soldOutReplayed, .soldOutClosingIn:
             metrics.reservation(.soldOut)
             refusal = .soldOut
+        case .saleNotOpen(let opensAt, let milliseconds):
+            metrics.reservation(.rejected)
+            // whole seconds until it opens, at least 1, and never a number a client cannot use
+            refusal = .saleNotOpen(opensAtMilliseconds: opensAt, retryAfterSeconds: max(1, (min(milliseconds, 400_000_000_000) + 999) / 1000))
+        case .salePaused:
+            metrics.reservation(.rejected)
+            refusal = .salePaused
+        case .saleClosed:
+            metrics.reservation(.rejected)
+            refusal = .saleClosed
         case .limitExceeded:
             metrics.reservation(.limitExceeded)
             refusal = .limitExceeded

@@ -1,7 +1,7 @@
 public import HTTPServing
 import NIOCore
 import NIOHTTP1
-import ReservationCore
+public import ReservationCore
 public import ReservationScripts
 
 /// Turns an HTTP request into a validated command, or into the error to answer: routing, the
@@ -11,8 +11,9 @@ public import ReservationScripts
 public struct RequestDecoder: Sendable {
     public enum Command: Sendable, Equatable {
         case health, ready, metrics, openapi
-        case createBasket(basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int)
+        case createBasket(basketId: String, stock: Int, settings: BasketSettings)
         case getBasket(basketId: String)
+        case updateBasket(basketId: String, change: UpdateBasketCall.Change)
         case adjustStock(basketId: String, delta: Int)
         case reserve(ReservationService.ReserveRequest)
         case getReservation(reservationId: String)
@@ -60,13 +61,35 @@ public struct RequestDecoder: Sendable {
             try requireAdmin(request)
             try requireId(basketId, "basketId")
             let body = try jsonObject(request)
-            return .createBasket(
-                basketId: basketId, stock: try integer(body, "stock", in: 0...Self.maxUnits),
+            let stock = try integer(body, "stock", in: 0...Self.maxUnits)
+            let settings = BasketSettings(
                 holdSeconds: try integer(body, "holdSeconds", default: defaultHoldSeconds, in: 1...86_400),
-                maxPerConsumer: try integer(body, "maxPerConsumer", default: 1, in: 1...Self.maxUnits))
+                maxPerConsumer: try integer(body, "maxPerConsumer", default: 1, in: 1...Self.maxUnits),
+                opensAtMilliseconds: try time(body, "opensAt") ?? nil, closesAtMilliseconds: try time(body, "closesAt") ?? nil)
+            if let opens = settings.opensAtMilliseconds, let closes = settings.closesAtMilliseconds, closes <= opens {
+                throw APIError.invalidRequest("closesAt must be after opensAt")
+            }
+            return .createBasket(basketId: basketId, stock: stock, settings: settings)
         case .getBasket(let basketId):
             try requireId(basketId, "basketId")
             return .getBasket(basketId: basketId)
+        case .updateBasket(let basketId):
+            try requireAdmin(request)
+            try requireId(basketId, "basketId")
+            let body = try jsonObject(request)
+            var change = UpdateBasketCall.Change()
+            if body["holdSeconds"] != nil { change.holdSeconds = try integer(body, "holdSeconds", in: 1...86_400) }
+            if body["maxPerConsumer"] != nil { change.maxPerConsumer = try integer(body, "maxPerConsumer", in: 1...Self.maxUnits) }
+            change.opensAtMilliseconds = try time(body, "opensAt")
+            change.closesAtMilliseconds = try time(body, "closesAt")
+            if let raw = body["paused"] {
+                guard case .bool(let paused) = raw else { throw APIError.invalidRequest("paused must be true or false") }
+                change.paused = paused
+            }
+            if let opens = change.opensAtMilliseconds ?? nil, let closes = change.closesAtMilliseconds ?? nil, closes <= opens {
+                throw APIError.invalidRequest("closesAt must be after opensAt")
+            }
+            return .updateBasket(basketId: basketId, change: change)
         case .adjustStock(let basketId):
             try requireAdmin(request)
             try requireId(basketId, "basketId")
@@ -162,6 +185,17 @@ public struct RequestDecoder: Sendable {
             throw APIError.invalidRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
         }
         return int
+    }
+
+    /// An optional RFC 3339 time: nil when absent, `.some(nil)` when `null` (removes it), else its
+    /// Unix milliseconds (years 1970 to 9999).
+    private func time(_ object: JSONValue, _ name: String) throws -> Int64?? {
+        guard let raw = object[name] else { return nil }
+        if raw == .null { return .some(nil) }
+        guard let text = raw.stringValue, let milliseconds = RFC3339.parse(text), milliseconds <= BasketSettings.latestMilliseconds else {
+            throw APIError.invalidRequest("\(name) must be an RFC 3339 date-time (e.g. 2026-12-24T10:00:00Z) or null")
+        }
+        return .some(milliseconds)
     }
 
     private func string(_ object: JSONValue, _ name: String) throws -> String {

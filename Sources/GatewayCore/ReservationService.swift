@@ -15,6 +15,8 @@ public enum ReservationError: Error, Sendable, Equatable {
     case reservationExpired
     /// The basket is out of service for a repair (or missing in Redis until it is rebuilt).
     case underRepair
+    /// The sale would close before it opens.
+    case invalidWindow
     /// The store answered something that cannot happen with the gateway's own data (an id
     /// collision, a reservation that changed between two reads of an immutable field).
     case inconsistentStore(String)
@@ -93,12 +95,28 @@ public final class ReservationService: Sendable {
     public static let maxCapacity = 1_000_000_000
 
     public func createBasket(
-        _ basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int, on eventLoop: any EventLoop
+        _ basketId: String, stock: Int, settings: BasketSettings, on eventLoop: any EventLoop
     ) -> EventLoopFuture<BasketState> {
-        run(CreateBasketCall(basketId: basketId, stock: stock, holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer), on: eventLoop) {
+        run(CreateBasketCall(basketId: basketId, stock: stock, settings: settings), on: eventLoop) {
             switch $0 {
             case .created(let state): return state
             case .exists: throw ReservationError.basketExists
+            case .unavailable: throw ReservationError.underRepair
+            }
+        }
+    }
+
+    /// PATCH: changes some settings. The sold-out memory of this gateway forgets the basket (a
+    /// pause or a new window answers every request after this one; other gateways' memories last
+    /// a few milliseconds at most).
+    public func updateBasket(_ basketId: String, change: UpdateBasketCall.Change, on eventLoop: any EventLoop) -> EventLoopFuture<BasketState> {
+        run(UpdateBasketCall(basketId: basketId, change: change), on: eventLoop) { outcome in
+            switch outcome {
+            case .updated(let state):
+                self.soldOut.clear(basketId)
+                return state
+            case .basketNotFound: throw ReservationError.basketNotFound
+            case .invalidWindow: throw ReservationError.invalidWindow
             case .unavailable: throw ReservationError.underRepair
             }
         }
@@ -121,7 +139,7 @@ public final class ReservationService: Sendable {
     /// A basket Redis lost (and the reconciler has not rebuilt yet) is under repair, not absent:
     /// asked only when the read found nothing.
     public func basket(_ basketId: String, on eventLoop: any EventLoop) -> EventLoopFuture<BasketState> {
-        run(ReadBasketCall(basketId: basketId), on: eventLoop) { $0 }.flatMap { state in
+        run(BasketViewCall(basketId: basketId), on: eventLoop) { $0 }.flatMap { state in
             if let state { return eventLoop.makeSucceededFuture(state) }
             return self.run(IsLostBasketCall(basketId: basketId), on: eventLoop) { lost in
                 throw lost ? ReservationError.underRepair : ReservationError.basketNotFound
@@ -178,6 +196,9 @@ public final class ReservationService: Sendable {
         run(call, on: eventLoop) { result in
             if case .success(.soldOut) = result {
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
+            } else if case .success(.soldOutClosingIn(let left)) = result {
+                self.soldOut.markSoldOut(
+                    request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration, closesInMilliseconds: left)
             } else if memory == .refresh {
                 self.soldOut.endRefresh(request.basketId)
             }

@@ -6,6 +6,7 @@ public enum Endpoint: Equatable, Sendable {
     case health, ready, metrics, openapi
     case createBasket(basketId: String)
     case getBasket(basketId: String)
+    case updateBasket(basketId: String)
     case adjustStock(basketId: String)
     case reserve(basketId: String)
     case getReservation(reservationId: String)
@@ -21,6 +22,7 @@ public enum Endpoint: Equatable, Sendable {
         case .openapi: return "openapi"
         case .createBasket: return "put_basket"
         case .getBasket: return "get_basket"
+        case .updateBasket: return "patch_basket"
         case .adjustStock: return "adjust_stock"
         case .reserve: return "reserve"
         case .getReservation: return "get_reservation"
@@ -69,7 +71,8 @@ public enum Router {
                 switch method {
                 case .PUT: return .success(.createBasket(basketId: id))
                 case .GET, .HEAD: return .success(.getBasket(basketId: id))
-                default: return .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT"))
+                case .PATCH: return .success(.updateBasket(basketId: id))
+                default: return .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT, PATCH"))
                 }
             case "reservations":
                 switch method {

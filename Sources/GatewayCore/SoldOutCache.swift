@@ -26,6 +26,9 @@ final class SoldOutCache: Sendable {
         /// When a request started asking Redis again (the entry ran out); the others are refused
         /// meanwhile. Nil: no refresh under way.
         var refreshStarted: Int64? = nil
+        /// Uptime nanoseconds past which the entry is never used, refresh or not: the sale's
+        /// closing time as Redis measured it (a closed sale answers sale_closed, not sold_out).
+        var lastUse: Int64 = .max
     }
 
     /// What the memory says of a request.
@@ -59,6 +62,10 @@ final class SoldOutCache: Sendable {
         guard ttl > 0 else { return .ask }
         return entries.withLock { entries in
             guard var entry = entries[basketId] else { return .ask }
+            if now >= entry.lastUse {
+                entries[basketId] = nil
+                return .ask
+            }
             if now < entry.until { return quantity >= entry.quantity ? .soldOut : .ask }
             // Ran out: refused from the old entry only while one request asks again.
             if let started = entry.refreshStarted {
@@ -79,7 +86,10 @@ final class SoldOutCache: Sendable {
     /// Redis refused q units: remembered, unless a release came since the call left (then
     /// false, and a refresh this call was making is ended).
     @discardableResult
-    func markSoldOut(_ basketId: String, quantity: Int, ifUnchangedSince generation: UInt64, now: Int64 = uptime()) -> Bool {
+    /// `closesInMilliseconds`: how long the sale has left by Redis's clock (nil: no closing time).
+    func markSoldOut(
+        _ basketId: String, quantity: Int, ifUnchangedSince generation: UInt64, closesInMilliseconds: Int? = nil, now: Int64 = uptime()
+    ) -> Bool {
         guard ttl > 0 else { return false }
         return entries.withLock { entries in
             guard releases.load(ordering: .acquiring) == generation else {
@@ -91,7 +101,9 @@ final class SoldOutCache: Sendable {
             // smaller one nor extends its time (that would let a stream of too-large requests keep
             // a stale refusal alive).
             if let existing = entries[basketId], now < existing.until, existing.quantity < quantity { return true }
-            entries[basketId] = Entry(until: now + ttl, quantity: quantity)
+            // (a sale's time left is at most years: far from overflowing in nanoseconds)
+            let lastUse = closesInMilliseconds.map { now + Int64(min($0, 400_000_000_000)) * 1_000_000 } ?? .max
+            entries[basketId] = Entry(until: min(now + ttl, lastUse), quantity: quantity, lastUse: lastUse)
             return true
         }
     }

@@ -12,6 +12,12 @@ extension BasketState {
         writer.field("capacity", capacity)
         writer.field("holdSeconds", holdSeconds)
         writer.field("maxPerConsumer", maxPerConsumer)
+        writer.field("opensAt", settings.opensAtMilliseconds.map { RFC3339.format(milliseconds: $0) })
+        writer.field("closesAt", settings.closesAtMilliseconds.map { RFC3339.format(milliseconds: $0) })
+        writer.field("paused", settings.paused)
+        writer.nullField("waitingRoom")
+        // By Redis's clock as the script that read it saw it (the clock reservations are decided by).
+        writer.field("state", settings.state(at: observedAtMilliseconds ?? WallClock.nowMilliseconds()).rawValue)
         return writer.finish()
     }
 }

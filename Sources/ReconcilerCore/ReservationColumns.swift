@@ -54,7 +54,8 @@ enum ReservationColumns {
         case .immutable, .firstKnown:
             // The first known value stands; a row first made from an event that lacked it learns it.
             return ("\(name) = COALESCE(r.\(name), EXCLUDED.\(name))", "(r.\(name) IS NULL AND EXCLUDED.\(name) IS NOT NULL)")
-        case .furthestStatus:
+        // (a reservation's later account is the one further on)
+        case .furthestStatus, .latestBySequence:
             let further = "\(statusRank("EXCLUDED.\(name)")) > \(statusRank("r.\(name)"))"
             return ("\(name) = CASE WHEN \(further) THEN EXCLUDED.\(name) ELSE r.\(name) END", "(\(further))")
         }

@@ -11,8 +11,12 @@ public enum EventField: String, CaseIterable, Sendable {
     /// The basket's stock and capacity after this change (absolute, so the newest wins).
     case stock
     case capacity
+    /// The basket's settings (`BasketSettingField`), carried whole by the events that set them.
     case hold
     case max
+    case opens
+    case closes
+    case paused
     case delta
     /// What drift a repair mended.
     case reason
@@ -42,6 +46,7 @@ public struct StoreEvent: Sendable, Equatable {
         case expired
         case payment
         case basketCreated = "basket_created"
+        case basketUpdated = "basket_updated"
         case stockAdjusted = "stock_adjusted"
         case basketRepaired = "basket_repaired"
 
@@ -49,14 +54,15 @@ public struct StoreEvent: Sendable, Equatable {
         public var requiredFields: Set<String> {
             let basketChange: Set<String> = ["type", "basket", "seq", "stock", "capacity", "at"]
             let madeWith = Set(ReservationField.allCases.filter(\.setWhenReserved).map(\.rawValue))
+            let settings = Set(BasketSettingField.allCases.map(\.rawValue))
             switch self {
             // "reserved" leaves its status implied (pending), to keep the hot script small.
             case .reserved: return basketChange.union(["res"]).union(madeWith.subtracting(["status"])).subtracting(["at"])
             case .cancelled, .expired: return basketChange.union(["res", "from"]).union(madeWith)
             case .payment: return ["type", "event", "kind", "res", "payment", "amount", "currency", "outcome", "at"]
-            case .basketCreated: return basketChange.union(["hold", "max"])
+            case .basketCreated, .basketUpdated: return basketChange.union(settings)
             case .stockAdjusted: return basketChange.union(["delta"])
-            case .basketRepaired: return basketChange.union(["hold", "max", "reason"])
+            case .basketRepaired: return basketChange.union(settings).union(["reason"])
             }
         }
 
@@ -67,7 +73,7 @@ public struct StoreEvent: Sendable, Equatable {
             case .reserved, .cancelled, .expired: return record.subtracting(requiredFields)
             // A payment that confirmed its reservation carries the basket's change and the record.
             case .payment: return record.union(["seq", "stock", "capacity"]).subtracting(requiredFields)
-            case .basketCreated, .stockAdjusted, .basketRepaired: return []
+            case .basketCreated, .basketUpdated, .stockAdjusted, .basketRepaired: return []
             }
         }
     }
@@ -77,16 +83,17 @@ public struct StoreEvent: Sendable, Equatable {
         public var seq: Int
         public var stock: Int
         public var capacity: Int
-        /// Present on the events that set them (created, repaired).
-        public var holdSeconds: Int?
-        public var maxPerConsumer: Int?
+        /// Present, whole, on the events that set them (created, updated, repaired).
+        public var settings: BasketSettings?
 
-        public init(seq: Int, stock: Int, capacity: Int, holdSeconds: Int? = nil, maxPerConsumer: Int? = nil) {
+        public var holdSeconds: Int? { settings?.holdSeconds }
+        public var maxPerConsumer: Int? { settings?.maxPerConsumer }
+
+        public init(seq: Int, stock: Int, capacity: Int, settings: BasketSettings? = nil) {
             self.seq = seq
             self.stock = stock
             self.capacity = capacity
-            self.holdSeconds = holdSeconds
-            self.maxPerConsumer = maxPerConsumer
+            self.settings = settings
         }
     }
 
@@ -117,7 +124,10 @@ public struct StoreEvent: Sendable, Equatable {
         kind = Kind(rawValue: type)
         basketId = text(.basket)
         if basketId != nil, let seq = number(.seq), let stock = number(.stock), let capacity = number(.capacity) {
-            basket = BasketChange(seq: seq, stock: stock, capacity: capacity, holdSeconds: number(.hold), maxPerConsumer: number(.max))
+            // Settings come whole with the events that set them (`hold` is always among them); a
+            // malformed one leaves the settings unknown, never half-read.
+            let settings = text(.hold) == nil ? nil : BasketSettings { fields[$0.rawValue] }
+            basket = BasketChange(seq: seq, stock: stock, capacity: capacity, settings: settings)
         }
         reservationId = text(.res)
         if reservationId != nil {

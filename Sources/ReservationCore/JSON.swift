@@ -313,6 +313,17 @@ public struct JSONWriter {
         field(name, value)
     }
 
+    public mutating func field(_ name: StaticString, _ value: Bool) {
+        key(name)
+        append(value ? "true" : "false")
+    }
+
+    /// A field whose value is JSON `null`.
+    public mutating func nullField(_ name: StaticString) {
+        key(name)
+        append("null")
+    }
+
     public mutating func field(_ name: StaticString, _ value: Int) {
         key(name)
         JSONWriter.appendDecimal(value, to: &bytes)

@@ -43,6 +43,8 @@ public enum FieldMergeRule: Sendable, Equatable {
     case furthestStatus
     /// Unknown at first, kept once known (a payment id): the first non-empty value stands.
     case firstKnown
+    /// Changed by events numbered by the basket's `seq`: the newest account wins.
+    case latestBySequence
 }
 
 /// A reservation's life: pending until paid (confirmed), cancelled or expired. A status only
@@ -107,7 +109,8 @@ public struct ReservationRecord: Sendable, Equatable {
             let (mine, theirs) = (value(of: field), other.value(of: field))
             switch field.merge {
             case .immutable, .firstKnown: return mine.isEmpty ? theirs : mine
-            case .furthestStatus: return furthest.value(of: field)
+            // (a reservation's later account is the one further on)
+            case .furthestStatus, .latestBySequence: return furthest.value(of: field)
             }
         }
         // Both accounts are valid records, so every field merged is one of theirs.
@@ -129,7 +132,8 @@ public struct ReservationRecord: Sendable, Equatable {
     }
 }
 
-/// The fields of a basket hash (`Keyspace.basket`) that the API and the audit read.
+/// The fields of a basket hash (`Keyspace.basket`) that the API and the audit read, in the order
+/// of `lua/prelude.lua`'s `BASKET`: the counters, then the sale settings (`BasketSettingField`).
 public enum BasketField: String, CaseIterable, Sendable {
     case stock
     case pending
@@ -137,6 +141,93 @@ public enum BasketField: String, CaseIterable, Sendable {
     case capacity
     case hold
     case max
+    case opens
+    case closes
+    case paused
+}
+
+/// A basket's sale settings: set when it is created (PUT) and changed by PATCH, stored in its hash,
+/// carried whole by the events that set them (`basket_created`, `basket_updated`,
+/// `basket_repaired`, with the `seq` that orders them), kept in Postgres and restored by a repair.
+/// In the order of `lua/prelude.lua`'s `SETTINGS` (ScriptContractTests keeps them equal).
+public enum BasketSettingField: String, CaseIterable, Sendable {
+    case hold
+    case max
+    case opens
+    case closes
+    case paused
+
+    /// How two accounts of a basket's settings agree: the newer (by the basket's `seq`) wins whole.
+    public var merge: FieldMergeRule { .latestBySequence }
+}
+
+/// A basket's sale window and limits.
+public struct BasketSettings: Sendable, Equatable {
+    public var holdSeconds: Int
+    public var maxPerConsumer: Int
+    /// Redis time (ms) the sale opens at; nil: open from its creation.
+    public var opensAtMilliseconds: Int64?
+    /// Redis time (ms) the sale closes at; nil: it does not close.
+    public var closesAtMilliseconds: Int64?
+    /// Paused by an operator: no reservation until unpaused.
+    public var paused: Bool
+
+    public init(
+        holdSeconds: Int, maxPerConsumer: Int, opensAtMilliseconds: Int64? = nil, closesAtMilliseconds: Int64? = nil,
+        paused: Bool = false
+    ) {
+        self.holdSeconds = holdSeconds
+        self.maxPerConsumer = maxPerConsumer
+        self.opensAtMilliseconds = opensAtMilliseconds
+        self.closesAtMilliseconds = closesAtMilliseconds
+        self.paused = paused
+    }
+
+    /// The latest a sale may open or close: year 9999, far from any overflow in ms arithmetic.
+    public static let latestMilliseconds: Int64 = 253_402_300_799_000
+
+    /// The stored text of one field ("" for none; `paused` is "1" or "0").
+    public func value(of field: BasketSettingField) -> String {
+        switch field {
+        case .hold: return String(holdSeconds)
+        case .max: return String(maxPerConsumer)
+        case .opens: return opensAtMilliseconds.map { String($0) } ?? ""
+        case .closes: return closesAtMilliseconds.map { String($0) } ?? ""
+        case .paused: return paused ? "1" : "0"
+        }
+    }
+
+    /// Reads settings from stored texts; a missing limit takes its old default (hashes written
+    /// before these fields existed), a malformed one is nil.
+    public init?(_ text: (BasketSettingField) -> String?) {
+        func time(_ field: BasketSettingField) -> Int64?? {
+            guard let value = text(field), !value.isEmpty else { return .some(nil) }
+            guard let number = Int64(value), (0...Self.latestMilliseconds).contains(number) else { return nil }
+            return .some(number)
+        }
+        guard let hold = Int(text(.hold) ?? "0"), hold >= 0, let max = Int(text(.max) ?? "1"), max >= 1,
+            let opens = time(.opens), let closes = time(.closes)
+        else { return nil }
+        let paused = text(.paused) ?? "0"
+        guard paused == "0" || paused == "1" || paused.isEmpty else { return nil }
+        self.init(holdSeconds: hold, maxPerConsumer: max, opensAtMilliseconds: opens, closesAtMilliseconds: closes, paused: paused == "1")
+    }
+
+    /// Where the sale stands at `now` (Redis ms), decided as `reserve.lua` decides it: closed once
+    /// `closesAt` is reached, scheduled before `opensAt`, then paused, else open.
+    public func state(at now: Int64) -> SaleState {
+        if let closes = closesAtMilliseconds, now >= closes { return .closed }
+        if let opens = opensAtMilliseconds, now < opens { return .scheduled }
+        return paused ? .paused : .open
+    }
+}
+
+/// A basket's sale state, as its view shows it.
+public enum SaleState: String, Sendable, CaseIterable {
+    case scheduled
+    case open
+    case paused
+    case closed
 }
 
 /// A basket's counters and settings as Redis holds them.
@@ -145,30 +236,51 @@ public struct BasketState: Sendable, Equatable {
     public var pending: Int
     public var confirmed: Int
     public var capacity: Int
-    public var holdSeconds: Int
-    public var maxPerConsumer: Int
+    public var settings: BasketSettings
+    /// Redis's clock when the state was read (a script's view carries it): what the view's sale
+    /// state is decided by. Not part of the stored state, so not compared.
+    public var observedAtMilliseconds: Int64? = nil
 
-    public init(stock: Int, pending: Int, confirmed: Int, capacity: Int, holdSeconds: Int, maxPerConsumer: Int) {
+    public static func == (lhs: BasketState, rhs: BasketState) -> Bool {
+        (lhs.stock, lhs.pending, lhs.confirmed, lhs.capacity) == (rhs.stock, rhs.pending, rhs.confirmed, rhs.capacity)
+            && lhs.settings == rhs.settings
+    }
+
+    public var holdSeconds: Int {
+        get { settings.holdSeconds }
+        set { settings.holdSeconds = newValue }
+    }
+    public var maxPerConsumer: Int {
+        get { settings.maxPerConsumer }
+        set { settings.maxPerConsumer = newValue }
+    }
+
+    public init(stock: Int, pending: Int, confirmed: Int, capacity: Int, settings: BasketSettings) {
         self.stock = stock
         self.pending = pending
         self.confirmed = confirmed
         self.capacity = capacity
-        self.holdSeconds = holdSeconds
-        self.maxPerConsumer = maxPerConsumer
+        self.settings = settings
+    }
+
+    public init(stock: Int, pending: Int, confirmed: Int, capacity: Int, holdSeconds: Int, maxPerConsumer: Int) {
+        self.init(
+            stock: stock, pending: pending, confirmed: confirmed, capacity: capacity,
+            settings: BasketSettings(holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer))
     }
 
     /// Reads the state from field texts; nil when the basket does not exist (no stock field) or
-    /// a counter is malformed.
+    /// a counter or setting is malformed.
     public init?(_ text: (BasketField) -> String?) {
         guard let stock = text(.stock).flatMap({ Int($0) }) else { return nil }
         func number(_ field: BasketField, _ fallback: Int) -> Int? {
             guard let value = text(field) else { return fallback }
             return Int(value)
         }
-        guard let pending = number(.pending, 0), let confirmed = number(.confirmed, 0),
-            let capacity = number(.capacity, stock), let hold = number(.hold, 0), let max = number(.max, 1)
+        guard let pending = number(.pending, 0), let confirmed = number(.confirmed, 0), let capacity = number(.capacity, stock),
+            let settings = BasketSettings({ text(BasketField(rawValue: $0.rawValue) ?? .stock) })
         else { return nil }
-        self.init(stock: stock, pending: pending, confirmed: confirmed, capacity: capacity, holdSeconds: hold, maxPerConsumer: max)
+        self.init(stock: stock, pending: pending, confirmed: confirmed, capacity: capacity, settings: settings)
     }
 }
 

@@ -12,30 +12,115 @@ public struct CreateBasketCall: ScriptCall {
 
     public static let script = ReservationScripts.basketCreate
     public static let keyNames = ["basket", "stream", "basketIndex", "lostBaskets"]
-    public static let argumentNames = ["basketId", "stock", "holdSeconds", "maxPerConsumer"]
+    public static let argumentNames = ["basketId", "stock"] + BasketSettingField.allCases.map(\.rawValue)
 
     public let keys: [String]
     public let arguments: [RedisArgument]
 
-    public init(basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int) {
+    public init(basketId: String, stock: Int, settings: BasketSettings) {
         let partition = Keyspace.partition(ofBasket: basketId)
         keys = [
             Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.basketIndex(partition),
             Keyspace.lostBaskets(partition),
         ]
-        arguments = [.string(basketId), .int(stock), .int(holdSeconds), .int(maxPerConsumer)]
+        arguments = [.string(basketId), .int(stock)] + settings.arguments
+    }
+
+    public init(basketId: String, stock: Int, holdSeconds: Int, maxPerConsumer: Int) {
+        self.init(basketId: basketId, stock: stock, settings: BasketSettings(holdSeconds: holdSeconds, maxPerConsumer: maxPerConsumer))
     }
 
     public static func decode(_ reply: RedisValue) throws -> Outcome {
         let (answer, rest) = try reply.answer(of: "basket_create")
         switch answer {
-        case "ok":
-            guard let state = BasketState(values: rest[...]) else { throw StoreReplyError("basket_create", reply) }
-            return .created(state)
+        case "ok": return .created(try BasketState(view: rest, of: "basket_create", reply))
         case "basket_exists": return .exists
         case "unavailable": return .unavailable
         default: throw StoreReplyError("basket_create", reply)
         }
+    }
+}
+
+/// `lua/basket_update.lua`: change some of a basket's settings (PATCH).
+public struct UpdateBasketCall: ScriptCall {
+    public enum Outcome: Sendable, Equatable {
+        case updated(BasketState)
+        case basketNotFound
+        /// The window would close before it opens; nothing changed.
+        case invalidWindow
+        case unavailable
+    }
+
+    /// What a PATCH changes: nil leaves a setting as it is; a window time of `.some(nil)` removes it.
+    public struct Change: Sendable, Equatable {
+        public var holdSeconds: Int?
+        public var maxPerConsumer: Int?
+        public var opensAtMilliseconds: Int64??
+        public var closesAtMilliseconds: Int64??
+        public var paused: Bool?
+
+        public init(
+            holdSeconds: Int? = nil, maxPerConsumer: Int? = nil, opensAtMilliseconds: Int64?? = nil, closesAtMilliseconds: Int64?? = nil,
+            paused: Bool? = nil
+        ) {
+            self.holdSeconds = holdSeconds
+            self.maxPerConsumer = maxPerConsumer
+            self.opensAtMilliseconds = opensAtMilliseconds
+            self.closesAtMilliseconds = closesAtMilliseconds
+            self.paused = paused
+        }
+
+        /// The new stored text of one setting, nil where it does not change.
+        func text(_ field: BasketSettingField) -> String? {
+            switch field {
+            case .hold: return holdSeconds.map { String($0) }
+            case .max: return maxPerConsumer.map { String($0) }
+            case .opens: return opensAtMilliseconds.map { $0.map { String($0) } ?? "" }
+            case .closes: return closesAtMilliseconds.map { $0.map { String($0) } ?? "" }
+            case .paused: return paused.map { $0 ? "1" : "0" }
+            }
+        }
+    }
+
+    public static let script = ReservationScripts.basketUpdate
+    public static let keyNames = ["basket", "stream", "lostBaskets"]
+    public static let argumentNames = ["basketId", "change"] + BasketSettingField.allCases.map(\.rawValue)
+
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+
+    public init(basketId: String, change: Change) {
+        let partition = Keyspace.partition(ofBasket: basketId)
+        keys = [Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition)]
+        let texts = BasketSettingField.allCases.map(change.text)
+        arguments = [.string(basketId), .string(String(texts.map { $0 == nil ? "0" : "1" }))] + texts.map { .string($0 ?? "") }
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> Outcome {
+        let (answer, rest) = try reply.answer(of: "basket_update")
+        switch answer {
+        case "ok": return .updated(try BasketState(view: rest, of: "basket_update", reply))
+        case "basket_not_found": return .basketNotFound
+        case "invalid_window": return .invalidWindow
+        case "unavailable": return .unavailable
+        default: throw StoreReplyError("basket_update", reply)
+        }
+    }
+}
+
+extension BasketSettings {
+    /// One argument per `BasketSettingField`, in order (the scripts' `SETTINGS`).
+    var arguments: [RedisArgument] { BasketSettingField.allCases.map { .string(value(of: $0)) } }
+}
+
+extension BasketState {
+    /// A basket's view as the scripts answer it: its `BASKET` fields, then Redis's clock.
+    init(view values: [RedisValue], of call: String, _ reply: RedisValue) throws {
+        guard values.count == BasketField.allCases.count + 1, var state = BasketState(values: values[...]),
+            let now = values.last?.int
+        else { throw StoreReplyError(call, reply) }
+        state.observedAtMilliseconds = Int64(now)
+        self = state
     }
 }
 
@@ -65,9 +150,7 @@ public struct AdjustBasketCall: ScriptCall {
     public static func decode(_ reply: RedisValue) throws -> Outcome {
         let (answer, rest) = try reply.answer(of: "basket_adjust")
         switch answer {
-        case "ok":
-            guard let state = BasketState(values: rest[...]) else { throw StoreReplyError("basket_adjust", reply) }
-            return .adjusted(state)
+        case "ok": return .adjusted(try BasketState(view: rest, of: "basket_adjust", reply))
         case "basket_not_found": return .basketNotFound
         case "insufficient_stock": return .insufficientStock
         case "capacity_exceeded": return .capacityExceeded
@@ -77,7 +160,7 @@ public struct AdjustBasketCall: ScriptCall {
     }
 }
 
-/// A basket's state, read with one HMGET (nil: no such basket).
+/// A basket's state, read with one HMGET (nil: no such basket). The reconciler's reads.
 public struct ReadBasketCall: CommandCall {
     public let keys: [String]
     public var command: [RedisArgument] {
@@ -93,6 +176,30 @@ public struct ReadBasketCall: CommandCall {
         if values[0].isNull { return nil }
         guard let state = BasketState(values: values[...]) else { throw StoreReplyError("read basket", reply) }
         return state
+    }
+}
+
+/// `lua/basket_read.lua`: a basket's view with Redis's clock, which tells its sale's state as the
+/// reserve script would (nil: no such basket). The API's reads.
+public struct BasketViewCall: ScriptCall {
+    public static let script = ReservationScripts.basketRead
+    public static let keyNames = ["basket"]
+    public static let argumentNames: [String] = []
+
+    public let keys: [String]
+    public let arguments: [RedisArgument] = []
+
+    public init(basketId: String) {
+        keys = [Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))]
+    }
+
+    public static func decode(_ reply: RedisValue) throws -> BasketState? {
+        let (answer, rest) = try reply.answer(of: "basket_read")
+        switch answer {
+        case "ok": return try BasketState(view: rest, of: "basket_read", reply)
+        case "basket_not_found": return nil
+        default: throw StoreReplyError("basket_read", reply)
+        }
     }
 }
 

@@ -85,9 +85,8 @@ public struct RepairUnitsCall: ScriptCall {
 public struct RepairBasketCall: ScriptCall {
     public static let script = ReservationScripts.repairBasket
     public static let keyNames = ["basket", "stream", "basketIndex", "consumerUnits", "staging", "lostBaskets"]
-    public static let argumentNames = [
-        "token", "basketId", "stock", "pending", "confirmed", "capacity", "holdSeconds", "maxPerConsumer", "seq", "reason",
-    ]
+    public static let argumentNames =
+        ["token", "basketId", "stock", "pending", "confirmed", "capacity", "seq", "reason"] + BasketSettingField.allCases.map(\.rawValue)
 
     public let keys: [String]
     public let arguments: [RedisArgument]
@@ -99,10 +98,11 @@ public struct RepairBasketCall: ScriptCall {
             Keyspace.consumerUnits(basketId: basketId, partition: partition), RepairUnitsCall.stagingKey(basketId: basketId, lease: lease),
             Keyspace.lostBaskets(partition),
         ]
-        arguments = [
-            .string(lease.token), .string(basketId), .int(state.stock), .int(state.pending), .int(state.confirmed), .int(state.capacity),
-            .int(state.holdSeconds), .int(state.maxPerConsumer), .int(seq), .string(reason),
-        ]
+        arguments =
+            [
+                .string(lease.token), .string(basketId), .int(state.stock), .int(state.pending), .int(state.confirmed),
+                .int(state.capacity), .int(seq), .string(reason),
+            ] + state.settings.arguments
     }
 
     public static func decode(_ reply: RedisValue) throws -> RepairStepOutcome {

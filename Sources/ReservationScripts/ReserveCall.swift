@@ -15,6 +15,12 @@ public struct ReserveCall: ScriptCall {
         case unavailable
         case rateLimited(retryAfterMilliseconds: Int)
         case idempotencyKeyReused
+        /// A sale with a closing time sold out: the sold-out memory may not outlive the sale.
+        case soldOutClosingIn(milliseconds: Int)
+        /// Before the sale opens at `opensAtMilliseconds` (Redis time), `retryAfterMilliseconds` from now.
+        case saleNotOpen(opensAtMilliseconds: Int64, retryAfterMilliseconds: Int)
+        case salePaused
+        case saleClosed
     }
 
     public static let script = ReservationScripts.reserve
@@ -78,7 +84,21 @@ public struct ReserveCall: ScriptCall {
                 throw StoreReplyError("reserve", reply)
             }
             return .granted(reservationId: id, expiresAtMilliseconds: Int64(expires), remaining: remaining)
-        case "sold_out": return rest.first?.string == "replay" ? .soldOutReplayed : .soldOut
+        case "sold_out":
+            if rest.first?.string == "replay" { return .soldOutReplayed }
+            if rest.first?.string == "closes" {
+                // Redis's reply, range-checked: at most what a sale may last.
+                guard rest.count == 2, let left = rest[1].int, left >= 0 else { throw StoreReplyError("reserve", reply) }
+                return .soldOutClosingIn(milliseconds: min(left, 400_000_000_000))
+            }
+            return .soldOut
+        case "sale_not_open":
+            guard rest.count == 2, let opens = rest[0].int, let left = rest[1].int,
+                (0...BasketSettings.latestMilliseconds).contains(Int64(opens)), left >= 0
+            else { throw StoreReplyError("reserve", reply) }
+            return .saleNotOpen(opensAtMilliseconds: Int64(opens), retryAfterMilliseconds: left)
+        case "sale_paused": return .salePaused
+        case "sale_closed": return .saleClosed
         case "limit_exceeded": return .limitExceeded
         case "basket_not_found": return .basketNotFound
         case "unavailable": return .unavailable
@@ -121,8 +141,9 @@ public struct RefuseSoldOutCall: ScriptCall {
         if reply.array?.first?.string == "ask" { return .ask }
         let outcome = try ReserveCall.decode(reply)
         switch outcome {
-        case .granted, .soldOut, .soldOutReplayed, .limitExceeded, .basketNotFound, .idempotencyKeyReused: return .answered(outcome)
-        case .unavailable, .rateLimited: throw StoreReplyError("refuse_sold_out", reply)
+        case .granted, .soldOut, .soldOutReplayed, .limitExceeded, .basketNotFound, .idempotencyKeyReused, .saleClosed:
+            return .answered(outcome)
+        case .unavailable, .rateLimited, .soldOutClosingIn, .saleNotOpen, .salePaused: throw StoreReplyError("refuse_sold_out", reply)
         }
     }
 }

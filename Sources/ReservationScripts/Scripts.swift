@@ -18,10 +18,12 @@ public enum ReservationScripts {
     public static let dueHolds = script("due_holds")
     public static let repairUnits = script("repair_units")
     public static let refuseSoldOut = script("refuse_sold_out")
+    public static let basketRead = script("basket_read")
+    public static let basketUpdate = script("basket_update")
 
     public static let all: [RedisScript] = [
         reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
-        refuseSoldOut,
+        refuseSoldOut, basketRead, basketUpdate,
     ]
 
     /// A script's own file, without the prelude (what its header declares).

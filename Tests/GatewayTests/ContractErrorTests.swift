@@ -34,7 +34,8 @@ struct ContractErrorTests {
             created.json
                 == .object([
                     "basketId": .string(basketId), "stock": .integer(2), "pending": .integer(0), "confirmed": .integer(0),
-                    "capacity": .integer(2), "holdSeconds": .integer(600), "maxPerConsumer": .integer(1),
+                    "capacity": .integer(2), "holdSeconds": .integer(600), "maxPerConsumer": .integer(1), "opensAt": .null,
+                    "closesAt": .null, "paused": .bool(false), "waitingRoom": .null, "state": .string("open"),
                 ]))
         Self.expectError(try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: body), 409, "basket_exists")
         let adjust = "/v1/baskets/\(basketId)/stock-adjustments"
@@ -251,7 +252,7 @@ struct ContractErrorTests {
         Self.expectError(try await gateway.request(.GET, "/"), 404, "not_found")
         let wrongMethod = try await gateway.request(.POST, "/v1/baskets/x")
         Self.expectError(wrongMethod, 405, "method_not_allowed")
-        #expect(wrongMethod.headers.first(name: "allow") == "GET, HEAD, PUT")
+        #expect(wrongMethod.headers.first(name: "allow") == "GET, HEAD, PUT, PATCH")
         Self.expectError(try await gateway.request(.GET, "/v1/webhooks/payments"), 405, "method_not_allowed")
         Self.expectError(try await gateway.request(.DELETE, "/healthz"), 405, "method_not_allowed")
         let document = try await gateway.request(.GET, "/openapi.yaml")

@@ -204,7 +204,8 @@ struct UnitTests {
         #expect(Router.route(method: .POST, target: "/v1/webhooks/payments") == .success(.webhook))
         #expect(Router.route(method: .GET, target: "/openapi.yaml") == .success(.openapi))
         #expect(Router.route(method: .POST, target: "/healthz") == .failure(.methodNotAllowed(allowed: "GET, HEAD")))
-        #expect(Router.route(method: .PATCH, target: "/v1/baskets/b") == .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT")))
+        #expect(Router.route(method: .PATCH, target: "/v1/baskets/b") == .success(.updateBasket(basketId: "b")))
+        #expect(Router.route(method: .POST, target: "/v1/baskets/b") == .failure(.methodNotAllowed(allowed: "GET, HEAD, PUT, PATCH")))
         for target in [
             "", "*", "http://x/v1/baskets/b", "/v1/baskets/b/reservations/x", "/v1/baskets/b/other", "/v2/baskets/b",
             "/" + String(repeating: "a/", count: 600), "/v1/webhooks/other",
@@ -318,5 +319,47 @@ struct UnitTests {
         #expect(cache.check("e", quantity: 1, now: 60 * ms) == .ask)
         #expect(cache.check("e", quantity: 2, now: 60 * ms) == .refresh)
         #expect(cache.check("e", quantity: 1, now: 61 * ms) == .ask)
+    }
+
+    @Test("docs/openapi.yaml describes every field a reservation request and a view carry")
+    func documentCoversTheModel() throws {
+        let document = String(decoding: GatewayAPI.openAPIDocument.body, as: UTF8.self)
+        func properties(_ schema: String) -> Set<String> {
+            guard let start = document.range(of: "    \(schema):\n") else { return [] }
+            var names: Set<String> = []
+            var inProperties = false
+            for line in document[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false) {
+                if !line.hasPrefix("      ") { break }
+                if line == "      properties:" {
+                    inProperties = true
+                } else if inProperties, line.hasPrefix("        "), !line.hasPrefix("         "), let name = line.split(separator: ":").first {
+                    names.insert(name.trimmingCharacters(in: .whitespaces))
+                }
+            }
+            return names
+        }
+        // Every field a reservation request is compared on is a field of its JSON body.
+        #expect(Set(ReservationRequest.Field.allCases.map(\.rawValue)).isSubset(of: properties("ReserveRequest")))
+        let record = ReservationRecord(
+            basketId: "b", consumerId: "c", quantity: 1, status: .confirmed, expiresAtMilliseconds: 1000, paymentId: "p")
+        let reservation = try #require(try JSONSerialization.jsonObject(with: Data(record.json(reservationId: "00-r"))) as? [String: Any])
+        #expect(Set(reservation.keys).isSubset(of: properties("ReservationView")))
+        var state = BasketState(
+            stock: 1, pending: 0, confirmed: 0, capacity: 1,
+            settings: BasketSettings(holdSeconds: 60, maxPerConsumer: 1, opensAtMilliseconds: 5, closesAtMilliseconds: 9, paused: true))
+        state.observedAtMilliseconds = 7
+        let basket = try #require(try JSONSerialization.jsonObject(with: Data(state.json(basketId: "b"))) as? [String: Any])
+        #expect(Set(basket.keys).isSubset(of: properties("Basket")), "\(Set(basket.keys).subtracting(properties("Basket")).sorted())")
+        #expect(basket["state"] as? String == "paused")
+    }
+
+    @Test("the sold-out memory never outlives a sale's closing time, refresh or not")
+    func soldOutMemoryEndsAtClose() {
+        let cache = SoldOutCache(milliseconds: 60_000)
+        let start: Int64 = 1_000_000_000
+        #expect(cache.markSoldOut("b", quantity: 1, ifUnchangedSince: cache.generation, closesInMilliseconds: 5, now: start))
+        #expect(cache.check("b", quantity: 1, now: start + 4_000_000) == .soldOut)
+        #expect(cache.check("b", quantity: 1, now: start + 5_000_000) == .ask, "closed: the script answers sale_closed")
+        #expect(cache.check("b", quantity: 1, now: start + 6_000_000) == .ask)
     }
 }

@@ -82,7 +82,7 @@ struct SchemaTests {
 
     /// The field lists a script may splice into an event: the prelude's, or a literal one.
     static func list(_ token: String) -> [String]? {
-        if token == "RESERVATION" || token == "BASKET" { return preludeList(token) }
+        if ["RESERVATION", "BASKET", "SETTINGS"].contains(token) { return preludeList(token) }
         guard token.hasPrefix("{") else { return nil }
         return arguments(balanced(token[...]) ?? "").compactMap(literal)
     }
@@ -140,6 +140,9 @@ struct SchemaTests {
     func preludeListsAreTheEnums() {
         #expect(Self.preludeList("RESERVATION") == ReservationField.allCases.map(\.rawValue))
         #expect(Self.preludeList("BASKET") == BasketField.allCases.map(\.rawValue))
+        #expect(Self.preludeList("SETTINGS") == BasketSettingField.allCases.map(\.rawValue))
+        #expect(
+            Set(BasketSettingField.allCases.map(\.rawValue)).isSubset(of: BasketField.allCases.map(\.rawValue)), "settings live in the basket hash")
         // Every script starts with the prelude, and Redis knows it by the joined source's SHA.
         for script in ReservationScripts.all {
             #expect(script.source.hasPrefix(ReservationScripts.prelude), "\(script.name)")
@@ -223,7 +226,10 @@ struct SchemaTests {
         created["res"] = nil
         created["hold"] = "60"
         created["max"] = "2"
-        #expect(StoreEvent(fields: created)?.basket == StoreEvent.BasketChange(seq: 3, stock: 4, capacity: 9, holdSeconds: 60, maxPerConsumer: 2))
+        #expect(
+            StoreEvent(fields: created)?.basket
+                == StoreEvent.BasketChange(
+                    seq: 3, stock: 4, capacity: 9, settings: BasketSettings(holdSeconds: 60, maxPerConsumer: 2)))
         #expect(StoreEvent(fields: created)?.reservation == nil)
         var payment = Self.fields(.payment)
         payment.merge(["event": "ev", "kind": "payment.succeeded", "payment": "p-1", "amount": "12", "currency": "EUR", "outcome": "confirmed"]) {

@@ -24,7 +24,7 @@ struct ScriptContractTests {
                 let rest = line[line.index(after: close)...]
                 // `RESERVATION` stands for the prelude's list of a reservation's fields.
                 let names = (rest.split(separator: ":", maxSplits: 1).first ?? "").split(separator: " ").flatMap {
-                    $0 == "RESERVATION" ? SchemaTests.preludeList("RESERVATION") : [String($0)]
+                    ["RESERVATION", "SETTINGS"].contains($0) ? SchemaTests.preludeList(String($0)) : [String($0)]
                 }
                 if index.hasSuffix("...") {
                     if isKey { repeatedKeys = names } else { repeatedArguments = names }
@@ -34,7 +34,8 @@ struct ScriptContractTests {
                         keys.append(name)
                     } else {
                         #expect(position == arguments.count + 1, "ARGV numbered in order: \(line)")
-                        arguments.append(name)
+                        // a field list (SETTINGS) fills one place per field
+                        arguments += rest.hasPrefix(" SETTINGS:") ? names : [name]
                     }
                 }
             }
@@ -74,6 +75,8 @@ struct ScriptContractTests {
         Self.check(RepairBasketCall.self)
         Self.check(RepairLeaseCall.self)
         Self.check(RepairUnitsCall.self)
+        Self.check(UpdateBasketCall.self)
+        Self.check(BasketViewCall.self)
         // The repair writes every field of a reservation: a new field fails here until the script has it.
         #expect(RepairReservationsCall.repeatedArgumentNames == ["id"] + ReservationField.allCases.map(\.rawValue) + ["ttl"])
     }
@@ -102,6 +105,8 @@ struct ScriptContractTests {
             Self.checkShape(PaymentCall(event, partition: partition, basketId: nil))
             Self.checkShape(CreateBasketCall(basketId: basket, stock: 1, holdSeconds: 1, maxPerConsumer: 1))
             Self.checkShape(AdjustBasketCall(basketId: basket, delta: -1, maxCapacity: 10))
+            Self.checkShape(UpdateBasketCall(basketId: basket, change: .init(opensAtMilliseconds: .some(nil), paused: true)))
+            Self.checkShape(BasketViewCall(basketId: basket))
             let lease = RepairLease(token: "t-1", milliseconds: 30_000)
             Self.checkShape(RepairReservationsCall([("01-a", Self.record), ("01-b", Self.record)], basketId: basket, lease: lease), items: 2)
             let state = BasketState(stock: 1, pending: 0, confirmed: 2, capacity: 3, holdSeconds: 60, maxPerConsumer: 2)
@@ -178,8 +183,24 @@ struct ScriptContractTests {
     @Test("basket, release, payment and repair replies decode to every outcome")
     func otherReplies() throws {
         let state = BasketState(stock: 5, pending: 1, confirmed: 2, capacity: 8, holdSeconds: 60, maxPerConsumer: 2)
-        let view = Self.reply("ok", "5", "1", "2", "8", "60", "2")
+        // the BASKET fields (no window: empty, as a hash written before windows reads), then Redis's clock
+        let view = Self.reply("ok", "5", "1", "2", "8", "60", "2", "", "", "0", "1700000000000")
         #expect(try CreateBasketCall.decode(view) == .created(state))
+        #expect(throws: StoreReplyError.self) { try CreateBasketCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2")) }
+        let windowed = Self.reply("ok", "5", "1", "2", "8", "60", "2", "1700000000000", "1700000360000", "1", "1700000001000")
+        guard case .created(let read) = try CreateBasketCall.decode(windowed) else { throw StoreReplyError("test", .null) }
+        #expect(
+            read.settings
+                == BasketSettings(
+                    holdSeconds: 60, maxPerConsumer: 2, opensAtMilliseconds: 1_700_000_000_000, closesAtMilliseconds: 1_700_000_360_000, paused: true)
+        )
+        #expect(read.observedAtMilliseconds == 1_700_000_001_000 && read.settings.state(at: 1_700_000_001_000) == .paused)
+        #expect(throws: StoreReplyError.self) {
+            try BasketViewCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2", "soon", "", "0", "1700000000000"))
+        }
+        #expect(try BasketViewCall.decode(Self.reply("basket_not_found")) == nil)
+        #expect(try UpdateBasketCall.decode(view) == .updated(state))
+        #expect(try UpdateBasketCall.decode(Self.reply("invalid_window")) == .invalidWindow)
         #expect(try CreateBasketCall.decode(Self.reply("basket_exists")) == .exists)
         #expect(try AdjustBasketCall.decode(view) == .adjusted(state))
         #expect(try AdjustBasketCall.decode(Self.reply("basket_not_found")) == .basketNotFound)

@@ -69,6 +69,9 @@ public enum JSONValueLiteral: Sendable, ExpressibleByStringLiteral, ExpressibleB
     case int(Int)
     case raw(String)
 
+    public static let null = JSONValueLiteral.raw("null")
+    public static func bool(_ value: Bool) -> JSONValueLiteral { .raw(value ? "true" : "false") }
+
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .int(value) }
 
