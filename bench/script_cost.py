@@ -37,19 +37,23 @@ def cpu_seconds(pid):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_TOOL = []
+
+
 def tool(*args):
     """bench-scripts (Sources/BenchScripts): the project's own call types build every key, argument
-    and script source sent here, so nothing is copied into Python. Built on first use unless BIN
-    names a build that has it."""
-    binary = os.path.join(os.environ.get("BIN", ""), "bench-scripts")
-    if not os.environ.get("BIN") or not os.path.exists(binary):
-        subprocess.run(["swift", "build", "-c", "release", "--product", "bench-scripts"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
-        path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        os.environ["BIN"] = os.environ.get("BIN") or path
-        binary = os.path.join(path, "bench-scripts")
-    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, check=True).stdout
+    and script source sent here, so nothing is copied into Python. Found once: in BIN when it has
+    it, else built here (release)."""
+    if not _TOOL:
+        binary = os.path.join(os.environ.get("BIN", ""), "bench-scripts")
+        if not os.environ.get("BIN") or not os.path.exists(binary):
+            subprocess.run(["swift", "build", "-c", "release", "--product", "bench-scripts"], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+            path = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            binary = os.path.join(path, "bench-scripts")
+        _TOOL.append(binary)
+    return subprocess.run([_TOOL[0], *map(str, args)], capture_output=True, text=True, check=True).stdout
 
 
 def basket_keys(*baskets):

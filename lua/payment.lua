@@ -35,7 +35,7 @@ elseif not r.basket then
   outcome = 'unknown_reservation'
 elseif redis.call('HGET', KEYS[5], 'maint') or redis.call('HEXISTS', KEYS[5], 'stock') == 0 then
   return {'unavailable'}
-elseif not (tonumber(r.qty) and tonumber(r.exp)) then
+elseif not wholeReservation(r) then
   -- a corrupt reservation is never half-applied: the provider retries, the audit reports it
   return {'unavailable'}
 elseif r.status == 'pending' and tonumber(r.exp) > now then

@@ -1,5 +1,6 @@
--- prelude: not a script of its own; ReservationScripts puts it in front of every script of lua/
--- (a script's SHA is that of the joined source). What the stored records are made of is
+-- prelude: not a script of its own; ReservationScripts puts in front of every script of lua/
+-- the definitions below that it uses (a script's SHA is that of the joined source; Redis runs a
+-- script's whole body on every call, so a script pays only for what it uses). What the stored records are made of is
 -- declared here once, in the order Swift's field enums list them (ScriptContractTests keeps
 -- the two equal). The scripts read, write, reply and append events through these lists, so
 -- none names a reservation's fields one by one or counts on their positions (reserve.lua, the
@@ -37,6 +38,15 @@ local function recordReply(head, record, fields)
   return reply
 end
 
+-- Whether a reservation read from Redis is whole, its numbers as Swift reads them (digits only):
+-- one that is not is never half-applied (the caller answers "unavailable"; the audit reports it).
+local function wholeReservation(r)
+  local statuses = {pending = true, confirmed = true, cancelled = true, expired = true}
+  return r.basket ~= nil and r.consumer ~= nil and statuses[r.status or ''] == true
+    and string.match(r.qty or '', '^[1-9]%d*$') ~= nil and #r.qty <= 10
+    and string.match(r.exp or '', '^%d+$') ~= nil and #r.exp <= 16
+end
+
 -- A basket's view: {"ok", <its BASKET fields>, now}; Redis's clock comes with it, so the
 -- gateway tells the sale's state by the clock the reserve script decides by.
 local function basketView(key, now)
@@ -45,7 +55,7 @@ local function basketView(key, now)
   return reply
 end
 
--- Appends a record's fields as name, value pairs to `into` (an HSET's or an XADD's arguments)
+-- Appends a record's fields as name, value pairs to `into` (a hash's or an event's arguments)
 -- and returns it; missing fields are left out.
 local function withRecord(into, record, fields)
   for i = 1, #fields do

@@ -43,20 +43,16 @@ local function underRepair(basketKey)
   return (not b[1]) or b[2] ~= false
 end
 
--- A record whose numbers do not read is never half-applied (the audit reports it).
-local function readable(r)
-  return tonumber(r.qty) ~= nil and tonumber(r.exp) ~= nil
-end
-
 if ARGV[1] == 'cancel' then
   local id = ARGV[3]
   local key = KEYS[3]
   local r = readRecord(key, RESERVATION)
   if not r.basket then return {'reservation_not_found'} end
   if r.basket ~= ARGV[4] or r.consumer ~= ARGV[5] then return {'stale_keys'} end
+  if not wholeReservation(r) then return {'unavailable'} end
   if r.status == 'cancelled' then return recordReply('cancelled', r, RESERVATION) end
   if r.status == 'expired' then return {'reservation_expired'} end
-  if underRepair(KEYS[4]) or not readable(r) then return {'unavailable'} end
+  if underRepair(KEYS[4]) then return {'unavailable'} end
   if r.status == 'pending' and tonumber(r.exp) <= now then
     -- the hold ran out before the expiry loop got to it: it expires now, not cancels
     finish(id, key, KEYS[4], KEYS[5], r, 'expired')
@@ -75,10 +71,10 @@ for i = 1, (#KEYS - 2) / 3 do
   local r = readRecord(key, RESERVATION)
   if not r.basket then
     redis.call('ZREM', KEYS[1], id)
-  elseif r.basket == ARGV[3 * i + 1] and r.consumer == ARGV[3 * i + 2] then
+  elseif r.basket == ARGV[3 * i + 1] and r.consumer == ARGV[3 * i + 2] and wholeReservation(r) then
     if r.status ~= 'pending' then
       redis.call('ZREM', KEYS[1], id)
-    elseif readable(r) and tonumber(r.exp) <= now and not underRepair(KEYS[3 * i + 1]) then
+    elseif tonumber(r.exp) <= now and not underRepair(KEYS[3 * i + 1]) then
       finish(id, key, KEYS[3 * i + 1], KEYS[3 * i + 2], r, 'expired')
       expired = expired + 1
     else

@@ -1,7 +1,7 @@
 // Benchmark-only: what bench/ sends to Redis, built by the project's own call types (no copy of
 // keys, arguments or script sources in Python).
 //   bench-scripts source <script>                     the script as Redis runs it (prelude + file)
-//   bench-scripts join <file.lua>                     any Lua file joined to the prelude the same way
+//   bench-scripts join <file.lua>                     any Lua file joined to the prelude beside it, the same way
 //   bench-scripts reserve <basket> <attemptsPerSecond> ReserveCall's keys and arguments as JSON, with
 //                                                     redis-benchmark's __rand_int__ in the consumer
 //                                                     and reservation id (a new one per call)
@@ -22,8 +22,11 @@ enum BenchScripts {
             guard let script = ReservationScripts.all.first(where: { $0.name == arguments[1] }) else { fail("no script \(arguments[1])") }
             print(script.source, terminator: "")
         case ("join", 2):
+            // both from disk (the prelude beside the file), joined as the build joins them
             let own = try String(contentsOfFile: arguments[1], encoding: .utf8)
-            print(ReservationScripts.prelude + "\n" + own, terminator: "")
+            let preludePath = URL(fileURLWithPath: arguments[1]).deletingLastPathComponent().appendingPathComponent("prelude.lua").path
+            let prelude = (try? String(contentsOfFile: preludePath, encoding: .utf8)) ?? ReservationScripts.prelude
+            print(ReservationScripts.joined(own: own, prelude: prelude), terminator: "")
         case ("reserve", 3):
             let basketId = arguments[1]
             guard let limit = Int(arguments[2]), limit >= 0 else { fail("attemptsPerSecond: a number >= 0") }

@@ -187,6 +187,14 @@ public struct RepairPlan: Sendable, Equatable {
                 continue
             }
             // Field by field, by each field's merge rule (Postgres's account first).
+            let disagreeing = ReservationField.allCases.filter { field in
+                field.merge == .immutable && !known.value(of: field).isEmpty && !record.value(of: field).isEmpty
+                    && known.value(of: field) != record.value(of: field)
+            }
+            if !disagreeing.isEmpty {
+                reasons.append(
+                    "reservation \(id): redis and postgres disagree on \(disagreeing.map(\.rawValue).joined(separator: ", ")) (postgres's kept)")
+            }
             union[id] = known.merged(with: record)
         }
         // A payment that arrived in time while Redis had lost its reservation was answered

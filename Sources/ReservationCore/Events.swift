@@ -50,32 +50,34 @@ public struct StoreEvent: Sendable, Equatable {
         case stockAdjusted = "stock_adjusted"
         case basketRepaired = "basket_repaired"
 
-        /// Fields an event of this kind always carries.
-        public var requiredFields: Set<String> {
+        /// The shapes an event of this kind comes in: the fields each always carries, and those
+        /// it may carry besides. An appended event must fit one of them exactly.
+        public var shapes: [(required: Set<String>, optional: Set<String>)] {
             let basketChange: Set<String> = ["type", "basket", "seq", "stock", "capacity", "at"]
+            let record = Set(ReservationField.allCases.map(\.rawValue))
             let madeWith = Set(ReservationField.allCases.filter(\.setWhenReserved).map(\.rawValue))
             let settings = Set(BasketSettingField.allCases.map(\.rawValue))
             switch self {
             // "reserved" leaves its status implied (pending), to keep the hot script small.
-            case .reserved: return basketChange.union(["res"]).union(madeWith.subtracting(["status"])).subtracting(["at"])
-            case .cancelled, .expired: return basketChange.union(["res", "from"]).union(madeWith)
-            case .payment: return ["type", "event", "kind", "res", "payment", "amount", "currency", "outcome", "at"]
-            case .basketCreated, .basketUpdated: return basketChange.union(settings)
-            case .stockAdjusted: return basketChange.union(["delta"])
-            case .basketRepaired: return basketChange.union(settings).union(["reason"])
+            case .reserved:
+                let required = basketChange.union(["res"]).union(madeWith.subtracting(["status"])).subtracting(["at"])
+                return [(required, record.subtracting(required))]
+            case .cancelled, .expired:
+                let required = basketChange.union(["res", "from"]).union(madeWith)
+                return [(required, record.subtracting(required))]
+            case .payment:
+                let recorded: Set<String> = ["type", "event", "kind", "res", "payment", "amount", "currency", "outcome", "at"]
+                // one that confirmed its reservation carries the basket's change and the whole record
+                let confirmed = recorded.union(basketChange).union(madeWith).union(["pay"])
+                return [(recorded, ["basket"]), (confirmed, record.subtracting(confirmed))]
+            case .basketCreated, .basketUpdated: return [(basketChange.union(settings), [])]
+            case .stockAdjusted: return [(basketChange.union(["delta"]), [])]
+            case .basketRepaired: return [(basketChange.union(settings).union(["reason"]), [])]
             }
         }
 
-        /// Fields an event of this kind may carry besides the required ones.
-        public var optionalFields: Set<String> {
-            let record = Set(ReservationField.allCases.map(\.rawValue))
-            switch self {
-            case .reserved, .cancelled, .expired: return record.subtracting(requiredFields)
-            // A payment that confirmed its reservation carries the basket's change and the record.
-            case .payment: return record.union(["seq", "stock", "capacity"]).subtracting(requiredFields)
-            case .basketCreated, .basketUpdated, .stockAdjusted, .basketRepaired: return []
-            }
-        }
+        /// Every field an event of this kind may carry.
+        public var knownFields: Set<String> { shapes.reduce(into: []) { $0.formUnion($1.required.union($1.optional)) } }
     }
 
     /// A basket's state after the change (absolute values: the newest `seq` wins).

@@ -32,9 +32,11 @@ public enum ReservationField: String, CaseIterable, Sendable {
     }
 }
 
-/// How a field of a stored record merges when two accounts of the record meet. Each rule is
-/// order-proof (the same result whichever account comes first), which is what lets the
-/// reconciler apply redelivered or reordered events and a repair take the union of two sides.
+/// How a field of a stored record merges when two accounts of the record meet. For accounts that
+/// agree on what is fixed, each rule gives the same result whichever comes first, which is what
+/// lets the reconciler apply redelivered or reordered events and a repair take the union of two
+/// sides. Where two accounts disagree on an immutable field (only corrupt data does), the first
+/// account stands (Postgres's, in a repair, which reports the disagreement).
 public enum FieldMergeRule: Sendable, Equatable {
     /// Set when the record is made and never changed: the first known value stands (an account
     /// that lacks it, an empty text, learns it from the other).
