@@ -56,6 +56,9 @@ if ARGV[1] == 'cancel' then
   if r[1] ~= ARGV[4] or r[2] ~= ARGV[5] then return {'stale_keys'} end
   local status = r[4]
   if status == 'cancelled' then
+    -- Cancelled before: the same status is written again (nothing changes, but the write is
+    -- replicated, so the WAIT after this call covers the first cancel too: REDIS_WAIT_REPLICAS).
+    redis.call('HSET', key, 'status', 'cancelled')
     return {'cancelled', r[1], r[2], r[3], r[4], r[5], r[6]}
   end
   if status == 'expired' then return {'reservation_expired'} end

@@ -48,7 +48,7 @@ public final class ReservationService: Sendable {
         _ call: Call, on eventLoop: any EventLoop, completion: @escaping @Sendable (Result<Call.Outcome, any Error>) -> Void
     ) {
         let started = NIODeadline.now()
-        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop) { result in
+        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop, replication: Call.replication) { result in
             completion(
                 result.flatMap { reply in
                     self.metrics.redisCall(NIODeadline.now() - started)
@@ -80,6 +80,10 @@ public final class ReservationService: Sendable {
     /// Batches written to Redis and commands sent in them so far (the metrics page shows both:
     /// their ratio is the pipelining depth).
     public var redisPipelining: (batches: Int, commands: Int) { (redis.batchesWritten, redis.commandsSent) }
+
+    /// REDIS_WAIT_REPLICAS: `WAIT`s answered, those that counted too few replicas, and replies
+    /// held for one (all 0 when it is off).
+    public var redisReplicationWaits: (waits: Int, timeouts: Int, heldReplies: Int) { redis.replicationWaits }
 
     /// Whether the store answers (readiness).
     public func checkStore(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
