@@ -196,10 +196,30 @@ def streams_under_load(environment, script, seconds=30):
     }
 
 
+def replication_waits(port):
+    """(WAITs answered, of which too few replicas) of the gateway on `port`, from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    value = lambda name: int(re.search(rf"^{name} (\d+)", text, re.M).group(1))
+    return value("gateway_redis_waits_total"), value("gateway_redis_wait_timeouts_total")
+
+
+def with_waits(port, run):
+    """Runs `run` and adds how many WAITs the gateway on `port` sent over it, per reservation,
+    and how many of them counted too few replicas (each failed its batch's changes: 503)."""
+    waits, timeouts = replication_waits(port)
+    result = run()
+    waits_after, timeouts_after = replication_waits(port)
+    result["waits_per_request"] = (waits_after - waits) / max(result["requests"], 1)
+    result["wait_timeouts"] = timeouts_after - timeouts
+    return result
+
+
 def cluster_beside_single(environment, script, single_gateway_pid):
     """The reserve path on a local Redis Cluster (3 primaries, 3 replicas, AOF everysec) beside
-    the single Redis, alternating rounds, on baskets spread over all 16 partitions: requests/s,
-    and the CPU each Redis process and the gateway spent per reservation."""
+    the single Redis (unless `single_gateway_pid` is None), and on the same cluster through a
+    second gateway with REDIS_WAIT_REPLICAS=1, alternating rounds, on baskets spread over all 16
+    partitions: requests/s, p50/p99, and the CPU each Redis process and the gateway spent per
+    reservation."""
     log("cluster: starting a local Redis Cluster (ports 7100-7105)")
     cluster_env = dict(os.environ, CLUSTER_PORT="7100")
     output = subprocess.run(["scripts/services.sh", "cluster-start"], cwd=ROOT, env=cluster_env, capture_output=True, text=True, check=True)
@@ -208,8 +228,11 @@ def cluster_beside_single(environment, script, single_gateway_pid):
     pids = {port: int(re.search(r"process_id:(\d+)", subprocess.run(["redis-cli", "-p", str(port), "INFO", "server"],
             capture_output=True, text=True, check=True).stdout).group(1)) for port in ports}
     cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8089"))
+    wait_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8092",
+                                                                  REDIS_WAIT_REPLICAS="1"))
     try:
         wait_http(8089)
+        wait_http(8092)
         baskets = []
         index = 0
         while len({fnv_partition(b) for b in baskets}) < 16:
@@ -218,18 +241,27 @@ def cluster_beside_single(environment, script, single_gateway_pid):
                 baskets.append(candidate)
             index += 1
         for basket in baskets:
-            for port in (GATEWAY_PORT, 8089):
+            for port in ((GATEWAY_PORT,) if single_gateway_pid else ()) + (8089,):
                 status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
                                          {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
                 assert status in (201, 409), (status, body)
         spread = ",".join(baskets)
-        single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
-        cluster_pids = {"gateway": cluster_gateway.pid, **{f"redis_{port}": pid for port, pid in pids.items()}}
-        runs = {"single": [], "cluster": []}
+        redis_pids = {f"redis_{port}": pid for port, pid in pids.items()}
+        cluster_pids = {"gateway": cluster_gateway.pid, **redis_pids}
+        wait_pids = {"gateway": wait_gateway.pid, **redis_pids}
+        runs = {"single": [], "cluster": [], "cluster_wait1": []} if single_gateway_pid else {"cluster": [], "cluster_wait1": []}
+        log("cluster: warming up both cluster gateways")
+        wrk(8089, script, [spread, "cw0"], seconds=2)
+        wrk(8092, script, [spread, "cw1"], seconds=2)
         for round_number in range(ROUNDS):
-            log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, then on the cluster")
-            runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"cs{round_number}"])))
-            runs["cluster"].append(measured(cluster_pids, lambda: wrk(8089, script, [spread, f"cc{round_number}"])))
+            log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, on the cluster, on the cluster with WAIT 1")
+            if single_gateway_pid:
+                single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
+                runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"cs{round_number}"])))
+            # WAIT 0 and WAIT 1 in alternating order, so neither always runs on a warmer cluster
+            order = [("cluster", 8089, cluster_pids, "cc"), ("cluster_wait1", 8092, wait_pids, "cw")]
+            for name, port, process_ids, prefix in (order if round_number % 2 == 0 else order[::-1]):
+                runs[name].append(measured(process_ids, lambda: with_waits(port, lambda: wrk(port, script, [spread, f"{prefix}{round_number}"]))))
         roles = {}
         for port in ports:
             info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "replication"], capture_output=True, text=True).stdout
@@ -238,15 +270,21 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         for name, rounds in runs.items():
             summary[name] = {
                 "rps": statistics.median(r["rps"] for r in rounds),
+                "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
                 "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+                "non_2xx": sum(r["non_2xx"] for r in rounds),
+                "waits_per_request": statistics.median(r.get("waits_per_request", 0) for r in rounds),
+                "wait_timeouts": sum(r.get("wait_timeouts", 0) for r in rounds),
                 "cpu_us_per_reservation": {process: statistics.median(r["cpu_us_per_request"][process] for r in rounds)
                                            for process in rounds[0]["cpu_us_per_request"]},
+                "rounds": rounds,
             }
         summary["roles"] = {f"redis_{port}": role for port, role in roles.items()}
         return summary
     finally:
-        cluster_gateway.terminate()
-        cluster_gateway.wait()
+        for process in (cluster_gateway, wait_gateway):
+            process.terminate()
+            process.wait()
         subprocess.run(["scripts/services.sh", "cluster-stop"], cwd=ROOT, env=cluster_env, capture_output=True)
 
 
@@ -464,15 +502,44 @@ def cluster_rows(cluster):
     if not cluster:
         return []
     rows = []
-    for name in ("single", "cluster"):
+    labels = {"single": "single Redis", "cluster": "cluster, WAIT 0", "cluster_wait1": "cluster, REDIS_WAIT_REPLICAS=1"}
+    for name in ("single", "cluster", "cluster_wait1"):
+        if name not in cluster:
+            continue
         run = cluster[name]
         cpu = run["cpu_us_per_reservation"]
         redis_parts = ", ".join(f"{value:.1f}" if process == "redis" else f":{process[6:]} ({cluster['roles'][process]}) {value:.1f}"
                                 for process, value in sorted(cpu.items()) if process.startswith("redis"))
-        rows.append((f"reserve over 16 partitions, {name} Redis", f"{run['rps']:,.0f}/s, p99 {run['p99_ms']:.2f} ms",
-                     f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation: {redis_parts}"))
+        redis_total = sum(value for process, value in cpu.items() if process.startswith("redis"))
+        extra = f"; {run['waits_per_request']:.3f} WAITs per reservation, {run['wait_timeouts']} timed out, {run['non_2xx']} non-2xx" \
+            if name == "cluster_wait1" else ""
+        rows.append((f"reserve over 16 partitions, {labels[name]}", f"{run['rps']:,.0f}/s, p50 {run['p50_ms']:.2f}, p99 {run['p99_ms']:.2f} ms",
+                     f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation {redis_total:.1f}: {redis_parts}{extra}"))
+    if "cluster" in cluster and "cluster_wait1" in cluster:
+        zero, one = cluster["cluster"], cluster["cluster_wait1"]
+        rows.append(("cluster WAIT 1 ÷ WAIT 0", f"{one['rps'] / zero['rps']:.2f} × reservations/s",
+                     f"p99 {one['p99_ms'] - zero['p99_ms']:+.2f} ms (target >= 0.8 ×, p99 at most +2 ms)"))
     return rows
 
 
+def cluster_wait_only():
+    """`bench/run.py --cluster-wait`: only the cluster's WAIT 0 against WAIT 1 rows."""
+    environment = dict(os.environ, ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", LOG_LEVEL="error")
+    script = os.path.join(ROOT, "bench", "reserve.lua")
+    cluster = cluster_beside_single(environment, script, None)
+    os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench-results", "cluster-wait.json"), "w") as out:
+        json.dump({"machine": machine(), "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS},
+                   "cluster": cluster}, out, indent=2)
+    rows = cluster_rows(cluster)
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>40}  {note}")
+    print("\nwritten to bench-results/cluster-wait.json")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--cluster-wait"]:
+        cluster_wait_only()
+    else:
+        main()
