@@ -251,8 +251,8 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         wait_pids = {"gateway": wait_gateway.pid, **redis_pids}
         runs = {"single": [], "cluster": [], "cluster_wait1": []} if single_gateway_pid else {"cluster": [], "cluster_wait1": []}
         log("cluster: warming up both cluster gateways")
-        wrk(8089, script, [spread, "cw0"], seconds=2)
-        wrk(8092, script, [spread, "cw1"], seconds=2)
+        wrk(8089, script, [spread, "warm-zero"], seconds=2)
+        wrk(8092, script, [spread, "warm-one"], seconds=2)
         for round_number in range(ROUNDS):
             log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, on the cluster, on the cluster with WAIT 1")
             if single_gateway_pid:

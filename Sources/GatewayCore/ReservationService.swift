@@ -287,28 +287,36 @@ public final class ReservationService: Sendable {
     /// name the keys); the script expires only those still pending and due. Holds it has to
     /// leave (their basket is under repair) it looks at again 5 s later, so one basket never
     /// holds up its partition and costs a round nothing meanwhile.
+    /// A partition that fails (its primary unreachable, or with REDIS_WAIT_REPLICAS its replicas
+    /// not acknowledging) stops only itself: the others are expired, then the first error is thrown.
     public func expireDueHolds() async throws -> Int {
         let batch = 500
         var total = 0
+        var firstError: (any Error)?
         for partition in 0..<Keyspace.partitionCount {
-            while true {
-                let due = try await redis.run(DueHoldsCall(partition: partition, limit: batch))
-                if due.isEmpty { break }
-                let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
-                let targets = zip(due, reads).map { id, reply in
-                    let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
-                    return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
+            do {
+                while true {
+                    let due = try await redis.run(DueHoldsCall(partition: partition, limit: batch))
+                    if due.isEmpty { break }
+                    let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
+                    let targets = zip(due, reads).map { id, reply in
+                        let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
+                        return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
+                    }
+                    // Every hold listed is expired, removed, or moved on by 5 s: each page progresses.
+                    let (expired, _) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
+                    total += expired
+                    if due.count < batch { break }
                 }
-                // Every hold listed is expired, removed, or moved on by 5 s: each page progresses.
-                let (expired, _) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
-                total += expired
-                if due.count < batch { break }
+            } catch {
+                if firstError == nil { firstError = error }
             }
         }
         if total > 0 {
             soldOut.clearAll()
             metrics.holdsExpired(total)
         }
+        if let firstError { throw firstError }
         return total
     }
 }
