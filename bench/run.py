@@ -250,18 +250,21 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         cluster_pids = {"gateway": cluster_gateway.pid, **redis_pids}
         wait_pids = {"gateway": wait_gateway.pid, **redis_pids}
         runs = {"single": [], "cluster": [], "cluster_wait1": []} if single_gateway_pid else {"cluster": [], "cluster_wait1": []}
+        # The cluster keeps its data between runs (AOF): consumer ids of this run only (every
+        # basket allows one unit per consumer, so a reused id would be refused, a cheaper path).
+        run_id = f"{int(time.time())}"
         log("cluster: warming up both cluster gateways")
-        wrk(8089, script, [spread, "warm-zero"], seconds=2)
-        wrk(8092, script, [spread, "warm-one"], seconds=2)
+        wrk(8089, script, [spread, f"{run_id}-warm-zero"], seconds=2)
+        wrk(8092, script, [spread, f"{run_id}-warm-one"], seconds=2)
         for round_number in range(ROUNDS):
             log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, on the cluster, on the cluster with WAIT 1")
             if single_gateway_pid:
                 single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
-                runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"cs{round_number}"])))
+                runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"{run_id}-cs{round_number}"])))
             # WAIT 0 and WAIT 1 in alternating order, so neither always runs on a warmer cluster
             order = [("cluster", 8089, cluster_pids, "cc"), ("cluster_wait1", 8092, wait_pids, "cw")]
             for name, port, process_ids, prefix in (order if round_number % 2 == 0 else order[::-1]):
-                runs[name].append(measured(process_ids, lambda: with_waits(port, lambda: wrk(port, script, [spread, f"{prefix}{round_number}"]))))
+                runs[name].append(measured(process_ids, lambda: with_waits(port, lambda: wrk(port, script, [spread, f"{run_id}-{prefix}{round_number}"]))))
         roles = {}
         for port in ports:
             info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "replication"], capture_output=True, text=True).stdout
@@ -270,6 +273,8 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         for name, rounds in runs.items():
             summary[name] = {
                 "rps": statistics.median(r["rps"] for r in rounds),
+                # answered 201 per second (wrk counts every answer; a 503 is no reservation)
+                "granted_rps": statistics.median(r["rps"] * (r["requests"] - r["non_2xx"]) / max(r["requests"], 1) for r in rounds),
                 "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
                 "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
                 "non_2xx": sum(r["non_2xx"] for r in rounds),
@@ -511,13 +516,15 @@ def cluster_rows(cluster):
         redis_parts = ", ".join(f"{value:.1f}" if process == "redis" else f":{process[6:]} ({cluster['roles'][process]}) {value:.1f}"
                                 for process, value in sorted(cpu.items()) if process.startswith("redis"))
         redis_total = sum(value for process, value in cpu.items() if process.startswith("redis"))
-        extra = f"; {run['waits_per_request']:.3f} WAITs per reservation, {run['wait_timeouts']} timed out, {run['non_2xx']} non-2xx" \
-            if name == "cluster_wait1" else ""
-        rows.append((f"reserve over 16 partitions, {labels[name]}", f"{run['rps']:,.0f}/s, p50 {run['p50_ms']:.2f}, p99 {run['p99_ms']:.2f} ms",
+        extra = f"; {run.get('non_2xx', 0)} non-2xx"
+        if name == "cluster_wait1":
+            extra += f"; {run['waits_per_request']:.3f} WAITs per reservation, {run['wait_timeouts']} timed out"
+        rate = run.get("granted_rps", run["rps"])
+        rows.append((f"reserve over 16 partitions, {labels[name]}", f"{rate:,.0f}/s, p50 {run.get('p50_ms', 0):.2f}, p99 {run['p99_ms']:.2f} ms",
                      f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation {redis_total:.1f}: {redis_parts}{extra}"))
     if "cluster" in cluster and "cluster_wait1" in cluster:
         zero, one = cluster["cluster"], cluster["cluster_wait1"]
-        rows.append(("cluster WAIT 1 ÷ WAIT 0", f"{one['rps'] / zero['rps']:.2f} × reservations/s",
+        rows.append(("cluster WAIT 1 ÷ WAIT 0", f"{one['granted_rps'] / zero['granted_rps']:.2f} × reservations/s",
                      f"p99 {one['p99_ms'] - zero['p99_ms']:+.2f} ms (target >= 0.8 ×, p99 at most +2 ms)"))
     return rows
 
