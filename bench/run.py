@@ -242,8 +242,12 @@ def cluster_beside_single(environment, script, single_gateway_pid):
             index += 1
         for basket in baskets:
             for port in ((GATEWAY_PORT,) if single_gateway_pid else ()) + (8089,):
-                status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
-                                         {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+                for _ in range(100):  # a cluster just started may answer 503 for a moment
+                    status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
+                                             {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+                    if status != 503:
+                        break
+                    time.sleep(0.2)
                 assert status in (201, 409), (status, body)
         spread = ",".join(baskets)
         redis_pids = {f"redis_{port}": pid for port, pid in pids.items()}
