@@ -220,19 +220,35 @@ def cluster_beside_single(environment, script, single_gateway_pid):
     second gateway with REDIS_WAIT_REPLICAS=1, alternating rounds, on baskets spread over all 16
     partitions: requests/s, p50/p99, and the CPU each Redis process and the gateway spent per
     reservation."""
-    log("cluster: starting a local Redis Cluster (ports 7100-7105)")
-    cluster_env = dict(os.environ, CLUSTER_PORT="7100")
+    first_port = int(os.environ.get("BENCH_CLUSTER_PORT", "7100"))
+    # the cluster's two gateways: REDIS_WAIT_REPLICAS 0 and 1
+    zero_port, one_port = (int(p) for p in os.environ.get("BENCH_CLUSTER_GATEWAY_PORTS", "8089,8092").split(","))
+    log(f"cluster: starting a local Redis Cluster (ports {first_port}-{first_port + 5})")
+    cluster_env = dict(os.environ, CLUSTER_PORT=str(first_port))
     output = subprocess.run(["scripts/services.sh", "cluster-start"], cwd=ROOT, env=cluster_env, capture_output=True, text=True, check=True)
     cluster_url = re.search(r"REDIS_URL=(\S+)", output.stdout).group(1)
-    ports = [7100 + i for i in range(6)]
+    ports = [first_port + i for i in range(6)]
     pids = {port: int(re.search(r"process_id:(\d+)", subprocess.run(["redis-cli", "-p", str(port), "INFO", "server"],
             capture_output=True, text=True, check=True).stdout).group(1)) for port in ports}
-    cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8089"))
-    wait_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8092",
+    cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT=str(zero_port)))
+    wait_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT=str(one_port),
                                                                   REDIS_WAIT_REPLICAS="1"))
     try:
-        wait_http(8089)
-        wait_http(8092)
+        wait_http(zero_port)
+        wait_http(one_port)
+        # The cluster keeps its data between runs (AOF): start from empty, with every replica in
+        # sync (a replica still loading or resyncing acknowledges nothing, and every WAIT would
+        # time out).
+        cli = lambda port, *args: subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout.strip()
+        primaries = [port for port in ports if "role:master" in cli(port, "INFO", "replication")]
+        for port in primaries:
+            cli(port, "FLUSHALL")
+        for port in primaries:
+            for _ in range(600):
+                if cli(port, "WAIT", "1", "1000") == "1":
+                    break
+            else:
+                raise SystemExit(f"the replica of :{port} does not acknowledge")
         baskets = []
         index = 0
         while len({fnv_partition(b) for b in baskets}) < 16:
@@ -241,7 +257,7 @@ def cluster_beside_single(environment, script, single_gateway_pid):
                 baskets.append(candidate)
             index += 1
         for basket in baskets:
-            for port in ((GATEWAY_PORT,) if single_gateway_pid else ()) + (8089,):
+            for port in ((GATEWAY_PORT,) if single_gateway_pid else ()) + (zero_port,):
                 for _ in range(100):  # a cluster just started may answer 503 for a moment
                     status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
                                              {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
@@ -258,15 +274,15 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         # basket allows one unit per consumer, so a reused id would be refused, a cheaper path).
         run_id = f"{int(time.time())}"
         log("cluster: warming up both cluster gateways")
-        wrk(8089, script, [spread, f"{run_id}-warm-zero"], seconds=2)
-        wrk(8092, script, [spread, f"{run_id}-warm-one"], seconds=2)
+        wrk(zero_port, script, [spread, f"{run_id}-warm-zero"], seconds=2)
+        wrk(one_port, script, [spread, f"{run_id}-warm-one"], seconds=2)
         for round_number in range(ROUNDS):
             log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, on the cluster, on the cluster with WAIT 1")
             if single_gateway_pid:
                 single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
                 runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"{run_id}-cs{round_number}"])))
             # WAIT 0 and WAIT 1 in alternating order, so neither always runs on a warmer cluster
-            order = [("cluster", 8089, cluster_pids, "cc"), ("cluster_wait1", 8092, wait_pids, "cw")]
+            order = [("cluster", zero_port, cluster_pids, "cc"), ("cluster_wait1", one_port, wait_pids, "cw")]
             for name, port, process_ids, prefix in (order if round_number % 2 == 0 else order[::-1]):
                 runs[name].append(measured(process_ids, lambda: with_waits(port, lambda: wrk(port, script, [spread, f"{run_id}-{prefix}{round_number}"]))))
         roles = {}
