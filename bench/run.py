@@ -195,20 +195,59 @@ def streams_under_load(environment, script, seconds=30):
     }
 
 
+def replication_waits(port):
+    """(WAITs answered, of which too few replicas) of the gateway on `port`, from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    value = lambda name: int(re.search(rf"^{name} (\d+)", text, re.M).group(1))
+    return value("gateway_redis_waits_total"), value("gateway_redis_wait_timeouts_total")
+
+
+def with_waits(port, run):
+    """Runs `run` and adds how many WAITs the gateway on `port` sent over it, per reservation,
+    and how many of them counted too few replicas (each failed its batch's changes: 503)."""
+    waits, timeouts = replication_waits(port)
+    result = run()
+    waits_after, timeouts_after = replication_waits(port)
+    result["waits_per_request"] = (waits_after - waits) / max(result["requests"], 1)
+    result["wait_timeouts"] = timeouts_after - timeouts
+    return result
+
+
 def cluster_beside_single(environment, script, single_gateway_pid):
     """The reserve path on a local Redis Cluster (3 primaries, 3 replicas, AOF everysec) beside
-    the single Redis, alternating rounds, on baskets spread over all 16 partitions: requests/s,
-    and the CPU each Redis process and the gateway spent per reservation."""
-    log("cluster: starting a local Redis Cluster (ports 7100-7105)")
-    cluster_env = dict(os.environ, CLUSTER_PORT="7100")
+    the single Redis (unless `single_gateway_pid` is None), and on the same cluster through a
+    second gateway with REDIS_WAIT_REPLICAS=1, alternating rounds, on baskets spread over all 16
+    partitions: requests/s, p50/p99, and the CPU each Redis process and the gateway spent per
+    reservation."""
+    first_port = int(os.environ.get("BENCH_CLUSTER_PORT", "7100"))
+    # the cluster's two gateways: REDIS_WAIT_REPLICAS 0 and 1
+    zero_port, one_port = (int(p) for p in os.environ.get("BENCH_CLUSTER_GATEWAY_PORTS", "8089,8092").split(","))
+    log(f"cluster: starting a local Redis Cluster (ports {first_port}-{first_port + 5})")
+    cluster_env = dict(os.environ, CLUSTER_PORT=str(first_port))
     output = subprocess.run(["scripts/services.sh", "cluster-start"], cwd=ROOT, env=cluster_env, capture_output=True, text=True, check=True)
     cluster_url = re.search(r"REDIS_URL=(\S+)", output.stdout).group(1)
-    ports = [7100 + i for i in range(6)]
+    ports = [first_port + i for i in range(6)]
     pids = {port: int(re.search(r"process_id:(\d+)", subprocess.run(["redis-cli", "-p", str(port), "INFO", "server"],
             capture_output=True, text=True, check=True).stdout).group(1)) for port in ports}
-    cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT="8089"))
+    cluster_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT=str(zero_port)))
+    wait_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, REDIS_URL=cluster_url, GATEWAY_PORT=str(one_port),
+                                                                  REDIS_WAIT_REPLICAS="1"))
     try:
-        wait_http(8089)
+        wait_http(zero_port)
+        wait_http(one_port)
+        # The cluster keeps its data between runs (AOF): start from empty, with every replica in
+        # sync (a replica still loading or resyncing acknowledges nothing, and every WAIT would
+        # time out).
+        cli = lambda port, *args: subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout.strip()
+        primaries = [port for port in ports if "role:master" in cli(port, "INFO", "replication")]
+        for port in primaries:
+            cli(port, "FLUSHALL")
+        for port in primaries:
+            for _ in range(600):
+                if cli(port, "WAIT", "1", "1000") == "1":
+                    break
+            else:
+                raise SystemExit(f"the replica of :{port} does not acknowledge")
         baskets = []
         index = 0
         # one basket on every partition
@@ -219,18 +258,34 @@ def cluster_beside_single(environment, script, single_gateway_pid):
             index += 64
         baskets = [partitions[p] for p in sorted(partitions)]
         for basket in baskets:
-            for port in (GATEWAY_PORT, 8089):
-                status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
-                                         {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+            for port in ((GATEWAY_PORT,) if single_gateway_pid else ()) + (zero_port,):
+                for _ in range(100):  # a cluster just started may answer 503 for a moment
+                    status, body = http_port(port, "PUT", f"/v1/baskets/{basket}", json.dumps({"stock": 10**9, "maxPerConsumer": 1}),
+                                             {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+                    if status != 503:
+                        break
+                    time.sleep(0.2)
                 assert status in (201, 409), (status, body)
         spread = ",".join(baskets)
-        single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
-        cluster_pids = {"gateway": cluster_gateway.pid, **{f"redis_{port}": pid for port, pid in pids.items()}}
-        runs = {"single": [], "cluster": []}
+        redis_pids = {f"redis_{port}": pid for port, pid in pids.items()}
+        cluster_pids = {"gateway": cluster_gateway.pid, **redis_pids}
+        wait_pids = {"gateway": wait_gateway.pid, **redis_pids}
+        runs = {"single": [], "cluster": [], "cluster_wait1": []} if single_gateway_pid else {"cluster": [], "cluster_wait1": []}
+        # The cluster keeps its data between runs (AOF): consumer ids of this run only (every
+        # basket allows one unit per consumer, so a reused id would be refused, a cheaper path).
+        run_id = f"{int(time.time())}"
+        log("cluster: warming up both cluster gateways")
+        wrk(zero_port, script, [spread, f"{run_id}-warm-zero"], seconds=2)
+        wrk(one_port, script, [spread, f"{run_id}-warm-one"], seconds=2)
         for round_number in range(ROUNDS):
-            log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, then on the cluster")
-            runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"cs{round_number}"])))
-            runs["cluster"].append(measured(cluster_pids, lambda: wrk(8089, script, [spread, f"cc{round_number}"])))
+            log(f"cluster round {round_number + 1}/{ROUNDS}: reserve on the single Redis, on the cluster, on the cluster with WAIT 1")
+            if single_gateway_pid:
+                single_pids = {"gateway": single_gateway_pid, "redis": redis_pid()}
+                runs["single"].append(measured(single_pids, lambda: wrk(GATEWAY_PORT, script, [spread, f"{run_id}-cs{round_number}"])))
+            # WAIT 0 and WAIT 1 in alternating order, so neither always runs on a warmer cluster
+            order = [("cluster", zero_port, cluster_pids, "cc"), ("cluster_wait1", one_port, wait_pids, "cw")]
+            for name, port, process_ids, prefix in (order if round_number % 2 == 0 else order[::-1]):
+                runs[name].append(measured(process_ids, lambda: with_waits(port, lambda: wrk(port, script, [spread, f"{run_id}-{prefix}{round_number}"]))))
         roles = {}
         for port in ports:
             info = subprocess.run(["redis-cli", "-p", str(port), "INFO", "replication"], capture_output=True, text=True).stdout
@@ -239,15 +294,23 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         for name, rounds in runs.items():
             summary[name] = {
                 "rps": statistics.median(r["rps"] for r in rounds),
+                # answered 201 per second (wrk counts every answer; a 503 is no reservation)
+                "granted_rps": statistics.median(r["rps"] * (r["requests"] - r["non_2xx"]) / max(r["requests"], 1) for r in rounds),
+                "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
                 "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+                "non_2xx": sum(r["non_2xx"] for r in rounds),
+                "waits_per_request": statistics.median(r.get("waits_per_request", 0) for r in rounds),
+                "wait_timeouts": sum(r.get("wait_timeouts", 0) for r in rounds),
                 "cpu_us_per_reservation": {process: statistics.median(r["cpu_us_per_request"][process] for r in rounds)
                                            for process in rounds[0]["cpu_us_per_request"]},
+                "rounds": rounds,
             }
         summary["roles"] = {f"redis_{port}": role for port, role in roles.items()}
         return summary
     finally:
-        cluster_gateway.terminate()
-        cluster_gateway.wait()
+        for process in (cluster_gateway, wait_gateway):
+            process.terminate()
+            process.wait()
         subprocess.run(["scripts/services.sh", "cluster-stop"], cwd=ROOT, env=cluster_env, capture_output=True)
 
 
@@ -465,15 +528,46 @@ def cluster_rows(cluster):
     if not cluster:
         return []
     rows = []
-    for name in ("single", "cluster"):
+    labels = {"single": "single Redis", "cluster": "cluster, WAIT 0", "cluster_wait1": "cluster, REDIS_WAIT_REPLICAS=1"}
+    for name in ("single", "cluster", "cluster_wait1"):
+        if name not in cluster:
+            continue
         run = cluster[name]
         cpu = run["cpu_us_per_reservation"]
         redis_parts = ", ".join(f"{value:.1f}" if process == "redis" else f":{process[6:]} ({cluster['roles'][process]}) {value:.1f}"
                                 for process, value in sorted(cpu.items()) if process.startswith("redis"))
-        rows.append((f"reserve over 16 partitions, {name} Redis", f"{run['rps']:,.0f}/s, p99 {run['p99_ms']:.2f} ms",
-                     f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation: {redis_parts}"))
+        redis_total = sum(value for process, value in cpu.items() if process.startswith("redis"))
+        extra = f"; {run.get('non_2xx', 0)} non-2xx"
+        if name == "cluster_wait1":
+            extra += f"; {run['waits_per_request']:.3f} WAITs per reservation, {run['wait_timeouts']} timed out"
+        rate = run.get("granted_rps", run["rps"])
+        rows.append((f"reserve over 16 partitions, {labels[name]}", f"{rate:,.0f}/s, p50 {run.get('p50_ms', 0):.2f}, p99 {run['p99_ms']:.2f} ms",
+                     f"gateway {cpu['gateway']:.1f} µs; redis µs per reservation {redis_total:.1f}: {redis_parts}{extra}"))
+    if "cluster" in cluster and "cluster_wait1" in cluster:
+        zero, one = cluster["cluster"], cluster["cluster_wait1"]
+        rows.append(("cluster WAIT 1 ÷ WAIT 0", f"{one['granted_rps'] / zero['granted_rps']:.2f} × reservations/s",
+                     f"p99 {one['p99_ms'] - zero['p99_ms']:+.2f} ms (target >= 0.8 ×, p99 at most +2 ms)"))
     return rows
 
 
+def cluster_wait_only():
+    """`bench/run.py --cluster-wait`: only the cluster's WAIT 0 against WAIT 1 rows."""
+    environment = dict(os.environ, ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", LOG_LEVEL="error")
+    script = os.path.join(ROOT, "bench", "reserve.lua")
+    cluster = cluster_beside_single(environment, script, None)
+    os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench-results", "cluster-wait.json"), "w") as out:
+        json.dump({"machine": machine(), "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS},
+                   "cluster": cluster}, out, indent=2)
+    rows = cluster_rows(cluster)
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>40}  {note}")
+    print("\nwritten to bench-results/cluster-wait.json")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--cluster-wait"]:
+        cluster_wait_only()
+    else:
+        main()

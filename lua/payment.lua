@@ -22,7 +22,13 @@
 -- that failed after claiming the event would answer every retry "duplicate" with no payment on
 -- record. A known reservation whose basket is under repair, or missing (Redis lost it and the
 -- reconciler has not rebuilt it yet), is {"unavailable"}: the provider retries.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
+local claimed = redis.call('GET', KEYS[1])
+if claimed then
+  -- A duplicate writes its claim again as it is (nothing changes, but the write is replicated,
+  -- so the WAIT after this call covers the first delivery's effect too: REDIS_WAIT_REPLICAS).
+  redis.call('SET', KEYS[1], claimed, 'KEEPTTL')
+  return {'duplicate'}
+end
 
 local now = nowMs()
 local r = readRecord(KEYS[2], RESERVATION)

@@ -12,7 +12,13 @@
 local stored = redis.call('HMGET', KEYS[1], 'fp', 'a', 'id', 'exp', 'left')
 if stored[1] then
   if stored[1] ~= ARGV[1] then return {'idempotency_key_reused'} end
-  if stored[3] then return {stored[2], stored[3], stored[4], stored[5]} end
+  if stored[3] then
+    -- A replayed grant rewrites one field of its record with the value it holds: nothing changes,
+    -- but the write is replicated, so the WAIT after this call (REDIS_WAIT_REPLICAS) also covers the
+    -- grant itself, whichever connection made it (WAIT counts from the connection's last write).
+    redis.call('HSET', KEYS[1], 'a', stored[2])
+    return {stored[2], stored[3], stored[4], stored[5]}
+  end
   if stored[2] then return {stored[2], 'replay'} end
   return {'ask'}
 end

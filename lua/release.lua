@@ -50,7 +50,12 @@ if ARGV[1] == 'cancel' then
   if not r.basket then return {'reservation_not_found'} end
   if r.basket ~= ARGV[4] or r.consumer ~= ARGV[5] then return {'stale_keys'} end
   if not wholeReservation(r) then return {'unavailable'} end
-  if r.status == 'cancelled' then return recordReply('cancelled', r, RESERVATION) end
+  if r.status == 'cancelled' then
+    -- Cancelled before: the same status is written again (nothing changes, but the write is
+    -- replicated, so the WAIT after this call covers the first cancel too: REDIS_WAIT_REPLICAS).
+    redis.call('HSET', key, 'status', 'cancelled')
+    return recordReply('cancelled', r, RESERVATION)
+  end
   if r.status == 'expired' then return {'reservation_expired'} end
   if underRepair(KEYS[4]) then return {'unavailable'} end
   if r.status == 'pending' and tonumber(r.exp) <= now then

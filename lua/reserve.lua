@@ -36,12 +36,21 @@ if idempotent then
   local stored = redis.call('HMGET', KEYS[6], 'fp', 'a', 'id', 'exp', 'left')
   if stored[1] then
     if stored[1] ~= ARGV[6] then return {'idempotency_key_reused'} end
-    if stored[3] then return {stored[2], stored[3], stored[4], stored[5]} end
+    if stored[3] then
+      -- A replayed grant rewrites one field of its record with the value it holds: nothing changes,
+      -- but the write is replicated, so the WAIT after this call (REDIS_WAIT_REPLICAS) also covers the
+      -- grant itself, whichever connection made it (WAIT counts from the connection's last write).
+      redis.call('HSET', KEYS[6], 'a', stored[2])
+      return {stored[2], stored[3], stored[4], stored[5]}
+    end
     if stored[2] then return {stored[2], 'replay'} end
     -- written by a gateway older than array answers: "granted|<id>|<exp>|<left>" or a refusal code
     local legacy = redis.call('HGET', KEYS[6], 'answer') or 'unavailable'
     local id, exp, left = string.match(legacy, '^granted|([^|]+)|(%d+)|(%-?%d+)$')
-    if id then return {'granted', id, exp, left} end
+    if id then
+      redis.call('HSET', KEYS[6], 'answer', legacy)
+      return {'granted', id, exp, left}
+    end
     return {legacy, 'replay'}
   end
 end

@@ -4,6 +4,8 @@
 # in the same run, the baseline SwiftNIO server, the gateway's reserve and sold-out paths, a
 # 10,000-unit flash sale, Redis's own limit with redis-benchmark, and the reconciler's drain.
 # It prints one table and writes bench-results/latest.json. Takes about 5 minutes once built.
+# `scripts/bench.sh --cluster-wait` runs only the cluster rows with REDIS_WAIT_REPLICAS 0 and 1 side by side
+# (BENCH_CLUSTER_PORT, default 7100, moves the cluster; BENCH_REDIS_PORT / BENCH_PG_PORT the others).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -43,6 +43,9 @@ install_missing() {
   pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
   [ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  # the test of a primary killed while its replica lags (PrimaryDeathTests) cuts one replication
+  # connection on loopback with iptables
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq

@@ -124,6 +124,11 @@ public enum APIError: Error, Equatable, Sendable {
             switch error {
             case .overloaded:
                 self = .unavailable("the reservation store is overloaded; retry shortly")
+            case .notReplicated:
+                // REDIS_WAIT_REPLICAS: the change was made on the primary, but its replicas did
+                // not confirm it in time. It may stand or be lost with the primary; a retry with
+                // the same Idempotency-Key (or event id) answers what happened.
+                self = .unavailable("the change is not yet confirmed by the store's replicas; retry with the same Idempotency-Key")
             case _ where error.isTransient:
                 self = .unavailable("the reservation store is unavailable; retry shortly")
             default:

@@ -243,6 +243,10 @@ public final class GatewayAPI: HTTPResponder {
         let pipelining = service.redisPipelining
         text += "# TYPE gateway_redis_batches_total counter\ngateway_redis_batches_total \(pipelining.batches)\n"
         text += "# TYPE gateway_redis_commands_total counter\ngateway_redis_commands_total \(pipelining.commands)\n"
+        let waits = service.redisReplicationWaits
+        text += "# TYPE gateway_redis_waits_total counter\ngateway_redis_waits_total \(waits.waits)\n"
+        text += "# TYPE gateway_redis_wait_timeouts_total counter\ngateway_redis_wait_timeouts_total \(waits.timeouts)\n"
+        text += "# TYPE gateway_redis_held_replies_total counter\ngateway_redis_held_replies_total \(waits.heldReplies)\n"
         bytes.append(contentsOf: text.utf8)
         return HTTPResponse(status: .ok, body: bytes, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }

@@ -88,6 +88,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("IDEMPOTENCY_REFUSAL_SECONDS", 1...Retention.idempotencySeconds) {
             idempotencyRefusalSeconds = value
         }
+        // The WAIT is part of its batch: a batch timer shorter than it would reset the connection.
+        if core.redisWaitReplicas > 0, core.redisWaitTimeoutMilliseconds >= redisCommandTimeoutMilliseconds {
+            throw ConfigurationProblem.invalid(variable: "REDIS_WAIT_TIMEOUT_MS", reason: "must be below REDIS_COMMAND_TIMEOUT_MS")
+        }
     }
 
     public subscript<Value>(dynamicMember keyPath: WritableKeyPath<CoreConfiguration, Value>) -> Value {

@@ -100,13 +100,15 @@ extension HTTPServerLimits {
 }
 
 extension RedisConfiguration {
-    /// REDIS_URL plus the gateway's load-shedding settings.
+    /// REDIS_URL plus the gateway's load-shedding settings and REDIS_WAIT_REPLICAS.
     public init(gateway configuration: GatewayConfiguration) throws {
         try self.init(url: configuration.redisURL)
         maxPendingCommands = configuration.redisMaxPending
         shedAfter = .milliseconds(configuration.redisShedAfterMilliseconds)
         commandTimeout = .milliseconds(configuration.redisCommandTimeoutMilliseconds)
         batchDelay = .microseconds(configuration.redisBatchDelayMicroseconds)
+        waitReplicas = configuration.redisWaitReplicas
+        waitTimeout = .milliseconds(configuration.redisWaitTimeoutMilliseconds)
     }
 }
 

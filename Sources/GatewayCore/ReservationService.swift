@@ -50,7 +50,7 @@ public final class ReservationService: Sendable {
         _ call: Call, on eventLoop: any EventLoop, completion: @escaping @Sendable (Result<Call.Outcome, any Error>) -> Void
     ) {
         let started = NIODeadline.now()
-        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop) { result in
+        redis.evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop, replication: Call.replication) { result in
             completion(
                 result.flatMap { reply in
                     self.metrics.redisCall(NIODeadline.now() - started)
@@ -82,6 +82,10 @@ public final class ReservationService: Sendable {
     /// Batches written to Redis and commands sent in them so far (the metrics page shows both:
     /// their ratio is the pipelining depth).
     public var redisPipelining: (batches: Int, commands: Int) { (redis.batchesWritten, redis.commandsSent) }
+
+    /// REDIS_WAIT_REPLICAS: `WAIT`s answered, those that counted too few replicas, and replies
+    /// held for one (all 0 when it is off).
+    public var redisReplicationWaits: (waits: Int, timeouts: Int, heldReplies: Int) { redis.replicationWaits }
 
     /// Whether the store answers (readiness).
     public func checkStore(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -307,28 +311,36 @@ public final class ReservationService: Sendable {
     /// name the keys); the script expires only those still pending and due. Holds it has to
     /// leave (their basket is under repair) it looks at again 5 s later, so one basket never
     /// holds up its partition and costs a round nothing meanwhile.
+    /// A partition that fails (its primary unreachable, or with REDIS_WAIT_REPLICAS its replicas
+    /// not acknowledging) stops only itself: the others are expired, then the first error is thrown.
     public func expireDueHolds() async throws -> Int {
         let batch = 500
         var total = 0
+        var firstError: (any Error)?
         for partition in 0..<Keyspace.partitionCount {
-            while true {
-                let due = try await redis.run(DueHoldsCall(partition: partition, limit: batch))
-                if due.isEmpty { break }
-                let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
-                let targets = zip(due, reads).map { id, reply in
-                    let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
-                    return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
+            do {
+                while true {
+                    let due = try await redis.run(DueHoldsCall(partition: partition, limit: batch))
+                    if due.isEmpty { break }
+                    let reads = try await redis.pipeline(due.map { ReadReservationCall(reservationId: $0, partition: partition).command })
+                    let targets = zip(due, reads).map { id, reply in
+                        let record = (try? reply.get()).flatMap { try? ReadReservationCall.decode($0) } ?? nil
+                        return ReleaseTarget(reservationId: id, basketId: record?.basketId ?? "", consumerId: record?.consumerId ?? "")
+                    }
+                    // Every hold listed is expired, removed, or moved on by 5 s: each page progresses.
+                    let (expired, _) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
+                    total += expired
+                    if due.count < batch { break }
                 }
-                // Every hold listed is expired, removed, or moved on by 5 s: each page progresses.
-                let (expired, _) = try await redis.run(ExpireHoldsCall(targets, partition: partition))
-                total += expired
-                if due.count < batch { break }
+            } catch {
+                if firstError == nil { firstError = error }
             }
         }
         if total > 0 {
             soldOut.clearAll()
             metrics.holdsExpired(total)
         }
+        if let firstError { throw firstError }
         return total
     }
 }

@@ -47,9 +47,12 @@ struct CommonOptions: ParsableArguments {
     }
 
     func reconciler(_ configuration: ReconcilerConfiguration, _ logger: Logger) throws -> (Reconciler, RedisClient, PostgresClient) {
-        let redisConfiguration: RedisConfiguration
+        var redisConfiguration: RedisConfiguration
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+            // REDIS_WAIT_REPLICAS: a repair's writes count as done only once replicated.
+            redisConfiguration.waitReplicas = configuration.redisWaitReplicas
+            redisConfiguration.waitTimeout = .milliseconds(configuration.redisWaitTimeoutMilliseconds)
         } catch {
             throw ValidationError("\(error)")
         }

@@ -236,7 +236,7 @@ extension Reconciler {
         // Webhook claims Redis lost come back from `payments`, so a redelivery stays a duplicate.
         // SET NX: a claim that exists is never touched; a claim is right whoever writes it.
         for start in stride(from: 0, to: plan.claims.count, by: 1000) {
-            _ = try await redis.pipeline(
+            let replies = try await redis.pipeline(
                 plan.claims[start..<min(start + 1000, plan.claims.count)].map { claim in
                     let partition = ReservationIdGenerator.partition(of: claim.reservationId) ?? Keyspace.partition(ofForeignId: claim.reservationId)
                     let ttl = max(Retention.webhookClaimSeconds - max(claim.ageSeconds, 0), 1)
@@ -244,7 +244,10 @@ extension Reconciler {
                         "SET", .string(Keyspace.webhookClaim(eventId: claim.eventId, partition: partition)), .string(claim.outcome), "NX", "EX",
                         .int(ttl),
                     ]
-                })
+                }, replication: .always)
+            // With REDIS_WAIT_REPLICAS, claims the replicas do not hold yet fail the repair (it is
+            // tried again), as every other write of it does.
+            for case .failure(let error) in replies where (error as? RedisError) == .notReplicated { throw error }
         }
         let units = plan.unitsByConsumer.sorted { $0.key < $1.key }.map { (consumer: $0.key, units: $0.value) }
         for start in stride(from: 0, to: units.count, by: chunk) {

@@ -26,20 +26,30 @@ final class RedisConnectionCounters: Sendable {
     let scriptLoads = Atomic<Int>(0)
     let batches = Atomic<Int>(0)
     let commands = Atomic<Int>(0)
+    /// `WAIT`s answered, those that counted too few replicas, and replies held for one.
+    let waits = Atomic<Int>(0)
+    let waitTimeouts = Atomic<Int>(0)
+    let heldReplies = Atomic<Int>(0)
 
     struct Totals {
-        var scriptLoads = 0, batches = 0, commands = 0
+        var scriptLoads = 0, batches = 0, commands = 0, waits = 0, waitTimeouts = 0, heldReplies = 0
 
         mutating func add(_ counters: RedisConnectionCounters) {
             scriptLoads &+= counters.scriptLoads.load(ordering: .relaxed)
             batches &+= counters.batches.load(ordering: .relaxed)
             commands &+= counters.commands.load(ordering: .relaxed)
+            waits &+= counters.waits.load(ordering: .relaxed)
+            waitTimeouts &+= counters.waitTimeouts.load(ordering: .relaxed)
+            heldReplies &+= counters.heldReplies.load(ordering: .relaxed)
         }
 
         mutating func add(_ other: Totals) {
             scriptLoads &+= other.scriptLoads
             batches &+= other.batches
             commands &+= other.commands
+            waits &+= other.waits
+            waitTimeouts &+= other.waitTimeouts
+            heldReplies &+= other.heldReplies
         }
     }
 }
@@ -125,6 +135,13 @@ public final class RedisClient: Sendable {
     public var batchesWritten: Int { totals.batches }
     public var commandsSent: Int { totals.commands }
 
+    /// With `waitReplicas` ≥ 1: `WAIT`s answered, those that counted fewer replicas than asked
+    /// (their batch's state changes failed with `notReplicated`), and replies held for a `WAIT`.
+    public var replicationWaits: (waits: Int, timeouts: Int, heldReplies: Int) {
+        let totals = totals
+        return (totals.waits, totals.waitTimeouts, totals.heldReplies)
+    }
+
     private var totals: RedisConnectionCounters.Totals {
         if let cluster { return cluster.totals }
         return standalone!.totals
@@ -132,13 +149,17 @@ public final class RedisClient: Sendable {
 
     /// Sends one command. Error replies fail the future with `RedisError.server`.
     /// With `eventLoop` given (the caller's own loop), the future completes on it without a hop.
-    public func send(_ arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<RedisValue> {
-        if let cluster { return cluster.send(arguments, script: nil, on: eventLoop) }
-        return standalone!.connection(for: eventLoop).send(arguments)
+    /// `replication`: whether it may change state (a write that must be replicated before its
+    /// reply is trusted, with `waitReplicas` ≥ 1); plain commands are taken as reads.
+    public func send(
+        _ arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil, replication: RedisReplication = .none
+    ) -> EventLoopFuture<RedisValue> {
+        if let cluster { return cluster.send(arguments, script: nil, replication: replication, on: eventLoop) }
+        return standalone!.connection(for: eventLoop).send(arguments, replication: replication)
     }
 
-    public func send(_ arguments: [RedisArgument]) async throws -> RedisValue {
-        try await send(arguments, on: nil).get()
+    public func send(_ arguments: [RedisArgument], replication: RedisReplication = .none) async throws -> RedisValue {
+        try await send(arguments, on: nil, replication: replication).get()
     }
 
     public func send(_ arguments: RedisArgument...) async throws -> RedisValue {
@@ -147,19 +168,23 @@ public final class RedisClient: Sendable {
 
     /// Sends several commands in one batch on one connection; each gets its own result. On a
     /// cluster each command goes to its own node (commands for one node still share batches).
-    public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, any Error>] {
-        if let cluster { return try await cluster.pipeline(commands) }
-        return try await standalone!.connection(for: nil).send(batch: commands).get()
+    public func pipeline(
+        _ commands: [[RedisArgument]], replication: RedisReplication = .none
+    ) async throws -> [Result<RedisValue, any Error>] {
+        if let cluster { return try await cluster.pipeline(commands, replication: replication) }
+        return try await standalone!.connection(for: nil).send(batch: commands, replication: replication).get()
     }
 
     /// Runs `script` by SHA. On `NOSCRIPT` (the script did not run) the connection loads the
-    /// script and sends the call once more (see `RedisConnectionStateMachine`).
+    /// script and sends the call once more (see `RedisConnectionStateMachine`). A script is
+    /// taken to change state unless `replication` says otherwise.
     public func evalSHA(
-        _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil
+        _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: (any EventLoop)? = nil,
+        replication: RedisReplication = .always
     ) -> EventLoopFuture<RedisValue> {
         let command = Self.evalSHACommand(script, keys: keys, arguments: arguments)
-        if let cluster { return cluster.send(command, script: script.source, on: eventLoop) }
-        return standalone!.connection(for: eventLoop).send(command, script: script.source)
+        if let cluster { return cluster.send(command, script: script.source, replication: replication, on: eventLoop) }
+        return standalone!.connection(for: eventLoop).send(command, script: script.source, replication: replication)
     }
 
     /// The same, with the reply handed to `completion` on `eventLoop` (no future: the hot path).
@@ -167,18 +192,21 @@ public final class RedisClient: Sendable {
     /// cluster (routing, redirects and retries are future-based) it is the future's result.
     public func evalSHA(
         _ script: RedisScript, keys: [String], arguments: [RedisArgument], on eventLoop: any EventLoop,
-        completion: @escaping @Sendable (Result<RedisValue, any Error>) -> Void
+        replication: RedisReplication = .always, completion: @escaping @Sendable (Result<RedisValue, any Error>) -> Void
     ) {
         guard let standalone else {
-            evalSHA(script, keys: keys, arguments: arguments, on: eventLoop).hop(to: eventLoop).whenComplete(completion)
+            evalSHA(script, keys: keys, arguments: arguments, on: eventLoop, replication: replication).hop(to: eventLoop)
+                .whenComplete(completion)
             return
         }
         let command = Self.evalSHACommand(script, keys: keys, arguments: arguments)
         let connection = standalone.connection(for: eventLoop)
         if connection.eventLoop === eventLoop {
-            connection.send(command, script: script.source, completion: completion)
+            connection.send(command, script: script.source, replication: replication, completion: completion)
         } else {
-            connection.send(command, script: script.source) { result in eventLoop.execute { completion(result) } }
+            connection.send(command, script: script.source, replication: replication) { result in
+                eventLoop.execute { completion(result) }
+            }
         }
     }
 
@@ -190,8 +218,10 @@ public final class RedisClient: Sendable {
         return command
     }
 
-    public func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RedisValue {
-        try await evalSHA(script, keys: keys, arguments: arguments, on: nil).get()
+    public func evalSHA(
+        _ script: RedisScript, keys: [String], arguments: [RedisArgument], replication: RedisReplication = .always
+    ) async throws -> RedisValue {
+        try await evalSHA(script, keys: keys, arguments: arguments, on: nil, replication: replication).get()
     }
 
     /// Loads scripts up front (start-up), so the first requests need no NOSCRIPT round trip. On

@@ -80,12 +80,19 @@ final class RedisClusterRouter: Sendable {
         return node
     }
 
-    func send(_ command: [RedisArgument], script: String?, on eventLoop: (any EventLoop)?) -> EventLoopFuture<RedisValue> {
-        attempt(command, script: script, on: eventLoop, number: 0, askingAt: nil)
+    /// `replication` goes with the command to whichever node's connection it is written to:
+    /// the `WAIT` that covers it is the one after that connection's batch. A redirect or a
+    /// refusal is an error reply, handed over at once (never as replicated), and the command
+    /// written again elsewhere is covered by that connection's own `WAIT`.
+    func send(
+        _ command: [RedisArgument], script: String?, replication: RedisReplication = .none, on eventLoop: (any EventLoop)?
+    ) -> EventLoopFuture<RedisValue> {
+        attempt(command, script: script, replication: replication, on: eventLoop, number: 0, askingAt: nil)
     }
 
     private func attempt(
-        _ command: [RedisArgument], script: String?, on eventLoop: (any EventLoop)?, number: Int, askingAt: RedisNode?
+        _ command: [RedisArgument], script: String?, replication: RedisReplication, on eventLoop: (any EventLoop)?, number: Int,
+        askingAt: RedisNode?
     ) -> EventLoopFuture<RedisValue> {
         let target = askingAt ?? node(for: command)
         let connection = connections(target).connection(for: eventLoop)
@@ -98,12 +105,12 @@ final class RedisClusterRouter: Sendable {
                 asked[0] = "EVAL"
                 asked[1] = .string(script)
             }
-            reply = connection.send(batch: [["ASKING"], asked]).flatMapThrowing { results in
+            reply = connection.send(batch: [["ASKING"], asked], replication: replication).flatMapThrowing { results in
                 guard results.count == 2 else { throw RedisError.protocolError("ASKING batch answered \(results.count) replies") }
                 return try results[1].get()
             }
         } else {
-            reply = connection.send(command, script: script)
+            reply = connection.send(command, script: script, replication: replication)
         }
         let loop = eventLoop ?? reply.eventLoop
         return reply.flatMapError { error in
@@ -112,16 +119,16 @@ final class RedisClusterRouter: Sendable {
                 self.followed.withLock { $0.moved += 1 }
                 self.state.withLock { $0.map.assign(slot: slot, to: node) }
                 self.refreshSoon()
-                return self.attempt(command, script: script, on: eventLoop, number: number + 1, askingAt: nil)
+                return self.attempt(command, script: script, replication: replication, on: eventLoop, number: number + 1, askingAt: nil)
             case .ask(_, let node) where number < Self.maxRedirects:
                 self.followed.withLock { $0.asked += 1 }
-                return self.attempt(command, script: script, on: eventLoop, number: number + 1, askingAt: node)
+                return self.attempt(command, script: script, replication: replication, on: eventLoop, number: number + 1, askingAt: node)
             case .retryLater where number < Self.maxRetries:
-                return self.retry(command, script: script, on: eventLoop, loop: loop, number: number)
+                return self.retry(command, script: script, replication: replication, on: eventLoop, loop: loop, number: number)
             case .none:
                 if case RedisError.connectFailed = error, number < Self.maxRetries {
                     // Nothing was sent: the node is gone or failing over; ask for the new map.
-                    return self.retry(command, script: script, on: eventLoop, loop: loop, number: number)
+                    return self.retry(command, script: script, replication: replication, on: eventLoop, loop: loop, number: number)
                 }
                 return loop.makeFailedFuture(error)
             default:
@@ -134,19 +141,20 @@ final class RedisClusterRouter: Sendable {
     }
 
     private func retry(
-        _ command: [RedisArgument], script: String?, on eventLoop: (any EventLoop)?, loop: any EventLoop, number: Int
+        _ command: [RedisArgument], script: String?, replication: RedisReplication, on eventLoop: (any EventLoop)?, loop: any EventLoop,
+        number: Int
     ) -> EventLoopFuture<RedisValue> {
         followed.withLock { $0.retried += 1 }
         refreshSoon(force: true)
         // 25, 50, 100, 200, 400 ms: at most about 0.8 s in all before the caller hears.
         let delay = TimeAmount.milliseconds(25 << min(number, 4))
         return loop.scheduleTask(in: delay) {}.futureResult.flatMap {
-            self.attempt(command, script: script, on: eventLoop, number: number + 1, askingAt: nil)
+            self.attempt(command, script: script, replication: replication, on: eventLoop, number: number + 1, askingAt: nil)
         }
     }
 
-    func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisValue, any Error>] {
-        let replies = commands.map { send($0, script: nil, on: nil) }
+    func pipeline(_ commands: [[RedisArgument]], replication: RedisReplication = .none) async throws -> [Result<RedisValue, any Error>] {
+        let replies = commands.map { send($0, script: nil, replication: replication, on: nil) }
         var results: [Result<RedisValue, any Error>] = []
         results.reserveCapacity(replies.count)
         for reply in replies {

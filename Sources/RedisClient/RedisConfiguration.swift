@@ -27,6 +27,14 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var clusterSeeds: [RedisNode] = []
     /// How often a cluster client asks for the slot map even when no reply said it changed.
     public var clusterRefreshInterval: Duration = .seconds(30)
+    /// `REDIS_WAIT_REPLICAS`: when ≥ 1, every batch that may change state is followed by
+    /// `WAIT waitReplicas waitTimeout` on its connection, and the replies of its state changes
+    /// are handed over only once that many replicas hold them (else `RedisError.notReplicated`;
+    /// see `RedisReplication`). Default 0: no `WAIT`.
+    public var waitReplicas: Int = 0
+    /// `REDIS_WAIT_TIMEOUT_MS`: how long that `WAIT` waits. Default 200 ms. It is part of the
+    /// batch, so it must stay below `commandTimeout`.
+    public var waitTimeout: Duration = .milliseconds(200)
 
     public var isCluster: Bool { !clusterSeeds.isEmpty }
 

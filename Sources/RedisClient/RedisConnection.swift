@@ -21,46 +21,58 @@ final class RedisConnection: @unchecked Sendable {
     init(eventLoop: any EventLoop, configuration: RedisConfiguration) {
         self.eventLoop = eventLoop
         self.configuration = configuration
+        let wait = RedisConnectionStateMachine<RedisWaiter>.ReplicationWait(
+            replicas: configuration.waitReplicas,
+            timeoutMilliseconds: Int(clamping: configuration.waitTimeout.components.seconds * 1000)
+                &+ Int(configuration.waitTimeout.components.attoseconds / 1_000_000_000_000_000))
         self.state = RedisConnectionStateMachine(
-            maxPendingCommands: configuration.maxPendingCommands, shedAfter: configuration.shedAfter.map { TimeAmount($0) })
+            maxPendingCommands: configuration.maxPendingCommands, shedAfter: configuration.shedAfter.map { TimeAmount($0) },
+            wait: configuration.waitReplicas > 0 ? wait : nil)
     }
 
     /// `script`: the source of the script an EVALSHA runs, so a NOSCRIPT reply is recovered here.
-    func send(_ arguments: [RedisArgument], script: String? = nil) -> EventLoopFuture<RedisValue> {
-        if eventLoop.inEventLoop { return enqueue(arguments, script: script) }
-        return eventLoop.flatSubmit { self.enqueue(arguments, script: script) }
+    /// `replication`: whether the command may change state (see `RedisReplication`).
+    func send(_ arguments: [RedisArgument], script: String? = nil, replication: RedisReplication = .none) -> EventLoopFuture<RedisValue> {
+        if eventLoop.inEventLoop { return enqueue(arguments, script: script, replication: replication) }
+        return eventLoop.flatSubmit { self.enqueue(arguments, script: script, replication: replication) }
     }
 
     /// The same, with the reply handed to `completion` on this connection's event loop: no
     /// promise or future per call (the reserve path's hot loop).
-    func send(_ arguments: [RedisArgument], script: String? = nil, completion: @escaping RedisWaiter.Completion) {
+    func send(
+        _ arguments: [RedisArgument], script: String? = nil, replication: RedisReplication = .none,
+        completion: @escaping RedisWaiter.Completion
+    ) {
         if eventLoop.inEventLoop {
-            enqueue(arguments, script: script, waiter: .callback(completion))
+            enqueue(arguments, script: script, replication: replication, waiter: .callback(completion))
         } else {
-            eventLoop.execute { self.enqueue(arguments, script: script, waiter: .callback(completion)) }
+            eventLoop.execute { self.enqueue(arguments, script: script, replication: replication, waiter: .callback(completion)) }
         }
     }
 
-    /// Sends several commands back to back; they leave in the same batch.
-    func send(batch commands: [[RedisArgument]]) -> EventLoopFuture<[Result<RedisValue, any Error>]> {
+    /// Sends several commands back to back; they leave in the same batch (each with
+    /// `replication`).
+    func send(batch commands: [[RedisArgument]], replication: RedisReplication = .none) -> EventLoopFuture<
+        [Result<RedisValue, any Error>]
+    > {
         let work = { @Sendable () -> EventLoopFuture<[Result<RedisValue, any Error>]> in
-            let futures = commands.map { self.enqueue($0, script: nil) }
+            let futures = commands.map { self.enqueue($0, script: nil, replication: replication) }
             return EventLoopFuture.whenAllComplete(futures, on: self.eventLoop)
         }
         if eventLoop.inEventLoop { return work() }
         return eventLoop.flatSubmit(work)
     }
 
-    private func enqueue(_ arguments: [RedisArgument], script: String?) -> EventLoopFuture<RedisValue> {
+    private func enqueue(_ arguments: [RedisArgument], script: String?, replication: RedisReplication) -> EventLoopFuture<RedisValue> {
         let promise = eventLoop.makePromise(of: RedisValue.self)
-        enqueue(arguments, script: script, waiter: .promise(promise))
+        enqueue(arguments, script: script, replication: replication, waiter: .promise(promise))
         return promise.futureResult
     }
 
-    private func enqueue(_ arguments: [RedisArgument], script: String?, waiter: RedisWaiter) {
+    private func enqueue(_ arguments: [RedisArgument], script: String?, replication: RedisReplication, waiter: RedisWaiter) {
         eventLoop.assertInEventLoop()
         counters.commands.wrappingAdd(1, ordering: .relaxed)
-        run(state.enqueue(arguments, waiter: waiter, script: script, now: .now()))
+        run(state.enqueue(arguments, waiter: waiter, script: script, replication: replication, now: .now()))
     }
 
     private func run(_ action: RedisConnectionStateMachine<RedisWaiter>.Action) {
@@ -134,6 +146,12 @@ final class RedisConnection: @unchecked Sendable {
         guard channel === self.channel else { return }
         let action = state.received(reply)
         if let (waiter, result) = action.completion { waiter.complete(result) }
+        if let replicated = action.replicated {
+            counters.waits.wrappingAdd(1, ordering: .relaxed)
+            if !replicated { counters.waitTimeouts.wrappingAdd(1, ordering: .relaxed) }
+            for (waiter, result) in action.released { waiter.complete(result) }
+        }
+        if action.held { counters.heldReplies.wrappingAdd(1, ordering: .relaxed) }
         if action.batchFinished {
             batchTimer?.cancel()
             batchTimer = nil

@@ -20,6 +20,11 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case overloaded
     /// The connection's AUTH or SELECT was refused; nothing queued on it ran.
     case handshakeFailed(String)
+    /// The command ran and changed state, but the `WAIT` after its batch did not count
+    /// `REDIS_WAIT_REPLICAS` replicas within `REDIS_WAIT_TIMEOUT_MS`: the change is on the
+    /// primary only, and is lost if the primary dies now. Retrying with the same idempotency
+    /// (an Idempotency-Key, an event id) answers it once it is replicated.
+    case notReplicated
 
     public var description: String {
         switch self {
@@ -32,6 +37,7 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .shutdown: return "redis client is shut down"
         case .overloaded: return "redis is overloaded or slow; the call was not sent"
         case .handshakeFailed(let reason): return "redis refused the connection's handshake: \(reason)"
+        case .notReplicated: return "redis applied the command, but too few replicas acknowledged it in time"
         }
     }
 
@@ -39,7 +45,7 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// busy with a script, a replica or cluster not ready. A client should retry later.
     public var isTransient: Bool {
         switch self {
-        case .connectFailed, .connectionClosed, .timeout, .overloaded, .handshakeFailed, .shutdown:
+        case .connectFailed, .connectionClosed, .timeout, .overloaded, .handshakeFailed, .shutdown, .notReplicated:
             return true
         case .server:
             switch serverCode {

@@ -8,6 +8,15 @@ public struct CoreConfiguration: Sendable, Equatable {
     public var host: String = "127.0.0.1"
     /// `LOG_LEVEL`, default `info`.
     public var logLevel: String = "info"
+    /// `REDIS_WAIT_REPLICAS`, default 0 (off): when ≥ 1, every Redis batch holding a state change
+    /// (the gateway's reservations, cancels, payments, stock changes, expiries; the reconciler's
+    /// repairs) is followed by `WAIT n timeout`, and those changes count as done only once that
+    /// many replicas of their primary hold them. The gateway answers such a change 503
+    /// `unavailable` (with `Retry-After`) when they do not within the timeout.
+    public var redisWaitReplicas: Int = 0
+    /// `REDIS_WAIT_TIMEOUT_MS`, default 200: how long that `WAIT` waits for the replicas. It is
+    /// part of the batch: it must stay below `REDIS_COMMAND_TIMEOUT_MS` (checked at start).
+    public var redisWaitTimeoutMilliseconds: Int = 200
 
     public init() {}
 
@@ -15,6 +24,8 @@ public struct CoreConfiguration: Sendable, Equatable {
         if let value = environment.text("REDIS_URL") { redisURL = value }
         if let value = environment.text("GATEWAY_HOST") { host = value }
         if let value = environment.text("LOG_LEVEL") { logLevel = value }
+        if let value = try environment.int("REDIS_WAIT_REPLICAS", 0...64) { redisWaitReplicas = value }
+        if let value = try environment.int("REDIS_WAIT_TIMEOUT_MS", 1...60_000) { redisWaitTimeoutMilliseconds = value }
     }
 }
 

@@ -11,6 +11,8 @@ public struct CreateBasketCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.basketCreate
+    /// A created basket waits for the replicas; `basket_exists` and `unavailable` do not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "ok") }
     public static let keyNames = ["basket", "stream", "basketIndex", "lostBaskets"]
     public static let argumentNames = ["basketId", "stock"] + BasketSettingField.allCases.map(\.rawValue)
 
@@ -135,6 +137,8 @@ public struct AdjustBasketCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.basketAdjust
+    /// An adjusted stock waits for the replicas; refusals do not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "ok") }
     public static let keyNames = ["basket", "stream", "lostBaskets"]
     public static let argumentNames = ["basketId", "delta", "maxCapacity"]
 

@@ -38,6 +38,9 @@ public struct PaymentCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.payment
+    /// A processed payment, and a duplicate delivery (it tells the provider the first one took
+    /// effect), wait for the replicas; `unavailable` and `stale_keys` changed nothing.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "processed", "duplicate") }
     public static let keyNames = ["claim", "reservation", "holds", "stream", "basket"]
     public static let argumentNames = [
         "eventId", "type", "reservationId", "paymentId", "amountCents", "currency", "claimSeconds", "basketId",

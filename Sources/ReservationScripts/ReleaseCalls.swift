@@ -38,6 +38,8 @@ public struct CancelReservationCall: ScriptCall {
 
     public static let script = ReservationScripts.release
     public static let keyNames = ["holds", "stream"]
+    /// A cancel, the first or a repeated one, waits for the replicas; refusals do not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "cancelled") }
     public static let repeatedKeyNames = ["reservation", "basket", "consumerUnits"]
     public static let argumentNames = ["mode", "retentionSeconds"]
     public static let repeatedArgumentNames = ["reservationId", "basketId", "consumerId"]
@@ -104,6 +106,8 @@ public struct ExpireHoldsCall: ScriptCall {
 /// The ids of a partition's holds due by `nowMilliseconds`, oldest first, at most `limit`.
 public struct DueHoldsCall: ScriptCall {
     public static let script = ReservationScripts.dueHolds
+    /// Reads only.
+    public static let replication = RedisReplication.none
     public static let keyNames = ["holds"]
     public static let argumentNames = ["limit"]
 

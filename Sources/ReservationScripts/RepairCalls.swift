@@ -142,6 +142,12 @@ public struct RepairLeaseCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.repairLease
+    /// Not held for REDIS_WAIT_REPLICAS: a lease lost with its primary only puts the basket back
+    /// in service on the promoted replica, and every later write of the repair checks the token
+    /// there and stops (lease lost); held, a lease its replicas were slow to confirm would throw
+    /// after taking the basket out of service for the whole lease. The repair's data writes
+    /// (`repair_reservations`, `repair_units`, `repair_basket`) are held.
+    public static let replication = RedisReplication.none
     public static let keyNames = ["basket"]
     public static let argumentNames = ["mode", "token", "leaseMilliseconds"]
 

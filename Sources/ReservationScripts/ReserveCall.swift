@@ -24,6 +24,8 @@ public struct ReserveCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.reserve
+    /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "granted") }
     public static let keyNames = [
         "basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets", "partitionMarker",
     ]
@@ -125,6 +127,8 @@ public struct RefuseSoldOutCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.refuseSoldOut
+    /// A grant replayed from the key's record waits for the replicas; a refusal does not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "granted") }
     public static let keyNames = ["idempotency"]
     public static let argumentNames = ["fingerprint", "refusalSeconds"]
 

@@ -11,6 +11,33 @@ public protocol StoreCall: Sendable {
     var keys: [String] { get }
     /// Turns the reply into the outcome; a reply of the wrong shape throws `StoreReplyError`.
     static func decode(_ reply: RedisValue) throws -> Outcome
+    /// Whether the call may change state, and which of its replies must be held until the
+    /// Redis primary's replicas have it (`REDIS_WAIT_REPLICAS`): its changes, and the answers
+    /// that state a change a client will rely on (a replayed grant, a repeated cancel, a
+    /// duplicate payment). Refusals that changed nothing are not held. Default: a script may
+    /// write (every reply held), a plain command is a read.
+    static var replication: RedisReplication { get }
+}
+
+extension ScriptCall {
+    public static var replication: RedisReplication { .always }
+}
+
+extension CommandCall {
+    public static var replication: RedisReplication { .none }
+}
+
+extension RedisValue {
+    /// Whether this is a script's array answer whose first element is one of `words` (compared
+    /// as bytes: this runs on every reply of the hot path).
+    static func isAnswer(_ reply: RedisValue, oneOf words: StaticString...) -> Bool {
+        guard case .array(let values) = reply, case .bulk(let first)? = values.first else { return false }
+        for word in words {
+            let matches = word.withUTF8Buffer { first.elementsEqual($0) }
+            if matches { return true }
+        }
+        return false
+    }
 }
 
 /// A call of one Lua script of `lua/`. Its header declares KEYS and ARGV by name; `keyNames` and
@@ -59,11 +86,12 @@ extension RedisClient {
     /// Runs a script call and decodes its reply. With `eventLoop` (the caller's own loop) the
     /// future completes on it without a hop.
     public func run<Call: ScriptCall>(_ call: Call, on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<Call.Outcome> {
-        evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop).flatMapThrowing { try Call.decode($0) }
+        evalSHA(Call.script, keys: call.keys, arguments: call.arguments, on: eventLoop, replication: Call.replication)
+            .flatMapThrowing { try Call.decode($0) }
     }
 
     public func run<Call: CommandCall>(_ call: Call, on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<Call.Outcome> {
-        send(call.command, on: eventLoop).flatMapThrowing { try Call.decode($0) }
+        send(call.command, on: eventLoop, replication: Call.replication).flatMapThrowing { try Call.decode($0) }
     }
 
     public func run<Call: ScriptCall>(_ call: Call) async throws -> Call.Outcome {

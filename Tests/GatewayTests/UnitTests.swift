@@ -175,6 +175,18 @@ struct UnitTests {
         #expect(throws: ConfigurationProblem.invalid(variable: "REDIS_BATCH_DELAY_US", reason: "expected an integer in 0...100000")) {
             try GatewayConfiguration(environment: ["REDIS_BATCH_DELAY_US": "100001"])
         }
+        // REDIS_WAIT_REPLICAS: off by default; the WAIT's timeout must stay below the batch timer.
+        #expect(defaults.redisWaitReplicas == 0 && defaults.redisWaitTimeoutMilliseconds == 200)
+        #expect(try RedisConfiguration(gateway: defaults).waitReplicas == 0)
+        let waiting = try GatewayConfiguration(environment: ["REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "150"])
+        let waitingRedis = try RedisConfiguration(gateway: waiting)
+        #expect(waitingRedis.waitReplicas == 1 && waitingRedis.waitTimeout == .milliseconds(150))
+        #expect(throws: ConfigurationProblem.invalid(variable: "REDIS_WAIT_TIMEOUT_MS", reason: "must be below REDIS_COMMAND_TIMEOUT_MS")) {
+            try GatewayConfiguration(environment: ["REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "5000"])
+        }
+        #expect(throws: ConfigurationProblem.invalid(variable: "REDIS_WAIT_REPLICAS", reason: "expected an integer in 0...64")) {
+            try GatewayConfiguration(environment: ["REDIS_WAIT_REPLICAS": "-1"])
+        }
         #expect(throws: ConfigurationProblem.invalid(variable: "HOLD_SECONDS", reason: "expected an integer in 1...86400")) {
             try GatewayConfiguration(environment: ["HOLD_SECONDS": "0"])
         }

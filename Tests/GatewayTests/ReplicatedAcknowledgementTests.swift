@@ -1,0 +1,109 @@
+import Foundation
+import GatewayCore
+import NIOHTTP1
+import RedisClient
+import ReservationCore
+import TestSupport
+import Testing
+
+/// REDIS_WAIT_REPLICAS on a single Redis with one replica, both the test's own: state changes
+/// are answered once the replica holds them; with the replica frozen (it acknowledges nothing)
+/// they are 503 with Retry-After, while reads and refusals that changed nothing are answered
+/// as usual; once it is back, a retry with the same Idempotency-Key returns the change.
+@Suite("Replicated acknowledgements (REDIS_WAIT_REPLICAS) on a single Redis with a replica", .serialized)
+struct ReplicatedAcknowledgementTests {
+    /// A primary and a replica of it, in sync.
+    static func primaryWithReplica() async throws -> (RedisServerProcess, RedisServerProcess) {
+        let primary = try RedisServerProcess()
+        try await primary.start()
+        let replica = try RedisServerProcess(appendOnly: false)
+        try await replica.start()
+        _ = replica.command("REPLICAOF 127.0.0.1 \(primary.port)")
+        let synced = try await eventually {
+            replica.command("INFO replication").contains("master_link_status:up")
+                && primary.command("INFO replication").contains("connected_slaves:1")
+        }
+        guard synced else { throw HarnessError("the replica did not sync") }
+        return (primary, replica)
+    }
+
+    static func metric(_ gateway: GatewayHarness, _ name: String) async throws -> Int {
+        let page = try await gateway.request(.GET, "/metrics").text
+        let line = page.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+
+    @Test(
+        "WAIT 1: answered once the replica has it; replica frozen: changes 503 with Retry-After, reads and refusals answered; then the same key returns the change"
+    )
+    func replicaFrozenAndBack() async throws {
+        let (primary, replica) = try await Self.primaryWithReplica()
+        let gateway = try await GatewayHarness.start(redisURL: primary.url, expiryLoop: false) { configuration in
+            configuration.redisWaitReplicas = 1
+            configuration.redisWaitTimeoutMilliseconds = 200
+        }
+        let basket = TestEnvironment.uniqueId("wait")
+        let empty = TestEnvironment.uniqueId("wait-empty")
+        try await gateway.createBasket(basket, stock: 10)
+        try await gateway.createBasket(empty, stock: 0)
+        let first = try await gateway.reserve(basket, consumer: "alice", idempotencyKey: "k1")
+        #expect(first.status == 201)
+        let firstId = try #require(first.json?["reservationId"]?.stringValue)
+        #expect(try await Self.metric(gateway, "gateway_redis_waits_total") > 0)
+        #expect(try await Self.metric(gateway, "gateway_redis_wait_timeouts_total") == 0)
+        // The replica holds what was answered.
+        #expect(replica.command("EXISTS \(Keyspace.reservation(firstId, partition: Keyspace.partition(ofBasket: basket)))").hasPrefix(":1"))
+
+        try replica.pause()
+        do {
+            let held = try await gateway.reserve(basket, consumer: "bob", idempotencyKey: "k2")
+            #expect(held.status == 503 && held.errorCode == "unavailable", "\(held.status) \(held.text)")
+            #expect(held.headers.first(name: "Retry-After") != nil)
+            let refused = try await gateway.reserve(empty, consumer: "carol", idempotencyKey: "k3")
+            #expect(refused.status == 409 && refused.errorCode == "sold_out", "a refusal that changed nothing is answered")
+            #expect(try await gateway.request(.GET, "/v1/baskets/\(basket)").status == 200, "reads are answered")
+            #expect(try await gateway.request(.GET, "/v1/reservations/\(firstId)").status == 200)
+            let cancel = try await gateway.request(.DELETE, "/v1/reservations/\(firstId)")
+            #expect(cancel.status == 503, "a cancel is a change: \(cancel.status)")
+            let adjust = try await gateway.request(
+                .POST, "/v1/baskets/\(basket)/stock-adjustments", headers: gateway.admin, body: Array(#"{"delta": 1}"#.utf8))
+            #expect(adjust.status == 503, "a stock change is a change: \(adjust.status)")
+            #expect(try await Self.metric(gateway, "gateway_redis_wait_timeouts_total") >= 3)
+        } catch {
+            try? replica.resume()
+            throw error
+        }
+        try replica.resume()
+
+        // The same key again: the change made while the replica was frozen, now replicated.
+        var replayed: TestHTTPResponse?
+        #expect(
+            try await eventually(interval: .milliseconds(100)) {
+                let answer = try await gateway.reserve(basket, consumer: "bob", idempotencyKey: "k2")
+                replayed = answer
+                return answer.status == 201
+            })
+        let bobId = try #require(replayed?.json?["reservationId"]?.stringValue)
+        // The cancel made while frozen stands; cancelling again answers it (and waits for the replica).
+        let again = try await gateway.request(.DELETE, "/v1/reservations/\(firstId)")
+        #expect(again.status == 200 && again.json?["status"]?.stringValue == "cancelled")
+        let view = try await gateway.basket(basket)
+        // 10 units, +1 from the adjustment made while frozen; alice's cancelled, bob's pending.
+        #expect(view["capacity"]?.int == 11 && view["pending"]?.int == 1 && view["stock"]?.int == 10, "\(view)")
+        #expect(replica.command("EXISTS \(Keyspace.reservation(bobId, partition: Keyspace.partition(ofBasket: basket)))").hasPrefix(":1"))
+        await gateway.stop()
+        replica.kill()
+        primary.kill()
+    }
+
+    @Test("WAIT 0 (the default) sends no WAIT at all")
+    func offByDefault() async throws {
+        let gateway = try await GatewayHarness.start(expiryLoop: false)
+        let basket = TestEnvironment.uniqueId("nowait")
+        try await gateway.createBasket(basket, stock: 1)
+        #expect(try await gateway.reserve(basket, consumer: "a").status == 201)
+        #expect(try await Self.metric(gateway, "gateway_redis_waits_total") == 0)
+        #expect(try await Self.metric(gateway, "gateway_redis_held_replies_total") == 0)
+        await gateway.stop()
+    }
+}
