@@ -85,6 +85,8 @@ public struct UpdateBasketCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.basketUpdate
+    /// A changed basket waits for the replicas (a pause must hold after a failover); refusals do not.
+    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "ok") }
     public static let keyNames = ["basket", "stream", "lostBaskets"]
     public static let argumentNames = ["basketId", "change"] + BasketSettingField.allCases.map(\.rawValue)
 
@@ -187,6 +189,8 @@ public struct ReadBasketCall: CommandCall {
 /// reserve script would (nil: no such basket). The API's reads.
 public struct BasketViewCall: ScriptCall {
     public static let script = ReservationScripts.basketRead
+    /// A read: never held.
+    public static let replication = RedisReplication.none
     public static let keyNames = ["basket"]
     public static let argumentNames: [String] = []
 
