@@ -226,8 +226,10 @@ extension Reconciler {
         let redisReplies = try await redis.pipeline(redisOrdered.map { ReadBasketCall(basketId: $0).command })
         let redisHealth = try await redis.pipeline(redisOrdered.map { BasketHealthCall(basketId: $0).command })
         let redisNow = try await redisMilliseconds()
-        let postgresBaskets = try await postgres.withConnection { connection -> [String: PostgresBasket] in
+        let (postgresBaskets, malformed) = try await postgres.withConnection {
+            connection -> ([String: PostgresBasket], [String: String]) in
             var result: [String: PostgresBasket] = [:]
+            var malformed: [String: String] = [:]
             for row in try connection.query(
                 """
                 SELECT \(BasketStore.columns),
@@ -235,10 +237,15 @@ extension Reconciler {
                 FROM baskets
                 """)
             {
-                let basket = BasketStore.row(row)
-                result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
+                do {
+                    let basket = try BasketStore.row(row)
+                    result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
+                } catch {
+                    // Reported, never guessed at nor skipped silently (its repair fails and is retried).
+                    malformed[row["id"].string ?? "?"] = "\(error)"
+                }
             }
-            return result
+            return (result, malformed)
         }
         // Baskets only Postgres knows are read from Redis now (they are missing there, or new).
         let postgresOnly = Set(postgresBaskets.keys).subtracting(redisIds).sorted()
@@ -250,7 +257,10 @@ extension Reconciler {
         var drifts: [Drift] = []
         var consistent: Set<String> = []
         var behindBaskets: Set<String> = []
-        for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) {
+        for (id, error) in malformed.sorted(by: { $0.key < $1.key }) {
+            drifts.append(Drift(basketId: id, kind: .counters, detail: error))
+        }
+        for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) where malformed[id] == nil {
             let health = (try? healthReply.get()).flatMap { try? BasketHealthCall.decode($0) }
             if let health, health.repairOwner != nil {
                 // Under repair: its counters are being rewritten. Only a repair whose lease ran
