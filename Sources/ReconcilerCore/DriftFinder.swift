@@ -25,6 +25,9 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         /// Redis rolled back (an event reused a `seq` Postgres had applied, or Redis's `seq` is
         /// behind Postgres's): never merged; the repair never raises capacity.
         case rollback
+        /// Redis's and Postgres's settings (hold, limit, sale window, pause) differ while Postgres
+        /// has applied the basket's latest change: the repair writes Redis's to Postgres.
+        case settings
 
         /// Whether a repair changes something for this kind; an oversell is only reported.
         public var needsRepair: Bool { self != .oversold }
@@ -329,6 +332,12 @@ extension Reconciler {
                             + "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
                             + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])",
                         postgresBehind: behind))
+            } else if health?.seq == postgres.row.redisSeq, state.settings != postgres.row.settings {
+                // Only once Postgres applied the latest change: before, a PATCH may be in flight.
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .settings,
+                        detail: "settings differ: redis \(Self.describe(state.settings)); postgres \(Self.describe(postgres.row.settings))"))
             } else if behind {
                 behindBaskets.insert(id)
                 consistent.insert(id)
@@ -384,6 +393,11 @@ extension Reconciler {
             total = overflow ? (value > 0 ? .max : .min) : sum
         }
         return total
+    }
+
+    /// Settings as their stored texts, by field name ("" for no time).
+    static func describe(_ settings: BasketSettings) -> String {
+        BasketSettingField.allCases.map { "\($0.rawValue)=\(settings.value(of: $0))" }.joined(separator: " ")
     }
 
     /// Whether Postgres's row is behind Redis's `seq`. A seq out of range (corrupt, Int.max) is
