@@ -276,13 +276,14 @@ extension Reconciler {
                     var next = row
                     next.stock = plan.state.stock
                     next.capacity = plan.state.capacity
-                    next.holdSeconds = plan.state.holdSeconds
-                    next.maxPerConsumer = plan.state.maxPerConsumer
+                    next.settings = plan.state.settings
                     next.rolledBack = false
                     if plan.seq > row.redisSeq {
                         next.redisSeq = plan.seq
                         next.redisEntry = nil
                     }
+                    // The basket_repaired event carries these settings at `plan.seq`.
+                    next.settingsSeq = max(row.settingsSeq, plan.seq)
                     return next == row ? nil : next
                 }
                 // The row's unit totals recomputed from its reservations (rows edited by hand are
@@ -307,9 +308,12 @@ extension Reconciler {
     ) {
         let partition = Keyspace.partition(ofBasket: basketId)
         let basketKey = Keyspace.basket(basketId, partition: partition)
-        let fields = try await redis.send(
-            "HMGET", .string(basketKey), "stock", "pending", "confirmed", "capacity", "hold", "max", "seq", "maint", "mismatch")
-        guard let values = fields.array, values.count == 9 else { throw StoreReplyError("repair snapshot", fields) }
+        // Every `BasketField`, then the repair's own fields, each read back by its name.
+        let names = BasketField.allCases.map(\.rawValue) + ["seq", "maint", "mismatch"]
+        let fields = try await redis.send(["HMGET", .string(basketKey)] + names.map { .string($0) })
+        guard let values = fields.array, values.count == names.count else { throw StoreReplyError("repair snapshot", fields) }
+        let byName = Dictionary(uniqueKeysWithValues: zip(names, values))
+        func text(_ name: String) -> String? { byName[name]?.string }
         var reservations: [String: ReservationRecord] = [:]
         if let ids {
             for start in stride(from: 0, to: ids.count, by: 5000) {
@@ -339,18 +343,21 @@ extension Reconciler {
         let after = try await redis.send("HGET", .string(basketKey), "seq")
 
         let counters = RepairPlan.counterRange
-        let stock = RedisBasketSnapshot.number(values[0].string, in: counters)
+        let stock = RedisBasketSnapshot.number(text(BasketField.stock.rawValue), in: counters)
+        // Hold and limit must also fit Postgres's `integer` columns.
+        let settings = BasketSettings { text($0.rawValue) }.flatMap {
+            counters.contains($0.holdSeconds) && counters.contains($0.maxPerConsumer) ? $0 : nil
+        }
         var snapshot = RedisBasketSnapshot(
             exists: stock != nil, stock: stock,
-            pending: RedisBasketSnapshot.number(values[1].string ?? "0", in: counters),
-            confirmed: RedisBasketSnapshot.number(values[2].string ?? "0", in: counters),
-            capacity: RedisBasketSnapshot.number(values[3].string, in: counters),
-            holdSeconds: RedisBasketSnapshot.number(values[4].string, in: counters),
-            maxPerConsumer: RedisBasketSnapshot.number(values[5].string, in: counters),
-            seq: RedisBasketSnapshot.number(values[6].string, in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
+            pending: RedisBasketSnapshot.number(text(BasketField.pending.rawValue) ?? "0", in: counters),
+            confirmed: RedisBasketSnapshot.number(text(BasketField.confirmed.rawValue) ?? "0", in: counters),
+            capacity: RedisBasketSnapshot.number(text(BasketField.capacity.rawValue), in: counters), settings: settings,
+            seq: RedisBasketSnapshot.number(text("seq"), in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
         // Any mark counts, a corrupt one too: the repair clears it.
-        snapshot.booksMismatches = values[8].isNull ? 0 : (RedisBasketSnapshot.number(values[8].string, in: RepairPlan.counterRange) ?? 1)
-        return (snapshot, !values[7].isNull, after.string == values[6].string)
+        let mismatch = byName["mismatch"] ?? .null
+        snapshot.booksMismatches = mismatch.isNull ? 0 : (RedisBasketSnapshot.number(mismatch.string, in: RepairPlan.counterRange) ?? 1)
+        return (snapshot, !(byName["maint"] ?? .null).isNull, after.string == text("seq"))
     }
 
     /// Postgres's side of a basket, in one transaction: its row, its active reservations, those
@@ -364,7 +371,7 @@ extension Reconciler {
                 try connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 let rows = try connection.query(
                     "SELECT \(BasketStore.columns), pending_units, confirmed_units FROM baskets WHERE id = $1", [.text(basketId)])
-                let row = rows.first.map(BasketStore.row)
+                let row = try rows.first.map(BasketStore.row)
                 var snapshot = PostgresBasketSnapshot(
                     row: row, pendingUnits: rows.first?["pending_units"].int ?? 0, confirmedUnits: rows.first?["confirmed_units"].int ?? 0)
                 // A hostile `updated_at` (infinity, far future) must not fail the read: clamped.

@@ -1,4 +1,5 @@
 public import PostgresClient
+public import ReservationCore
 
 #if canImport(Glibc)
     import Glibc
@@ -9,8 +10,11 @@ public struct BasketRow: Sendable, Equatable {
     public var id: String
     public var stock: Int
     public var capacity: Int
-    public var holdSeconds: Int
-    public var maxPerConsumer: Int
+    /// Hold, limit, sale window and pause (`hold_seconds`, `max_per_consumer`, `opens_at`,
+    /// `closes_at`, `paused`).
+    public var settings: BasketSettings
+    /// The seq of the event (or repair) that last set `settings`: only a newer one changes them.
+    public var settingsSeq: Int
     public var redisSeq: Int
     public var version: Int
     /// The stream entry that carried `redisSeq` (nil: unknown, e.g. set by a repair).
@@ -20,14 +24,14 @@ public struct BasketRow: Sendable, Equatable {
     public var rolledBack: Bool = false
 
     public init(
-        id: String, stock: Int, capacity: Int, holdSeconds: Int, maxPerConsumer: Int, redisSeq: Int, version: Int,
+        id: String, stock: Int, capacity: Int, settings: BasketSettings, settingsSeq: Int = 0, redisSeq: Int, version: Int,
         redisEntry: String? = nil, rolledBack: Bool = false
     ) {
         self.id = id
         self.stock = stock
         self.capacity = capacity
-        self.holdSeconds = holdSeconds
-        self.maxPerConsumer = maxPerConsumer
+        self.settings = settings
+        self.settingsSeq = settingsSeq
         self.redisSeq = redisSeq
         self.version = version
         self.redisEntry = redisEntry
@@ -61,19 +65,53 @@ public enum BasketStore {
     public static func read(_ connection: PostgresConnection, _ id: String) throws -> BasketRow? {
         let rows = try connection.query(
             "SELECT \(columns) FROM baskets WHERE id = $1", [.text(id)])
-        return rows.first.map(row)
+        return try rows.first.map(row)
     }
+
+    /// A sale time column read back as ms text: "" when NULL (no time), NULL when infinite or out
+    /// of range (malformed: `row` throws), as `ReservationColumns` reads `expires_at`.
+    static func millisecondsText(_ column: String) -> String {
+        "(CASE WHEN \(column) IS NULL THEN '' WHEN isfinite(\(column)) AND abs(extract(epoch FROM \(column))) < 1e14 "
+            + "THEN ((extract(epoch FROM \(column)) * 1000)::bigint)::text END)"
+    }
+
+    /// The SQL that writes a sale time parameter (ms, NULL for none) into its column.
+    static func timestamp(_ parameter: String) -> String { "to_timestamp(\(parameter)::bigint / 1000.0)" }
 
     /// The columns `row` reads.
     static let columns =
-        "id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version, redis_entry, (rolled_back_at IS NOT NULL) AS rolled_back"
+        "id, stock, capacity, hold_seconds, max_per_consumer, \(millisecondsText("opens_at")) AS opens_ms, "
+        + "\(millisecondsText("closes_at")) AS closes_ms, paused, settings_seq, redis_seq, version, redis_entry, "
+        + "(rolled_back_at IS NOT NULL) AS rolled_back"
 
-    static func row(_ row: PostgresRow) -> BasketRow {
-        BasketRow(
-            id: row["id"].string ?? "", stock: row["stock"].int ?? 0, capacity: row["capacity"].int ?? 0,
-            holdSeconds: row["hold_seconds"].int ?? 600, maxPerConsumer: row["max_per_consumer"].int ?? 1,
-            redisSeq: row["redis_seq"].int ?? 0, version: row["version"].int ?? 0, redisEntry: row["redis_entry"].string,
-            rolledBack: row["rolled_back"].string == "t")
+    /// The stored text of one setting, as `BasketSettings` reads it, from a row read with `columns`.
+    static func settingText(_ row: PostgresRow, _ field: BasketSettingField) -> String? {
+        switch field {
+        case .hold: return row["hold_seconds"].string
+        case .max: return row["max_per_consumer"].string
+        case .opens: return row["opens_ms"].string
+        case .closes: return row["closes_ms"].string
+        case .paused:
+            switch row["paused"].string {
+            case "t": return "1"
+            case "f": return "0"
+            default: return nil
+            }
+        }
+    }
+
+    /// A row read with `columns`. A value the domain rejects (a time out of range, a limit below
+    /// one, set by hand) is `malformedRow`, never a default.
+    static func row(_ row: PostgresRow) throws -> BasketRow {
+        let id = row["id"].string ?? "?"
+        // A time column reads "" for none: NULL here is a time out of range (`millisecondsText`).
+        guard let stock = row["stock"].int, let capacity = row["capacity"].int, row["opens_ms"].string != nil,
+            row["closes_ms"].string != nil, let settings = BasketSettings({ settingText(row, $0) }), let settingsSeq = row["settings_seq"].int,
+            let redisSeq = row["redis_seq"].int, let version = row["version"].int
+        else { throw BasketStoreError.malformedRow("basket \(id)") }
+        return BasketRow(
+            id: id, stock: stock, capacity: capacity, settings: settings, settingsSeq: settingsSeq, redisSeq: redisSeq, version: version,
+            redisEntry: row["redis_entry"].string, rolledBack: row["rolled_back"].string == "t")
     }
 
     /// Optimistically changes one basket. `change` returns nil for "nothing to do". If the row does
@@ -89,13 +127,13 @@ public enum BasketStore {
                 guard let create else { throw BasketStoreError.notFound(id) }
                 try connection.execute(
                     """
-                    INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, redis_seq, version, redis_entry)
-                    VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (id) DO NOTHING
+                    INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, opens_at, closes_at, paused,
+                        settings_seq, redis_seq, version, redis_entry)
+                    VALUES ($1, $2, $3, $4, $5, \(timestamp("$6")), \(timestamp("$7")), $8, $9, $10, 1, $11)
+                    ON CONFLICT (id) DO NOTHING
                     """,
-                    [
-                        .text(id), .int(create.stock), .int(create.capacity), .int(create.holdSeconds),
-                        .int(create.maxPerConsumer), .int(create.redisSeq), create.redisEntry.map { .text($0) } ?? .null,
-                    ])
+                    [.text(id), .int(create.stock), .int(create.capacity)] + settingsParameters(create.settings)
+                        + [.int(create.settingsSeq), .int(create.redisSeq), create.redisEntry.map { .text($0) } ?? .null])
                 continue
             }
             guard var next = try change(current) else { return current }
@@ -103,19 +141,29 @@ public enum BasketStore {
             let changed = try connection.execute(
                 """
                 UPDATE baskets SET stock = $3, capacity = $4, hold_seconds = $5, max_per_consumer = $6,
-                    redis_seq = $7, version = $8, redis_entry = $9,
-                    rolled_back_at = CASE WHEN $10::boolean THEN COALESCE(rolled_back_at, now()) END, updated_at = now()
+                    opens_at = \(timestamp("$7")), closes_at = \(timestamp("$8")), paused = $9, settings_seq = $10,
+                    redis_seq = $11, version = $12, redis_entry = $13,
+                    rolled_back_at = CASE WHEN $14::boolean THEN COALESCE(rolled_back_at, now()) END, updated_at = now()
                 WHERE id = $1 AND version = $2
                 """,
-                [
-                    .text(id), .int(current.version), .int(next.stock), .int(next.capacity), .int(next.holdSeconds),
-                    .int(next.maxPerConsumer), .int(next.redisSeq), .int(next.version), next.redisEntry.map { .text($0) } ?? .null,
-                    .bool(next.rolledBack),
-                ])
+                [.text(id), .int(current.version), .int(next.stock), .int(next.capacity)] + settingsParameters(next.settings)
+                    + [
+                        .int(next.settingsSeq), .int(next.redisSeq), .int(next.version), next.redisEntry.map { .text($0) } ?? .null,
+                        .bool(next.rolledBack),
+                    ])
             if changed == 1 { return next }
             backoff(attempt)
         }
         throw BasketStoreError.tooManyConflicts(id)
+    }
+
+    /// The settings as the four-plus-one parameters of `hold_seconds, max_per_consumer, opens_at,
+    /// closes_at, paused` (times in ms, NULL for none; see `timestamp`).
+    static func settingsParameters(_ settings: BasketSettings) -> [PostgresValue] {
+        [
+            .int(settings.holdSeconds), .int(settings.maxPerConsumer), settings.opensAtMilliseconds.map { .int(Int($0)) } ?? .null,
+            settings.closesAtMilliseconds.map { .int(Int($0)) } ?? .null, .bool(settings.paused),
+        ]
     }
 
     /// Adds `delta` to a basket's stock (and capacity: units come into or leave the sale), never

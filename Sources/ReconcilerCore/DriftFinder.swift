@@ -25,6 +25,9 @@ public struct Drift: Sendable, Equatable, CustomStringConvertible {
         /// Redis rolled back (an event reused a `seq` Postgres had applied, or Redis's `seq` is
         /// behind Postgres's): never merged; the repair never raises capacity.
         case rollback
+        /// Redis's and Postgres's settings (hold, limit, sale window, pause) differ while Postgres
+        /// has applied the basket's latest change: the repair writes Redis's to Postgres.
+        case settings
 
         /// Whether a repair changes something for this kind; an oversell is only reported.
         public var needsRepair: Bool { self != .oversold }
@@ -226,8 +229,10 @@ extension Reconciler {
         let redisReplies = try await redis.pipeline(redisOrdered.map { ReadBasketCall(basketId: $0).command })
         let redisHealth = try await redis.pipeline(redisOrdered.map { BasketHealthCall(basketId: $0).command })
         let redisNow = try await redisMilliseconds()
-        let postgresBaskets = try await postgres.withConnection { connection -> [String: PostgresBasket] in
+        let (postgresBaskets, malformed) = try await postgres.withConnection {
+            connection -> ([String: PostgresBasket], [String: String]) in
             var result: [String: PostgresBasket] = [:]
+            var malformed: [String: String] = [:]
             for row in try connection.query(
                 """
                 SELECT \(BasketStore.columns),
@@ -235,10 +240,15 @@ extension Reconciler {
                 FROM baskets
                 """)
             {
-                let basket = BasketStore.row(row)
-                result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
+                do {
+                    let basket = try BasketStore.row(row)
+                    result[basket.id] = PostgresBasket(row: basket, pending: row["pending"].int ?? 0, confirmed: row["confirmed"].int ?? 0)
+                } catch {
+                    // Reported, never guessed at nor skipped silently (its repair fails and is retried).
+                    malformed[row["id"].string ?? "?"] = "\(error)"
+                }
             }
-            return result
+            return (result, malformed)
         }
         // Baskets only Postgres knows are read from Redis now (they are missing there, or new).
         let postgresOnly = Set(postgresBaskets.keys).subtracting(redisIds).sorted()
@@ -250,7 +260,10 @@ extension Reconciler {
         var drifts: [Drift] = []
         var consistent: Set<String> = []
         var behindBaskets: Set<String> = []
-        for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) {
+        for (id, error) in malformed.sorted(by: { $0.key < $1.key }) {
+            drifts.append(Drift(basketId: id, kind: .counters, detail: error))
+        }
+        for ((id, reply), healthReply) in zip(zip(ordered, replies), healthReplies) where malformed[id] == nil {
             let health = (try? healthReply.get()).flatMap { try? BasketHealthCall.decode($0) }
             if let health, health.repairOwner != nil {
                 // Under repair: its counters are being rewritten. Only a repair whose lease ran
@@ -319,6 +332,12 @@ extension Reconciler {
                             + "redis stock=\(redisTuple[0]) pending=\(redisTuple[1]) confirmed=\(redisTuple[2]) capacity=\(redisTuple[3]); "
                             + "postgres stock=\(postgresTuple[0]) pending=\(postgresTuple[1]) confirmed=\(postgresTuple[2]) capacity=\(postgresTuple[3])",
                         postgresBehind: behind))
+            } else if health?.seq == postgres.row.redisSeq, state.settings != postgres.row.settings {
+                // Only once Postgres applied the latest change: before, a PATCH may be in flight.
+                drifts.append(
+                    Drift(
+                        basketId: id, kind: .settings,
+                        detail: "settings differ: redis \(Self.describe(state.settings)); postgres \(Self.describe(postgres.row.settings))"))
             } else if behind {
                 behindBaskets.insert(id)
                 consistent.insert(id)
@@ -374,6 +393,11 @@ extension Reconciler {
             total = overflow ? (value > 0 ? .max : .min) : sum
         }
         return total
+    }
+
+    /// Settings as their stored texts, by field name ("" for no time).
+    static func describe(_ settings: BasketSettings) -> String {
+        BasketSettingField.allCases.map { "\($0.rawValue)=\(settings.value(of: $0))" }.joined(separator: " ")
     }
 
     /// Whether Postgres's row is behind Redis's `seq`. A seq out of range (corrupt, Int.max) is

@@ -7,14 +7,17 @@ import ReservationCore
 /// - a reservation's status only moves forward (pending < confirmed < cancelled | expired);
 /// - a payment is inserted once per event id (`ON CONFLICT (external_id) DO NOTHING`);
 /// - a basket takes the absolute stock and capacity of the newest event (by the gateway's
-///   per-basket `seq`), through `BasketStore.update` (optimistic locking).
+///   per-basket `seq`), through `BasketStore.update` (optimistic locking), and its settings from
+///   the newest event that carries them, if newer than the row's `settings_seq`.
 public enum EventApplier {
     struct BasketChange {
         var seq: Int
         var stock: Int
         var capacity: Int
-        var holdSeconds: Int?
-        var maxPerConsumer: Int?
+        /// The settings of the batch's settings-carrying event with the highest seq, and that
+        /// seq: independent of which event is the newest overall (a newer `reserved` carries
+        /// none), so an older event's settings are never lost to it.
+        var settings: (seq: Int, value: BasketSettings)? = nil
         /// The stream entry that carried `seq`.
         var entry: StreamID? = nil
         /// Every (seq, entry) of the batch for this basket: a reused seq shows up among them.
@@ -70,16 +73,16 @@ public enum EventApplier {
             if let basketId = event.basketId, let basket = event.basket, RepairPlan.seqRange.contains(basket.seq) {
                 let entryId = StreamID(entry.id)
                 var change = BasketChange(
-                    seq: basket.seq, stock: basket.stock, capacity: basket.capacity, holdSeconds: basket.holdSeconds,
-                    maxPerConsumer: basket.maxPerConsumer, entry: entryId)
+                    seq: basket.seq, stock: basket.stock, capacity: basket.capacity,
+                    settings: basket.settings.map { (basket.seq, $0) }, entry: entryId)
                 if let existing = baskets[basketId] {
-                    let seen = existing.seen
+                    let incoming = change.settings
                     if existing.seq > change.seq {
                         change = existing
                     }
-                    change.seen = seen
-                    change.holdSeconds = change.holdSeconds ?? existing.holdSeconds
-                    change.maxPerConsumer = change.maxPerConsumer ?? existing.maxPerConsumer
+                    change.seen = existing.seen
+                    // Settings by their own seq (`BasketSettingField.merge`, latest by sequence).
+                    change.settings = [existing.settings, incoming].compactMap { $0 }.max { $0.seq < $1.seq }
                 }
                 if let entryId { change.seen.append((basket.seq, entryId)) }
                 baskets[basketId] = change
@@ -119,8 +122,9 @@ public enum EventApplier {
             // Sorted, so two reconcilers lock basket rows in the same order and cannot deadlock.
             for (basketId, change) in baskets.sorted(by: { $0.key < $1.key }) {
                 let initial = BasketRow(
-                    id: basketId, stock: change.stock, capacity: change.capacity, holdSeconds: change.holdSeconds ?? 600,
-                    maxPerConsumer: change.maxPerConsumer ?? 1, redisSeq: change.seq, version: 1, redisEntry: change.entry?.description)
+                    id: basketId, stock: change.stock, capacity: change.capacity,
+                    settings: change.settings?.value ?? BasketSettings(holdSeconds: 600, maxPerConsumer: 1),
+                    settingsSeq: change.settings?.seq ?? 0, redisSeq: change.seq, version: 1, redisEntry: change.entry?.description)
                 try BasketStore.update(connection, basketId, create: initial) { row in
                     var next = row
                     if !row.rolledBack && reusesSeq(change.seen, of: row) {
@@ -138,8 +142,12 @@ public enum EventApplier {
                     } else if change.seq == row.redisSeq, row.redisEntry == nil {
                         next.redisEntry = change.entry?.description
                     }
-                    if let hold = change.holdSeconds { next.holdSeconds = hold }
-                    if let max = change.maxPerConsumer { next.maxPerConsumer = max }
+                    // Only newer settings than the row's: a redelivered basket_created never takes
+                    // a PATCHed window back.
+                    if let settings = change.settings, settings.seq > row.settingsSeq {
+                        next.settings = settings.value
+                        next.settingsSeq = settings.seq
+                    }
                     return next == row ? nil : next
                 }
             }

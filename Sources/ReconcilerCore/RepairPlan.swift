@@ -12,8 +12,9 @@ public struct RedisBasketSnapshot: Sendable, Equatable {
     public var pending: Int?
     public var confirmed: Int?
     public var capacity: Int?
-    public var holdSeconds: Int?
-    public var maxPerConsumer: Int?
+    /// The basket's settings; nil when one is missing or malformed (or its hold or limit does
+    /// not fit Postgres's `integer`).
+    public var settings: BasketSettings?
     /// nil when missing or outside `RepairPlan.seqRange`.
     public var seq: Int?
     /// The basket's reservations Redis holds, by id.
@@ -25,16 +26,15 @@ public struct RedisBasketSnapshot: Sendable, Equatable {
     public var booksMismatches: Int = 0
 
     public init(
-        exists: Bool, stock: Int? = nil, pending: Int? = nil, confirmed: Int? = nil, capacity: Int? = nil, holdSeconds: Int? = nil,
-        maxPerConsumer: Int? = nil, seq: Int? = nil, reservations: [String: ReservationRecord] = [:], consumerUnits: [String: Int]? = [:]
+        exists: Bool, stock: Int? = nil, pending: Int? = nil, confirmed: Int? = nil, capacity: Int? = nil,
+        settings: BasketSettings? = nil, seq: Int? = nil, reservations: [String: ReservationRecord] = [:], consumerUnits: [String: Int]? = [:]
     ) {
         self.exists = exists
         self.stock = stock
         self.pending = pending
         self.confirmed = confirmed
         self.capacity = capacity
-        self.holdSeconds = holdSeconds
-        self.maxPerConsumer = maxPerConsumer
+        self.settings = settings
         self.seq = seq
         self.reservations = reservations
         self.consumerUnits = consumerUnits
@@ -170,6 +170,7 @@ public struct RepairPlan: Sendable, Equatable {
     ///   brought back an older, larger capacity loses to Postgres; a later decrease in Redis
     ///   stands), rolled back or not;
     /// - counters come from the union; an oversell leaves stock 0 and is reported, not hidden;
+    /// - settings: Redis's when readable, else Postgres's (written to both sides);
     /// - `seq` moves past both sides, without overflow.
     public static func make(
         basketId: String, redis: RedisBasketSnapshot, postgres: PostgresBasketSnapshot,
@@ -251,10 +252,13 @@ public struct RepairPlan: Sendable, Equatable {
         capacity = max(capacity, 0)
         let held = Reconciler.units(pending, confirmed)
         let oversoldBy = held > capacity ? held - capacity : 0
+        // Settings whole (`BasketSettingField.merge`): Redis's when it has a readable basket
+        // with readable settings (it holds the latest PATCH), else Postgres's (a basket Redis lost
+        // gets its window and pause back), else the defaults.
+        let redisSettings = redis.exists ? redis.settings.flatMap { $0.holdSeconds > 0 ? $0 : nil } : nil
         let state = BasketState(
             stock: oversoldBy > 0 ? 0 : capacity - held, pending: pending, confirmed: confirmed, capacity: capacity,
-            holdSeconds: redis.holdSeconds.flatMap { $0 > 0 ? $0 : nil } ?? row?.holdSeconds ?? 600,
-            maxPerConsumer: redis.maxPerConsumer.flatMap { $0 > 0 ? $0 : nil } ?? row?.maxPerConsumer ?? 1)
+            settings: redisSettings ?? row?.settings ?? BasketSettings(holdSeconds: 600, maxPerConsumer: 1))
 
         // Whether Redis's basket is what the union says it should be.
         if !redis.exists {
@@ -269,6 +273,7 @@ public struct RepairPlan: Sendable, Equatable {
                         + "\([state.stock, state.pending, state.confirmed, state.capacity])")
             }
             if redis.consumerUnits != units.filter({ $0.value > 0 }) { reasons.append("redis consumer units differ") }
+            if redisSettings == nil { reasons.append("redis settings are missing or malformed") }
         }
         if let row {
             if row.rolledBack { reasons.append("redis rolled back: an event reused a seq postgres had applied") }
@@ -284,6 +289,7 @@ public struct RepairPlan: Sendable, Equatable {
             {
                 reasons.append("postgres counters differ")
             }
+            if row.settings != state.settings { reasons.append("postgres settings differ") }
         } else if redis.exists {
             reasons.append("postgres has no basket row")
         }
@@ -291,8 +297,8 @@ public struct RepairPlan: Sendable, Equatable {
         let createRow =
             row == nil && redis.exists
             ? BasketRow(
-                id: basketId, stock: state.stock, capacity: state.capacity, holdSeconds: state.holdSeconds,
-                maxPerConsumer: state.maxPerConsumer, redisSeq: redis.seq ?? 0, version: 1)
+                id: basketId, stock: state.stock, capacity: state.capacity, settings: state.settings, settingsSeq: redis.seq ?? 0,
+                redisSeq: redis.seq ?? 0, version: 1)
             : nil
         // Past both sides; both are within `seqRange`, so + 1 cannot overflow.
         let seq = max(redis.seq ?? 0, row?.redisSeq ?? 0) + 1

@@ -41,7 +41,8 @@ struct EventMergeTests {
     @Test("a reused seq from a newer stream entry is a rollback; a redelivery (older entry) is not; a corrupt seq changes no basket")
     func reusedSeq() {
         let row = BasketRow(
-            id: "b", stock: 4, capacity: 5, holdSeconds: 600, maxPerConsumer: 1, redisSeq: 7, version: 3, redisEntry: "100-0")
+            id: "b", stock: 4, capacity: 5, settings: BasketSettings(holdSeconds: 600, maxPerConsumer: 1), redisSeq: 7, version: 3,
+            redisEntry: "100-0")
         let redelivered = EventApplier.merge([StreamEntry(stream: "{rg00}:events", id: "90-0", fields: Self.reserved.fields)])
         #expect(!EventApplier.reusesSeq(redelivered.baskets["b"]?.seen ?? [], of: row))
         let reused = EventApplier.merge([StreamEntry(stream: "{rg00}:events", id: "200-0", fields: Self.reserved.fields)])
@@ -52,6 +53,31 @@ struct EventMergeTests {
         var corrupt = Self.reserved.fields
         corrupt["seq"] = "9223372036854775807"
         #expect(EventApplier.merge([Self.entry(corrupt)]).baskets["b"] == nil)
+    }
+
+    @Test("settings merge by their own seq: every order of created(1), updated(5, a window), reserved(6) keeps seq 5's settings")
+    func settingsLatestBySequence() {
+        let settings = ["hold": "600", "max": "1", "opens": "", "closes": "", "paused": "0"]
+        let created = Self.entry(
+            ["type": "basket_created", "basket": "b", "seq": "1", "stock": "5", "capacity": "5", "at": "1"].merging(settings) { $1 })
+        let window = BasketSettings(
+            holdSeconds: 300, maxPerConsumer: 2, opensAtMilliseconds: 1_900_000_000_000, closesAtMilliseconds: 1_900_000_600_000,
+            paused: true)
+        let updated = Self.entry(
+            ["type": "basket_updated", "basket": "b", "seq": "5", "stock": "5", "capacity": "5", "at": "5"].merging(
+                Dictionary(uniqueKeysWithValues: BasketSettingField.allCases.map { ($0.rawValue, window.value(of: $0)) })
+            ) { $1 })
+        var reservedFields = Self.reserved.fields
+        reservedFields["seq"] = "6"
+        let reserved = Self.entry(reservedFields)
+        let entries = [created, updated, reserved]
+        for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            let change = EventApplier.merge(order.map { entries[$0] }).baskets["b"]
+            #expect(change?.seq == 6 && change?.stock == 4, "\(order)")
+            #expect(change?.settings?.seq == 5 && change?.settings?.value == window, "\(order)")
+        }
+        // Alone, a reserved event carries no settings: the row's stay.
+        #expect(EventApplier.merge([reserved]).baskets["b"]?.settings == nil)
     }
 
     @Test("a reserved event implies pending; an event without a valid reservation adds none")

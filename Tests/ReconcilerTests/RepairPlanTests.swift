@@ -14,9 +14,11 @@ struct RepairPlanTests {
             paymentId: pay)
     }
 
+    static let settings = BasketSettings(holdSeconds: 600, maxPerConsumer: 2)
+
     static func row(stock: Int, capacity: Int, seq: Int, rolledBack: Bool = false) -> BasketRow {
         BasketRow(
-            id: basketId, stock: stock, capacity: capacity, holdSeconds: 600, maxPerConsumer: 2, redisSeq: seq, version: 3,
+            id: basketId, stock: stock, capacity: capacity, settings: settings, settingsSeq: seq, redisSeq: seq, version: 3,
             rolledBack: rolledBack)
     }
 
@@ -24,7 +26,7 @@ struct RepairPlanTests {
     static func agreeing() -> (RedisBasketSnapshot, PostgresBasketSnapshot) {
         let reservations = ["r1": record("a", .pending), "r2": record("b", .confirmed, pay: "p")]
         let redis = RedisBasketSnapshot(
-            exists: true, stock: 8, pending: 1, confirmed: 1, capacity: 10, holdSeconds: 600, maxPerConsumer: 2, seq: 7,
+            exists: true, stock: 8, pending: 1, confirmed: 1, capacity: 10, settings: settings, seq: 7,
             reservations: reservations, consumerUnits: ["a": 1, "b": 1])
         let postgres = PostgresBasketSnapshot(
             row: row(stock: 8, capacity: 10, seq: 7), reservations: reservations.mapValues { PostgresReservation(record: $0, ageSeconds: 5) },
@@ -146,6 +148,45 @@ struct RepairPlanTests {
         redis.stock = 0
         redis.pending = 12
         #expect(RepairPlan.redisEvidence(redis).isEmpty, "an oversell kept closed is reported, not repaired again")
+    }
+
+    @Test("settings: Redis's when it has a readable basket; a basket Redis lost gets Postgres's window and pause; a difference is a reason")
+    func settings() throws {
+        let window = BasketSettings(
+            holdSeconds: 300, maxPerConsumer: 3, opensAtMilliseconds: 1_900_000_000_000, closesAtMilliseconds: 1_900_000_600_000,
+            paused: true)
+        // Redis lost the basket: the row's settings are rebuilt into Redis.
+        var (redis, postgres) = Self.agreeing()
+        redis = RedisBasketSnapshot(exists: false, reservations: redis.reservations, consumerUnits: redis.consumerUnits)
+        postgres.row?.settings = window
+        var plan = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+        #expect(plan.needsRepair && plan.state.settings == window)
+        // Both readable and different (Postgres's paused changed by hand): Redis's stand, and
+        // the difference alone needs a repair.
+        (redis, postgres) = Self.agreeing()
+        postgres.row?.settings.paused = true
+        plan = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+        #expect(plan.reasons == ["postgres settings differ"])
+        #expect(plan.state.settings == Self.settings)
+        // Redis has the newer window (a PATCH): it is what both sides get.
+        (redis, postgres) = Self.agreeing()
+        redis.settings = window
+        plan = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+        #expect(plan.state.settings == window && plan.reasons == ["postgres settings differ"])
+        // Redis's settings unreadable (nil, or a hold of 0: a hash without them): Postgres's, and a reason.
+        for unreadable in [nil, BasketSettings(holdSeconds: 0, maxPerConsumer: 1)] {
+            (redis, postgres) = Self.agreeing()
+            redis.settings = unreadable
+            postgres.row?.settings = window
+            plan = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+            #expect(plan.state.settings == window && plan.reasons.contains("redis settings are missing or malformed"))
+        }
+        // Postgres lost the row: created with Redis's settings, numbered by Redis's seq.
+        (redis, postgres) = Self.agreeing()
+        redis.settings = window
+        postgres.row = nil
+        plan = try RepairPlan.make(basketId: Self.basketId, redis: redis, postgres: postgres)
+        #expect(plan.createRow?.settings == window && plan.createRow?.settingsSeq == 7)
     }
 
     @Test("a snapshot number is parsed with range checks")
