@@ -59,6 +59,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Consumer tokens (JWT, HS256 and ES256): keys, verification, a cache, a minter. Crypto only.
+        .target(
+            name: "ConsumerTokens",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: fuzzCoverage),
         // Domain: ids, keys, partitions, records, configuration. No Redis client types.
         .target(
             name: "ReservationCore",
@@ -168,6 +173,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]),
+        .testTarget(
+            name: "ConsumerTokensTests",
+            dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [
