@@ -4,37 +4,56 @@
 /// only encoding of its bytes, so a changed character always changes the bytes (or is refused),
 /// and nothing can slip a second spelling of a token past a cache keyed by its text.
 enum Base64URL {
-    /// The 6-bit value of each byte, or 0xFF for a byte outside the alphabet.
-    private static let values: [UInt8] = {
-        var table = [UInt8](repeating: 0xFF, count: 256)
-        for (index, byte) in alphabet.enumerated() { table[Int(byte)] = UInt8(index) }
-        return table
-    }()
-
     static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    /// The 6-bit value of a character, or 0xFF for one outside the alphabet.
+    @inline(__always)
+    private static func value(_ byte: UInt8) -> UInt8 {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): return byte &- UInt8(ascii: "A")
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): return byte &- UInt8(ascii: "a") &+ 26
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte &- UInt8(ascii: "0") &+ 52
+        case UInt8(ascii: "-"): return 62
+        case UInt8(ascii: "_"): return 63
+        default: return 0xFF
+        }
+    }
 
     /// The decoded bytes, or nil if `text` is not canonical unpadded base64url.
     static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
+        if let result = text.withContiguousStorageIfAvailable({ decode(buffer: $0) }) { return result }
+        return Array(text).withUnsafeBufferPointer { decode(buffer: $0) }
+    }
+
+    private static func decode(buffer text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         let count = text.count
         if count % 4 == 1 { return nil }
-        var output: [UInt8] = []
-        output.reserveCapacity(count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in text {
-            let value = values[Int(byte)]
-            if value == 0xFF { return nil }
-            accumulator = (accumulator << 6) | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
+        let outputCount = count * 3 / 4
+        var valid = true
+        let output = [UInt8](unsafeUninitializedCapacity: outputCount) { output, initialized in
+            var accumulator: UInt32 = 0
+            var bits: UInt32 = 0
+            var written = 0
+            for byte in text {
+                let value = value(byte)
+                if value == 0xFF {
+                    valid = false
+                    break
+                }
+                accumulator = (accumulator << 6) | UInt32(value)
+                bits += 6
+                if bits >= 8 {
+                    bits -= 8
+                    output[written] = UInt8(truncatingIfNeeded: accumulator >> bits)
+                    written += 1
+                    accumulator &= (1 << bits) - 1
+                }
             }
+            // What is left (2 or 4 bits, or none) is padding inside the last character: zero.
+            if accumulator != 0 { valid = false }
+            initialized = written
         }
-        // What is left (2 or 4 bits, or none) is padding inside the last character: must be zero.
-        if accumulator != 0 { return nil }
-        return output
+        return valid ? output : nil
     }
 
     static func encode(_ bytes: some Collection<UInt8>) -> [UInt8] {

@@ -78,7 +78,8 @@ enum NumericDate {
         return seconds(text)
     }
 
-    /// `text` has JSON's number grammar (the reader checked it).
+    /// `text` has JSON's number grammar (the reader checked it; what is not a digit where one is
+    /// expected is refused here anyway, rather than trusted).
     static func seconds(_ text: [UInt8]) -> Int64? {
         guard let first = text.first, first != UInt8(ascii: "-") else { return nil }
         var digits: [UInt8] = []  // every significant digit, integer and fraction parts together
@@ -92,6 +93,7 @@ enum NumericDate {
             } else if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") {
                 break
             } else {
+                guard isDigit(byte) else { return nil }
                 if !(digits.isEmpty && byte == UInt8(ascii: "0")) { digits.append(byte - UInt8(ascii: "0")) }
                 if inFraction { fractionDigits += 1 }
             }
@@ -102,11 +104,12 @@ enum NumericDate {
         if index < text.count {
             index += 1
             var negative = false
-            if text[index] == UInt8(ascii: "+") || text[index] == UInt8(ascii: "-") {
+            if index < text.count, text[index] == UInt8(ascii: "+") || text[index] == UInt8(ascii: "-") {
                 negative = text[index] == UInt8(ascii: "-")
                 index += 1
             }
             while index < text.count {
+                guard isDigit(text[index]) else { return nil }
                 exponent = min(exponent * 10 + Int(text[index] - UInt8(ascii: "0")), 100_000)
                 index += 1
             }
@@ -123,4 +126,6 @@ enum NumericDate {
         }
         return seconds <= maximum ? seconds : nil
     }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
 }

@@ -11,8 +11,9 @@ import Crypto
 /// - `sub` a consumer id, `exp` required and in the future, `nbf` and `iat` when present not in
 ///   the future, all with `leewaySeconds` of skew; `aud` holding the audience when one is set.
 ///
-/// ES256 successes are cached (see `VerifiedTokenCache`); HS256 ones are not, because verifying
-/// one costs about what a cache lookup does (hashing the token is most of both).
+/// Successes are cached (see `VerifiedTokenCache`): a consumer's next request with the same
+/// token costs a SHA-256 of it and a lookup (about 2 µs in a release build) instead of a P-256
+/// verification (about 50 µs) or an HMAC and the claims' parsing (about 5 µs; see BenchTokens).
 public struct ConsumerTokenVerifier: Sendable {
     public static let maximumTokenBytes = 4096
 
@@ -25,9 +26,10 @@ public struct ConsumerTokenVerifier: Sendable {
     /// - Parameters:
     ///   - audience: `CONSUMER_TOKEN_AUDIENCE`; nil or empty: `aud` is not checked.
     ///   - leewaySeconds: clock skew allowed on `exp`, `nbf`, `iat`; 0 to 3600.
-    ///   - cacheCapacity: the most ES256 tokens remembered as verified; 0 turns the cache off.
-    public init(keys: ConsumerTokenKeys, audience: String? = nil, leewaySeconds: Int64 = 30, cacheCapacity: Int = VerifiedTokenCache.defaultCapacity)
-    {
+    ///   - cacheCapacity: the most tokens remembered as verified; 0 turns the cache off.
+    public init(
+        keys: ConsumerTokenKeys, audience: String? = nil, leewaySeconds: Int64 = 30, cacheCapacity: Int = VerifiedTokenCache.defaultCapacity
+    ) {
         precondition((0...3600).contains(leewaySeconds), "leeway must be 0 to 3600 seconds")
         self.keys = keys
         self.audience = audience.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
@@ -56,8 +58,10 @@ public struct ConsumerTokenVerifier: Sendable {
     }
 
     public func verify(_ token: some Collection<UInt8>, nowSeconds: Int64) -> Result<VerifiedConsumer, ConsumerTokenError> {
-        // Copy no more than one byte past the limit, whatever the caller hands us.
-        let bytes = Array(token.prefix(Self.maximumTokenBytes + 1))
+        // Copy no more than one byte past the limit, whatever the caller hands us; at once from
+        // contiguous storage (a native String's UTF-8 is), byte by byte only otherwise.
+        let limit = Self.maximumTokenBytes + 1
+        let bytes = token.withContiguousStorageIfAvailable { Array(UnsafeBufferPointer(rebasing: $0.prefix(limit))) } ?? Array(token.prefix(limit))
         return verify(bytes: bytes, now: nowSeconds)
     }
 
@@ -87,24 +91,32 @@ public struct ConsumerTokenVerifier: Sendable {
         else { return .failure(.init(.malformed)) }
         let signingInput = token[..<secondDot]
 
+        // The key's algorithm, and its signature's exact length: 32 bytes of HMAC-SHA256 (a
+        // truncated MAC is a weaker one); 64 bytes of R||S for ES256 (RFC 7518 §3.4), never DER.
+        switch key {
+        case .hs256:
+            guard isHS256 else { return .failure(.init(.algorithmMismatch)) }
+            guard signature.count == SHA256.byteCount else { return .failure(.init(.badSignature)) }
+        case .es256:
+            guard !isHS256 else { return .failure(.init(.algorithmMismatch)) }
+            guard signature.count == 64 else { return .failure(.init(.badSignature)) }
+        }
+
+        // Seen and verified before, by this verifier: only the times need checking again.
         var digest: TokenDigest?
+        if let cache {
+            let tokenDigest = TokenDigest(token)
+            if let claims = cache.claims(for: tokenDigest) { return result(claims, now: now) }
+            digest = tokenDigest
+        }
+
         switch key {
         case .hs256(let secret):
-            guard isHS256 else { return .failure(.init(.algorithmMismatch)) }
-            // Exactly the HMAC's 32 bytes: a truncated MAC is a weaker one. The comparison is
-            // swift-crypto's constant-time one.
-            guard signature.count == SHA256.byteCount,
-                HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: SymmetricKey(data: secret))
-            else { return .failure(.init(.badSignature)) }
-        case .es256(let point):
-            guard !isHS256 else { return .failure(.init(.algorithmMismatch)) }
-            // JWS ES256 is the raw 64-byte R||S (RFC 7518 §3.4), never DER.
-            guard signature.count == 64 else { return .failure(.init(.badSignature)) }
-            if let cache {
-                let tokenDigest = TokenDigest(token)
-                if let claims = cache.claims(for: tokenDigest) { return result(claims, now: now) }
-                digest = tokenDigest
+            // swift-crypto's comparison is constant-time.
+            guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: SymmetricKey(data: secret)) else {
+                return .failure(.init(.badSignature))
             }
+        case .es256(let point):
             guard let publicKey = try? P256.Signing.PublicKey(x963Representation: point),
                 let ecdsa = try? P256.Signing.ECDSASignature(rawRepresentation: signature),
                 publicKey.isValidSignature(ecdsa, for: SHA256.hash(data: signingInput))

@@ -131,12 +131,15 @@ private struct Reader {
     mutating func string() -> String? {
         index += 1  // "
         var text: [UInt8] = []
+        var ascii = true
         while index < bytes.count {
             let byte = bytes[index]
             index += 1
             switch byte {
             case UInt8(ascii: "\""):
-                // Raw bytes must be valid UTF-8 (escapes produced valid UTF-8 already).
+                // Raw bytes must be valid UTF-8 (escapes produced valid UTF-8 already); ASCII,
+                // the usual case, is, and skips the validation's cost.
+                if ascii { return String(decoding: text, as: UTF8.self) }
                 return String(validating: text, as: UTF8.self)
             case UInt8(ascii: "\\"):
                 guard index < bytes.count else { return nil }
@@ -151,12 +154,14 @@ private struct Reader {
                 case UInt8(ascii: "t"): text.append(0x09)
                 case UInt8(ascii: "u"):
                     guard let scalar = unicodeEscape() else { return nil }
+                    if !scalar.isASCII { ascii = false }
                     UTF8.encode(scalar) { text.append($0) }
                 default: return nil
                 }
             case 0x00..<0x20:
                 return nil  // control characters must be escaped
             default:
+                if byte >= 0x80 { ascii = false }
                 text.append(byte)
             }
         }

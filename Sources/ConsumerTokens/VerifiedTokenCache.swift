@@ -1,8 +1,9 @@
 import Crypto
 import Synchronization
 
-/// Tokens that verified, so that a consumer's next request with the same ES256 token skips the
-/// P-256 verification (tens of µs, the largest cost of a request).
+/// Tokens that verified, so that a consumer's next request with the same token skips the P-256
+/// verification (ES256: about 50 µs, the largest cost of a request) or the HMAC and the claims'
+/// parsing (HS256: about 5 µs, against about 2 µs for a hit; measured by BenchTokens).
 ///
 /// - Keyed by SHA-256 of the whole token: 32 bytes an entry instead of up to 4096, and a hit
 ///   means these exact bytes verified before (a collision would need a second preimage).

@@ -56,10 +56,18 @@ import Testing
         // Expired when first seen: refused, and not remembered either.
         #expect(verify(Fixture.es(Fixture.esHeader, Fixture.claims(exp: "1")), verifier: verifier) == .expired)
         #expect(verify(Fixture.es(Fixture.esHeader, Fixture.claims(#""aud":"x""#)), verifier: Fixture.verifier(audience: "y")) == .audienceMismatch)
+        #expect(verify(Fixture.hs(secret: Fixture.hsSecret2), verifier: verifier) == .badSignature)
+        #expect(verify(Fixture.hs(#"{"alg":"HS256","kid":"es1"}"#), verifier: verifier) == .algorithmMismatch)
         #expect(verifier.cache?.count == 0)
-        // Nor HS256 tokens: verifying one costs about what a lookup does.
-        #expect(verify(Fixture.hs(), verifier: verifier) == nil)
-        #expect(verifier.cache?.count == 0)
+    }
+
+    @Test func hs256CachedToo() throws {
+        let verifier = Fixture.verifier()
+        let token = Fixture.hs()
+        let first = try verifier.verify(token, nowSeconds: now).get()
+        #expect(verifier.cache?.count == 1)
+        #expect(try verifier.verify(token, nowSeconds: now).get() == first)
+        #expect(verify(token, verifier: verifier, now: now + 630) == .expired)
     }
 
     @Test func perVerifierAfterRotation() throws {

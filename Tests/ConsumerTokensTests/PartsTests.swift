@@ -81,6 +81,9 @@ import Testing
         #expect(seconds("1e100000000000000000000000") == nil)
         #expect(seconds("1e-100000000000000000000000") == 0)
         #expect(seconds("0e100000") == 0)
+        // Text the JSON reader would never pass on: refused or read, never a trap.
+        for text in ["", "1x", "x", "1e+", "1e", "1.2.3", "1e5e5"] { _ = seconds(text) }
+        #expect(seconds("1x") == nil && seconds("") == nil)
         #expect(NumericDate.seconds(.string("1")) == nil)
         #expect(NumericDate.seconds(nil) == nil)
     }
