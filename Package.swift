@@ -148,6 +148,13 @@ let package = Package(
             swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
             linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
 
+        // Fuzzing: consumer token verification under libFuzzer (scripts/fuzz.sh); likewise a replay tool.
+        .executableTarget(
+            name: "TokenFuzzer",
+            dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Fuzz/TokenFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
+            swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
+            linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
         // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
         .executableTarget(name: "EmbedResources"),
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
