@@ -23,6 +23,7 @@ let package = Package(
         .executable(name: "reconciler", targets: ["Reconciler"]),
         .executable(name: "bench-baseline", targets: ["BenchBaseline"]),
         .executable(name: "bench-scripts", targets: ["BenchScripts"]),
+        .executable(name: "bench-tokens", targets: ["BenchTokens"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -155,6 +156,10 @@ let package = Package(
             path: "Fuzz/TokenFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
             swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
             linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
+        // Benchmark-only: µs per token verification (HS256, ES256 uncached and cached), no sockets.
+        .executableTarget(
+            name: "BenchTokens", dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")]),
+
         // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
         .executableTarget(name: "EmbedResources"),
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
