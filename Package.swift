@@ -23,6 +23,7 @@ let package = Package(
         .executable(name: "reconciler", targets: ["Reconciler"]),
         .executable(name: "bench-baseline", targets: ["BenchBaseline"]),
         .executable(name: "bench-scripts", targets: ["BenchScripts"]),
+        .executable(name: "bench-tokens", targets: ["BenchTokens"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -59,6 +60,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Consumer tokens (JWT, HS256 and ES256): keys, verification, a cache, a minter. Crypto only.
+        .target(
+            name: "ConsumerTokens",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: fuzzCoverage),
         // Domain: ids, keys, partitions, records, configuration. No Redis client types.
         .target(
             name: "ReservationCore",
@@ -143,6 +149,17 @@ let package = Package(
             swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
             linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
 
+        // Fuzzing: consumer token verification under libFuzzer (scripts/fuzz.sh); likewise a replay tool.
+        .executableTarget(
+            name: "TokenFuzzer",
+            dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Fuzz/TokenFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
+            swiftSettings: [.unsafeFlags(fuzzBuild ? ["-parse-as-library", "-sanitize=fuzzer"] : ["-parse-as-library"])],
+            linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer", "-use-ld=lld"])] : []),
+        // Benchmark-only: µs per token verification (HS256, ES256 uncached and cached), no sockets.
+        .executableTarget(
+            name: "BenchTokens", dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")]),
+
         // Build-time tool: embeds lua/*.lua and migrations/*.sql into the binaries (one source each).
         .executableTarget(name: "EmbedResources"),
         .plugin(name: "EmbedResourcesPlugin", capability: .buildTool(), dependencies: ["EmbedResources"]),
@@ -168,6 +185,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]),
+        .testTarget(
+            name: "ConsumerTokensTests",
+            dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [

@@ -4,9 +4,9 @@
 # test against the real servers, then checks the API against docs/openapi.yaml with a live
 # gateway (scripts/api-test.sh: openapi-spec-validator and schemathesis, in .local/venv). The
 # sources must follow .swift-format (checked before the build).
-# Then a 20-second libFuzzer run over the request decoding (scripts/fuzz.sh). Extra arguments go
-# to `swift test` (e.g. --filter GatewayTests); SKIP_API_TEST=1 skips the API check and
-# FUZZ_SECONDS=0 the fuzzing.
+# Then a 20-second libFuzzer run, split between the request decoding and the consumer tokens
+# (scripts/fuzz.sh). Extra arguments go to `swift test` (e.g. --filter GatewayTests);
+# SKIP_API_TEST=1 skips the API check and FUZZ_SECONDS=0 the fuzzing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -52,8 +52,8 @@ swift test --skip-build "$@"
 if [ "${SKIP_API_TEST:-0}" != 1 ]; then
   scripts/api-test.sh
 fi
-# A short fuzzing run of the request decoding, so a regression there fails CI (scripts/fuzz.sh
-# runs longer on demand). FUZZ_SECONDS=0 skips it.
+# A short fuzzing run (request decoding and consumer tokens, 10 s each), so a regression there
+# fails CI (scripts/fuzz.sh runs longer on demand). FUZZ_SECONDS=0 skips it.
 if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
   scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi

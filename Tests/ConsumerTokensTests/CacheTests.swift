@@ -1,0 +1,147 @@
+import Crypto
+import Testing
+
+@testable import ConsumerTokens
+
+/// The verified-token cache: hits are exactly as good as a verification, expired tokens are never
+/// answered from it, refusals never enter it, and it stays within its bound.
+@Suite struct CacheTests {
+    let now = Fixture.now
+
+    @Test func hitReturnsTheSameConsumer() throws {
+        let verifier = Fixture.verifier()
+        let token = Fixture.es()
+        let first = try verifier.verify(token, nowSeconds: now).get()
+        #expect(verifier.cache?.count == 1)
+        let second = try verifier.verify(token, nowSeconds: now + 1).get()
+        #expect(first == second && second.consumerId == "alice")
+        #expect(verifier.cache?.count == 1)
+        // A copy of the verifier shares its cache (the same keys, so the same answers).
+        let copy = verifier
+        #expect(try copy.verify(token, nowSeconds: now).get() == first)
+    }
+
+    @Test func hitIsReallyAHit() throws {
+        // Prove the second answer came from the cache: a verifier whose cache holds a token's
+        // digest answers it without checking the signature. (Only this test can plant an entry.)
+        let verifier = Fixture.verifier()
+        let forged = Fixture.es(key: Fixture.strangerKey)
+        #expect(verify(forged, verifier: verifier) == .badSignature)
+        verifier.cache?.insert(Claims(subject: "planted", expiresAt: now + 60), for: TokenDigest(Array(forged.utf8)))
+        #expect(try verifier.verify(forged, nowSeconds: now).get().consumerId == "planted")
+    }
+
+    @Test func expiredEntryNeverReturned() {
+        let verifier = Fixture.verifier()
+        let token = Fixture.es(Fixture.esHeader, Fixture.claims(exp: String(now + 10)))
+        #expect(verify(token, verifier: verifier) == nil)
+        #expect(verifier.cache?.count == 1)
+        // The entry is still there, but its time is checked on every hit.
+        #expect(verify(token, verifier: verifier, now: now + 39) == nil)
+        #expect(verify(token, verifier: verifier, now: now + 40) == .expired)
+        #expect(verify(token, verifier: verifier, now: .max) == .expired)
+        // nbf and iat the same, for a clock that goes back.
+        let notBefore = Fixture.es(Fixture.esHeader, Fixture.claims(#""nbf":\#(now),"iat":\#(now - 100)"#))
+        #expect(verify(notBefore, verifier: verifier) == nil)
+        #expect(verify(notBefore, verifier: verifier, now: now - 31) == .notYetValid)
+        let issued = Fixture.es(Fixture.esHeader, Fixture.claims(#""iat":\#(now)"#))
+        #expect(verify(issued, verifier: verifier) == nil)
+        #expect(verify(issued, verifier: verifier, now: now - 31) == .issuedInFuture)
+    }
+
+    @Test func refusalsNotCached() {
+        let verifier = Fixture.verifier()
+        #expect(verify(Fixture.es(key: Fixture.strangerKey), verifier: verifier) == .badSignature)
+        #expect(verify(Fixture.es(Fixture.esHeader, Fixture.claims(sub: "1")), verifier: verifier) == .invalidSubject)
+        // Expired when first seen: refused, and not remembered either.
+        #expect(verify(Fixture.es(Fixture.esHeader, Fixture.claims(exp: "1")), verifier: verifier) == .expired)
+        #expect(verify(Fixture.es(Fixture.esHeader, Fixture.claims(#""aud":"x""#)), verifier: Fixture.verifier(audience: "y")) == .audienceMismatch)
+        #expect(verify(Fixture.hs(secret: Fixture.hsSecret2), verifier: verifier) == .badSignature)
+        #expect(verify(Fixture.hs(#"{"alg":"HS256","kid":"es1"}"#), verifier: verifier) == .algorithmMismatch)
+        #expect(verifier.cache?.count == 0)
+    }
+
+    @Test func hs256CachedToo() throws {
+        let verifier = Fixture.verifier()
+        let token = Fixture.hs()
+        let first = try verifier.verify(token, nowSeconds: now).get()
+        #expect(verifier.cache?.count == 1)
+        #expect(try verifier.verify(token, nowSeconds: now).get() == first)
+        #expect(verify(token, verifier: verifier, now: now + 630) == .expired)
+    }
+
+    @Test func perVerifierAfterRotation() throws {
+        let token = Fixture.es()
+        let old = Fixture.verifier()
+        #expect(verify(token, verifier: old) == nil)
+        // es1 retired: a new verifier, with its own empty cache, refuses the token.
+        let point = Array(Fixture.esKey2.publicKey.x963Representation)
+        let jwks = #"{"keys":[{"kty":"EC","crv":"P-256","kid":"es2","x":"\#(Fixture.b64(point[1..<33]))","y":"\#(Fixture.b64(point[33..<65]))"}]}"#
+        let rotated = ConsumerTokenVerifier(keys: try ConsumerTokenKeys(hs256: nil, jwksJSON: Array(jwks.utf8)))
+        #expect(rotated.cache?.count == 0)
+        #expect(verify(token, verifier: rotated) == .unknownKey)
+    }
+
+    @Test func disabled() {
+        let verifier = Fixture.verifier(cacheCapacity: 0)
+        #expect(verifier.cache == nil)
+        #expect(verify(Fixture.es(), verifier: verifier) == nil)
+        #expect(verify(Fixture.es(), verifier: verifier) == nil)
+    }
+
+    @Test func boundHoldsUnderManyDistinctTokens() {
+        let cache = VerifiedTokenCache(capacity: 16_384)
+        var most = 0
+        for index in 0..<100_000 {
+            var bytes = Array("token-".utf8)
+            withUnsafeBytes(of: index) { bytes += $0 }
+            cache.insert(Claims(subject: "c\(index)", expiresAt: 1), for: TokenDigest(bytes))
+            most = max(most, cache.count)
+        }
+        #expect(most <= cache.capacity)
+        #expect(cache.count <= 16_384 && cache.count >= 8_192)
+        // The newest entries are still there; the oldest are gone.
+        var newest = Array("token-".utf8)
+        withUnsafeBytes(of: 99_999) { newest += $0 }
+        #expect(cache.claims(for: TokenDigest(newest))?.subject == "c99999")
+        var oldest = Array("token-".utf8)
+        withUnsafeBytes(of: 0) { oldest += $0 }
+        #expect(cache.claims(for: TokenDigest(oldest)) == nil)
+    }
+
+    @Test func tokensInUseSurviveRotationOfGenerations() {
+        // A capacity of 8: generations of 4. A token used between floods stays cached.
+        let verifier = Fixture.verifier(cacheCapacity: 8)
+        let keep = Fixture.es(Fixture.esHeader, Fixture.claims(sub: #""keep""#))
+        #expect(verify(keep, verifier: verifier) == nil)
+        for index in 0..<50 {
+            let other = Fixture.es(Fixture.esHeader, Fixture.claims(sub: "\"c\(index)\""))
+            #expect(verify(other, verifier: verifier) == nil)
+            #expect(verifier.cache!.count <= 8)
+            if index % 3 == 0 { #expect(verify(keep, verifier: verifier) == nil) }
+        }
+        let digest = TokenDigest(Array(keep.utf8))
+        #expect(verifier.cache?.claims(for: digest)?.subject == "keep")
+    }
+
+    @Test func concurrentUse() async {
+        let verifier = Fixture.verifier(cacheCapacity: 16)
+        let tokens = (0..<8).map { Fixture.es(Fixture.esHeader, Fixture.claims(sub: "\"c\($0)\"")) }
+        let now = self.now
+        let failures = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    var failures = 0
+                    for round in 0..<50 {
+                        let token = tokens[(worker + round) % tokens.count]
+                        if case .failure = verifier.verify(token, nowSeconds: now) { failures += 1 }
+                    }
+                    return failures
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+        #expect(verifier.cache!.count <= 16)
+    }
+}
