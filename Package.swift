@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "GatewayCore",
             dependencies: [
-                "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing",
+                "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing", "ConsumerTokens",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -117,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "Gateway",
             dependencies: [
-                "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient",
+                "GatewayCore", "ReservationCore", "ReservationScripts", "RedisClient", "ConsumerTokens",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
@@ -142,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "RequestFuzzer",
             dependencies: [
-                "GatewayCore", "HTTPServing", "ReservationCore",
+                "GatewayCore", "HTTPServing", "ReservationCore", "ConsumerTokens",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ], path: "Fuzz/RequestFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],
@@ -182,6 +182,7 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "GatewayCore", "ReconcilerCore", "HTTPServing", "ReservationCore", "ReservationScripts", "RedisClient", "TestSupport",
+                "ConsumerTokens",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]),

@@ -28,6 +28,10 @@ SECRETS="your own ADMIN_TOKEN and WEBHOOK_SECRET"
 [ -n "$DEFAULTED" ] && SECRETS="PUBLIC DEVELOPMENT SECRETS:$DEFAULTED; set your own for anything but local use"
 export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
 export WEBHOOK_SECRET=${WEBHOOK_SECRET:-dev-webhook-secret}
+# Consumers: signed tokens when a consumer key is set (CONSUMER_TOKEN_KEYS / CONSUMER_TOKEN_JWKS),
+# else a trusted front end naming them in the body (the local default, said when the gateway starts).
+if [ -z "${CONSUMER_TOKEN_KEYS:-}${CONSUMER_TOKEN_JWKS:-}" ]; then export CONSUMER_AUTH=${CONSUMER_AUTH:-trusted}; fi
+echo "run: consumer identity: ${CONSUMER_AUTH:-token} (CONSUMER_AUTH; token mode needs CONSUMER_TOKEN_KEYS or CONSUMER_TOKEN_JWKS)" >&2
 export GATEWAY_HOST=${GATEWAY_HOST:-127.0.0.1}
 export GATEWAY_PORT=${GATEWAY_PORT:-8080}
 # With appendfsync always every Redis batch costs an fsync: let batches wait a little to grow.

@@ -6,6 +6,7 @@
 //
 // Built by scripts/fuzz.sh with RESERVATION_FUZZ_BUILD=1 (libFuzzer supplies `main`); in an ordinary
 // build Replay.swift adds one: `RequestFuzzer <file>...` runs each file through the same checks.
+import ConsumerTokens
 import GatewayCore
 import HTTPServing
 import NIOCore
@@ -14,6 +15,12 @@ import ReservationCore
 import ReservationScripts
 
 let decoder = RequestDecoder(adminToken: "fuzz-admin", webhookSecret: "fuzz-secret", defaultHoldSeconds: 600)
+/// The same in token mode (one HS256 key): every consumer request first needs a valid token.
+let tokenDecoder = RequestDecoder(
+    adminToken: "fuzz-admin", webhookSecret: "fuzz-secret", defaultHoldSeconds: 600,
+    consumers: .token(
+        ConsumerTokenVerifier(
+            keys: try! ConsumerTokenKeys(hs256: "fuzz:" + String(repeating: "A", count: 43), jwksJSON: nil), cacheCapacity: 0)))
 
 /// Input layout: line 1 is "METHOD target", then header lines until an empty line, then the body.
 /// Anything goes: missing parts are simply absent.
@@ -55,7 +62,9 @@ func request(from bytes: [UInt8]) -> HTTPRequest {
 
 func check(_ bytes: [UInt8]) {
     let request = request(from: bytes)
-    for now: Int64 in [0, 1_795_000_000, .max, .min] {
+    for (decoder, now): (RequestDecoder, Int64) in [
+        (decoder, 0), (decoder, 1_795_000_000), (decoder, .max), (decoder, .min), (tokenDecoder, 1_795_000_000),
+    ] {
         let (_, result) = decoder.decode(request, now: now)
         guard case .success(let command) = result else { continue }
         // What the decoder lets through must satisfy the API's own rules.
@@ -75,7 +84,7 @@ func check(_ bytes: [UInt8]) {
             precondition(Identifier.isValid(reserve.basketId) && Identifier.isValid(reserve.consumerId))
             precondition((1...RequestDecoder.maxUnits).contains(reserve.quantity))
             if let key = reserve.idempotencyKey { precondition(Identifier.isValidKey(key)) }
-        case .getBasket(let id), .getReservation(let id), .cancelReservation(let id):
+        case .getBasket(let id), .getReservation(let id, _), .cancelReservation(let id, _):
             precondition(Identifier.isValid(id))
         case .payment(let event):
             precondition(Identifier.isValid(event.reservationId) && Identifier.isValidKey(event.eventId) && event.amountCents >= 0)

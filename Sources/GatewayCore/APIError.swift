@@ -25,6 +25,10 @@ public enum APIError: Error, Equatable, Sendable {
     case requestHeaderTooLarge
     case internalError
     /// The sale opens at `opensAtMilliseconds` (Redis time), `retryAfterSeconds` from now.
+    /// A consumer token is missing, malformed, forged or expired (token mode).
+    case invalidToken
+    /// The body names another consumer than the token.
+    case consumerMismatch
     case saleNotOpen(opensAtMilliseconds: Int64, retryAfterSeconds: Int)
     case salePaused
     case saleClosed
@@ -32,7 +36,8 @@ public enum APIError: Error, Equatable, Sendable {
     public var status: HTTPResponseStatus {
         switch self {
         case .invalidRequest: return .badRequest
-        case .unauthorized, .invalidSignature: return .unauthorized
+        case .unauthorized, .invalidSignature, .invalidToken: return .unauthorized
+        case .consumerMismatch: return .forbidden
         case .basketNotFound, .reservationNotFound, .notFound: return .notFound
         case .basketExists, .insufficientStock, .capacityExceeded, .soldOut, .limitExceeded, .reservationExpired, .saleNotOpen, .salePaused,
             .saleClosed:
@@ -68,6 +73,8 @@ public enum APIError: Error, Equatable, Sendable {
         case .methodNotAllowed: return "method_not_allowed"
         case .requestHeaderTooLarge: return "request_header_too_large"
         case .internalError: return "internal_error"
+        case .invalidToken: return "invalid_token"
+        case .consumerMismatch: return "consumer_mismatch"
         case .saleNotOpen: return "sale_not_open"
         case .salePaused: return "sale_paused"
         case .saleClosed: return "sale_closed"
@@ -95,6 +102,8 @@ public enum APIError: Error, Equatable, Sendable {
         case .methodNotAllowed(let allowed): return "this endpoint takes \(allowed)"
         case .requestHeaderTooLarge: return "the request line and headers are larger than the gateway accepts"
         case .internalError: return "internal error"
+        case .invalidToken: return "a valid consumer token (Authorization: Bearer) is required"
+        case .consumerMismatch: return "the body names another consumer than the token"
         case .saleNotOpen: return "the sale has not opened yet"
         case .salePaused: return "the sale is paused; retry later"
         case .saleClosed: return "the sale is closed"

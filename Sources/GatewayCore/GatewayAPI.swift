@@ -37,6 +37,7 @@ extension HTTPResponse {
         case .rateLimited(let seconds), .saleNotOpen(_, let seconds): response.extraHeaders.append(("Retry-After", String(seconds)))
         case .unavailable: response.extraHeaders.append(("Retry-After", "1"))
         case .methodNotAllowed(let allowed): response.extraHeaders.append(("Allow", allowed))
+        case .invalidToken: response.extraHeaders.append(("WWW-Authenticate", "Bearer"))
         case .payloadTooLarge, .requestHeaderTooLarge: response.closeConnection = true
         default: break
         }
@@ -69,7 +70,7 @@ public final class GatewayAPI: HTTPResponder {
 
     public init(
         service: ReservationService, metrics: GatewayMetrics, registry: PrometheusCollectorRegistry?,
-        configuration: GatewayConfiguration, logger: Logger
+        configuration: GatewayConfiguration, consumers: RequestDecoder.ConsumerAuthentication = .trusted, logger: Logger
     ) {
         self.service = service
         self.metrics = metrics
@@ -77,7 +78,7 @@ public final class GatewayAPI: HTTPResponder {
         self.configuration = configuration
         self.decoder = RequestDecoder(
             adminToken: configuration.adminToken ?? "", webhookSecret: configuration.webhookSecret ?? "",
-            defaultHoldSeconds: configuration.holdSeconds)
+            defaultHoldSeconds: configuration.holdSeconds, consumers: consumers)
         self.logger = logger
     }
 
@@ -148,10 +149,10 @@ public final class GatewayAPI: HTTPResponder {
             return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .reserve(let request):
             return service.reserve(request, on: eventLoop).map { self.reserveAnswer($0, request) }
-        case .getReservation(let reservationId):
-            return service.reservation(reservationId, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
-        case .cancelReservation(let reservationId):
-            return service.cancel(reservationId, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
+        case .getReservation(let reservationId, let requester):
+            return service.reservation(reservationId, for: requester, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
+        case .cancelReservation(let reservationId, let requester):
+            return service.cancel(reservationId, for: requester, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
         case .payment(let event):
             return payment(event, on: eventLoop)
         }

@@ -1,3 +1,5 @@
+public import ConsumerTokens
+import Foundation
 public import NIOCore
 public import ReservationCore
 
@@ -57,6 +59,23 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var idempotencyRefusalSeconds: Int = Retention.idempotencyRefusalSeconds
     /// `--dev`: allow starting without secrets, using fixed, publicly known development ones.
     public var developmentMode: Bool = false
+    /// `CONSUMER_AUTH`: `token` (consumers identified by a signed token) or `trusted` (a trusted
+    /// front end names the consumer in the body). Default: `token` when a consumer key is set;
+    /// with none, the gateway refuses to start unless `trusted` or `--dev` (then `trusted`).
+    public var consumerAuth: ConsumerAuthMode?
+    /// `CONSUMER_TOKEN_KEYS`: comma-separated `kid:secret` HS256 keys (secret base64url, at least
+    /// 32 bytes). No default.
+    public var consumerTokenKeys: String?
+    /// `CONSUMER_TOKEN_JWKS`: path of a JWKS file of P-256 public keys for ES256 tokens. No default.
+    public var consumerTokenJWKSPath: String?
+    /// `CONSUMER_TOKEN_AUDIENCE`: when set, a token's `aud` must be or contain it. No default.
+    public var consumerTokenAudience: String?
+
+    /// How consumers are identified.
+    public enum ConsumerAuthMode: String, Sendable, Equatable {
+        case token
+        case trusted
+    }
 
     public static let developmentAdminToken = "dev-admin-token"
     public static let developmentWebhookSecret = "dev-webhook-secret"
@@ -85,6 +104,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("REDIS_SHED_AFTER_MS", 10...3_600_000) { redisShedAfterMilliseconds = value }
         if let value = try environment.int("REDIS_COMMAND_TIMEOUT_MS", 10...3_600_000) { redisCommandTimeoutMilliseconds = value }
         if let value = try environment.int("REDIS_BATCH_DELAY_US", 0...100_000) { redisBatchDelayMicroseconds = value }
+        if let mode = environment.text("CONSUMER_AUTH") {
+            guard let parsed = ConsumerAuthMode(rawValue: mode) else {
+                throw ConfigurationProblem.invalid(variable: "CONSUMER_AUTH", reason: "expected token or trusted")
+            }
+            consumerAuth = parsed
+        }
+        consumerTokenKeys = environment.text("CONSUMER_TOKEN_KEYS")
+        consumerTokenJWKSPath = environment.text("CONSUMER_TOKEN_JWKS")
+        consumerTokenAudience = environment.text("CONSUMER_TOKEN_AUDIENCE")
         if let value = try environment.int("IDEMPOTENCY_REFUSAL_SECONDS", 1...Retention.idempotencySeconds) {
             idempotencyRefusalSeconds = value
         }
@@ -107,5 +135,44 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
         guard adminToken != nil else { throw ConfigurationProblem.missing(variable: "ADMIN_TOKEN") }
         guard webhookSecret != nil else { throw ConfigurationProblem.missing(variable: "WEBHOOK_SECRET") }
+        // Secure by default: consumers are identified by tokens unless told otherwise.
+        let hasKey = consumerTokenKeys != nil || consumerTokenJWKSPath != nil
+        switch consumerAuth {
+        case .token? where !hasKey:
+            throw ConfigurationProblem.invalid(variable: "CONSUMER_AUTH", reason: "token needs CONSUMER_TOKEN_KEYS or CONSUMER_TOKEN_JWKS")
+        case nil where hasKey: consumerAuth = .token
+        case nil where developmentMode: consumerAuth = .trusted
+        case nil:
+            throw ConfigurationProblem.invalid(
+                variable: "CONSUMER_AUTH",
+                reason: "no consumer key is set: set CONSUMER_TOKEN_KEYS or CONSUMER_TOKEN_JWKS (token mode), or CONSUMER_AUTH=trusted")
+        default: break
+        }
+    }
+}
+
+extension GatewayConfiguration {
+    /// The consumer identification this configuration asks for, with its keys read and checked
+    /// (the JWKS file is read here, once): a bad key or file fails the start, naming the variable
+    /// and the entry, never a secret.
+    public func consumerAuthentication() throws -> RequestDecoder.ConsumerAuthentication {
+        guard consumerAuth == .token else { return .trusted }
+        var jwks: [UInt8]?
+        if let path = consumerTokenJWKSPath {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ConfigurationProblem.invalid(variable: "CONSUMER_TOKEN_JWKS", reason: "cannot read \(path)")
+            }
+            jwks = Array(data)
+        }
+        let keys: ConsumerTokenKeys
+        do {
+            keys = try ConsumerTokenKeys(hs256: consumerTokenKeys, jwksJSON: jwks)
+        } catch {
+            throw ConfigurationProblem.invalid(variable: error.source.rawValue, reason: error.description)
+        }
+        guard !keys.isEmpty else {
+            throw ConfigurationProblem.invalid(variable: "CONSUMER_AUTH", reason: "token needs at least one consumer key")
+        }
+        return .token(ConsumerTokenVerifier(keys: keys, audience: consumerTokenAudience))
     }
 }

@@ -26,7 +26,8 @@ public struct Gateway: Sendable {
     public static func assemble(
         configuration: GatewayConfiguration, redis redisConfiguration: RedisConfiguration, group: any EventLoopGroup,
         registry: PrometheusCollectorRegistry, logger: Logger, loadScripts: Bool = true
-    ) async -> Gateway {
+    ) async throws -> Gateway {
+        let consumers = try configuration.consumerAuthentication()
         let redis = RedisClient(configuration: redisConfiguration, eventLoopGroup: group)
         if loadScripts {
             do {
@@ -37,7 +38,8 @@ public struct Gateway: Sendable {
         }
         let metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
         let service = ReservationService(redis: redis, configuration: configuration, metrics: metrics)
-        let api = GatewayAPI(service: service, metrics: metrics, registry: registry, configuration: configuration, logger: logger)
+        let api = GatewayAPI(
+            service: service, metrics: metrics, registry: registry, configuration: configuration, consumers: consumers, logger: logger)
         let expiry = HoldExpiryService(service: service, interval: .milliseconds(configuration.expiryIntervalMilliseconds), logger: logger)
         return Gateway(
             configuration: configuration, redis: redis, service: service, api: api, metrics: metrics, holdExpiry: expiry, logger: logger)

@@ -1,3 +1,4 @@
+public import ConsumerTokens
 public import HTTPServing
 import NIOCore
 import NIOHTTP1
@@ -16,8 +17,8 @@ public struct RequestDecoder: Sendable {
         case updateBasket(basketId: String, change: UpdateBasketCall.Change)
         case adjustStock(basketId: String, delta: Int)
         case reserve(ReservationService.ReserveRequest)
-        case getReservation(reservationId: String)
-        case cancelReservation(reservationId: String)
+        case getReservation(reservationId: String, requester: ReservationService.Requester)
+        case cancelReservation(reservationId: String, requester: ReservationService.Requester)
         case payment(PaymentCall.Event)
     }
 
@@ -25,14 +26,26 @@ public struct RequestDecoder: Sendable {
     public static let maxUnits = ReservationService.maxCapacity
     static let paymentTypes: Set<String> = ["payment.succeeded", "payment.failed"]
 
+    /// How consumers are identified (`CONSUMER_AUTH`).
+    public enum ConsumerAuthentication: Sendable {
+        /// A trusted front end names the consumer in the body; a reservation's id is what lets
+        /// its holder read and cancel it.
+        case trusted
+        /// A signed consumer token (`Authorization: Bearer`) names the consumer; a reservation is
+        /// read and cancelled only with its consumer's token, or the admin token.
+        case token(ConsumerTokenVerifier)
+    }
+
     private let adminAuthorization: [UInt8]
     private let verifier: WebhookVerifier
     private let defaultHoldSeconds: Int
+    private let consumers: ConsumerAuthentication
 
-    public init(adminToken: String, webhookSecret: String, defaultHoldSeconds: Int) {
+    public init(adminToken: String, webhookSecret: String, defaultHoldSeconds: Int, consumers: ConsumerAuthentication = .trusted) {
         self.adminAuthorization = Array(("Bearer " + adminToken).utf8)
         self.verifier = WebhookVerifier(secret: webhookSecret)
         self.defaultHoldSeconds = defaultHoldSeconds
+        self.consumers = consumers
     }
 
     /// The endpoint (nil if the route is unknown) and the command or the error to answer.
@@ -99,9 +112,18 @@ public struct RequestDecoder: Sendable {
             return .adjustStock(basketId: basketId, delta: delta)
         case .reserve(let basketId):
             try requireId(basketId, "basketId")
+            // Who asks comes first: a request without a valid token is refused before its body is read.
+            let tokenConsumer = try tokenConsumer(request, now: now)
             let body = try jsonObject(request)
-            let consumerId = try string(body, "consumerId")
-            try requireId(consumerId, "consumerId")
+            let consumerId: String
+            if let tokenConsumer {
+                // The consumer is the token's `sub`; a body naming another is refused.
+                if let named = body["consumerId"], named.stringValue != tokenConsumer { throw APIError.consumerMismatch }
+                consumerId = tokenConsumer
+            } else {
+                consumerId = try string(body, "consumerId")
+                try requireId(consumerId, "consumerId")
+            }
             let quantity = try integer(body, "quantity", default: 1, in: 1...Self.maxUnits)
             let key = request.headers.first(name: "idempotency-key")
             if let key, !Identifier.isValidKey(key) {
@@ -111,11 +133,13 @@ public struct RequestDecoder: Sendable {
                 ReservationService.ReserveRequest(
                     basketId: basketId, asked: ReservationRequest(consumerId: consumerId, quantity: quantity), idempotencyKey: key))
         case .getReservation(let reservationId):
+            let requester = try requester(request, now: now)
             try requireId(reservationId, "reservationId")
-            return .getReservation(reservationId: reservationId)
+            return .getReservation(reservationId: reservationId, requester: requester)
         case .cancelReservation(let reservationId):
+            let requester = try requester(request, now: now)
             try requireId(reservationId, "reservationId")
-            return .cancelReservation(reservationId: reservationId)
+            return .cancelReservation(reservationId: reservationId, requester: requester)
         case .webhook:
             return .payment(try payment(request, now: now))
         }
@@ -151,6 +175,29 @@ public struct RequestDecoder: Sendable {
     }
 
     // MARK: pieces
+
+    /// In token mode, the consumer the request's token names (401 `invalid_token` without a valid
+    /// one); nil in trusted mode.
+    private func tokenConsumer(_ request: HTTPRequest, now: Int64) throws -> String? {
+        guard case .token(let tokens) = consumers else { return nil }
+        guard let token = ConsumerTokenVerifier.bearer(request.headers.first(name: "authorization")) else {
+            throw APIError.invalidToken
+        }
+        switch tokens.verify(token, nowSeconds: now) {
+        case .success(let consumer): return consumer.consumerId
+        case .failure: throw APIError.invalidToken
+        }
+    }
+
+    /// Who reads or cancels a reservation: in token mode the admin (its bearer token) or the
+    /// token's consumer; in trusted mode whoever holds the id.
+    private func requester(_ request: HTTPRequest, now: Int64) throws -> ReservationService.Requester {
+        guard case .token = consumers else { return .holderOfTheId }
+        if let header = request.headers.first(name: "authorization"), constantTimeEquals(Array(header.utf8), adminAuthorization) {
+            return .admin
+        }
+        return .consumer(try tokenConsumer(request, now: now) ?? "")
+    }
 
     private func requireAdmin(_ request: HTTPRequest) throws {
         guard let header = request.headers.first(name: "authorization"),

@@ -233,22 +233,42 @@ public final class ReservationService: Sendable {
         return promise.futureResult
     }
 
-    public func reservation(_ reservationId: String, on eventLoop: any EventLoop) -> EventLoopFuture<ReservationRecord> {
+    /// Who asks for a reservation: anyone holding its id (`trusted` mode), its own consumer, or the admin.
+    public enum Requester: Sendable, Equatable {
+        case holderOfTheId
+        case consumer(String)
+        case admin
+
+        /// Whether it may see `record`; anyone else is answered as if it did not exist.
+        func owns(_ record: ReservationRecord) -> Bool {
+            switch self {
+            case .holderOfTheId, .admin: return true
+            case .consumer(let consumerId): return consumerId == record.consumerId
+            }
+        }
+    }
+
+    public func reservation(
+        _ reservationId: String, for requester: Requester = .holderOfTheId, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
             return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
         return run(ReadReservationCall(reservationId: reservationId, partition: partition), on: eventLoop) { record in
-            guard let record else { throw ReservationError.reservationNotFound }
+            // Another consumer's reservation is not found: the same answer as an unknown id.
+            guard let record, requester.owns(record) else { throw ReservationError.reservationNotFound }
             return record
         }
     }
 
-    /// Reads the reservation (its basket and consumer name the keys), then cancels it.
-    public func cancel(_ reservationId: String, on eventLoop: any EventLoop) -> EventLoopFuture<ReservationRecord> {
+    /// Reads the reservation (its basket and consumer name the keys, and say whose it is), then cancels it.
+    public func cancel(
+        _ reservationId: String, for requester: Requester = .holderOfTheId, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<ReservationRecord> {
         guard let partition = ReservationIdGenerator.partition(of: reservationId) else {
             return eventLoop.makeFailedFuture(ReservationError.reservationNotFound)
         }
-        return reservation(reservationId, on: eventLoop).flatMap { record in
+        return reservation(reservationId, for: requester, on: eventLoop).flatMap { record in
             let target = ReleaseTarget(reservationId: reservationId, basketId: record.basketId, consumerId: record.consumerId)
             return self.run(CancelReservationCall(target, partition: partition), on: eventLoop) { outcome in
                 switch outcome {

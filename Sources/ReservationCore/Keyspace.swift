@@ -23,8 +23,10 @@ public enum Keyspace {
     /// Units each consumer holds on a basket: one hash per basket (consumer id -> units), so a
     /// repair rewrites it whole instead of searching for per-consumer keys.
     public static func consumerUnits(basketId: String, partition: Int) -> String { prefix(partition) + ":u:" + basketId }
-    public static func idempotency(basketId: String, key: String, partition: Int) -> String {
-        prefix(partition) + ":i:" + basketId + "/" + key
+    /// An Idempotency-Key's record belongs to one consumer on one basket (ids hold no `/`, so the
+    /// parts cannot run into each other; the key, last, may hold anything).
+    public static func idempotency(basketId: String, consumerId: String, key: String, partition: Int) -> String {
+        prefix(partition) + ":i:" + basketId + "/" + consumerId + "/" + key
     }
     public static func rateLimit(consumerId: String, partition: Int) -> String { prefix(partition) + ":rl:" + consumerId }
     public static func holds(_ partition: Int) -> String { perPartition(holdsKeys, partition, ":holds") }

@@ -60,7 +60,7 @@ public struct ReserveCall: ScriptCall {
         var idempotencyRecord = basketKey
         if let idempotencyKey {
             fingerprint = request.fingerprint
-            idempotencyRecord = Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)
+            idempotencyRecord = Keyspace.idempotency(basketId: basketId, consumerId: consumerId, key: idempotencyKey, partition: partition)
         }
         keys = [
             basketKey,
@@ -137,7 +137,7 @@ public struct RefuseSoldOutCall: ScriptCall {
 
     public init(basketId: String, request: ReservationRequest, idempotencyKey: String, refusalSeconds: Int) {
         let partition = Keyspace.partition(ofBasket: basketId)
-        keys = [Keyspace.idempotency(basketId: basketId, key: idempotencyKey, partition: partition)]
+        keys = [Keyspace.idempotency(basketId: basketId, consumerId: request.consumerId, key: idempotencyKey, partition: partition)]
         arguments = [.string(request.fingerprint), .int(refusalSeconds)]
     }
 

@@ -210,8 +210,10 @@ struct ConcurrencyTests {
             let reused = try await gateway.reserve(basketId, consumer: "c1", quantity: 2, idempotencyKey: key)
             #expect(reused.status == 422)
             #expect(reused.errorCode == "idempotency_key_reused")
+            // The key belongs to its consumer: another consumer's same key is another request.
             let other = try await gateway.reserve(basketId, consumer: "c2", idempotencyKey: key)
-            #expect(other.status == 422)
+            #expect(other.status == 201)
+            #expect(other.json?["reservationId"] != responses.first?.json?["reservationId"], "never the first consumer's reservation")
         }
         await gateway.stop()
     }

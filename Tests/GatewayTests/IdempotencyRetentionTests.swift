@@ -12,8 +12,8 @@ import Testing
 /// `IDEMPOTENCY_REFUSAL_SECONDS`, and bots that put a fresh key on every attempt cannot fill Redis.
 @Suite("Idempotency-Key retention")
 struct IdempotencyRetentionTests {
-    static func idempotencyRecord(_ basketId: String, _ key: String) -> String {
-        Keyspace.idempotency(basketId: basketId, key: key, partition: Keyspace.partition(ofBasket: basketId))
+    static func idempotencyRecord(_ basketId: String, _ consumerId: String, _ key: String) -> String {
+        Keyspace.idempotency(basketId: basketId, consumerId: consumerId, key: key, partition: Keyspace.partition(ofBasket: basketId))
     }
 
     @Test("a refusal stored under a key is replayed for IDEMPOTENCY_REFUSAL_SECONDS, then gone; a grant is kept for 24 h")
@@ -29,8 +29,8 @@ struct IdempotencyRetentionTests {
         #expect(grant.status == 201)
         let refusal = try await gateway.reserve(basketId, consumer: "c2", idempotencyKey: "k-refused")
         #expect(refusal.errorCode == "sold_out")
-        let refusedRecord = Self.idempotencyRecord(basketId, "k-refused")
-        let grantTTL = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "k-grant"))).int ?? -2
+        let refusedRecord = Self.idempotencyRecord(basketId, "c2", "k-refused")
+        let grantTTL = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "c1", "k-grant"))).int ?? -2
         let refusalTTL = try await gateway.redis.send("TTL", .string(refusedRecord)).int ?? -2
         #expect(grantTTL > 86_000, "a grant is kept a day: \(grantTTL)")
         #expect(refusalTTL > 0 && refusalTTL <= 30, "a refusal only for the refusal window: \(refusalTTL)")
@@ -75,7 +75,7 @@ struct IdempotencyRetentionTests {
         #expect(replay.json?["reservationId"]?.stringValue == grant.json?["reservationId"]?.stringValue)
         #expect(try await gateway.reserve(basketId, consumer: "c1", quantity: 2, idempotencyKey: "mine").errorCode == "idempotency_key_reused")
         #expect(try await gateway.reserve(basketId, consumer: "c3", idempotencyKey: "fresh").errorCode == "sold_out")
-        let ttl = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "fresh"))).int ?? -2
+        let ttl = try await gateway.redis.send("TTL", .string(Self.idempotencyRecord(basketId, "c3", "fresh"))).int ?? -2
         #expect(ttl > 0 && ttl <= gateway.configuration.idempotencyRefusalSeconds, "stored for the refusal window: \(ttl)")
         #expect(try await Self.commandCalls(gateway.redis, "hincrby") == counted, "no reservation was attempted (no consumer count)")
         // A unit comes back (the memory ends): the stored refusal is still the answer to its key,
@@ -143,7 +143,8 @@ struct IdempotencyRetentionTests {
         #expect(statuses == [409: perConnection * connections], "\(statuses)")
         // Each refusal is kept for the refusal window only: what Redis holds is the window's
         // worth of attempts, and once it has passed, nothing.
-        let prefix = Self.idempotencyRecord(basketId, "")
+        // every consumer's records on this basket
+        let prefix = String(Self.idempotencyRecord(basketId, "", "").dropLast())
         func records() async throws -> [String] {
             var cursor = "0"
             var found: [String] = []

@@ -31,7 +31,7 @@ struct LostBasketTests {
         #expect(adjust.status == 503)
         let create = try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: Array(#"{"stock":1}"#.utf8))
         #expect(create.status == 503, "no new basket takes a lost one's place")
-        let record = Keyspace.idempotency(basketId: basketId, key: "during-loss", partition: partition)
+        let record = Keyspace.idempotency(basketId: basketId, consumerId: "c1", key: "during-loss", partition: partition)
         #expect(try await gateway.redis.send("EXISTS", .string(record)).int == 0, "the 503 is not stored under the key")
         // An unknown basket that was never lost is still 404.
         #expect(try await gateway.reserve(TestEnvironment.uniqueId("never"), consumer: "c").status == 404)

@@ -255,12 +255,12 @@ extension ScriptOutcomeTests {
     @Test("an idempotency record written before answers were arrays replays as the same answer")
     func legacyIdempotencyRecords() async throws {
         let (basketId, partition) = try await newBasket(stock: 3, max: 3)
-        let record = Keyspace.idempotency(basketId: basketId, key: "old", partition: partition)
+        let record = Keyspace.idempotency(basketId: basketId, consumerId: "alice", key: "old", partition: partition)
         _ = try await redis.send("HSET", .string(record), "fp", "alice\n1", "answer", "granted|03-legacy|1700000000000|2")
         #expect(
             try await reserve(basketId, "alice", key: "old")
                 == .granted(reservationId: "03-legacy", expiresAtMilliseconds: 1_700_000_000_000, remaining: 2))
-        let refused = Keyspace.idempotency(basketId: basketId, key: "old-refusal", partition: partition)
+        let refused = Keyspace.idempotency(basketId: basketId, consumerId: "bob", key: "old-refusal", partition: partition)
         _ = try await redis.send("HSET", .string(refused), "fp", "bob\n1", "answer", "sold_out")
         #expect(try await reserve(basketId, "bob", key: "old-refusal") == .soldOutReplayed)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 3, "replays reserve nothing")

@@ -69,7 +69,7 @@ struct UnitTests {
         let keys = [
             Keyspace.basket(basket, partition: partition), Keyspace.stream(partition), Keyspace.holds(partition),
             Keyspace.consumerUnits(basketId: basket, partition: partition),
-            Keyspace.idempotency(basketId: basket, key: "k", partition: partition),
+            Keyspace.idempotency(basketId: basket, consumerId: "c", key: "k", partition: partition),
         ]
         let tags = Set(keys.map { key in key[key.index(after: key.firstIndex(of: "{")!)..<key.firstIndex(of: "}")!] })
         #expect(tags.count == 1)
@@ -373,5 +373,36 @@ struct UnitTests {
         #expect(cache.check("b", quantity: 1, now: start + 4_000_000) == .soldOut)
         #expect(cache.check("b", quantity: 1, now: start + 5_000_000) == .ask, "closed: the script answers sale_closed")
         #expect(cache.check("b", quantity: 1, now: start + 6_000_000) == .ask)
+    }
+
+    @Test("consumer identity is secure by default: no key refuses to start unless CONSUMER_AUTH=trusted or --dev; a key means token mode")
+    func consumerAuthDefaults() throws {
+        let secrets = ["ADMIN_TOKEN": "a", "WEBHOOK_SECRET": "w"]
+        var none = try GatewayConfiguration(environment: secrets)
+        #expect(throws: ConfigurationProblem.self) { try none.resolveSecrets() }
+        var trusted = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_AUTH": "trusted"]) { $1 })
+        try trusted.resolveSecrets()
+        #expect(trusted.consumerAuth == .trusted)
+        var dev = GatewayConfiguration()
+        dev.developmentMode = true
+        try dev.resolveSecrets()
+        #expect(dev.consumerAuth == .trusted)
+        let key = "k1:" + String(repeating: "A", count: 43)
+        var keyed = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_TOKEN_KEYS": key]) { $1 })
+        try keyed.resolveSecrets()
+        #expect(keyed.consumerAuth == .token)
+        guard case .token = try keyed.consumerAuthentication() else {
+            Issue.record("token mode")
+            return
+        }
+        var tokenWithout = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_AUTH": "token"]) { $1 })
+        #expect(throws: ConfigurationProblem.self) { try tokenWithout.resolveSecrets() }
+        #expect(throws: ConfigurationProblem.self) { try GatewayConfiguration(environment: ["CONSUMER_AUTH": "maybe"]) }
+        var shortKey = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_TOKEN_KEYS": "k1:AAAA"]) { $1 })
+        try shortKey.resolveSecrets()
+        #expect(throws: ConfigurationProblem.self) { try shortKey.consumerAuthentication() }
+        var missingFile = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_TOKEN_JWKS": "/nonexistent/jwks.json"]) { $1 })
+        try missingFile.resolveSecrets()
+        #expect(throws: ConfigurationProblem.self) { try missingFile.consumerAuthentication() }
     }
 }

@@ -50,7 +50,7 @@ public final class GatewayHarness: Sendable {
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .critical
         // The gateway the binary runs (Gateway.assemble), on a free port, with its own expiry service.
-        let gateway = await Gateway.assemble(
+        let gateway = try await Gateway.assemble(
             configuration: configuration, redis: redisConfiguration, group: TestEnvironment.eventLoopGroup,
             registry: PrometheusCollectorRegistry(), logger: logger, loadScripts: false)
         if loadScripts { try await gateway.redis.load(ReservationScripts.all) }
