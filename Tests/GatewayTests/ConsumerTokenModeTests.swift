@@ -119,3 +119,50 @@ struct ConsumerTokenModeTests {
         await gateway.stop()
     }
 }
+
+extension ConsumerTokenModeTests {
+    @Test("10 concurrent reservations with 10 different valid tokens on stock 3: exactly 3 granted, each to its token's consumer")
+    func tenTokensOnThree() async throws {
+        let gateway = try await Self.start()
+        for _ in 0..<5 {
+            let basketId = TestEnvironment.uniqueId("ten")
+            try await gateway.createBasket(basketId, stock: 3)
+            let answers = try await withThrowingTaskGroup(of: (String, TestHTTPResponse).self) { group in
+                for index in 0..<10 {
+                    let consumer = "consumer-\(index)"
+                    let token = try Self.token(consumer)
+                    group.addTask { (consumer, try await Self.reserve(gateway, basketId, token: token)) }
+                }
+                return try await group.reduce(into: [(String, TestHTTPResponse)]()) { $0.append($1) }
+            }
+            let granted = answers.filter { $0.1.status == 201 }
+            #expect(granted.count == 3)
+            #expect(granted.allSatisfy { $0.1.json?["consumerId"]?.stringValue == $0.0 })
+            #expect(answers.filter { $0.1.status != 201 }.allSatisfy { $0.1.errorCode == "sold_out" })
+            #expect(try await gateway.basket(basketId)["stock"]?.int == 0)
+        }
+        await gateway.stop()
+    }
+
+    @Test("a consumer's limit holds against the same consumer's token on two gateways at once")
+    func limitAcrossGateways() async throws {
+        let first = try await Self.start()
+        let second = try await Self.start()
+        for _ in 0..<5 {
+            let basketId = TestEnvironment.uniqueId("lim")
+            try await first.createBasket(basketId, stock: 10, maxPerConsumer: 2)
+            let token = try Self.token("eager")
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<12 {
+                    let gateway = index % 2 == 0 ? first : second
+                    group.addTask { Int(try await Self.reserve(gateway, basketId, token: token).status) }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 201 }.count == 2, "\(statuses)")
+            #expect(statuses.filter { $0 == 409 }.count == 10)
+        }
+        await first.stop()
+        await second.stop()
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import GatewayCore
 import NIOHTTP1
 import ReservationCore
+import Synchronization
 import TestSupport
 import Testing
 
@@ -117,4 +118,87 @@ struct SaleWindowTests {
         #expect(hold.json?["holdSeconds"]?.int == 30 && hold.json?["maxPerConsumer"]?.int == 2)
         await gateway.stop()
     }
+}
+
+extension SaleWindowTests {
+    /// Redis time of a grant: its expiry minus the basket's hold.
+    static func grantedAt(_ response: TestHTTPResponse, holdSeconds: Int64) -> Int64? {
+        guard let text = response.json?["expiresAt"]?.stringValue, let expires = RFC3339.parse(text) else { return nil }
+        return expires - holdSeconds * 1000
+    }
+
+    @Test("a sale scheduled ahead opens for every gateway at opensAt by Redis's clock: no grant before it, each gateway grants after it")
+    func opensForEveryGateway() async throws {
+        let gateways = [try await GatewayHarness.start(), try await GatewayHarness.start(), try await GatewayHarness.start()]
+        let basketId = TestEnvironment.uniqueId("open")
+        let opensAt = Self.now + 2_000
+        #expect(
+            try await Self.create(gateways[0], basketId, stock: 1_000, ["opensAt": .string(Self.iso(opensAt)), "holdSeconds": 600]).status == 201)
+        // Each gateway asks until it is granted (polling generously: a loaded machine may take long).
+        let firsts = try await withThrowingTaskGroup(of: (Int, Int64?, Int).self) { group in
+            for (index, gateway) in gateways.enumerated() {
+                group.addTask {
+                    var attempt = 0
+                    let deadline = ContinuousClock.now + .seconds(120)
+                    while ContinuousClock.now < deadline {
+                        attempt += 1
+                        let answer = try await gateway.reserve(basketId, consumer: "g\(index)-\(attempt)")
+                        if answer.status == 201 { return (index, Self.grantedAt(answer, holdSeconds: 600), attempt) }
+                        #expect(answer.errorCode == "sale_not_open", "\(answer.text)")
+                        try await Task.sleep(for: .milliseconds(2))
+                    }
+                    return (index, nil, attempt)
+                }
+            }
+            return try await group.reduce(into: [(Int, Int64?, Int)]()) { $0.append($1) }
+        }
+        for (index, grantedAt, _) in firsts {
+            let at = try #require(grantedAt, "gateway \(index) was granted")
+            #expect(at >= opensAt, "gateway \(index) granted \(opensAt - at) ms before opensAt")
+        }
+        let times = firsts.compactMap(\.1)
+        print("sale open: first grant per gateway \(times.map { $0 - opensAt }) ms after opensAt (Redis time)")
+        for gateway in gateways { await gateway.stop() }
+    }
+
+    @Test("pausing under load: no request sent after the PATCH's answer is granted")
+    func pauseUnderLoad() async throws {
+        let gateways = [try await GatewayHarness.start(), try await GatewayHarness.start()]
+        let basketId = TestEnvironment.uniqueId("load")
+        #expect(try await Self.create(gateways[0], basketId, stock: 1_000_000).status == 201)
+        let answered = PauseAnswered()
+        let late = try await withThrowingTaskGroup(of: [String].self) { group in
+            for client in 0..<8 {
+                group.addTask {
+                    var violations: [String] = []
+                    var index = 0
+                    while true {
+                        let sent = ContinuousClock.now
+                        let pausedAt = answered.instant.withLock { $0 }
+                        if let pausedAt, sent > pausedAt + .milliseconds(500) { break }
+                        index += 1
+                        let answer = try await gateways[client % 2].reserve(basketId, consumer: "load-\(client)-\(index)")
+                        if let pausedAt, sent > pausedAt, answer.status == 201 { violations.append(answer.text) }
+                        if let pausedAt, sent > pausedAt { #expect(answer.errorCode == "sale_paused", "\(answer.text)") }
+                    }
+                    return violations
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(300))
+                let paused = try await Self.patch(gateways[1], basketId, ["paused": .bool(true)])
+                #expect(paused.status == 200)
+                answered.instant.withLock { $0 = ContinuousClock.now }
+                return []
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(late.isEmpty, "granted after the pause was answered: \(late.prefix(3))")
+        for gateway in gateways { await gateway.stop() }
+    }
+}
+
+/// When the PATCH that paused the sale was answered (shared by the load's tasks).
+final class PauseAnswered: Sendable {
+    let instant = Mutex<ContinuousClock.Instant?>(nil)
 }
