@@ -136,7 +136,11 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         // Benchmark-only: the scripts and the reserve call's keys and arguments, for bench/ (one source).
-        .executableTarget(name: "BenchScripts", dependencies: ["ReservationScripts", "ReservationCore", "RedisClient"]),
+        .executableTarget(
+            name: "BenchScripts",
+            dependencies: [
+                "ReservationScripts", "ReservationCore", "RedisClient", "ConsumerTokens", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
 
         // Fuzzing: RequestDecoder under libFuzzer (scripts/fuzz.sh); in ordinary builds a replay tool.
         .executableTarget(

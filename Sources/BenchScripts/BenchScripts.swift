@@ -8,6 +8,11 @@
 //   bench-scripts create <basket> <stock>              CreateBasketCall's keys and arguments as JSON
 //   bench-scripts keys <basket>...                     each basket's partition, basket key, stream, index
 //   bench-scripts streams                              every partition's stream key
+//   bench-scripts tokens hs256|es256 <count> <file>     <count> consumer tokens, one per line, into
+//                                                     <file> (a fixed bench key: prints the
+//                                                     CONSUMER_TOKEN_KEYS value, or writes <file>.jwks)
+import ConsumerTokens
+import Crypto
 import Foundation
 import RedisClient
 import ReservationCore
@@ -53,6 +58,34 @@ enum BenchScripts {
                         "streamKey": Keyspace.stream(partition), "basketIndexKey": Keyspace.basketIndex(partition),
                     ]
                 })
+        case ("tokens", 4):
+            guard let count = Int(arguments[2]), count > 0, count <= 10_000_000 else { fail("count: 1 to 10,000,000") }
+            let secret = Array(repeating: UInt8(42), count: 32)
+            let keys = try ConsumerTokenKeys(hs256: "bench:" + ConsumerTokenMinter.base64url(secret), jwksJSON: nil)
+            let esKey = try P256.Signing.PrivateKey(rawRepresentation: Array(repeating: UInt8(5), count: 32))
+            let now = Int64(Date().timeIntervalSince1970)
+            var lines = ""
+            lines.reserveCapacity(count * 260)
+            for index in 0..<count {
+                let payload = #"{"sub":"\#(arguments[1])-\#(index)","exp":\#(now + 86_400)}"#
+                switch arguments[1] {
+                case "hs256":
+                    lines += ConsumerTokenMinter.sign(
+                        header: #"{"alg":"HS256","kid":"bench"}"#, payload: payload, hs256Secret: SymmetricKey(data: secret))
+                case "es256":
+                    lines += ConsumerTokenMinter.sign(header: #"{"alg":"ES256","kid":"bench-es"}"#, payload: payload, es256: esKey)
+                default: fail("hs256 or es256")
+                }
+                lines += "\n"
+            }
+            try lines.write(toFile: arguments[3], atomically: true, encoding: .utf8)
+            if arguments[1] == "es256" {
+                try ConsumerTokenMinter.jwks([(kid: "bench-es", key: esKey.publicKey)]).write(
+                    toFile: arguments[3] + ".jwks", atomically: true, encoding: .utf8)
+            } else {
+                print("bench:" + ConsumerTokenMinter.base64url(secret))
+            }
+            _ = keys
         case ("streams", 1):
             try printJSON((0..<Keyspace.partitionCount).map(Keyspace.stream))
         default:
