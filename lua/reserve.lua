@@ -62,9 +62,13 @@ local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hol
 -- limit's count) and are not stored, so a retry once it opens is answered afresh.
 local now
 if basket[1] and not basket[6] then
-  local opens, closes = tonumber(basket[9] or ''), tonumber(basket[10] or '')
-  -- a window that does not read is not served (fail closed; the audit reports the basket)
+  -- digits only, as Swift reads them (Lua's tonumber would take hex, exponents, inf and nan)
+  local opens = string.match(basket[9] or '', '^%d+$') and tonumber(basket[9])
+  local closes = string.match(basket[10] or '', '^%d+$') and tonumber(basket[10])
+  -- a window or pause that does not read is not served (fail closed; the audit reports the basket)
   if (not opens and (basket[9] or '') ~= '') or (not closes and (basket[10] or '') ~= '') then return {'unavailable'} end
+  local paused = basket[11] or ''
+  if paused ~= '' and paused ~= '0' and paused ~= '1' then return {'unavailable'} end
   if opens or closes then now = nowMs() end
   if closes and now >= closes then
     if idempotent then

@@ -94,6 +94,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "gateway")
         if dev { logger.warning("development mode: using the public development admin token and webhook secret") }
+        if dev && configuration.consumerAuth == .token && configuration.adminToken == GatewayConfiguration.developmentAdminToken {
+            logger.warning("token mode with the public development admin token: it can read and cancel every reservation")
+        }
 
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

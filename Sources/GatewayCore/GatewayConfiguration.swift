@@ -140,6 +140,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
         switch consumerAuth {
         case .token? where !hasKey:
             throw ConfigurationProblem.invalid(variable: "CONSUMER_AUTH", reason: "token needs CONSUMER_TOKEN_KEYS or CONSUMER_TOKEN_JWKS")
+        case .trusted? where hasKey:
+            // Keys set but not used would look like token checking while the body is believed.
+            throw ConfigurationProblem.invalid(
+                variable: "CONSUMER_AUTH",
+                reason: "trusted, but consumer keys are set: choose token, or unset CONSUMER_TOKEN_KEYS and CONSUMER_TOKEN_JWKS")
         case nil where hasKey: consumerAuth = .token
         case nil where developmentMode: consumerAuth = .trusted
         case nil:
@@ -159,6 +164,11 @@ extension GatewayConfiguration {
         guard consumerAuth == .token else { return .trusted }
         var jwks: [UInt8]?
         if let path = consumerTokenJWKSPath {
+            // Bounded before it is read (a path like /dev/zero must not hang the start).
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+            guard let size, size <= ConsumerTokenKeys.maximumJWKSBytes else {
+                throw ConfigurationProblem.invalid(variable: "CONSUMER_TOKEN_JWKS", reason: "\(path) is not a readable file of at most 1 MiB")
+            }
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw ConfigurationProblem.invalid(variable: "CONSUMER_TOKEN_JWKS", reason: "cannot read \(path)")
             }

@@ -180,7 +180,10 @@ public struct RequestDecoder: Sendable {
     /// one); nil in trusted mode.
     private func tokenConsumer(_ request: HTTPRequest, now: Int64) throws -> String? {
         guard case .token(let tokens) = consumers else { return nil }
-        guard let token = ConsumerTokenVerifier.bearer(request.headers.first(name: "authorization")) else {
+        // One Authorization header: with two, which one a proxy added is anyone's guess.
+        guard request.headers[canonicalForm: "authorization"].count <= 1,
+            let token = ConsumerTokenVerifier.bearer(request.headers.first(name: "authorization"))
+        else {
             throw APIError.invalidToken
         }
         switch tokens.verify(token, nowSeconds: now) {
@@ -200,7 +203,7 @@ public struct RequestDecoder: Sendable {
     }
 
     private func requireAdmin(_ request: HTTPRequest) throws {
-        guard let header = request.headers.first(name: "authorization"),
+        guard request.headers[canonicalForm: "authorization"].count <= 1, let header = request.headers.first(name: "authorization"),
             constantTimeEquals(Array(header.utf8), adminAuthorization)
         else { throw APIError.unauthorized }
     }

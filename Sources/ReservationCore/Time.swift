@@ -112,7 +112,8 @@ extension RFC3339 {
             }
             let digits = index - start
             guard digits >= 1, digits <= 9 else { return nil }
-            for _ in digits..<3 where digits < 3 { millis *= 10 }
+            // (a range like 4..<3 traps: pad only what is short of milliseconds)
+            if digits < 3 { for _ in 0..<(3 - digits) { millis *= 10 } }
         }
         var offsetSeconds: Int64 = 0
         guard index < bytes.count else { return nil }
@@ -128,7 +129,8 @@ extension RFC3339 {
         guard index == bytes.count else { return nil }
         let days = CivilTime.days(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
-        guard seconds >= 0 else { return nil }
+        // 1970 to 9999 in UTC, whatever the offset (an offset can push a local 9999 past it)
+        guard seconds >= 0, seconds <= 253_402_300_799 else { return nil }
         return seconds * 1000 + millis
     }
 }

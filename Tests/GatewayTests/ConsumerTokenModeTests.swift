@@ -95,8 +95,14 @@ struct ConsumerTokenModeTests {
         #expect(try await gateway.request(.GET, path, headers: Self.bearer(alice)).json?["status"]?.stringValue == "pending", "bob cancelled nothing")
         #expect(try await gateway.request(.GET, path, headers: gateway.admin).status == 200)
         // the same 404 as an id that does not exist
-        let unknown = try await gateway.request(.GET, "/v1/reservations/00-unknown", headers: Self.bearer(bob))
+        let wellFormed = String(reservationId.prefix(3)) + String(repeating: "0", count: reservationId.count - 3)
+        let unknown = try await gateway.request(.GET, "/v1/reservations/\(wellFormed)", headers: Self.bearer(bob))
+        let notTheirs = try await gateway.request(.GET, path, headers: Self.bearer(bob))
         ContractErrorTests.expectError(unknown, 404, "reservation_not_found")
+        #expect(unknown.body == notTheirs.body, "another's reservation answers byte for byte as one that does not exist")
+        // two Authorization headers: refused, whichever comes first
+        let doubled = try await gateway.request(.GET, path, headers: Self.bearer(alice) + Self.bearer(bob))
+        ContractErrorTests.expectError(doubled, 401, "invalid_token")
         #expect(try await gateway.request(.DELETE, path, headers: Self.bearer(alice)).json?["status"]?.stringValue == "cancelled")
         #expect(try await gateway.request(.DELETE, path, headers: gateway.admin).json?["status"]?.stringValue == "cancelled")
         await gateway.stop()

@@ -395,6 +395,8 @@ struct UnitTests {
             Issue.record("token mode")
             return
         }
+        var trustedWithKeys = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_AUTH": "trusted", "CONSUMER_TOKEN_KEYS": key]) { $1 })
+        #expect(throws: ConfigurationProblem.self, "keys set but the body believed") { try trustedWithKeys.resolveSecrets() }
         var tokenWithout = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_AUTH": "token"]) { $1 })
         #expect(throws: ConfigurationProblem.self) { try tokenWithout.resolveSecrets() }
         #expect(throws: ConfigurationProblem.self) { try GatewayConfiguration(environment: ["CONSUMER_AUTH": "maybe"]) }
@@ -404,5 +406,26 @@ struct UnitTests {
         var missingFile = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_TOKEN_JWKS": "/nonexistent/jwks.json"]) { $1 })
         try missingFile.resolveSecrets()
         #expect(throws: ConfigurationProblem.self) { try missingFile.consumerAuthentication() }
+    }
+
+    @Test("RFC 3339 parsing: 0 to 9 fraction digits, offsets, leap days; anything else or outside 1970-9999 is nil, never a trap")
+    func rfc3339Parsing() {
+        #expect(RFC3339.parse("2026-12-24T10:00:00Z") == 1_798_106_400_000)
+        for (fraction, millis) in [("", 0), (".1", 100), (".12", 120), (".123", 123), (".1234", 123), (".123456", 123), (".123456789", 123)]
+            as [(String, Int64)]
+        {
+            #expect(RFC3339.parse("2026-12-24T10:00:00\(fraction)Z") == 1_798_106_400_000 + millis, "\(fraction)")
+        }
+        #expect(RFC3339.parse("2026-12-24T11:00:00+01:00") == 1_798_106_400_000)
+        #expect(RFC3339.parse("2026-12-24t09:30:00-00:30") == 1_798_106_400_000)
+        #expect(RFC3339.parse("2028-02-29T00:00:00Z") != nil)
+        for bad in [
+            "2027-02-29T00:00:00Z", "2026-12-24T10:00:00.1234567890Z", "2026-12-24T10:00:00.Z", "2026-12-24T24:00:00Z",
+            "1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01", "9999-12-31T23:59:59-23:59", "2026-12-24T10:00:00", "2026-12-24 10:00:00Z",
+            "+2026-12-24T10:00:00Z", "2026-12-24T10:00:00ZZ", "", "x",
+        ] {
+            #expect(RFC3339.parse(bad) == nil, "\(bad)")
+        }
+        #expect(RFC3339.parse("9999-12-31T23:59:59.999Z") == 253_402_300_799_999)
     }
 }
