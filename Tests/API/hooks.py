@@ -8,6 +8,10 @@
   (to check that it is required) stays unsigned.
 - An Idempotency-Key gets a fresh value per call: schemathesis reuses generated values with
   different bodies, which the API answers 422 by design (tested in Tests/GatewayTests).
+- A sale window's `closesAt` must come after its `opensAt`, also after one already stored: a
+  rule across fields and across requests that no schema states. The hook orders two generated
+  times in one body, and a PATCH that sets one time sets the other to null, so a schema-valid
+  window is a valid one (bad windows are tested in Tests/GatewayTests/SaleWindowTests.swift).
 """
 import hashlib
 import hmac
@@ -39,8 +43,34 @@ def _header(case, name):
     return None
 
 
+def _millis(text):
+    """An RFC 3339 time's Unix milliseconds as the gateway reads it (the pattern was matched)."""
+    from datetime import datetime
+    value = text.replace("z", "Z").replace("t", "T").replace("Z", "+00:00")
+    head, _, rest = value.partition(".")
+    if rest:
+        digits = "".join(c for c in rest if c.isdigit())
+        value = head + rest[len(digits):]
+        fraction = int((digits + "000")[:3])
+    else:
+        fraction = 0
+    try:
+        return int(datetime.fromisoformat(value).timestamp()) * 1000 + fraction
+    except ValueError:
+        return 0
+
+
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
+    if case.operation.path == "/v1/baskets/{basketId}" and isinstance(case.body, dict):
+        opens, closes = case.body.get("opensAt"), case.body.get("closesAt")
+        if isinstance(opens, str) and isinstance(closes, str) and _millis(closes) <= _millis(opens):
+            case.body["opensAt"], case.body["closesAt"] = ("1971-01-01T00:00:00Z", "9998-01-01T00:00:00Z")
+        if case.method.upper() == "PATCH":
+            if isinstance(opens, str) and "closesAt" not in case.body:
+                case.body["closesAt"] = None
+            if isinstance(closes, str) and "opensAt" not in case.body:
+                case.body["opensAt"] = None
     key = _header(case, "Idempotency-Key")
     if key is not None:
         case.headers[key] = "st-" + uuid.uuid4().hex
