@@ -104,7 +104,7 @@ struct PrimaryDeathTests {
         let baskets = ClusterTests.basketsOnEveryPartition(TestEnvironment.uniqueId("pd\(waitReplicas)"))
         // Every replica acknowledges its primary before anything is written.
         for primary in try await cluster.primaries() {
-            #expect(try await eventually { try await cluster.cli(primary.port, ["WAIT", "1", "1000"]) == "1" })
+            #expect(try await cluster.waitReplicated(primaryPort: primary.port))
         }
         for basket in baskets {
             // A create answered 503 (its replica slow to acknowledge, on a loaded machine) may
@@ -121,7 +121,7 @@ struct PrimaryDeathTests {
         }
         // Every replica has every basket before anything is cut or killed.
         for primary in try await cluster.primaries() {
-            #expect(try await cluster.cli(primary.port, ["WAIT", "1", "60000"]) == "1")
+            #expect(try await cluster.waitReplicated(primaryPort: primary.port))
         }
         let victimPartition = 3
         let victim = try #require(try await cluster.owner(ofSlot: RedisHashSlot.slot(of: Keyspace.prefix(victimPartition))))

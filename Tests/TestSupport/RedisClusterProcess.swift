@@ -1,4 +1,5 @@
 public import Foundation
+import RedisClient
 import Synchronization
 
 /// A Redis Cluster of a test's own: 3 primaries and 3 replicas on free loopback ports (cluster
@@ -57,6 +58,40 @@ public final class RedisClusterProcess: @unchecked Sendable {
         let created = try await create.finish(timeout: .seconds(120))
         guard created.status == 0 else { throw HarnessError("redis-cli --cluster create failed: \(created.output.suffix(400))") }
         try await waitHealthy()
+        // A replica that says `master_link_status:up` may not be streaming yet (after a diskless
+        // sync its primary waits for its first acknowledgement): until then writes wait in the
+        // primary's buffer, and a primary killed then takes them along. Tests start after that.
+        for primary in try await primaries() {
+            guard try await waitReplicated(primaryPort: primary.port) else {
+                throw HarnessError("the replica of :\(primary.port) never acknowledged")
+            }
+        }
+    }
+
+    /// Until a replica of `primaryPort` holds everything the primary has written so far: a write
+    /// (a key of a slot the primary serves) and `WAIT 1` on one connection of their own. `WAIT`
+    /// counts acknowledgements of its own connection's writes, so a `WAIT` alone on a fresh
+    /// connection returns at once, whatever the replica lacks. False if none acknowledged in time.
+    public func waitReplicated(primaryPort: Int, timeoutMilliseconds: Int = 60_000) async throws -> Bool {
+        guard let primary = try await primaries().first(where: { $0.port == primaryPort }) else {
+            throw HarnessError(":\(primaryPort) is not a primary")
+        }
+        guard
+            let key = (0..<100_000).lazy.map({ "replication-fence-{\($0)}" }).first(where: { key in
+                let slot = RedisHashSlot.slot(of: key)
+                return primary.slots.contains { $0.contains(slot) }
+            })
+        else { throw HarnessError("no key found for the slots of :\(primaryPort)") }
+        let process = try Subprocess(
+            [
+                "/bin/sh", "-c", "printf 'INCR %s\\nWAIT 1 %s\\n' \"$0\" \"$1\" | redis-cli -p \"$2\"", key, String(timeoutMilliseconds),
+                String(primaryPort),
+            ],
+            captureOutput: true)
+        let result = try await process.finish(timeout: .seconds(Int64(timeoutMilliseconds / 1000 + 60)))
+        let lines = result.output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard result.status == 0, lines.count == 2, Int(lines[0]) != nil else { throw HarnessError("fence on :\(primaryPort): \(result.output)") }
+        return lines[1] == "1"
     }
 
     /// Until every live node says `cluster_state:ok` and sees three primaries serving all slots.
@@ -207,6 +242,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
 
     deinit {
         stop()
-        try? FileManager.default.removeItem(at: directory)
+        // KEEP_CLUSTER=1 keeps the nodes' logs and files for a post-mortem.
+        if ProcessInfo.processInfo.environment["KEEP_CLUSTER"] == nil { try? FileManager.default.removeItem(at: directory) }
     }
 }
