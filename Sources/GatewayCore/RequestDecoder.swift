@@ -181,8 +181,8 @@ public struct RequestDecoder: Sendable {
     private func tokenConsumer(_ request: HTTPRequest, now: Int64) throws -> String? {
         guard case .token(let tokens) = consumers else { return nil }
         // One Authorization header: with two, which one a proxy added is anyone's guess.
-        guard request.headers[canonicalForm: "authorization"].count <= 1,
-            let token = ConsumerTokenVerifier.bearer(request.headers.first(name: "authorization"))
+        guard case .one(let header) = Self.authorization(request),
+            let token = ConsumerTokenVerifier.bearer(header)
         else {
             throw APIError.invalidToken
         }
@@ -196,16 +196,35 @@ public struct RequestDecoder: Sendable {
     /// token's consumer; in trusted mode whoever holds the id.
     private func requester(_ request: HTTPRequest, now: Int64) throws -> ReservationService.Requester {
         guard case .token = consumers else { return .holderOfTheId }
-        if let header = request.headers.first(name: "authorization"), constantTimeEquals(Array(header.utf8), adminAuthorization) {
+        if case .one(let header) = Self.authorization(request), constantTimeEquals(Array(header.utf8), adminAuthorization) {
             return .admin
         }
         return .consumer(try tokenConsumer(request, now: now) ?? "")
     }
 
     private func requireAdmin(_ request: HTTPRequest) throws {
-        guard request.headers[canonicalForm: "authorization"].count <= 1, let header = request.headers.first(name: "authorization"),
-            constantTimeEquals(Array(header.utf8), adminAuthorization)
-        else { throw APIError.unauthorized }
+        guard case .one(let header) = Self.authorization(request), constantTimeEquals(Array(header.utf8), adminAuthorization) else {
+            throw APIError.unauthorized
+        }
+    }
+
+    enum Authorization {
+        case none
+        case one(String)
+        case several
+    }
+
+    /// The request's `Authorization` header, found in one pass over the headers comparing bytes
+    /// (NIO's `canonicalForm` lookup split every value on commas: about 1.7 µs a request). A
+    /// comma inside the one header is left to the caller: no token and no admin value has one.
+    static func authorization(_ request: HTTPRequest) -> Authorization {
+        var found: Authorization = .none
+        for (name, value) in request.headers where name.utf8.count == 13 {
+            // ASCII letters compared with their case bit set ("authorization" has no other byte).
+            guard name.utf8.elementsEqual("authorization".utf8, by: { $0 | 0x20 == $1 }) else { continue }
+            if case .none = found { found = .one(value) } else { return .several }
+        }
+        return found
     }
 
     private func requireId(_ id: String, _ name: String) throws {
