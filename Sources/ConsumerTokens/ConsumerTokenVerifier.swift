@@ -132,9 +132,7 @@ public struct ConsumerTokenVerifier: Sendable {
             else { return .failure(.init(.badSignature)) }
         }
 
-        // Authentic: its header, which only a key holder could have signed, may skip parsing.
-        if headerIsNew { knownHeaders.insert(headerSegment, named) }
-        // Now the claims.
+        // Authentic: now the claims.
         guard let payload = JSONValue.parseObject(payloadJSON) else { return .failure(.init(.malformedClaims)) }
         let claims: Claims
         switch Claims.read(payload, audience: audience) {
@@ -144,7 +142,12 @@ public struct ConsumerTokenVerifier: Sendable {
         let verified = result(claims, now: now)
         // Cached only when valid now: a token refused for its times is refused before the cache
         // next time too, at the price of one more verification.
-        if let digest, case .success = verified { cache?.insert(claims, for: digest) }
+        if case .success = verified {
+            if let digest { cache?.insert(claims, for: digest) }
+            // A header of a token that verified whole (signed by a key holder, valid claims):
+            // the next token with it skips its parsing.
+            if headerIsNew { knownHeaders.insert(headerSegment, named) }
+        }
         return verified
     }
 
@@ -191,7 +194,7 @@ final class HMACPrototype: @unchecked Sendable {
 
 /// Header segments (the base64url text before the first dot) of tokens that verified, with the
 /// key each names, so that the next token with the same header skips its decoding and parsing.
-/// Only a segment whose token's signature verified goes in, so filling it takes a key; it holds
+/// Only a segment whose token verified whole goes in, so filling it takes a key; it holds
 /// at most `capacity` (an issuer signs with one header per key, or a few) and, full, takes no more
 /// (a miss only costs the parse). A verifier's keys never change, so an entry never goes stale.
 final class KnownHeaders: Sendable {
@@ -205,7 +208,7 @@ final class KnownHeaders: Sendable {
     private let entries = Mutex<[(segment: [UInt8], named: Named)]>([])
 
     func named(by segment: ArraySlice<UInt8>) -> Named? {
-        entries.withLock { entries in entries.first { $0.segment.elementsEqual(segment) }?.named }
+        entries.withLock { entries in entries.first { $0.segment.count == segment.count && $0.segment.elementsEqual(segment) }?.named }
     }
 
     func insert(_ segment: ArraySlice<UInt8>, _ named: Named) {

@@ -14,6 +14,10 @@ import Testing
         let forged = Fixture.hs(#"{"kid":"hs1","alg":"HS256"}"#, secret: Array(repeating: 7, count: 32))
         #expect(verify(forged, verifier: verifier) == .badSignature)
         #expect(verifier.knownHeaders.named(by: ArraySlice(Fixture.b64(#"{"kid":"hs1","alg":"HS256"}"#).utf8)) == nil)
+        // Signed, but expired: not remembered either.
+        let expired = #"{"kid":"hs1","alg":"HS256","typ":"x"}"#
+        #expect(verify(Fixture.hs(expired, Fixture.claims(exp: String(now - 3600))), verifier: verifier) == .expired)
+        #expect(verifier.knownHeaders.named(by: ArraySlice(Fixture.b64(expired).utf8)) == nil)
         // Signed: remembered.
         #expect(verify(Fixture.hs(), verifier: verifier) == nil)
         #expect(verifier.knownHeaders.named(by: ArraySlice(Fixture.b64(Fixture.hsHeader).utf8))?.kid == "hs1")

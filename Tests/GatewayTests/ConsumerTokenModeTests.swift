@@ -103,6 +103,16 @@ struct ConsumerTokenModeTests {
         // two Authorization headers: refused, whichever comes first
         let doubled = try await gateway.request(.GET, path, headers: Self.bearer(alice) + Self.bearer(bob))
         ContractErrorTests.expectError(doubled, 401, "invalid_token")
+        // The admin's header with a second one (any case, even empty) is no admin, on a
+        // reservation or an admin endpoint.
+        let adminAndEmpty = gateway.admin + [("authorization", "")]
+        ContractErrorTests.expectError(try await gateway.request(.GET, path, headers: adminAndEmpty), 401, "invalid_token")
+        ContractErrorTests.expectError(try await gateway.request(.DELETE, path, headers: gateway.admin + Self.bearer(bob)), 401, "invalid_token")
+        let adminTwice = try await gateway.request(
+            .PUT, "/v1/baskets/\(TestEnvironment.uniqueId("twice"))", headers: gateway.admin + [("AUTHORIZATION", "")],
+            body: Array(#"{"stock": 1}"#.utf8))
+        ContractErrorTests.expectError(adminTwice, 401, "unauthorized")
+        #expect(try await gateway.request(.GET, path, headers: Self.bearer(alice)).json?["status"]?.stringValue == "pending")
         #expect(try await gateway.request(.DELETE, path, headers: Self.bearer(alice)).json?["status"]?.stringValue == "cancelled")
         #expect(try await gateway.request(.DELETE, path, headers: gateway.admin).json?["status"]?.stringValue == "cancelled")
         await gateway.stop()

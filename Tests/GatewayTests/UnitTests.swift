@@ -12,6 +12,28 @@ import Testing
 /// Pure functions: no servers involved.
 @Suite("Unit")
 struct UnitTests {
+    @Test("the Authorization header: none, one, or several (any case, empty or comma values count), never a first-match")
+    func authorizationHeader() {
+        func found(_ headers: [(String, String)]) -> String {
+            let request = HTTPRequest(method: .GET, uri: "/", headers: HTTPHeaders(headers), body: nil)
+            switch RequestDecoder.authorization(request) {
+            case .none: return "none"
+            case .one(let value): return "one:\(value)"
+            case .several: return "several"
+            }
+        }
+        #expect(found([]) == "none")
+        #expect(found([("Host", "x"), ("X-Authorization", "Bearer t"), ("Authorizatio", "Bearer t")]) == "none")
+        #expect(found([("Authorization", "Bearer t")]) == "one:Bearer t")
+        #expect(found([("aUTHORIZATION", "Bearer t")]) == "one:Bearer t")
+        #expect(found([("Authorization", "")]) == "one:")
+        #expect(found([("Authorization", "Bearer a"), ("authorization", "Bearer b")]) == "several")
+        #expect(found([("Authorization", "Bearer a"), ("Authorization", "")]) == "several")
+        #expect(found([("Authorization", "Bearer a"), ("Host", "x"), ("AUTHORIZATION", ",")]) == "several")
+        // 13 bytes that are not the name, letters only in their two cases.
+        #expect(found([("Authorizati0n", "Bearer t"), ("Authorization\u{0}", "Bearer t"), ("Authorizatio\u{0E}", "x")]) == "none")
+    }
+
     @Test(
         "JSON parsing accepts RFC 8259 and nothing else",
         arguments: [
