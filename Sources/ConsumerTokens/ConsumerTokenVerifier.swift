@@ -50,14 +50,17 @@ public struct ConsumerTokenVerifier: Sendable {
     /// one space, then a token with no space or tab in it. nil for anything else (no header, an
     /// other scheme, an empty token): refuse it as `.missing`.
     public static func bearer(_ header: String?) -> Substring? {
-        guard let header else { return nil }
-        let utf8 = header.utf8
-        guard utf8.count > 7 else { return nil }
-        // ASCII letters compared with their case bit set; the space exactly.
-        guard utf8.prefix(6).elementsEqual("bearer".utf8, by: { $0 | 0x20 == $1 }), utf8.dropFirst(6).first == 0x20 else { return nil }
-        let token = header.utf8.dropFirst(7)
-        guard !token.contains(where: { $0 == 0x20 || $0 == 0x09 }) else { return nil }
-        return Substring(token)
+        guard var header else { return nil }
+        // Over the contiguous UTF-8 (one pointer walk, not String.UTF8View's index checks).
+        let valid = header.withUTF8 { bytes -> Bool in
+            guard bytes.count > 7 else { return false }
+            // ASCII letters compared with their case bit set; the space exactly.
+            for (offset, letter) in "bearer".utf8.enumerated() where bytes[offset] | 0x20 != letter { return false }
+            guard bytes[6] == 0x20 else { return false }
+            return !bytes[7...].contains { $0 == 0x20 || $0 == 0x09 }
+        }
+        guard valid else { return nil }
+        return Substring(header.utf8.dropFirst(7))
     }
 
     /// The consumer a token names, or why it is refused. `nowSeconds`: the caller's clock
