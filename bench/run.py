@@ -240,11 +240,13 @@ def cluster_beside_single(environment, script, single_gateway_pid):
         # time out).
         cli = lambda port, *args: subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout.strip()
         primaries = [port for port in ports if "role:master" in cli(port, "INFO", "replication")]
-        for port in primaries:
-            cli(port, "FLUSHALL")
+        # FLUSHALL and WAIT on one connection: WAIT counts acknowledgements of its own
+        # connection's writes (on a connection that wrote nothing it returns at once).
+        flush_and_wait = lambda port: subprocess.run(["redis-cli", "-p", str(port)], input="FLUSHALL\nWAIT 1 1000\n",
+                                                     capture_output=True, text=True).stdout.split()
         for port in primaries:
             for _ in range(600):
-                if cli(port, "WAIT", "1", "1000") == "1":
+                if flush_and_wait(port)[-1:] == ["1"]:
                     break
             else:
                 raise SystemExit(f"the replica of :{port} does not acknowledge")
