@@ -11,7 +11,6 @@ path of the old and the new gateway in turn. CPU per request of each process fro
 a machine that drifts between two separate runs hits both builds alike here.
 """
 import os
-import statistics
 import subprocess
 import sys
 
@@ -63,12 +62,9 @@ def main():
             process.terminate()
     print(f"\n{rounds} alternating rounds of {seconds} s, wrk -t2 -c64, medians\n")
     print(f"{'':<19} {'requests/s':>11} {'p99 ms':>8} {'CPU/request':>12} {'÷ baseline':>11} {'Redis CPU':>10}")
-    base_cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in runs["baseline"])
+    base_cpu = bench.medians(runs["baseline"])[2]
     for name, results in runs.items():
-        rps = statistics.median(r["rps"] for r in results)
-        p99 = statistics.median(r["p99_ms"] for r in results)
-        cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in results)
-        redis_cpu = statistics.median(r["cpu_us_per_request"].get("redis", 0) for r in results)
+        rps, p99, cpu, redis_cpu, _ = bench.medians(results)
         print(f"{name:<19} {rps:>11,.0f} {p99:>8.2f} {cpu:>9.1f} µs {cpu / base_cpu:>11.2f} {redis_cpu:>7.1f} µs")
 
 

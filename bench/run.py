@@ -76,6 +76,15 @@ def redis_pid():
     return int(re.search(r"process_id:(\d+)", redis("INFO", "server")).group(1))
 
 
+def medians(results):
+    """The medians of a side's rounds: requests/s, p99 ms, CPU µs per request of the measured
+    process and of Redis (0 when not measured), and the most non-2xx answers of any round."""
+    return (statistics.median(r["rps"] for r in results), statistics.median(r["p99_ms"] for r in results),
+            statistics.median(r["cpu_us_per_request"]["process"] for r in results),
+            statistics.median(r["cpu_us_per_request"].get("redis", 0) for r in results),
+            max(r["non_2xx"] for r in results))
+
+
 def measured(pids, run):
     """Runs `run` (which returns a result with "requests") and adds the CPU microseconds per
     request of every process in `pids` (name -> pid) and of the load generator."""

@@ -11,7 +11,6 @@ tokens each used many times (cache hits). CPU per request of each gateway from /
 rounds.
 """
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,23 +81,18 @@ def main():
             process.terminate()
     print(f"\n{rounds} alternating rounds of {seconds} s, wrk -t2 -c64, a token never used before per request, medians\n")
     print(f"{'':<10} {'requests/s':>11} {'p99 ms':>8} {'gateway CPU/request':>20} {'÷ trusted':>10} {'non-2xx':>8}")
-    trusted_cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in runs["trusted"])
+    print_table(runs)
+    print("\nthe same rounds, 2,048 consumers each reusing one token (cache hits after the first use)\n")
+    print_table(reuse_runs)
+
+
+def print_table(runs):
+    """A row per side: medians, and gateway CPU per request ÷ trusted's (none for the baseline)."""
+    trusted_cpu = bench.medians(runs["trusted"])[2]
     for name, results in runs.items():
-        rps = statistics.median(r["rps"] for r in results)
-        p99 = statistics.median(r["p99_ms"] for r in results)
-        cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in results)
-        errors = max(r["non_2xx"] for r in results)
+        rps, p99, cpu, _, errors = bench.medians(results)
         ratio = "" if name == "baseline" else f"{cpu / trusted_cpu:.2f}"
         print(f"{name:<10} {rps:>11,.0f} {p99:>8.2f} {cpu:>17.1f} µs {ratio:>10} {errors:>8}")
-    print(f"\nthe same rounds, 2,048 consumers each reusing one token (cache hits after the first use)\n")
-    trusted_cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in reuse_runs["trusted"])
-    for name, results in reuse_runs.items():
-        rps = statistics.median(r["rps"] for r in results)
-        p99 = statistics.median(r["p99_ms"] for r in results)
-        cpu = statistics.median(r["cpu_us_per_request"]["process"] for r in results)
-        errors = max(r["non_2xx"] for r in results)
-        print(f"{name:<10} {rps:>11,.0f} {p99:>8.2f} {cpu:>17.1f} µs {cpu / trusted_cpu:>10.2f} {errors:>8}")
-
 
 if __name__ == "__main__":
     main()
