@@ -100,7 +100,7 @@ public struct ConsumerTokenVerifier: Sendable {
             }
             headerIsNew = true
         }
-        let (kid, key, isHS256) = (named.kid, named.key, named.isHS256)
+        let (key, isHS256) = (named.key, named.isHS256)
         guard let payloadJSON = Base64URL.decode(token[(firstDot + 1)..<secondDot]),
             let signature = Base64URL.decode(token[(secondDot + 1)...])
         else { return .failure(.init(.malformed)) }
@@ -127,7 +127,7 @@ public struct ConsumerTokenVerifier: Sendable {
 
         switch key {
         case .hs256:
-            guard let hmac = hmacs[kid], hmac.isValid(signature, for: signingInput) else { return .failure(.init(.badSignature)) }
+            guard let hmac = named.hmac, hmac.isValid(signature, for: signingInput) else { return .failure(.init(.badSignature)) }
         case .es256(let point):
             guard let publicKey = try? P256.Signing.PublicKey(x963Representation: point),
                 let ecdsa = try? P256.Signing.ECDSASignature(rawRepresentation: signature),
@@ -168,7 +168,7 @@ public struct ConsumerTokenVerifier: Sendable {
         // would also match Unicode-equivalent spellings).
         guard ConsumerTokenKeys.isValidKeyId(kid.utf8), let key = keys.keys[kid] else { return .failure(.init(.unknownKey)) }
         guard header["crit"] == nil else { return .failure(.init(.criticalHeader)) }
-        return .success(.init(kid: kid, key: key, isHS256: isHS256))
+        return .success(.init(kid: kid, key: key, isHS256: isHS256, hmac: hmacs[kid]))
     }
 
     private func result(_ claims: Claims, now: Int64) -> Result<VerifiedConsumer, ConsumerTokenError> {
@@ -205,6 +205,8 @@ final class KnownHeaders: Sendable {
         let kid: String
         let key: ConsumerTokenKeys.Key
         let isHS256: Bool
+        /// The key's keyed HMAC, for an HS256 key.
+        let hmac: HMACPrototype?
     }
 
     static let capacity = 16

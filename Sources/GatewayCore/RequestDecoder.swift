@@ -179,9 +179,13 @@ public struct RequestDecoder: Sendable {
     /// In token mode, the consumer the request's token names (401 `invalid_token` without a valid
     /// one); nil in trusted mode.
     private func tokenConsumer(_ request: HTTPRequest, now: Int64) throws -> String? {
+        try tokenConsumer(Self.authorization(request), now: now)
+    }
+
+    private func tokenConsumer(_ authorization: Authorization, now: Int64) throws -> String? {
         guard case .token(let tokens) = consumers else { return nil }
         // One Authorization header: with two, which one a proxy added is anyone's guess.
-        guard case .one(let header) = Self.authorization(request),
+        guard case .one(let header) = authorization,
             let token = ConsumerTokenVerifier.bearer(header)
         else {
             throw APIError.invalidToken
@@ -196,10 +200,9 @@ public struct RequestDecoder: Sendable {
     /// token's consumer; in trusted mode whoever holds the id.
     private func requester(_ request: HTTPRequest, now: Int64) throws -> ReservationService.Requester {
         guard case .token = consumers else { return .holderOfTheId }
-        if case .one(let header) = Self.authorization(request), constantTimeEquals(Array(header.utf8), adminAuthorization) {
-            return .admin
-        }
-        return .consumer(try tokenConsumer(request, now: now) ?? "")
+        let authorization = Self.authorization(request)
+        if case .one(let header) = authorization, constantTimeEquals(Array(header.utf8), adminAuthorization) { return .admin }
+        return .consumer(try tokenConsumer(authorization, now: now) ?? "")
     }
 
     private func requireAdmin(_ request: HTTPRequest) throws {
