@@ -72,6 +72,11 @@ let package = Package(
                 "CivilTime",
                 .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: fuzzCoverage),
+        // The waiting room's decisions: the pre-queue's draw, tickets and admissions, a ticket's view.
+        .target(
+            name: "WaitingRoom",
+            dependencies: ["ReservationCore", "ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: fuzzCoverage),
         // The seam between Swift and lua/: one typed call per script (its keys, arguments and
         // reply decoding) and per plain command the store sends.
         .target(
@@ -92,7 +97,7 @@ let package = Package(
         .target(
             name: "GatewayCore",
             dependencies: [
-                "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing", "ConsumerTokens",
+                "ReservationCore", "ReservationScripts", "RedisClient", "HTTPServing", "ConsumerTokens", "WaitingRoom",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -146,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "RequestFuzzer",
             dependencies: [
-                "GatewayCore", "HTTPServing", "ReservationCore", "ConsumerTokens",
+                "GatewayCore", "HTTPServing", "ReservationCore", "ConsumerTokens", "WaitingRoom",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ], path: "Fuzz/RequestFuzzer", exclude: fuzzBuild ? ["Replay.swift"] : ["FuzzMain.swift"],

@@ -25,7 +25,7 @@ def main():
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     bench.redis("FLUSHALL")
-    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=bench.ADMIN, WEBHOOK_SECRET="bench-secret", LOG_LEVEL="error")
+    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=bench.ADMIN, WEBHOOK_SECRET="bench-secret", ADMISSION_SECRET="bench-admission-secret", LOG_LEVEL="error")
     gateways = {
         "old": subprocess.Popen([f"{old_bin}/gateway"], env=dict(environment, GATEWAY_PORT=str(OLD_PORT))),
         "new": subprocess.Popen([f"{new_bin}/gateway"], env=dict(environment, GATEWAY_PORT=str(NEW_PORT))),

@@ -349,7 +349,7 @@ def machine():
 def main():
     subprocess.run([f"{BIN}/reconciler", "migrate"], check=True, capture_output=True)
     reset_data()
-    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", GATEWAY_PORT=str(GATEWAY_PORT),
+    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", ADMISSION_SECRET="bench-admission-secret", GATEWAY_PORT=str(GATEWAY_PORT),
                        LOG_LEVEL="error")
     gateway = subprocess.Popen([f"{BIN}/gateway"], env=environment)
     delayed_gateway = subprocess.Popen([f"{BIN}/gateway"], env=dict(environment, GATEWAY_PORT=str(DELAYED_GATEWAY_PORT),
@@ -563,7 +563,7 @@ def cluster_rows(cluster):
 
 def cluster_wait_only():
     """`bench/run.py --cluster-wait`: only the cluster's WAIT 0 against WAIT 1 rows."""
-    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", LOG_LEVEL="error")
+    environment = dict(os.environ, CONSUMER_AUTH="trusted", ADMIN_TOKEN=ADMIN, WEBHOOK_SECRET="bench-secret", ADMISSION_SECRET="bench-admission-secret", LOG_LEVEL="error")
     script = os.path.join(ROOT, "bench", "reserve.lua")
     cluster = cluster_beside_single(environment, script, None)
     os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)

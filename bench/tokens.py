@@ -35,7 +35,7 @@ def main():
                              capture_output=True, text=True).stdout.strip()
     subprocess.run([f"{binary}/bench-scripts", "tokens", "es256", str(count), es_file], check=True)
     bench.redis("FLUSHALL")
-    base = dict(os.environ, ADMIN_TOKEN=bench.ADMIN, WEBHOOK_SECRET="bench-secret", LOG_LEVEL="error", RESERVE_RATE_LIMIT="0")
+    base = dict(os.environ, ADMIN_TOKEN=bench.ADMIN, WEBHOOK_SECRET="bench-secret", ADMISSION_SECRET="bench-admission-secret", LOG_LEVEL="error", RESERVE_RATE_LIMIT="0")
     environments = {
         "trusted": dict(base, CONSUMER_AUTH="trusted"),
         "HS256": dict(base, CONSUMER_AUTH="token", CONSUMER_TOKEN_KEYS=hs_keys),

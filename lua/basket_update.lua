@@ -3,6 +3,8 @@
 -- KEYS[1] basket: the basket hash
 -- KEYS[2] stream: the partition's event stream
 -- KEYS[3] lostBaskets: the partition's set of baskets Redis lost, until the reconciler rebuilds them
+-- KEYS[4] room: the basket's waiting-room hash (ROOM fields), if it was ever used
+-- KEYS[5] queue: the waiting room's members
 -- ARGV[1] basketId
 -- ARGV[2] change: one character per SETTINGS field, "1" where the request sets it
 -- ARGV[3] SETTINGS: the new values, one argument each in the prelude's SETTINGS order ("" for none)
@@ -23,6 +25,28 @@ end
 local opens, closes = tonumber(settings.opens), tonumber(settings.closes)
 if opens and closes and closes <= opens then return {'invalid_window'} end
 local now = nowMs()
+-- A room in use: removed with its queue (UNLINK frees a large queue off Redis's main thread), or,
+-- when what its schedule depends on changes (pause, opening, rate, admission time), restarted
+-- from here with everything admitted so far kept admitted and everything expired kept expired.
+local room = readRoom(KEYS[4])
+if room and settings.room_rate == '' then
+  redis.call('UNLINK', KEYS[4], KEYS[5])
+elseif room and room.base and room.at and room.gone and room.rate and room.rate >= 1 and
+  ((current.paused == '1') ~= (settings.paused == '1') or (current.opens or '') ~= settings.opens or
+   (current.room_rate or '') ~= settings.room_rate or (current.room_secs or '') ~= settings.room_secs) then
+  local admitted = roomAdmitted(room, now)
+  -- the time the last admitted place was admitted: what places up to it count their admission from
+  local at = room.at
+  if admitted > room.base then at = room.since + math.ceil((admitted - room.base) * 60000 / room.rate) end
+  local limit = now - (tonumber(current.room_secs) or 300) * 1000
+  local gone = room.gone
+  if room.base >= 1 and room.at <= limit then gone = math.max(gone, room.base) end
+  if room.since and limit > room.since then gone = math.max(gone, math.min(admitted, roomAdmitted(room, limit))) end
+  local since = ''
+  if settings.paused ~= '1' then since = string.format('%d', math.max(now, tonumber(settings.opens) or 0)) end
+  redis.call('HSET', KEYS[4], 'base', string.format('%d', admitted), 'at', string.format('%d', at), 'since', since,
+    'rate', settings.room_rate, 'gone', string.format('%d', gone))
+end
 redis.call('HSET', KEYS[1], unpack(withRecord({}, settings, SETTINGS)))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_updated', 'basket', ARGV[1], 'seq', seq,

@@ -10,9 +10,10 @@
 local RESERVATION = {'basket', 'consumer', 'qty', 'status', 'exp', 'pay'}
 -- The basket hash fields the API and the audit read (BasketField), in order: the counters,
 -- then the sale settings.
-local BASKET = {'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max', 'opens', 'closes', 'paused'}
+local BASKET = {'stock', 'pending', 'confirmed', 'capacity', 'hold', 'max', 'opens', 'closes', 'paused', 'room_rate',
+  'room_secs'}
 -- A basket's sale settings (BasketSettingField): the events that set them carry all of them.
-local SETTINGS = {'hold', 'max', 'opens', 'closes', 'paused'}
+local SETTINGS = {'hold', 'max', 'opens', 'closes', 'paused', 'room_rate', 'room_secs'}
 
 -- Redis's clock in milliseconds: every script decides by this one clock.
 local function nowMs()
@@ -66,4 +67,32 @@ local function withRecord(into, record, fields)
     end
   end
   return into
+end
+
+-- A waiting room's hash fields (RoomField), in order: `epoch` names the room (tickets and
+-- admissions carry it), `joined` is the last place number handed out, `pre` the pre-queue's size
+-- (set at the draw, "" before), `seed` the draw's key, `drawn` when it was made; the admission
+-- schedule is `base` places admitted at `at`, then `rate` a minute from `since` ("" while stopped),
+-- and every place up to `gone` has had its admission expire.
+local ROOM = {'epoch', 'joined', 'pre', 'seed', 'drawn', 'base', 'since', 'rate', 'at', 'gone'}
+
+-- Places admitted by `now` (ms) on a room's schedule (`room`: its ROOM fields as numbers, `since`
+-- false while stopped). In whole minutes and the rest apart, so every product stays far below
+-- 2^53 (Lua numbers are doubles); RoomSchedule in Swift computes the same.
+local function roomAdmitted(room, now)
+  if not room.since or now <= room.since then return room.base end
+  local elapsed = now - room.since
+  return room.base + math.floor(elapsed / 60000) * room.rate + math.floor((elapsed % 60000) * room.rate / 60000)
+end
+
+-- A room's ROOM fields read as numbers (nil: no room hash; false: a field that does not read).
+local function readRoom(key)
+  local values = redis.call('HMGET', key, unpack(ROOM))
+  if not values[1] then return nil end
+  local room = {epoch = values[1], seed = values[4] or false}
+  for i = 2, #ROOM do
+    local text = values[i]
+    if ROOM[i] ~= 'seed' then room[ROOM[i]] = text and string.match(text, '^%d+$') and #text <= 15 and tonumber(text) or false end
+  end
+  return room
 end

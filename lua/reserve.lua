@@ -9,6 +9,7 @@
 -- KEYS[7] rateLimit: the consumer's rate-limit window (the basket key when there is no limit)
 -- KEYS[8] lostBaskets: the partition's set of baskets Redis lost, until the reconciler rebuilds them
 -- KEYS[9] partitionMarker: set by the reconciler once it compared the partition with Postgres
+-- KEYS[10] room: the basket's waiting-room hash (read only when the basket has a room)
 -- ARGV[1] basketId
 -- ARGV[2] consumerId
 -- ARGV[3] quantity
@@ -17,10 +18,14 @@
 -- ARGV[6] fingerprint: "" without an Idempotency-Key
 -- ARGV[7] idempotencySeconds: how long the record of a grant is kept
 -- ARGV[8] refusalSeconds: how long the record of a refusal is kept
+-- ARGV[9] admissionExpires: ms, when the request's verified Admission-Token expires ("" for none)
+-- ARGV[10] admissionEpoch: the waiting room the admission was given by ("" for none)
 -- Returns {"granted", id, expiresAtMs, remaining}, {"rate_limited", retryMs},
 -- {"sale_not_open", opensAtMs, retryMs}, {"sold_out", "closes", msUntilClose} (a sale with a
 -- closing time), or one of {"sold_out"}, {"limit_exceeded"}, {"basket_not_found"},
--- {"unavailable"}, {"idempotency_key_reused"}, {"sale_paused"}, {"sale_closed"}. A replay returns the first answer, as stored (and is not counted
+-- {"unavailable"}, {"idempotency_key_reused"}, {"sale_paused"}, {"sale_closed"},
+-- {"admission_required"} (a basket with a waiting room, and no unexpired admission of its room:
+-- nothing counted or stored). A replay returns the first answer, as stored (and is not counted
 -- by the rate limit); a replayed refusal carries a second element "replay" (it says nothing of
 -- the basket now, so the gateway's sold-out memory does not learn from it). Every other attempt is counted first; the consumer's units are counted
 -- up front too and taken back on a refusal, so a refusal leaves nothing half done.
@@ -56,7 +61,7 @@ if idempotent then
 end
 
 local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed',
-  'opens', 'closes', 'paused')
+  'opens', 'closes', 'paused', 'room_rate')
 -- The sale's window, by Redis's clock (every gateway agrees on it): closed is final and stored
 -- under the key like any refusal; not open yet and paused change nothing (not even the rate
 -- limit's count) and are not stored, so a retry once it opens is answered afresh.
@@ -79,6 +84,14 @@ if basket[1] and not basket[6] then
   end
   if opens and now < opens then return {'sale_not_open', string.format('%d', opens), string.format('%d', opens - now)} end
   if basket[11] == '1' then return {'sale_paused'} end
+  -- A waiting room: only an admission of this room (its epoch), unexpired by Redis's clock. The
+  -- gateway verified the token's signature, basket and consumer before sending its expiry.
+  if (basket[12] or '') ~= '' then
+    local expires = string.match(ARGV[9], '^%d+$') and #ARGV[9] <= 15 and tonumber(ARGV[9])
+    if not expires or (now or nowMs()) >= expires or ARGV[10] == '' or redis.call('HGET', KEYS[10], 'epoch') ~= ARGV[10] then
+      return {'admission_required'}
+    end
+  end
 end
 
 local limit = tonumber(ARGV[5])

@@ -27,7 +27,7 @@ echo "api-test: docs/openapi.yaml is valid OpenAPI" >&2
 BIN=$(swift build --show-bin-path)
 [ -x "$BIN/gateway" ] || swift build --product gateway >&2
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export ADMIN_TOKEN="api-test-admin-$RANDOM$RANDOM" WEBHOOK_SECRET="api-test-secret-$RANDOM$RANDOM"
+export ADMIN_TOKEN="api-test-admin-$RANDOM$RANDOM" WEBHOOK_SECRET="api-test-secret-$RANDOM$RANDOM" ADMISSION_SECRET="api-test-admission-$RANDOM$RANDOM"
 export CONSUMER_AUTH=trusted GATEWAY_HOST=127.0.0.1 GATEWAY_PORT=$PORT REDIS_URL=${REDIS_URL:?REDIS_URL must be set} LOG_LEVEL=${LOG_LEVEL:-warning}
 # Schemathesis sends many attempts per consumer: the rate limit would answer 429 (documented,
 # but it would hide the other answers).

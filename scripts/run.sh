@@ -3,7 +3,7 @@
 # needed), builds release binaries, migrates the database, then runs `reconciler run` in the
 # background and the gateway in the foreground. Ctrl-C (or SIGTERM) stops both cleanly.
 #
-# ADMIN_TOKEN and WEBHOOK_SECRET default to the public development values (printed, and only
+# ADMIN_TOKEN, WEBHOOK_SECRET and ADMISSION_SECRET default to the public development values (printed, and only
 # those are printed); set your own for anything but local use. Every variable of README's
 # configuration table is honoured. With REDIS_CLUSTER=1 it starts a local Redis Cluster (3
 # primaries, 3 replicas: scripts/services.sh cluster-start) instead of the single Redis and runs
@@ -24,10 +24,12 @@ export REDIS_URL DATABASE_URL
 DEFAULTED=
 [ -z "${ADMIN_TOKEN:-}" ] && DEFAULTED="$DEFAULTED ADMIN_TOKEN=dev-admin-token"
 [ -z "${WEBHOOK_SECRET:-}" ] && DEFAULTED="$DEFAULTED WEBHOOK_SECRET=dev-webhook-secret"
-SECRETS="your own ADMIN_TOKEN and WEBHOOK_SECRET"
+[ -z "${ADMISSION_SECRET:-}" ] && DEFAULTED="$DEFAULTED ADMISSION_SECRET=dev-admission-secret"
+SECRETS="your own ADMIN_TOKEN, WEBHOOK_SECRET and ADMISSION_SECRET"
 [ -n "$DEFAULTED" ] && SECRETS="PUBLIC DEVELOPMENT SECRETS:$DEFAULTED; set your own for anything but local use"
 export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
 export WEBHOOK_SECRET=${WEBHOOK_SECRET:-dev-webhook-secret}
+export ADMISSION_SECRET=${ADMISSION_SECRET:-dev-admission-secret}
 # Consumers: signed tokens when a consumer key is set (CONSUMER_TOKEN_KEYS / CONSUMER_TOKEN_JWKS),
 # else a trusted front end naming them in the body (the local default, said when the gateway starts).
 if [ -z "${CONSUMER_TOKEN_KEYS:-}${CONSUMER_TOKEN_JWKS:-}" ]; then export CONSUMER_AUTH=${CONSUMER_AUTH:-trusted}; fi

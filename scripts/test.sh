@@ -26,9 +26,9 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
-ADMIN_TOKEN=check WEBHOOK_SECRET=check docker-compose -f docker-compose.yml config -q
+ADMIN_TOKEN=check WEBHOOK_SECRET=check ADMISSION_SECRET=check docker-compose -f docker-compose.yml config -q
 # No default secrets: without them the compose file must refuse, naming what is missing.
-if env -u ADMIN_TOKEN -u WEBHOOK_SECRET docker-compose -f docker-compose.yml config -q 2>/tmp/compose-check.$$; then
+if env -u ADMIN_TOKEN -u WEBHOOK_SECRET -u ADMISSION_SECRET docker-compose -f docker-compose.yml config -q 2>/tmp/compose-check.$$; then
   echo "test: docker-compose.yml starts without ADMIN_TOKEN/WEBHOOK_SECRET" >&2; exit 1
 fi
 grep -q "ADMIN_TOKEN\|WEBHOOK_SECRET" /tmp/compose-check.$$ || { cat /tmp/compose-check.$$ >&2; exit 1; }

@@ -13,7 +13,9 @@ import NIOCore
 import NIOHTTP1
 import ReservationCore
 import ReservationScripts
+import WaitingRoom
 
+let passes = RoomPasses(secret: Array("fuzz-admission-secret".utf8))
 let decoder = RequestDecoder(adminToken: "fuzz-admin", webhookSecret: "fuzz-secret", defaultHoldSeconds: 600)
 /// The same in token mode (one HS256 key): every consumer request first needs a valid token.
 let tokenDecoder = RequestDecoder(
@@ -84,14 +86,23 @@ func check(_ bytes: [UInt8]) {
             precondition(Identifier.isValid(reserve.basketId) && Identifier.isValid(reserve.consumerId))
             precondition((1...RequestDecoder.maxUnits).contains(reserve.quantity))
             if let key = reserve.idempotencyKey { precondition(Identifier.isValidKey(key)) }
+            if let admission = reserve.admissionToken { precondition(admission.utf8.count <= RoomPasses.maxLength) }
+        case .joinQueue(let basketId, let consumerId):
+            precondition(Identifier.isValid(basketId) && Identifier.isValid(consumerId))
+        case .queueStatus(let basketId, _, let consumerId):
+            precondition(Identifier.isValid(basketId) && (consumerId.map(Identifier.isValid) ?? true))
         case .getBasket(let id), .getReservation(let id, _), .cancelReservation(let id, _):
             precondition(Identifier.isValid(id))
         case .payment(let event):
             precondition(Identifier.isValid(event.reservationId) && Identifier.isValidKey(event.eventId) && event.amountCents >= 0)
-        case .health, .ready, .metrics, .openapi:
+        case .health, .ready, .metrics, .openapi, .queuePage:
             break
         }
     }
+    // Waiting-room passes: arbitrary text is refused without a trap, and what verifies is whole.
+    let text = String(decoding: bytes.prefix(1200), as: UTF8.self)
+    if let ticket = passes.ticket(text) { precondition(ticket.join >= 1 && Identifier.isValid(ticket.basketId)) }
+    if let admission = passes.admission(text) { precondition(Identifier.isValid(admission.consumerId)) }
     // The JSON reader on the raw bytes too, and the sold-out arithmetic's inputs.
     _ = try? JSONValue.parse(bytes)
     if let time = RFC3339.parse(String(decoding: bytes.prefix(48), as: UTF8.self)) {

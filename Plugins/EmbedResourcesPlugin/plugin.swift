@@ -3,21 +3,27 @@ import PackagePlugin
 
 /// Embeds the repository's `lua/*.lua` (into ReservationScripts, as `EmbeddedLua`) and
 /// `migrations/*.sql` (into ReconcilerCore, as `EmbeddedMigrations`) and `docs/*.yaml` (into
-/// GatewayCore, as `EmbeddedDocs`: the OpenAPI document the gateway serves).
+/// GatewayCore, as `EmbeddedDocs`: the OpenAPI document the gateway serves) with `web/*.html`
+/// (the waiting room's page).
 @main
 struct EmbedResourcesPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
-        let (folder, fileExtension, enumName): (String, String, String)
+        let sources: [(folder: String, fileExtension: String)]
+        let enumName: String
         switch target.name {
-        case "ReservationScripts": (folder, fileExtension, enumName) = ("lua", "lua", "EmbeddedLua")
-        case "ReconcilerCore": (folder, fileExtension, enumName) = ("migrations", "sql", "EmbeddedMigrations")
-        case "GatewayCore": (folder, fileExtension, enumName) = ("docs", "yaml", "EmbeddedDocs")
+        case "ReservationScripts": (sources, enumName) = ([("lua", "lua")], "EmbeddedLua")
+        case "ReconcilerCore": (sources, enumName) = ([("migrations", "sql")], "EmbeddedMigrations")
+        case "GatewayCore": (sources, enumName) = ([("docs", "yaml"), ("web", "html")], "EmbeddedDocs")
         default: return []
         }
-        let directory = context.package.directoryURL.appending(path: folder)
-        let files = try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
-            .filter { $0.pathExtension == fileExtension }
+        let folder = sources.map(\.folder).joined(separator: " and ")
+        let files = try sources.flatMap { source in
+            try FileManager.default.contentsOfDirectory(
+                at: context.package.directoryURL.appending(path: source.folder), includingPropertiesForKeys: nil
+            )
+            .filter { $0.pathExtension == source.fileExtension }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
+        }
         let output = context.pluginWorkDirectoryURL.appending(path: "\(enumName).swift")
         return [
             .buildCommand(

@@ -3,7 +3,7 @@
 /// character must be zero. That last rule makes decoding one-to-one: every accepted string is the
 /// only encoding of its bytes, so a changed character always changes the bytes (or is refused),
 /// and nothing can slip a second spelling of a token past a cache keyed by its text.
-enum Base64URL {
+package enum Base64URL {
     static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     /// The 6-bit value of a character, or 0xFF for one outside the alphabet.
@@ -20,7 +20,7 @@ enum Base64URL {
     }
 
     /// The decoded bytes, or nil if `text` is not canonical unpadded base64url.
-    static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
+    package static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
         if let result = text.withContiguousStorageIfAvailable({ decode(buffer: $0) }) { return result }
         return Array(text).withUnsafeBufferPointer { decode(buffer: $0) }
     }
@@ -56,7 +56,7 @@ enum Base64URL {
         return valid ? output : nil
     }
 
-    static func encode(_ bytes: some Collection<UInt8>) -> [UInt8] {
+    package static func encode(_ bytes: some Collection<UInt8>) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity((bytes.count * 4 + 2) / 3)
         var accumulator: UInt32 = 0
@@ -74,7 +74,7 @@ enum Base64URL {
         return output
     }
 
-    static func encodeString(_ bytes: some Collection<UInt8>) -> String {
+    package static func encodeString(_ bytes: some Collection<UInt8>) -> String {
         String(decoding: encode(bytes), as: UTF8.self)
     }
 }

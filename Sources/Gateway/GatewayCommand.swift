@@ -62,7 +62,7 @@ struct MintToken: ParsableCommand {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve the reservation API (the default).")
 
-    @Flag(help: "Start without ADMIN_TOKEN / WEBHOOK_SECRET, using the public development values.")
+    @Flag(help: "Start without ADMIN_TOKEN / WEBHOOK_SECRET / ADMISSION_SECRET, using the public development values.")
     var dev = false
     @Option(help: "Overrides GATEWAY_HOST.") var host: String?
     @Option(help: "Overrides GATEWAY_PORT.") var port: Int?

@@ -32,15 +32,21 @@ public enum APIError: Error, Equatable, Sendable {
     case saleNotOpen(opensAtMilliseconds: Int64, retryAfterSeconds: Int)
     case salePaused
     case saleClosed
+    /// The basket has a waiting room and the request carries no valid, unexpired admission.
+    case admissionRequired
+    /// A queue request on a basket without a waiting room.
+    case noWaitingRoom
+    /// A waiting-room ticket that is forged, expired, of another basket or room, or of another consumer.
+    case ticketNotFound
 
     public var status: HTTPResponseStatus {
         switch self {
         case .invalidRequest: return .badRequest
         case .unauthorized, .invalidSignature, .invalidToken: return .unauthorized
-        case .consumerMismatch: return .forbidden
-        case .basketNotFound, .reservationNotFound, .notFound: return .notFound
+        case .consumerMismatch, .admissionRequired: return .forbidden
+        case .basketNotFound, .reservationNotFound, .notFound, .ticketNotFound: return .notFound
         case .basketExists, .insufficientStock, .capacityExceeded, .soldOut, .limitExceeded, .reservationExpired, .saleNotOpen, .salePaused,
-            .saleClosed:
+            .saleClosed, .noWaitingRoom:
             return .conflict
         case .payloadTooLarge: return .payloadTooLarge
         case .idempotencyKeyReused: return .unprocessableEntity
@@ -78,6 +84,9 @@ public enum APIError: Error, Equatable, Sendable {
         case .saleNotOpen: return "sale_not_open"
         case .salePaused: return "sale_paused"
         case .saleClosed: return "sale_closed"
+        case .admissionRequired: return "admission_required"
+        case .noWaitingRoom: return "no_waiting_room"
+        case .ticketNotFound: return "ticket_not_found"
         }
     }
 
@@ -107,6 +116,9 @@ public enum APIError: Error, Equatable, Sendable {
         case .saleNotOpen: return "the sale has not opened yet"
         case .salePaused: return "the sale is paused; retry later"
         case .saleClosed: return "the sale is closed"
+        case .admissionRequired: return "this sale has a waiting room: reserve with the Admission-Token it gave you"
+        case .noWaitingRoom: return "this basket has no waiting room"
+        case .ticketNotFound: return "no ticket of this waiting room matches; join again"
         }
     }
 
@@ -127,6 +139,9 @@ public enum APIError: Error, Equatable, Sendable {
             case .reservationExpired: self = .reservationExpired
             case .underRepair: self = .unavailable("the basket is being repaired; retry shortly")
             case .invalidWindow: self = .invalidRequest("closesAt must be after opensAt")
+            case .noWaitingRoom: self = .noWaitingRoom
+            case .saleClosed: self = .saleClosed
+            case .ticketNotFound: self = .ticketNotFound
             case .inconsistentStore: self = .internalError
             }
         case let error as RedisError:

@@ -144,7 +144,7 @@ public final class GatewayAPI: HTTPResponder {
         case .updateBasket(let basketId, let change):
             return service.updateBasket(basketId, change: change, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .getBasket(let basketId):
-            return service.basket(basketId, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
+            return service.basketWithRoom(basketId, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId, room: $1)) }
         case .adjustStock(let basketId, let delta):
             return service.adjustStock(basketId, delta: delta, on: eventLoop).map { .json(.ok, $0.json(basketId: basketId)) }
         case .reserve(let request):
@@ -155,6 +155,12 @@ public final class GatewayAPI: HTTPResponder {
             return service.cancel(reservationId, for: requester, on: eventLoop).map { .json(.ok, $0.json(reservationId: reservationId)) }
         case .payment(let event):
             return payment(event, on: eventLoop)
+        case .joinQueue(let basketId, let consumerId):
+            return service.joinQueue(basketId, consumerId: consumerId, on: eventLoop).map { .json(.ok, $0.json()) }
+        case .queueStatus(let basketId, let ticket, let consumerId):
+            return service.queueStatus(basketId, ticket: ticket, consumerId: consumerId, on: eventLoop).map { .json(.ok, $0.json()) }
+        case .queuePage:
+            return eventLoop.makeSucceededFuture(QueuePage.response)
         }
     }
 
@@ -192,6 +198,9 @@ public final class GatewayAPI: HTTPResponder {
         case .saleClosed:
             metrics.reservation(.rejected)
             refusal = .saleClosed
+        case .admissionRequired:
+            metrics.reservation(.rejected)
+            refusal = .admissionRequired
         case .limitExceeded:
             metrics.reservation(.limitExceeded)
             refusal = .limitExceeded

@@ -15,6 +15,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var adminToken: String?
     /// `WEBHOOK_SECRET`, no default: the gateway refuses to start without one unless `--dev`.
     public var webhookSecret: String?
+    /// `ADMISSION_SECRET`, no default: the HMAC key of waiting-room tickets and admissions (every
+    /// gateway of a deployment shares it). The gateway refuses to start without one unless `--dev`.
+    public var admissionSecret: String?
     /// `HOLD_SECONDS`, default 600: the hold of a basket created without `holdSeconds`.
     public var holdSeconds: Int = 600
     /// `RESERVE_RATE_LIMIT`, default 20: attempts per consumer per second; 0 turns it off.
@@ -79,6 +82,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
     public static let developmentAdminToken = "dev-admin-token"
     public static let developmentWebhookSecret = "dev-webhook-secret"
+    public static let developmentAdmissionSecret = "dev-admission-secret"
 
     public init() {}
 
@@ -89,6 +93,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("GATEWAY_PORT", 0...65535) { port = value }
         adminToken = environment.text("ADMIN_TOKEN")
         webhookSecret = environment.text("WEBHOOK_SECRET")
+        admissionSecret = environment.text("ADMISSION_SECRET")
         if let value = try environment.int("HOLD_SECONDS", 1...86_400) { holdSeconds = value }
         if let value = try environment.int("RESERVE_RATE_LIMIT", 0...1_000_000) { reserveRateLimit = value }
         if let value = try environment.int("GATEWAY_THREADS", 1...256) { eventLoopThreads = value }
@@ -127,14 +132,16 @@ public struct GatewayConfiguration: Sendable, Equatable {
         set { core[keyPath: keyPath] = newValue }
     }
 
-    /// The gateway needs both secrets; `--dev` fills in the development ones.
+    /// The gateway needs its three secrets; `--dev` fills in the development ones.
     public mutating func resolveSecrets() throws {
         if developmentMode {
             adminToken = adminToken ?? Self.developmentAdminToken
             webhookSecret = webhookSecret ?? Self.developmentWebhookSecret
+            admissionSecret = admissionSecret ?? Self.developmentAdmissionSecret
         }
         guard adminToken != nil else { throw ConfigurationProblem.missing(variable: "ADMIN_TOKEN") }
         guard webhookSecret != nil else { throw ConfigurationProblem.missing(variable: "WEBHOOK_SECRET") }
+        guard admissionSecret != nil else { throw ConfigurationProblem.missing(variable: "ADMISSION_SECRET") }
         // Secure by default: consumers are identified by tokens unless told otherwise.
         let hasKey = consumerTokenKeys != nil || consumerTokenJWKSPath != nil
         switch consumerAuth {

@@ -17,6 +17,20 @@ public final class GatewayMetrics: Sendable {
     private let redisLatency: Timer
     /// 503 answers: Redis unreachable, or a basket out of service for a repair.
     private let unavailableAnswers: Counter
+    /// Waiting rooms: joins, polls answered, and the views given by state.
+    private let queueJoins: Counter
+    private let queuePolls: Counter
+    private let queueRefreshes: Counter
+    private let queueViews: [QueueStateLabel: Counter]
+    /// The last snapshot's counts of each room this gateway has read (one series per basket with a room).
+    private let roomGauges = Mutex<[String: (members: Gauge, waiting: Gauge, admitted: Gauge, expired: Gauge)]>([:])
+
+    /// The `state` label of `gateway_queue_views_total` (the queue view's states).
+    public enum QueueStateLabel: String, CaseIterable, Sendable {
+        case prequeue, waiting, admitted, expired
+        case soldOut = "sold_out"
+        case closed
+    }
 
     struct RequestKey: Hashable {
         let route: String
@@ -75,6 +89,42 @@ public final class GatewayMetrics: Sendable {
         self.expired = Counter(label: "gateway_holds_expired_total", factory: factory)
         self.redisLatency = Timer(label: "gateway_redis_call_duration_seconds", factory: factory)
         self.unavailableAnswers = Counter(label: "gateway_unavailable_total", factory: factory)
+        self.queueJoins = Counter(label: "gateway_queue_joins_total", factory: factory)
+        self.queuePolls = Counter(label: "gateway_queue_polls_total", factory: factory)
+        self.queueRefreshes = Counter(label: "gateway_queue_room_reads_total", factory: factory)
+        var views: [QueueStateLabel: Counter] = [:]
+        for state in QueueStateLabel.allCases {
+            views[state] = Counter(label: "gateway_queue_views_total", dimensions: [("state", state.rawValue)], factory: factory)
+        }
+        self.queueViews = views
+    }
+
+    func queueJoined() { queueJoins.increment() }
+    func queuePolled() { queuePolls.increment() }
+    /// A poll cache's refresh: one Redis call per basket per gateway per refresh.
+    func queueRoomRead() { queueRefreshes.increment() }
+    func queueView(_ state: QueueStateLabel) { queueViews[state]?.increment() }
+
+    /// A room's counts as its last snapshot showed them.
+    func room(_ basketId: String, members: Int64, waiting: Int64, admitted: Int64, expired: Int64) {
+        typealias Gauges = (members: Gauge, waiting: Gauge, admitted: Gauge, expired: Gauge)
+        let gauges: Gauges? = roomGauges.withLock { gauges -> Gauges? in
+            if let known = gauges[basketId] { return known }
+            // Bounded: a basket gets a series only once it has a room, which only the admin makes.
+            guard gauges.count < 1000 else { return nil }
+            func gauge(_ label: String) -> Gauge { Gauge(label: label, dimensions: [("basket", basketId)], factory: factory) }
+            let made = (
+                members: gauge("gateway_queue_members"), waiting: gauge("gateway_queue_waiting"), admitted: gauge("gateway_queue_admitted"),
+                expired: gauge("gateway_queue_expired_admissions")
+            )
+            gauges[basketId] = made
+            return made
+        }
+        guard let gauges else { return }
+        gauges.members.record(members)
+        gauges.waiting.record(waiting)
+        gauges.admitted.record(admitted)
+        gauges.expired.record(expired)
     }
 
     func request(route: String, status: Int) {

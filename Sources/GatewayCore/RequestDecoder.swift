@@ -20,6 +20,10 @@ public struct RequestDecoder: Sendable {
         case getReservation(reservationId: String, requester: ReservationService.Requester)
         case cancelReservation(reservationId: String, requester: ReservationService.Requester)
         case payment(PaymentCall.Event)
+        case joinQueue(basketId: String, consumerId: String)
+        /// `consumerId`: the token's consumer (token mode), whom the ticket must name; nil in trusted mode.
+        case queueStatus(basketId: String, ticket: String, consumerId: String?)
+        case queuePage
     }
 
     /// The largest stock, delta, quantity or per-consumer limit a request may carry.
@@ -78,7 +82,8 @@ public struct RequestDecoder: Sendable {
             let settings = BasketSettings(
                 holdSeconds: try integer(body, "holdSeconds", default: defaultHoldSeconds, in: 1...86_400),
                 maxPerConsumer: try integer(body, "maxPerConsumer", default: 1, in: 1...Self.maxUnits),
-                opensAtMilliseconds: try time(body, "opensAt") ?? nil, closesAtMilliseconds: try time(body, "closesAt") ?? nil)
+                opensAtMilliseconds: try time(body, "opensAt") ?? nil, closesAtMilliseconds: try time(body, "closesAt") ?? nil,
+                waitingRoom: try waitingRoom(body) ?? nil)
             if let opens = settings.opensAtMilliseconds, let closes = settings.closesAtMilliseconds, closes <= opens {
                 throw APIError.invalidRequest("closesAt must be after opensAt")
             }
@@ -99,6 +104,7 @@ public struct RequestDecoder: Sendable {
                 guard case .bool(let paused) = raw else { throw APIError.invalidRequest("paused must be true or false") }
                 change.paused = paused
             }
+            change.waitingRoom = try waitingRoom(body)
             if let opens = change.opensAtMilliseconds ?? nil, let closes = change.closesAtMilliseconds ?? nil, closes <= opens {
                 throw APIError.invalidRequest("closesAt must be after opensAt")
             }
@@ -131,7 +137,28 @@ public struct RequestDecoder: Sendable {
             }
             return .reserve(
                 ReservationService.ReserveRequest(
-                    basketId: basketId, asked: ReservationRequest(consumerId: consumerId, quantity: quantity), idempotencyKey: key))
+                    basketId: basketId, asked: ReservationRequest(consumerId: consumerId, quantity: quantity), idempotencyKey: key,
+                    admissionToken: Self.admissionToken(request)))
+        case .joinQueue(let basketId):
+            try requireId(basketId, "basketId")
+            let tokenConsumer = try tokenConsumer(request, now: now)
+            // In token mode the body may be empty; a body naming another consumer is refused.
+            let hasBody = (request.body?.readableBytes ?? 0) > 0
+            let body: JSONValue? = tokenConsumer == nil || hasBody ? try jsonObject(request) : nil
+            if let tokenConsumer {
+                if let named = body?["consumerId"], named.stringValue != tokenConsumer { throw APIError.consumerMismatch }
+                return .joinQueue(basketId: basketId, consumerId: tokenConsumer)
+            }
+            let consumerId = try string(body ?? .null, "consumerId")
+            try requireId(consumerId, "consumerId")
+            return .joinQueue(basketId: basketId, consumerId: consumerId)
+        case .queueStatus(let basketId, let ticket):
+            let tokenConsumer = try tokenConsumer(request, now: now)
+            try requireId(basketId, "basketId")
+            return .queueStatus(basketId: basketId, ticket: ticket, consumerId: tokenConsumer)
+        case .queuePage(let basketId):
+            try requireId(basketId, "basketId")
+            return .queuePage
         case .getReservation(let reservationId):
             let requester = try requester(request, now: now)
             try requireId(reservationId, "reservationId")
@@ -228,6 +255,33 @@ public struct RequestDecoder: Sendable {
             if case .none = found { found = .one(value) } else { return .several }
         }
         return found
+    }
+
+    /// The request's `Admission-Token`: nil when absent, several, or longer than any pass we sign
+    /// (the service checks its signature, basket and consumer; a bad one counts as none).
+    static func admissionToken(_ request: HTTPRequest) -> String? {
+        var found: String?
+        for (name, value) in request.headers where name.utf8.count == 15 {
+            guard name.utf8.elementsEqual("admission-token".utf8, by: { $0 | 0x20 == $1 }) else { continue }
+            if found != nil { return nil }
+            found = value
+        }
+        guard let found, found.utf8.count <= 1024 else { return nil }
+        return found
+    }
+
+    /// `waitingRoom`: nil when absent, `.some(nil)` for `null`, else its settings in range.
+    private func waitingRoom(_ object: JSONValue) throws -> WaitingRoomSettings?? {
+        guard let raw = object["waitingRoom"] else { return nil }
+        if raw == .null { return .some(nil) }
+        guard case .object = raw else { throw APIError.invalidRequest("waitingRoom must be an object or null") }
+        let perMinute = try integer(raw, "admitPerMinute", in: WaitingRoomSettings.admitPerMinuteRange)
+        let seconds = try integer(
+            raw, "admissionSeconds", default: WaitingRoomSettings.defaultAdmissionSeconds, in: WaitingRoomSettings.admissionSecondsRange)
+        guard let settings = WaitingRoomSettings(admitPerMinute: perMinute, admissionSeconds: seconds) else {
+            throw APIError.invalidRequest("waitingRoom is out of range")
+        }
+        return .some(settings)
     }
 
     private func requireId(_ id: String, _ name: String) throws {

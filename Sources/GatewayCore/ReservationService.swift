@@ -2,6 +2,7 @@ public import NIOCore
 public import RedisClient
 public import ReservationCore
 public import ReservationScripts
+import WaitingRoom
 
 /// A refusal of the reservation service, in the domain's words. Store failures (Redis
 /// unreachable, overloaded, a reply of the wrong shape) pass through as the store's own errors;
@@ -17,6 +18,12 @@ public enum ReservationError: Error, Sendable, Equatable {
     case underRepair
     /// The sale would close before it opens.
     case invalidWindow
+    /// A queue request on a basket without a waiting room.
+    case noWaitingRoom
+    /// A join after the sale closed.
+    case saleClosed
+    /// A waiting-room ticket that is not this room's, this basket's or this consumer's.
+    case ticketNotFound
     /// The store answered something that cannot happen with the gateway's own data (an id
     /// collision, a reservation that changed between two reads of an immutable field).
     case inconsistentStore(String)
@@ -32,11 +39,15 @@ public final class ReservationService: Sendable {
     let metrics: GatewayMetrics
     private let ids = ReservationIdGenerator()
     let soldOut: SoldOutCache
+    /// Waiting rooms: each room's last snapshot (polls), and the signer of tickets and admissions.
+    let rooms = RoomCache()
+    let passes: RoomPasses
 
     public init(redis: RedisClient, configuration: GatewayConfiguration, metrics: GatewayMetrics) {
         self.redis = redis
         self.configuration = configuration
         self.metrics = metrics
+        self.passes = RoomPasses(secret: Array((configuration.admissionSecret ?? "").utf8))
         // A refresh's call is answered or failed within the command timeout (a batch unanswered
         // that long resets the connection and fails its calls).
         self.soldOut = SoldOutCache(
@@ -61,7 +72,7 @@ public final class ReservationService: Sendable {
 
     /// The same, and `decide` turns the outcome into the answer: one future per call after the
     /// store's.
-    private func run<Call: ScriptCall, T>(
+    func run<Call: ScriptCall, T>(
         _ call: Call, on eventLoop: any EventLoop, _ decide: @escaping @Sendable (Call.Outcome) throws -> T
     ) -> EventLoopFuture<T> {
         let promise = eventLoop.makePromise(of: T.self)
@@ -118,6 +129,7 @@ public final class ReservationService: Sendable {
             switch outcome {
             case .updated(let state):
                 self.soldOut.clear(basketId)
+                self.rooms.forget(basketId)
                 return state
             case .basketNotFound: throw ReservationError.basketNotFound
             case .invalidWindow: throw ReservationError.invalidWindow
@@ -151,6 +163,19 @@ public final class ReservationService: Sendable {
         }
     }
 
+    /// The basket's view, with its waiting room's snapshot when it has one (a fresh read: the
+    /// view shows the room's counts and, after the opening, the draw's seed).
+    public func basketWithRoom(_ basketId: String, on eventLoop: any EventLoop) -> EventLoopFuture<(BasketState, RoomSnapshot?)> {
+        basket(basketId, on: eventLoop).flatMap { state in
+            guard state.settings.waitingRoom != nil else { return eventLoop.makeSucceededFuture((state, nil)) }
+            return self.readRoom(basketId, on: eventLoop).map { room in (room.basket, room) }.flatMapErrorThrowing { error in
+                // the room went between the two reads (a PATCH removed it): the basket as read
+                if case ReservationError.ticketNotFound = error { return (state, nil) }
+                throw error
+            }
+        }
+    }
+
     // MARK: reservations
 
     public struct ReserveRequest: Sendable, Equatable {
@@ -158,6 +183,8 @@ public final class ReservationService: Sendable {
         /// What is asked: every field of it is stored, and compared under an Idempotency-Key.
         public var asked: ReservationRequest
         public var idempotencyKey: String?
+        /// The `Admission-Token` header as sent (checked when the reservation is made).
+        public var admissionToken: String? = nil
 
         public var consumerId: String { asked.consumerId }
         public var quantity: Int { asked.quantity }
@@ -196,7 +223,7 @@ public final class ReservationService: Sendable {
             basketId: request.basketId, request: request.asked,
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
             attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey,
-            refusalSeconds: configuration.idempotencyRefusalSeconds)
+            refusalSeconds: configuration.idempotencyRefusalSeconds, admission: request.admissionToken == nil ? nil : admission(for: request))
         run(call, on: eventLoop) { result in
             if case .success(.soldOut) = result {
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)

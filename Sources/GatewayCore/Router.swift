@@ -12,6 +12,9 @@ public enum Endpoint: Equatable, Sendable {
     case getReservation(reservationId: String)
     case cancelReservation(reservationId: String)
     case webhook
+    case joinQueue(basketId: String)
+    case queueStatus(basketId: String, ticket: String)
+    case queuePage(basketId: String)
 
     /// The `route` label of the request metrics (a fixed set: never a value from the request).
     public var label: String {
@@ -28,6 +31,9 @@ public enum Endpoint: Equatable, Sendable {
         case .getReservation: return "get_reservation"
         case .cancelReservation: return "cancel_reservation"
         case .webhook: return "webhook"
+        case .joinQueue: return "join_queue"
+        case .queueStatus: return "queue_status"
+        case .queuePage: return "queue_page"
         }
     }
 }
@@ -64,6 +70,8 @@ public enum Router {
             case "openapi.yaml": return get(.openapi)
             default: return .failure(.notFound)
             }
+        case 2 where segments[0] == "queue":
+            return get(.queuePage(basketId: percentDecoded(segments[1])))
         case 3 where segments[0] == "v1":
             let id = percentDecoded(segments[2])
             switch segments[1] {
@@ -90,8 +98,12 @@ public enum Router {
             switch segments[3] {
             case "stock-adjustments": return post(.adjustStock(basketId: basketId))
             case "reservations": return post(.reserve(basketId: basketId))
+            case "queue": return post(.joinQueue(basketId: basketId))
             default: return .failure(.notFound)
             }
+        case 5 where segments[0] == "v1" && segments[1] == "baskets" && segments[3] == "queue":
+            // A ticket is base64url and dots: no escapes to decode, and any other byte fails its check.
+            return get(.queueStatus(basketId: percentDecoded(segments[2]), ticket: String(segments[4])))
         default:
             return .failure(.notFound)
         }

@@ -81,7 +81,8 @@ public enum BasketStore {
     /// The columns `row` reads.
     static let columns =
         "id, stock, capacity, hold_seconds, max_per_consumer, \(millisecondsText("opens_at")) AS opens_ms, "
-        + "\(millisecondsText("closes_at")) AS closes_ms, paused, settings_seq, redis_seq, version, redis_entry, "
+        + "\(millisecondsText("closes_at")) AS closes_ms, paused, COALESCE(room_admit_per_minute::text, '') AS room_rate, "
+        + "COALESCE(room_admission_seconds::text, '') AS room_secs, settings_seq, redis_seq, version, redis_entry, "
         + "(rolled_back_at IS NOT NULL) AS rolled_back"
 
     /// The stored text of one setting, as `BasketSettings` reads it, from a row read with `columns`.
@@ -97,6 +98,8 @@ public enum BasketStore {
             case "f": return "0"
             default: return nil
             }
+        case .roomRate: return row["room_rate"].string
+        case .roomSeconds: return row["room_secs"].string
         }
     }
 
@@ -128,8 +131,8 @@ public enum BasketStore {
                 try connection.execute(
                     """
                     INSERT INTO baskets (id, stock, capacity, hold_seconds, max_per_consumer, opens_at, closes_at, paused,
-                        settings_seq, redis_seq, version, redis_entry)
-                    VALUES ($1, $2, $3, $4, $5, \(timestamp("$6")), \(timestamp("$7")), $8, $9, $10, 1, $11)
+                        room_admit_per_minute, room_admission_seconds, settings_seq, redis_seq, version, redis_entry)
+                    VALUES ($1, $2, $3, $4, $5, \(timestamp("$6")), \(timestamp("$7")), $8, $9, $10, $11, $12, 1, $13)
                     ON CONFLICT (id) DO NOTHING
                     """,
                     [.text(id), .int(create.stock), .int(create.capacity)] + settingsParameters(create.settings)
@@ -141,9 +144,9 @@ public enum BasketStore {
             let changed = try connection.execute(
                 """
                 UPDATE baskets SET stock = $3, capacity = $4, hold_seconds = $5, max_per_consumer = $6,
-                    opens_at = \(timestamp("$7")), closes_at = \(timestamp("$8")), paused = $9, settings_seq = $10,
-                    redis_seq = $11, version = $12, redis_entry = $13,
-                    rolled_back_at = CASE WHEN $14::boolean THEN COALESCE(rolled_back_at, now()) END, updated_at = now()
+                    opens_at = \(timestamp("$7")), closes_at = \(timestamp("$8")), paused = $9, room_admit_per_minute = $10,
+                    room_admission_seconds = $11, settings_seq = $12, redis_seq = $13, version = $14, redis_entry = $15,
+                    rolled_back_at = CASE WHEN $16::boolean THEN COALESCE(rolled_back_at, now()) END, updated_at = now()
                 WHERE id = $1 AND version = $2
                 """,
                 [.text(id), .int(current.version), .int(next.stock), .int(next.capacity)] + settingsParameters(next.settings)
@@ -157,12 +160,14 @@ public enum BasketStore {
         throw BasketStoreError.tooManyConflicts(id)
     }
 
-    /// The settings as the four-plus-one parameters of `hold_seconds, max_per_consumer, opens_at,
-    /// closes_at, paused` (times in ms, NULL for none; see `timestamp`).
+    /// The settings as the parameters of `hold_seconds, max_per_consumer, opens_at, closes_at,
+    /// paused, room_admit_per_minute, room_admission_seconds` (times in ms, NULL for none; see
+    /// `timestamp`; the room's two NULL for none).
     static func settingsParameters(_ settings: BasketSettings) -> [PostgresValue] {
         [
             .int(settings.holdSeconds), .int(settings.maxPerConsumer), settings.opensAtMilliseconds.map { .int(Int($0)) } ?? .null,
             settings.closesAtMilliseconds.map { .int(Int($0)) } ?? .null, .bool(settings.paused),
+            settings.waitingRoom.map { .int($0.admitPerMinute) } ?? .null, settings.waitingRoom.map { .int($0.admissionSeconds) } ?? .null,
         ]
     }
 

@@ -329,6 +329,17 @@ public struct JSONWriter {
         JSONWriter.appendDecimal(value, to: &bytes)
     }
 
+    public mutating func field(_ name: StaticString, _ value: Int?) {
+        guard let value else { return nullField(name) }
+        field(name, value)
+    }
+
+    /// A field whose value is a JSON document another writer finished (a nested object).
+    public mutating func rawField(_ name: StaticString, _ json: [UInt8]) {
+        key(name)
+        bytes.append(contentsOf: json)
+    }
+
     /// `value` in decimal, written in place (no String in between: this is on every answer).
     static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }

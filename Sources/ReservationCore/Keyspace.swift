@@ -28,6 +28,11 @@ public enum Keyspace {
     public static func idempotency(basketId: String, consumerId: String, key: String, partition: Int) -> String {
         prefix(partition) + ":i:" + basketId + "/" + consumerId + "/" + key
     }
+    /// A basket's waiting room: its schedule, draw and counts (a hash of `RoomField`s).
+    public static func room(basketId: String, partition: Int) -> String { prefix(partition) + ":q:" + basketId }
+    /// A waiting room's members: consumer id -> place number (one hash, so one consumer has one
+    /// place and a joined consumer costs one hash entry).
+    public static func queue(basketId: String, partition: Int) -> String { prefix(partition) + ":qm:" + basketId }
     public static func rateLimit(consumerId: String, partition: Int) -> String { prefix(partition) + ":rl:" + consumerId }
     public static func holds(_ partition: Int) -> String { perPartition(holdsKeys, partition, ":holds") }
     public static func stream(_ partition: Int) -> String { perPartition(streamKeys, partition, ":events") }

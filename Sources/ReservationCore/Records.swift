@@ -146,6 +146,8 @@ public enum BasketField: String, CaseIterable, Sendable {
     case opens
     case closes
     case paused
+    case roomRate = "room_rate"
+    case roomSeconds = "room_secs"
 }
 
 /// A basket's sale settings: set when it is created (PUT) and changed by PATCH, stored in its hash,
@@ -158,6 +160,10 @@ public enum BasketSettingField: String, CaseIterable, Sendable {
     case opens
     case closes
     case paused
+    /// The waiting room's `admitPerMinute` ("" when the basket has none).
+    case roomRate = "room_rate"
+    /// The waiting room's `admissionSeconds` ("" when the basket has none).
+    case roomSeconds = "room_secs"
 
     /// How two accounts of a basket's settings agree: the newer (by the basket's `seq`) wins whole.
     public var merge: FieldMergeRule { .latestBySequence }
@@ -173,16 +179,19 @@ public struct BasketSettings: Sendable, Equatable {
     public var closesAtMilliseconds: Int64?
     /// Paused by an operator: no reservation until unpaused.
     public var paused: Bool
+    /// The waiting room in front of the sale; nil: none (anyone may reserve).
+    public var waitingRoom: WaitingRoomSettings?
 
     public init(
         holdSeconds: Int, maxPerConsumer: Int, opensAtMilliseconds: Int64? = nil, closesAtMilliseconds: Int64? = nil,
-        paused: Bool = false
+        paused: Bool = false, waitingRoom: WaitingRoomSettings? = nil
     ) {
         self.holdSeconds = holdSeconds
         self.maxPerConsumer = maxPerConsumer
         self.opensAtMilliseconds = opensAtMilliseconds
         self.closesAtMilliseconds = closesAtMilliseconds
         self.paused = paused
+        self.waitingRoom = waitingRoom
     }
 
     /// The latest a sale may open or close: year 9999, far from any overflow in ms arithmetic.
@@ -196,6 +205,8 @@ public struct BasketSettings: Sendable, Equatable {
         case .opens: return opensAtMilliseconds.map { String($0) } ?? ""
         case .closes: return closesAtMilliseconds.map { String($0) } ?? ""
         case .paused: return paused ? "1" : "0"
+        case .roomRate: return waitingRoom.map { String($0.admitPerMinute) } ?? ""
+        case .roomSeconds: return waitingRoom.map { String($0.admissionSeconds) } ?? ""
         }
     }
 
@@ -212,7 +223,19 @@ public struct BasketSettings: Sendable, Equatable {
         else { return nil }
         let paused = text(.paused) ?? "0"
         guard paused == "0" || paused == "1" || paused.isEmpty else { return nil }
-        self.init(holdSeconds: hold, maxPerConsumer: max, opensAtMilliseconds: opens, closesAtMilliseconds: closes, paused: paused == "1")
+        // Both room fields, or neither: a room half stored is malformed.
+        let rate = text(.roomRate) ?? ""
+        let seconds = text(.roomSeconds) ?? ""
+        var room: WaitingRoomSettings?
+        if !rate.isEmpty || !seconds.isEmpty {
+            guard let perMinute = Int(rate), let admission = Int(seconds),
+                let settings = WaitingRoomSettings(admitPerMinute: perMinute, admissionSeconds: admission)
+            else { return nil }
+            room = settings
+        }
+        self.init(
+            holdSeconds: hold, maxPerConsumer: max, opensAtMilliseconds: opens, closesAtMilliseconds: closes, paused: paused == "1",
+            waitingRoom: room)
     }
 
     /// Where the sale stands at `now` (Redis ms), decided as `reserve.lua` decides it: closed once
@@ -221,6 +244,24 @@ public struct BasketSettings: Sendable, Equatable {
         if let closes = closesAtMilliseconds, now >= closes { return .closed }
         if let opens = opensAtMilliseconds, now < opens { return .scheduled }
         return paused ? .paused : .open
+    }
+}
+
+/// A basket's waiting room (contract: `waitingRoom`): places admitted per minute from the opening,
+/// and how long an admission lasts.
+public struct WaitingRoomSettings: Sendable, Equatable {
+    public static let admitPerMinuteRange = 1...1_000_000
+    public static let admissionSecondsRange = 30...3600
+    public static let defaultAdmissionSeconds = 300
+
+    public let admitPerMinute: Int
+    public let admissionSeconds: Int
+
+    /// nil when either is out of its range.
+    public init?(admitPerMinute: Int, admissionSeconds: Int = Self.defaultAdmissionSeconds) {
+        guard Self.admitPerMinuteRange.contains(admitPerMinute), Self.admissionSecondsRange.contains(admissionSeconds) else { return nil }
+        self.admitPerMinute = admitPerMinute
+        self.admissionSeconds = admissionSeconds
     }
 }
 

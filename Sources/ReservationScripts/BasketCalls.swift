@@ -60,16 +60,19 @@ public struct UpdateBasketCall: ScriptCall {
         public var opensAtMilliseconds: Int64??
         public var closesAtMilliseconds: Int64??
         public var paused: Bool?
+        /// `.some(nil)` removes the waiting room (and its queue).
+        public var waitingRoom: WaitingRoomSettings??
 
         public init(
             holdSeconds: Int? = nil, maxPerConsumer: Int? = nil, opensAtMilliseconds: Int64?? = nil, closesAtMilliseconds: Int64?? = nil,
-            paused: Bool? = nil
+            paused: Bool? = nil, waitingRoom: WaitingRoomSettings?? = nil
         ) {
             self.holdSeconds = holdSeconds
             self.maxPerConsumer = maxPerConsumer
             self.opensAtMilliseconds = opensAtMilliseconds
             self.closesAtMilliseconds = closesAtMilliseconds
             self.paused = paused
+            self.waitingRoom = waitingRoom
         }
 
         /// The new stored text of one setting, nil where it does not change.
@@ -80,6 +83,8 @@ public struct UpdateBasketCall: ScriptCall {
             case .opens: return opensAtMilliseconds.map { $0.map { String($0) } ?? "" }
             case .closes: return closesAtMilliseconds.map { $0.map { String($0) } ?? "" }
             case .paused: return paused.map { $0 ? "1" : "0" }
+            case .roomRate: return waitingRoom.map { $0.map { String($0.admitPerMinute) } ?? "" }
+            case .roomSeconds: return waitingRoom.map { $0.map { String($0.admissionSeconds) } ?? "" }
             }
         }
     }
@@ -87,7 +92,7 @@ public struct UpdateBasketCall: ScriptCall {
     public static let script = ReservationScripts.basketUpdate
     /// A changed basket waits for the replicas (a pause must hold after a failover); refusals do not.
     public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "ok") }
-    public static let keyNames = ["basket", "stream", "lostBaskets"]
+    public static let keyNames = ["basket", "stream", "lostBaskets", "room", "queue"]
     public static let argumentNames = ["basketId", "change"] + BasketSettingField.allCases.map(\.rawValue)
 
     public let keys: [String]
@@ -95,7 +100,10 @@ public struct UpdateBasketCall: ScriptCall {
 
     public init(basketId: String, change: Change) {
         let partition = Keyspace.partition(ofBasket: basketId)
-        keys = [Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition)]
+        keys = [
+            Keyspace.basket(basketId, partition: partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition),
+            Keyspace.room(basketId: basketId, partition: partition), Keyspace.queue(basketId: basketId, partition: partition),
+        ]
         let texts = BasketSettingField.allCases.map(change.text)
         arguments = [.string(basketId), .string(String(texts.map { $0 == nil ? "0" : "1" }))] + texts.map { .string($0 ?? "") }
     }

@@ -21,17 +21,19 @@ public struct ReserveCall: ScriptCall {
         case saleNotOpen(opensAtMilliseconds: Int64, retryAfterMilliseconds: Int)
         case salePaused
         case saleClosed
+        /// The basket has a waiting room and the request carried no unexpired admission of it.
+        case admissionRequired
     }
 
     public static let script = ReservationScripts.reserve
     /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not.
     public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "granted") }
     public static let keyNames = [
-        "basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets", "partitionMarker",
+        "basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets", "partitionMarker", "room",
     ]
     public static let argumentNames = [
         "basketId", "consumerId", "quantity", "reservationId", "attemptsPerSecond", "fingerprint", "idempotencySeconds",
-        "refusalSeconds",
+        "refusalSeconds", "admissionExpires", "admissionEpoch",
     ]
 
     public let keys: [String]
@@ -49,9 +51,10 @@ public struct ReserveCall: ScriptCall {
             attemptsPerSecond: attemptsPerSecond, idempotencyKey: idempotencyKey, refusalSeconds: refusalSeconds)
     }
 
+    /// `admission`: the request's verified admission (expiry in Redis ms, and the room's epoch).
     public init(
         basketId: String, request: ReservationRequest, reservationId: String, attemptsPerSecond: Int, idempotencyKey: String?,
-        refusalSeconds: Int = 300
+        refusalSeconds: Int = 300, admission: (expiresAtMilliseconds: Int64, epoch: String)? = nil
     ) {
         let (consumerId, quantity) = (request.consumerId, request.quantity)
         let partition = Keyspace.partition(ofBasket: basketId)
@@ -70,11 +73,12 @@ public struct ReserveCall: ScriptCall {
             Keyspace.stream(partition),
             idempotencyRecord,
             attemptsPerSecond > 0 ? Keyspace.rateLimit(consumerId: consumerId, partition: partition) : basketKey,
-            Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition),
+            Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition), Keyspace.room(basketId: basketId, partition: partition),
         ]
         arguments = [
             .string(basketId), .string(consumerId), .int(quantity), .string(reservationId), .int(attemptsPerSecond),
             .string(fingerprint), .int(Retention.idempotencySeconds), .int(refusalSeconds),
+            .string(admission.map { String($0.expiresAtMilliseconds) } ?? ""), .string(admission?.epoch ?? ""),
         ]
     }
 
@@ -101,6 +105,7 @@ public struct ReserveCall: ScriptCall {
             return .saleNotOpen(opensAtMilliseconds: Int64(opens), retryAfterMilliseconds: left)
         case "sale_paused": return .salePaused
         case "sale_closed": return .saleClosed
+        case "admission_required": return .admissionRequired
         case "limit_exceeded": return .limitExceeded
         case "basket_not_found": return .basketNotFound
         case "unavailable": return .unavailable
@@ -147,7 +152,8 @@ public struct RefuseSoldOutCall: ScriptCall {
         switch outcome {
         case .granted, .soldOut, .soldOutReplayed, .limitExceeded, .basketNotFound, .idempotencyKeyReused, .saleClosed:
             return .answered(outcome)
-        case .unavailable, .rateLimited, .soldOutClosingIn, .saleNotOpen, .salePaused: throw StoreReplyError("refuse_sold_out", reply)
+        case .unavailable, .rateLimited, .soldOutClosingIn, .saleNotOpen, .salePaused, .admissionRequired:
+            throw StoreReplyError("refuse_sold_out", reply)
         }
     }
 }

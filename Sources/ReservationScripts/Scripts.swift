@@ -23,10 +23,11 @@ public enum ReservationScripts {
     public static let refuseSoldOut = script("refuse_sold_out")
     public static let basketRead = script("basket_read")
     public static let basketUpdate = script("basket_update")
+    public static let queue = script("queue")
 
     public static let all: [RedisScript] = [
         reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
-        refuseSoldOut, basketRead, basketUpdate,
+        refuseSoldOut, basketRead, basketUpdate, queue,
     ]
 
     /// A script's own file, without the prelude (what its header declares).

@@ -399,7 +399,9 @@ struct UnitTests {
 
     @Test("consumer identity is secure by default: no key refuses to start unless CONSUMER_AUTH=trusted or --dev; a key means token mode")
     func consumerAuthDefaults() throws {
-        let secrets = ["ADMIN_TOKEN": "a", "WEBHOOK_SECRET": "w"]
+        let secrets = ["ADMIN_TOKEN": "a", "WEBHOOK_SECRET": "w", "ADMISSION_SECRET": "s"]
+        var noAdmission = try GatewayConfiguration(environment: ["ADMIN_TOKEN": "a", "WEBHOOK_SECRET": "w", "CONSUMER_AUTH": "trusted"])
+        #expect(throws: ConfigurationProblem.missing(variable: "ADMISSION_SECRET")) { try noAdmission.resolveSecrets() }
         var none = try GatewayConfiguration(environment: secrets)
         #expect(throws: ConfigurationProblem.self) { try none.resolveSecrets() }
         var trusted = try GatewayConfiguration(environment: secrets.merging(["CONSUMER_AUTH": "trusted"]) { $1 })

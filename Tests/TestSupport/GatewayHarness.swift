@@ -14,6 +14,7 @@ import ReservationScripts
 public final class GatewayHarness: Sendable {
     public static let adminToken = "test-admin-token"
     public static let webhookSecret = "test-webhook-secret"
+    public static let admissionSecret = "test-admission-secret-0123456789abcdef"
 
     public let redis: RedisClient
     public let service: ReservationService
@@ -34,6 +35,7 @@ public final class GatewayHarness: Sendable {
         configuration.redisURL = try redisURL ?? TestEnvironment.redisURL()
         configuration.adminToken = adminToken
         configuration.webhookSecret = webhookSecret
+        configuration.admissionSecret = admissionSecret
         configuration.reserveRateLimit = 0
         configuration.expiryIntervalMilliseconds = 50
         // Load shedding and the command timeout are for production: on a test machine loaded by

@@ -19,7 +19,8 @@ public final class GatewayProcess: Sendable {
         let port = try freePort()
         var settings = [
             "REDIS_URL": redisURL, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": String(port),
-            "ADMIN_TOKEN": adminToken, "WEBHOOK_SECRET": webhookSecret, "RESERVE_RATE_LIMIT": "0", "LOG_LEVEL": "error",
+            "ADMIN_TOKEN": adminToken, "WEBHOOK_SECRET": webhookSecret, "ADMISSION_SECRET": GatewayHarness.admissionSecret, "RESERVE_RATE_LIMIT": "0",
+            "LOG_LEVEL": "error",
             "CONSUMER_AUTH": "trusted",
             // As in GatewayHarness: no shedding on a machine loaded by design, unless a test asks.
             "REDIS_SHED_AFTER_MS": "600000", "REDIS_MAX_PENDING": "1000000", "REDIS_COMMAND_TIMEOUT_MS": "120000",

@@ -1,0 +1,112 @@
+import ConsumerTokens
+import Crypto
+public import ReservationCore
+
+/// A waiting-room ticket: who joined which room, with which join number, and (once the pre-queue
+/// is drawn) which place that number has, so a poll does not recompute the draw.
+public struct Ticket: Sendable, Equatable {
+    public var basketId: String
+    public var consumerId: String
+    public var epoch: String
+    public var join: Int64
+    /// 0 before the draw (a pre-queue join's place is not known yet).
+    public var place: Int64
+    public var expiresAtMilliseconds: Int64
+
+    public init(basketId: String, consumerId: String, epoch: String, join: Int64, place: Int64, expiresAtMilliseconds: Int64) {
+        self.basketId = basketId
+        self.consumerId = consumerId
+        self.epoch = epoch
+        self.join = join
+        self.place = place
+        self.expiresAtMilliseconds = expiresAtMilliseconds
+    }
+}
+
+/// An admission: the consumer may reserve on the basket until it expires (Redis's clock decides,
+/// in the reserve script, along with the room's epoch).
+public struct Admission: Sendable, Equatable {
+    public var basketId: String
+    public var consumerId: String
+    public var epoch: String
+    public var expiresAtMilliseconds: Int64
+
+    public init(basketId: String, consumerId: String, epoch: String, expiresAtMilliseconds: Int64) {
+        self.basketId = basketId
+        self.consumerId = consumerId
+        self.epoch = epoch
+        self.expiresAtMilliseconds = expiresAtMilliseconds
+    }
+}
+
+/// Signs and checks tickets and admissions with `ADMISSION_SECRET` (HMAC-SHA256; a ticket and an
+/// admission are told apart by their prefix, which the MAC covers, so neither passes for the
+/// other). A pass is `<kind>.<base64url fields>.<base64url MAC>`: readable, not secret, and
+/// worthless altered. Checking compares the MAC in constant time before any field is read.
+public struct RoomPasses: Sendable {
+    /// The key's bytes (SymmetricKey is not Sendable; making one per use is a copy of 32-odd bytes).
+    private let secret: [UInt8]
+    private var key: SymmetricKey { SymmetricKey(data: secret) }
+    /// The longest pass looked at (two 128-byte ids and numbers, encoded: well under it).
+    public static let maxLength = 1024
+
+    public init(secret: [UInt8]) {
+        self.secret = secret
+    }
+
+    public func sign(_ ticket: Ticket) -> String {
+        sign(
+            kind: "t1",
+            fields: [
+                ticket.basketId, ticket.consumerId, ticket.epoch, String(ticket.join), String(ticket.place), String(ticket.expiresAtMilliseconds),
+            ])
+    }
+
+    public func sign(_ admission: Admission) -> String {
+        sign(kind: "a1", fields: [admission.basketId, admission.consumerId, admission.epoch, String(admission.expiresAtMilliseconds)])
+    }
+
+    /// The ticket `text` signs, or nil (forged, altered, malformed). Expiry is the caller's to judge.
+    public func ticket(_ text: String) -> Ticket? {
+        guard let fields = verified(text, kind: "t1"), fields.count == 6, let join = Self.number(fields[3]), join >= 1,
+            let place = Self.number(fields[4]), let expires = Self.number(fields[5])
+        else { return nil }
+        return Ticket(basketId: fields[0], consumerId: fields[1], epoch: fields[2], join: join, place: place, expiresAtMilliseconds: expires)
+    }
+
+    public func admission(_ text: String) -> Admission? {
+        guard let fields = verified(text, kind: "a1"), fields.count == 4, let expires = Self.number(fields[3]) else { return nil }
+        return Admission(basketId: fields[0], consumerId: fields[1], epoch: fields[2], expiresAtMilliseconds: expires)
+    }
+
+    private func sign(kind: String, fields: [String]) -> String {
+        let body = kind + "." + Base64URL.encodeString(Array(fields.joined(separator: "\n").utf8))
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(body.utf8), using: key)
+        return body + "." + Base64URL.encodeString(Array(mac))
+    }
+
+    private func verified(_ text: String, kind: String) -> [String]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count <= Self.maxLength, let lastDot = utf8.lastIndex(of: UInt8(ascii: ".")),
+            utf8.starts(with: Array((kind + ".").utf8))
+        else { return nil }
+        let body = utf8[..<lastDot]
+        guard let mac = Base64URL.decode(utf8[(lastDot + 1)...]), mac.count == 32,
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(body), using: key)
+        else { return nil }
+        // Signed by us: the fields are ours, still read strictly.
+        guard let payload = Base64URL.decode(body.dropFirst(kind.utf8.count + 1)) else { return nil }
+        let fields = payload.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        guard fields.count >= 3, Identifier.isValid(fields[0]), Identifier.isValid(fields[1]), RoomRecord.isHex(fields[2], count: 32)
+        else { return nil }
+        return fields
+    }
+
+    /// Digits only, at most 15 of them (no sign, no overflow).
+    static func number(_ text: String) -> Int64? {
+        guard !text.isEmpty, text.utf8.count <= 15, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        return Int64(text)
+    }
+}
