@@ -185,6 +185,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "WaitingRoomTests", dependencies: ["WaitingRoom", "ReservationCore"]),
         .testTarget(name: "ReservationScriptsTests", dependencies: ["ReservationScripts", "ReservationCore", "RedisClient"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TestSupport"]),
         .testTarget(

@@ -42,8 +42,14 @@ elseif room and room.base and room.at and room.gone and room.rate and room.rate 
   local gone = room.gone
   if room.base >= 1 and room.at <= limit then gone = math.max(gone, room.base) end
   if room.since and limit > room.since then gone = math.max(gone, math.min(admitted, roomAdmitted(room, limit))) end
+  -- Running again from the opening (or now); before any place was admitted, the first one is
+  -- admitted at that instant (as when the room opened), not one interval later.
   local since = ''
-  if settings.paused ~= '1' then since = string.format('%d', math.max(now, tonumber(settings.opens) or 0)) end
+  if settings.paused ~= '1' then
+    local from = math.max(now, tonumber(settings.opens) or 0)
+    if admitted == 0 then from = from - math.ceil(60000 / tonumber(settings.room_rate)) end
+    since = string.format('%d', from)
+  end
   redis.call('HSET', KEYS[4], 'base', string.format('%d', admitted), 'at', string.format('%d', at), 'since', since,
     'rate', settings.room_rate, 'gone', string.format('%d', gone))
 end

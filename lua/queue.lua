@@ -34,8 +34,10 @@ if joining and closes and now >= closes then return {'sale_closed'} end
 local wrote = 0
 local room = readRoom(KEYS[2])
 if not room then
+  -- Admission runs from the opening (or now) with one place's interval already passed, so the
+  -- first place is admitted at the opening itself, not one interval later.
   local since = ''
-  if basket.paused ~= '1' then since = string.format('%d', math.max(now, opens or 0)) end
+  if basket.paused ~= '1' then since = string.format('%d', math.max(now, opens or 0) - math.ceil(60000 / rate)) end
   redis.call('HSET', KEYS[2], 'epoch', ARGV[4], 'joined', 0, 'base', 0, 'at', string.format('%d', now), 'gone', 0,
     'rate', string.format('%d', rate), 'since', since)
   room = readRoom(KEYS[2])

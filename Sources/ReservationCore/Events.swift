@@ -17,6 +17,8 @@ public enum EventField: String, CaseIterable, Sendable {
     case opens
     case closes
     case paused
+    case roomRate = "room_rate"
+    case roomSeconds = "room_secs"
     case delta
     /// What drift a repair mended.
     case reason

@@ -144,6 +144,7 @@ struct SchemaTests {
         #expect(Self.preludeList("RESERVATION") == ReservationField.allCases.map(\.rawValue))
         #expect(Self.preludeList("BASKET") == BasketField.allCases.map(\.rawValue))
         #expect(Self.preludeList("SETTINGS") == BasketSettingField.allCases.map(\.rawValue))
+        #expect(Self.preludeList("ROOM") == RoomField.allCases.map(\.rawValue))
         #expect(
             Set(BasketSettingField.allCases.map(\.rawValue)).isSubset(of: BasketField.allCases.map(\.rawValue)), "settings live in the basket hash")
         // Every script is the prelude's definitions it uses, then its own file (Redis knows it by

@@ -184,10 +184,10 @@ struct ScriptContractTests {
     func otherReplies() throws {
         let state = BasketState(stock: 5, pending: 1, confirmed: 2, capacity: 8, holdSeconds: 60, maxPerConsumer: 2)
         // the BASKET fields (no window: empty, as a hash written before windows reads), then Redis's clock
-        let view = Self.reply("ok", "5", "1", "2", "8", "60", "2", "", "", "0", "1700000000000")
+        let view = Self.reply("ok", "5", "1", "2", "8", "60", "2", "", "", "0", "", "", "1700000000000")
         #expect(try CreateBasketCall.decode(view) == .created(state))
         #expect(throws: StoreReplyError.self) { try CreateBasketCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2")) }
-        let windowed = Self.reply("ok", "5", "1", "2", "8", "60", "2", "1700000000000", "1700000360000", "1", "1700000001000")
+        let windowed = Self.reply("ok", "5", "1", "2", "8", "60", "2", "1700000000000", "1700000360000", "1", "", "", "1700000001000")
         guard case .created(let read) = try CreateBasketCall.decode(windowed) else { throw StoreReplyError("test", .null) }
         #expect(
             read.settings
@@ -196,7 +196,16 @@ struct ScriptContractTests {
         )
         #expect(read.observedAtMilliseconds == 1_700_000_001_000 && read.settings.state(at: 1_700_000_001_000) == .paused)
         #expect(throws: StoreReplyError.self) {
-            try BasketViewCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2", "soon", "", "0", "1700000000000"))
+            try BasketViewCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2", "soon", "", "0", "", "", "1700000000000"))
+        }
+        // A waiting room is both its fields or neither, each in range.
+        let roomed = Self.reply("ok", "5", "1", "2", "8", "60", "2", "", "", "0", "120", "45", "1700000000000")
+        guard case .created(let withRoom) = try CreateBasketCall.decode(roomed) else { throw StoreReplyError("test", .null) }
+        #expect(withRoom.settings.waitingRoom == WaitingRoomSettings(admitPerMinute: 120, admissionSeconds: 45))
+        for (rate, seconds) in [("120", ""), ("", "45"), ("0", "45"), ("120", "29"), ("1000001", "45"), ("12x", "45")] {
+            #expect(throws: StoreReplyError.self) {
+                try BasketViewCall.decode(Self.reply("ok", "5", "1", "2", "8", "60", "2", "", "", "0", rate, seconds, "1700000000000"))
+            }
         }
         #expect(try BasketViewCall.decode(Self.reply("basket_not_found")) == nil)
         #expect(try UpdateBasketCall.decode(view) == .updated(state))

@@ -1,0 +1,416 @@
+import ConsumerTokens
+import Foundation
+import GatewayCore
+import NIOHTTP1
+import ReservationCore
+import TestSupport
+import Testing
+import WaitingRoom
+
+/// The waiting room (contract v2, "Waiting room") end to end on a real gateway and a real Redis:
+/// one place per consumer, the pre-queue's draw, admission at the configured rate, admissions on
+/// reservations, sold out and closed reaching every ticket. Nothing waits for a clock: tests poll
+/// with generous limits, and admission times are checked from the answers' own timestamps.
+@Suite("Waiting room")
+struct WaitingRoomTests {
+    static let passes = RoomPasses(secret: Array(GatewayHarness.admissionSecret.utf8))
+    static var now: Int64 { WallClock.nowMilliseconds() }
+    static func iso(_ milliseconds: Int64) -> String { RFC3339.format(milliseconds: milliseconds) }
+
+    static func room(perMinute: Int, seconds: Int = 300) -> JSONValueLiteral {
+        .raw(#"{"admitPerMinute":\#(perMinute),"admissionSeconds":\#(seconds)}"#)
+    }
+
+    @discardableResult
+    static func create(
+        _ gateway: GatewayHarness, _ basketId: String, stock: Int = 10, perMinute: Int = 600, seconds: Int = 300,
+        _ extra: [String: JSONValueLiteral] = [:]
+    ) async throws -> TestHTTPResponse {
+        var fields: [String: JSONValueLiteral] = ["stock": .int(stock), "maxPerConsumer": 2, "waitingRoom": room(perMinute: perMinute, seconds: seconds)]
+        fields.merge(extra) { $1 }
+        let response = try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(fields))
+        #expect(response.status == 201, "\(response.text)")
+        return response
+    }
+
+    static func join(_ gateway: GatewayHarness, _ basketId: String, _ consumer: String, headers: [(String, String)] = []) async throws
+        -> TestHTTPResponse
+    {
+        try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/queue", headers: headers, body: HTTPTestClient.json(["consumerId": .string(consumer)]))
+    }
+
+    static func poll(_ gateway: GatewayHarness, _ basketId: String, _ ticket: String, headers: [(String, String)] = []) async throws
+        -> TestHTTPResponse
+    {
+        try await gateway.request(.GET, "/v1/baskets/\(basketId)/queue/\(ticket)", headers: headers)
+    }
+
+    static func ticketText(_ response: TestHTTPResponse) throws -> String {
+        try #require(response.json?["ticket"]?.stringValue, "\(response.status) \(response.text)")
+    }
+
+    static func ticket(_ response: TestHTTPResponse) throws -> Ticket {
+        try #require(passes.ticket(try ticketText(response)))
+    }
+
+    /// Polls `ticket` until its state is `state` (generous limit), and answers the view.
+    static func pollUntil(_ gateway: GatewayHarness, _ basketId: String, _ ticket: String, _ state: String) async throws -> TestHTTPResponse {
+        var last: TestHTTPResponse?
+        let reached = try await eventually(interval: .milliseconds(50)) {
+            last = try await poll(gateway, basketId, ticket)
+            return last?.json?["state"]?.stringValue == state
+        }
+        #expect(reached, "never \(state): \(last?.text ?? "")")
+        return try #require(last)
+    }
+
+    static func reserve(_ gateway: GatewayHarness, _ basketId: String, _ consumer: String, admission: String?) async throws -> TestHTTPResponse {
+        let headers = admission.map { [("Admission-Token", $0)] } ?? []
+        return try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/reservations", headers: headers, body: HTTPTestClient.json(["consumerId": .string(consumer)]))
+    }
+
+    @Test("one place per consumer: joining again, from any gateway, gives the same ticket and place; 404, 409 and 400 as the contract says")
+    func onePlacePerConsumer() async throws {
+        let first = try await GatewayHarness.start()
+        let second = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-one")
+        try await Self.create(first, basketId, perMinute: 1)
+        let joined = try await Self.join(first, basketId, "alice")
+        #expect(joined.status == 200)
+        let ticket = try Self.ticket(joined)
+        for gateway in [first, second, first] {
+            let again = try Self.ticket(try await Self.join(gateway, basketId, "alice"))
+            #expect(again.join == ticket.join && again.epoch == ticket.epoch && again.consumerId == "alice" && again.basketId == basketId)
+        }
+        let bob = try Self.ticket(try await Self.join(second, basketId, "bob"))
+        #expect(bob.join == ticket.join + 1)
+        let view = try await second.basket(basketId)
+        #expect(view["waitingRoom"]?["members"]?.int == 2 && view["waitingRoom"]?["admitPerMinute"]?.int == 1)
+        #expect(view["waitingRoom"]?["admissionSeconds"]?.int == 300)
+        // A poll on either gateway answers the same view.
+        let polled = [try await Self.poll(first, basketId, try Self.ticketText(joined)), try await Self.poll(second, basketId, try Self.ticketText(joined))]
+        #expect(polled.allSatisfy { $0.status == 200 && $0.json?["basketId"]?.stringValue == basketId })
+
+        ContractErrorTests.expectError(try await Self.join(first, TestEnvironment.uniqueId("wr-none"), "alice"), 404, "basket_not_found")
+        let plain = TestEnvironment.uniqueId("wr-plain")
+        try await first.createBasket(plain, stock: 1)
+        ContractErrorTests.expectError(try await Self.join(first, plain, "alice"), 409, "no_waiting_room")
+        for body in ["{}", #"{"consumerId":"bad id"}"#, #"{"consumerId":5}"#, "[", ""] {
+            let bad = try await first.request(.POST, "/v1/baskets/\(basketId)/queue", body: Array(body.utf8))
+            ContractErrorTests.expectError(bad, 400, "invalid_request")
+        }
+        await first.stop()
+        await second.stop()
+    }
+
+    @Test("a forged, altered, other basket's or other room's ticket is 404 ticket_not_found; an admission is no ticket")
+    func foreignTickets() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-forge")
+        let other = TestEnvironment.uniqueId("wr-other")
+        try await Self.create(gateway, basketId, perMinute: 1)
+        try await Self.create(gateway, other, perMinute: 1_000_000)
+        let ticket = try Self.ticketText(try await Self.join(gateway, basketId, "alice"))
+        let theirs = try Self.ticketText(try await Self.join(gateway, other, "alice"))
+        let admitted = try await Self.pollUntil(gateway, other, theirs, "admitted")
+        let admission = try #require(admitted.json?["admissionToken"]?.stringValue)
+        var altered = Array(ticket.utf8)
+        altered[10] = altered[10] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let forgedByOtherKey = RoomPasses(secret: Array("not-the-secret".utf8)).sign(try #require(Self.passes.ticket(ticket)))
+        var anotherRoom = try #require(Self.passes.ticket(ticket))
+        anotherRoom.epoch = String(repeating: "0", count: 32)
+        for bad in [
+            String(decoding: altered, as: UTF8.self), forgedByOtherKey, theirs, admission, Self.passes.sign(anotherRoom), "t1.x.y", "nope",
+            String(repeating: "A", count: 900),
+        ] {
+            ContractErrorTests.expectError(try await Self.poll(gateway, basketId, bad), 404, "ticket_not_found")
+        }
+        #expect(try await Self.poll(gateway, basketId, ticket).status == 200)
+        await gateway.stop()
+    }
+
+    @Test("the pre-queue: one uniformly random order drawn at the opening, published seed reproduces it, later joiners follow in order")
+    func preQueueDraw() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-draw")
+        // Opens in an hour: everyone below joins the pre-queue; then the opening is moved to now.
+        try await Self.create(gateway, basketId, stock: 5, perMinute: 1, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
+        let count = 2000
+        let tickets = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var tickets = [String](repeating: "", count: count)
+            var next = 0
+            func add() {
+                let index = next
+                next += 1
+                group.addTask { (index, try Self.ticketText(try await Self.join(gateway, basketId, "c\(index)"))) }
+            }
+            for _ in 0..<min(32, count) { add() }
+            while let (index, ticket) = try await group.next() {
+                tickets[index] = ticket
+                if next < count { add() }
+            }
+            return tickets
+        }
+        let joins = try tickets.map { try #require(Self.passes.ticket($0)).join }
+        #expect(Set(joins) == Set(1...Int64(count)), "one join number each")
+        let early = try await Self.poll(gateway, basketId, tickets[0])
+        #expect(early.json?["state"]?.stringValue == "prequeue" && early.json?["position"] == .null)
+        let before = try await gateway.basket(basketId)
+        #expect(before["waitingRoom"]?["seed"] == .null && before["waitingRoom"]?["members"]?.int == count, "no seed before the draw")
+        // Joining again, many times, changes nothing.
+        for _ in 0..<3 { #expect(try Self.ticket(try await Self.join(gateway, basketId, "c7")).join == joins[7]) }
+
+        let opened = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["opensAt": .string(Self.iso(Self.now - 1000))]))
+        #expect(opened.status == 200)
+        var places = [Int64](repeating: 0, count: count)
+        for (index, ticket) in tickets.enumerated() {
+            let view = try await Self.poll(gateway, basketId, ticket)
+            let state = view.json?["state"]?.stringValue
+            #expect(state == "waiting" || state == "admitted", "\(view.text)")
+            places[index] = try Self.ticket(view).place
+        }
+        #expect(Set(places) == Set(1...Int64(count)), "every place once")
+        // The seed is published after the opening, and anyone can recompute the whole order.
+        let after = try await gateway.basket(basketId)
+        let seed = try #require(after["waitingRoom"]?["seed"]?.stringValue)
+        #expect(after["waitingRoom"]?["preQueue"]?.int == count && after["waitingRoom"]?["drawnAt"]?.stringValue != nil)
+        let order = try #require(QueueOrder(seedHex: seed, count: Int64(count)))
+        #expect(zip(joins, places).allSatisfy { order.place(ofJoin: $0) == $1 }, "the published seed reproduces the draw")
+        // Fair: the place does not follow the join order. For a uniform draw Spearman's rho has
+        // standard deviation 1/sqrt(1999) = 0.022; |rho| >= 0.15 is 6.7 deviations (p < 1e-10).
+        let n = Double(count)
+        let squares = zip(joins, places).reduce(0.0) { $0 + pow(Double($1.0 - $1.1), 2) }
+        let rho = 1 - 6 * squares / (n * (n * n - 1))
+        #expect(abs(rho) < 0.15, "rank correlation of join order and place: \(rho)")
+        // Later joiners queue behind the pre-queue, in arrival order.
+        let late = try Self.ticket(try await Self.join(gateway, basketId, "late-1"))
+        let later = try Self.ticket(try await Self.join(gateway, basketId, "late-2"))
+        #expect(late.place == Int64(count) + 1 && late.join == Int64(count) + 1 && later.place == Int64(count) + 2)
+        // A consumer of the pre-queue joining again keeps the drawn place.
+        #expect(try Self.ticket(try await Self.poll(gateway, basketId, try Self.ticketText(try await Self.join(gateway, basketId, "c7")))).place == places[7])
+        await gateway.stop()
+    }
+
+    @Test("admission in order at admitPerMinute from the opening: each place's admission time is the schedule's, to the millisecond")
+    func admissionRate() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-rate")
+        // 600 a minute: one place every 100 ms; admissions last 30 s.
+        try await Self.create(gateway, basketId, perMinute: 600, seconds: 30)
+        var tickets: [String] = []
+        for index in 0..<12 { tickets.append(try Self.ticketText(try await Self.join(gateway, basketId, "r\(index)"))) }
+        var admittedAt: [Int64: Int64] = [:]
+        for ticket in tickets {
+            let view = try await Self.pollUntil(gateway, basketId, ticket, "admitted")
+            let seen = Self.now
+            let expires = try #require(view.json?["admissionExpiresAt"]?.stringValue.flatMap(RFC3339.parse))
+            let place = try Self.ticket(view).place
+            admittedAt[place] = expires - 30_000
+            // Never admitted early (by more than the poll cache's extrapolation could err).
+            #expect(seen + 1_000 >= expires - 30_000)
+            #expect(view.json?["admissionToken"]?.stringValue?.hasPrefix("a1.") == true)
+        }
+        // 100 ms apart, place by place: no more than the rate, and no less.
+        let places = admittedAt.keys.sorted()
+        for (earlier, later) in zip(places, places.dropFirst()) {
+            #expect(try #require(admittedAt[later]) - (try #require(admittedAt[earlier])) == (later - earlier) * 100, "\(admittedAt)")
+        }
+        await gateway.stop()
+    }
+
+    @Test("paused: admission stops (positions stay) and resumes after; cheap polls: about one room read per second whatever the polls")
+    func pauseStopsAdmission() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-pause")
+        try await Self.create(gateway, basketId, perMinute: 60)
+        var last = ""
+        for index in 0..<30 { last = try Self.ticketText(try await Self.join(gateway, basketId, "p\(index)")) }
+        let patch = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["paused": .bool(true)]))
+        #expect(patch.status == 200 && patch.json?["state"]?.stringValue == "paused")
+        let position = try #require(try await Self.poll(gateway, basketId, last).json?["position"]?.int)
+        #expect(position > 10, "still far back: \(position)")
+        // Polled hard for 3 s (3 places' worth at 60 a minute): the position stays, and Redis is asked
+        // about once a second, not once a poll.
+        let reads = try await ReplicatedAcknowledgementTests.metric(gateway, "gateway_queue_room_reads_total")
+        let started = ContinuousClock.now
+        var polls = 0
+        while ContinuousClock.now - started < .seconds(3) {
+            #expect(try await Self.poll(gateway, basketId, last).json?["position"]?.int == position)
+            polls += 1
+        }
+        let elapsed = Double((ContinuousClock.now - started).components.seconds) + 1
+        let readsAfter = try await ReplicatedAcknowledgementTests.metric(gateway, "gateway_queue_room_reads_total")
+        #expect(Double(readsAfter - reads) <= elapsed + 2, "\(readsAfter - reads) room reads for \(polls) polls")
+        #expect(polls > readsAfter - reads)
+        _ = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["paused": .bool(false)]))
+        let moved = try await eventually {
+            (try await Self.poll(gateway, basketId, last).json?["position"]?.int ?? position) < position
+        }
+        #expect(moved, "admission resumed")
+        await gateway.stop()
+    }
+
+    @Test("a basket with a room reserves only with this room's unexpired admission for this consumer: every other is 403, nothing changes")
+    func admissionRequired() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-adm")
+        let other = TestEnvironment.uniqueId("wr-adm-other")
+        try await Self.create(gateway, basketId, stock: 5, perMinute: 1_000_000)
+        try await Self.create(gateway, other, stock: 5, perMinute: 1_000_000)
+        func admission(_ basket: String, _ consumer: String) async throws -> String {
+            let ticket = try Self.ticketText(try await Self.join(gateway, basket, consumer))
+            return try #require(try await Self.pollUntil(gateway, basket, ticket, "admitted").json?["admissionToken"]?.stringValue)
+        }
+        let alice = try await admission(basketId, "alice")
+        let bob = try await admission(basketId, "bob")
+        let elsewhere = try await admission(other, "alice")
+        let real = try #require(Self.passes.admission(alice))
+        var expired = real
+        expired.expiresAtMilliseconds = Self.now - 1_000
+        var foreignRoom = real
+        foreignRoom.epoch = String(repeating: "f", count: 32)
+        var altered = Array(alice.utf8)
+        altered[alice.utf8.count - 5] = altered[alice.utf8.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let ticketAsAdmission = try Self.ticketText(try await Self.join(gateway, basketId, "alice"))
+        for bad: String? in [
+            nil, "", "nope", bob, elsewhere, Self.passes.sign(expired), Self.passes.sign(foreignRoom), String(decoding: altered, as: UTF8.self),
+            RoomPasses(secret: Array("guess".utf8)).sign(real), ticketAsAdmission, String(repeating: "a", count: 2000),
+        ] {
+            ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "alice", admission: bad), 403, "admission_required")
+        }
+        #expect(try await gateway.basket(basketId)["stock"]?.int == 5, "nothing taken")
+        // Two Admission-Token headers: neither is believed.
+        let doubled = try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/reservations", headers: [("Admission-Token", alice), ("Admission-Token", alice)],
+            body: HTTPTestClient.json(["consumerId": "alice"]))
+        ContractErrorTests.expectError(doubled, 403, "admission_required")
+        // The admission allows the consumer's usual maxPerConsumer (2), no more.
+        #expect(try await Self.reserve(gateway, basketId, "alice", admission: alice).status == 201)
+        #expect(try await Self.reserve(gateway, basketId, "alice", admission: alice).status == 201)
+        ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "alice", admission: alice), 409, "limit_exceeded")
+        #expect(try await Self.reserve(gateway, basketId, "bob", admission: bob).status == 201)
+        // A basket without a room ignores the header.
+        let plain = TestEnvironment.uniqueId("wr-adm-plain")
+        try await gateway.createBasket(plain, stock: 1)
+        #expect(try await Self.reserve(gateway, plain, "carol", admission: "whatever").status == 201)
+        // Removing the room opens the basket to everyone; a room added again is a new room.
+        let removed = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["waitingRoom": .null]))
+        #expect(removed.status == 200 && removed.json?["waitingRoom"] == .null)
+        #expect(try await Self.reserve(gateway, basketId, "dave", admission: nil).status == 201)
+        _ = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["waitingRoom": Self.room(perMinute: 5)]))
+        ContractErrorTests.expectError(try await Self.reserve(gateway, other, "bob", admission: bob), 403, "admission_required")
+        ContractErrorTests.expectError(try await Self.poll(gateway, basketId, ticketAsAdmission), 404, "ticket_not_found")
+        await gateway.stop()
+    }
+
+    @Test("sold out reaches every waiting ticket once no unit is left or held; closed after closesAt; a join then is 409 sale_closed")
+    func soldOutAndClosed() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-sold")
+        // One a minute: the first place is admitted at the opening, the others wait.
+        try await Self.create(gateway, basketId, stock: 1, perMinute: 1)
+        let first = try Self.ticketText(try await Self.join(gateway, basketId, "first"))
+        var waiting: [String] = []
+        for index in 0..<5 { waiting.append(try Self.ticketText(try await Self.join(gateway, basketId, "w\(index)"))) }
+        let admitted = try await Self.pollUntil(gateway, basketId, first, "admitted")
+        let held = try await Self.reserve(gateway, basketId, "first", admission: admitted.json?["admissionToken"]?.stringValue)
+        #expect(held.status == 201)
+        // Stock 0, but the hold could come back: still waiting.
+        for ticket in waiting { #expect(try await Self.poll(gateway, basketId, ticket).json?["state"]?.stringValue == "waiting") }
+        let reservationId = try #require(held.json?["reservationId"]?.stringValue)
+        #expect(try await gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: reservationId).status == 200)
+        for ticket in waiting { _ = try await Self.pollUntil(gateway, basketId, ticket, "sold_out") }
+
+        let closing = TestEnvironment.uniqueId("wr-close")
+        try await Self.create(gateway, closing, perMinute: 1, ["closesAt": .string(Self.iso(Self.now + 2_000))])
+        let ticket = try Self.ticketText(try await Self.join(gateway, closing, "late"))
+        _ = try await Self.pollUntil(gateway, closing, ticket, "closed")
+        ContractErrorTests.expectError(try await Self.join(gateway, closing, "later"), 409, "sale_closed")
+        await gateway.stop()
+    }
+
+    @Test("an admission unused past admissionSeconds expires; joining again puts the consumer at the back with a new place")
+    func expiredAdmission() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-exp")
+        try await Self.create(gateway, basketId, perMinute: 1_000_000, seconds: 30)
+        let joined = try await Self.join(gateway, basketId, "slow")
+        let first = try Self.ticket(joined)
+        let admitted = try await Self.pollUntil(gateway, basketId, try Self.ticketText(joined), "admitted")
+        let admission = try #require(admitted.json?["admissionToken"]?.stringValue)
+        for index in 0..<3 { _ = try await Self.join(gateway, basketId, "other\(index)") }
+        _ = try await Self.pollUntil(gateway, basketId, try Self.ticketText(joined), "expired")
+        ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "slow", admission: admission), 403, "admission_required")
+        let again = try await Self.join(gateway, basketId, "slow")
+        let second = try Self.ticket(again)
+        #expect(second.join > first.join + 3, "at the back: \(first.join) then \(second.join)")
+        let state = again.json?["state"]?.stringValue
+        #expect(state == "waiting" || state == "admitted", "\(again.text)")
+        await gateway.stop()
+    }
+
+    @Test("token mode: the room knows the consumer from the token; another consumer's ticket is 404; no token is 401")
+    func tokenMode() async throws {
+        let gateway = try await ConsumerTokenModeTests.start()
+        let basketId = TestEnvironment.uniqueId("wr-tok")
+        try await Self.create(gateway, basketId, perMinute: 1_000_000)
+        let alice = ConsumerTokenModeTests.bearer(try ConsumerTokenModeTests.token("alice"))
+        let bob = ConsumerTokenModeTests.bearer(try ConsumerTokenModeTests.token("bob"))
+        let joined = try await gateway.request(.POST, "/v1/baskets/\(basketId)/queue", headers: alice)
+        #expect(joined.status == 200, "\(joined.text)")
+        #expect(try Self.ticket(joined).consumerId == "alice")
+        let ticket = try Self.ticketText(joined)
+        ContractErrorTests.expectError(try await Self.join(gateway, basketId, "bob", headers: alice), 403, "consumer_mismatch")
+        ContractErrorTests.expectError(try await gateway.request(.POST, "/v1/baskets/\(basketId)/queue"), 401, "invalid_token")
+        ContractErrorTests.expectError(try await Self.poll(gateway, basketId, ticket), 401, "invalid_token")
+        ContractErrorTests.expectError(try await Self.poll(gateway, basketId, ticket, headers: bob), 404, "ticket_not_found")
+        var view = try await Self.poll(gateway, basketId, ticket, headers: alice)
+        let reached = try await eventually {
+            view = try await Self.poll(gateway, basketId, ticket, headers: alice)
+            return view.json?["state"]?.stringValue == "admitted"
+        }
+        #expect(reached, "\(view.text)")
+        let admission = try #require(view.json?["admissionToken"]?.stringValue)
+        // Bob cannot use Alice's admission; Alice can.
+        let stolen = try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/reservations", headers: bob + [("Admission-Token", admission)], body: Array("{}".utf8))
+        ContractErrorTests.expectError(stolen, 403, "admission_required")
+        let reserved = try await gateway.request(
+            .POST, "/v1/baskets/\(basketId)/reservations", headers: alice + [("Admission-Token", admission)], body: Array("{}".utf8))
+        #expect(reserved.status == 201 && reserved.json?["consumerId"]?.stringValue == "alice")
+        await gateway.stop()
+    }
+
+    @Test("waitingRoom on PUT and PATCH: out of range or ill-typed is 400; the view shows it")
+    func roomSettings() async throws {
+        let gateway = try await GatewayHarness.start()
+        for bad in [
+            #"{"admitPerMinute":0}"#, #"{"admitPerMinute":1000001}"#, #"{"admitPerMinute":5,"admissionSeconds":29}"#,
+            #"{"admitPerMinute":5,"admissionSeconds":3601}"#, #"{"admissionSeconds":60}"#, #""fast""#, "5", #"{"admitPerMinute":"5"}"#,
+            #"{"admitPerMinute":5.5}"#,
+        ] {
+            let put = try await gateway.request(
+                .PUT, "/v1/baskets/\(TestEnvironment.uniqueId("wr-bad"))", headers: gateway.admin,
+                body: HTTPTestClient.json(["stock": 1, "waitingRoom": .raw(bad)]))
+            ContractErrorTests.expectError(put, 400, "invalid_request")
+        }
+        let basketId = TestEnvironment.uniqueId("wr-set")
+        let created = try await Self.create(gateway, basketId, perMinute: 120)
+        #expect(created.json?["waitingRoom"]?["admitPerMinute"]?.int == 120 && created.json?["waitingRoom"]?["admissionSeconds"]?.int == 300)
+        let patched = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin,
+            body: HTTPTestClient.json(["waitingRoom": .raw(#"{"admitPerMinute":30,"admissionSeconds":60}"#)]))
+        #expect(patched.json?["waitingRoom"]?["admitPerMinute"]?.int == 30 && patched.json?["waitingRoom"]?["admissionSeconds"]?.int == 60)
+        let badPatch = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["waitingRoom": .raw(#"{"admitPerMinute":-1}"#)]))
+        ContractErrorTests.expectError(badPatch, 400, "invalid_request")
+        await gateway.stop()
+    }
+}
