@@ -26,7 +26,9 @@ struct WaitingRoomTests {
         _ gateway: GatewayHarness, _ basketId: String, stock: Int = 10, perMinute: Int = 600, seconds: Int = 300,
         _ extra: [String: JSONValueLiteral] = [:]
     ) async throws -> TestHTTPResponse {
-        var fields: [String: JSONValueLiteral] = ["stock": .int(stock), "maxPerConsumer": 2, "waitingRoom": room(perMinute: perMinute, seconds: seconds)]
+        var fields: [String: JSONValueLiteral] = [
+            "stock": .int(stock), "maxPerConsumer": 2, "waitingRoom": room(perMinute: perMinute, seconds: seconds),
+        ]
         fields.merge(extra) { $1 }
         let response = try await gateway.request(.PUT, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(fields))
         #expect(response.status == 201, "\(response.text)")
@@ -90,7 +92,9 @@ struct WaitingRoomTests {
         #expect(view["waitingRoom"]?["members"]?.int == 2 && view["waitingRoom"]?["admitPerMinute"]?.int == 1)
         #expect(view["waitingRoom"]?["admissionSeconds"]?.int == 300)
         // A poll on either gateway answers the same view.
-        let polled = [try await Self.poll(first, basketId, try Self.ticketText(joined)), try await Self.poll(second, basketId, try Self.ticketText(joined))]
+        let polled = [
+            try await Self.poll(first, basketId, try Self.ticketText(joined)), try await Self.poll(second, basketId, try Self.ticketText(joined)),
+        ]
         #expect(polled.allSatisfy { $0.status == 200 && $0.json?["basketId"]?.stringValue == basketId })
 
         ContractErrorTests.expectError(try await Self.join(first, TestEnvironment.uniqueId("wr-none"), "alice"), 404, "basket_not_found")
@@ -190,7 +194,9 @@ struct WaitingRoomTests {
         let later = try Self.ticket(try await Self.join(gateway, basketId, "late-2"))
         #expect(late.place == Int64(count) + 1 && late.join == Int64(count) + 1 && later.place == Int64(count) + 2)
         // A consumer of the pre-queue joining again keeps the drawn place.
-        #expect(try Self.ticket(try await Self.poll(gateway, basketId, try Self.ticketText(try await Self.join(gateway, basketId, "c7")))).place == places[7])
+        #expect(
+            try Self.ticket(try await Self.poll(gateway, basketId, try Self.ticketText(try await Self.join(gateway, basketId, "c7")))).place
+                == places[7])
         await gateway.stop()
     }
 

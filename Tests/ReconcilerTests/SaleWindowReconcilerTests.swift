@@ -119,3 +119,46 @@ struct SaleWindowReconcilerTests {
         await fixture.stop()
     }
 }
+
+/// The waiting room's settings, the reconciler's side: Postgres keeps `waitingRoom` (the queue
+/// itself lives in Redis only), a basket Redis lost gets its room back, removing it clears them.
+@Suite("Waiting rooms in Postgres")
+struct WaitingRoomReconcilerTests {
+    static func columns(_ fixture: ReconcilerFixture, _ basketId: String) async throws -> (rate: Int?, seconds: Int?) {
+        let rows = try await fixture.postgres.query(
+            "SELECT room_admit_per_minute, room_admission_seconds FROM baskets WHERE id = $1", [.text(basketId)])
+        let row = try #require(rows.first)
+        return (row["room_admit_per_minute"].int, row["room_admission_seconds"].int)
+    }
+
+    @Test("waitingRoom reaches Postgres, a repair of a basket Redis lost restores it, PATCH null clears it")
+    func keptAndRestored() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let basketId = TestEnvironment.uniqueId("room")
+        let created = try await fixture.gateway.request(
+            .PUT, "/v1/baskets/\(basketId)", headers: fixture.gateway.admin,
+            body: HTTPTestClient.json(["stock": 4, "waitingRoom": .raw(#"{"admitPerMinute":90,"admissionSeconds":120}"#)]))
+        #expect(created.status == 201, "\(created.text)")
+        try await fixture.once()
+        let stored = try await Self.columns(fixture, basketId)
+        #expect(stored.rate == 90 && stored.seconds == 120)
+        #expect(try await fixture.postgresBasket(basketId)?.settings.waitingRoom == WaitingRoomSettings(admitPerMinute: 90, admissionSeconds: 120))
+
+        // Redis loses the basket: rebuilt with its room (so nobody reserves without an admission).
+        _ = try await fixture.redis.send("DEL", .string(SaleWindowReconcilerTests.basketKey(basketId)))
+        try await fixture.once()
+        let view = try await fixture.gateway.basket(basketId)
+        #expect(view["waitingRoom"]?["admitPerMinute"]?.int == 90 && view["waitingRoom"]?["admissionSeconds"]?.int == 120, "\(view)")
+        let refused = try await fixture.gateway.reserve(basketId, consumer: "no-admission")
+        #expect(refused.status == 403 && refused.json?["error"]?.stringValue == "admission_required")
+
+        let removed = try await fixture.gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: fixture.gateway.admin, body: HTTPTestClient.json(["waitingRoom": .null]))
+        #expect(removed.status == 200)
+        try await fixture.once()
+        let cleared = try await Self.columns(fixture, basketId)
+        #expect(cleared.rate == nil && cleared.seconds == nil)
+        // and the audit finds nothing to mend
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "anyone").status == 201)
+    }
+}
