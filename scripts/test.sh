@@ -42,6 +42,15 @@ if ! command -v curl >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl python3-venv >/dev/null
 fi
 
+# The waiting room's page is tested in a real headless browser (Debian's chromium, driven by
+# scripts/browser.py over the DevTools protocol).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test: installing chromium (the waiting room page's browser test)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # The tree follows .swift-format (`swift format -i -r Sources Tests Fuzz Plugins Package.swift`
 # applies it); any difference fails here, before the build.
 swift format lint --strict -r Sources Tests Fuzz Plugins Package.swift
