@@ -123,11 +123,47 @@ struct ClusterTests {
         #expect(answers.count == 1 && answers.first?.isEmpty == false)
         #expect(try await gateway.basket(keyed)["pending"]?.int == 1)
 
+        // A waiting room on a cluster (its keys in the basket's slot): 8 consumers join at once,
+        // one place each; admitted, each reserves with its admission, and nobody without one.
+        let roomed = "\(prefix)-room"
+        let put = try await gateway.request(
+            .PUT, "/v1/baskets/\(roomed)", headers: gateway.admin,
+            body: HTTPTestClient.json(["stock": 8, "waitingRoom": .raw(#"{"admitPerMinute":1000000}"#)]))
+        #expect(put.status == 201, "\(put.text)")
+        let tickets = try await withThrowingTaskGroup(of: (String, String).self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let joined = try await gateway.request(
+                        .POST, "/v1/baskets/\(roomed)/queue", body: HTTPTestClient.json(["consumerId": .string("q\(index)")]))
+                    return ("q\(index)", joined.json?["ticket"]?.stringValue ?? "")
+                }
+            }
+            return try await group.reduce(into: [(String, String)]()) { $0.append($1) }
+        }
+        #expect(Set(tickets.map(\.1)).count == 8 && !tickets.contains { $0.1.isEmpty })
+        #expect(try await gateway.basket(roomed)["waitingRoom"]?["members"]?.int == 8)
+        let unadmitted = try await gateway.reserve(roomed, consumer: "q0")
+        #expect(unadmitted.status == 403 && unadmitted.errorCode == "admission_required")
+        for (consumer, ticket) in tickets {
+            var view: TestHTTPResponse?
+            let admitted = try await eventually {
+                view = try await gateway.request(.GET, "/v1/baskets/\(roomed)/queue/\(ticket)")
+                return view?.json?["state"]?.stringValue == "admitted"
+            }
+            #expect(admitted, "\(view?.text ?? "")")
+            let admission = try #require(view?.json?["admissionToken"]?.stringValue)
+            let reserved = try await gateway.request(
+                .POST, "/v1/baskets/\(roomed)/reservations", headers: [("Admission-Token", admission)],
+                body: HTTPTestClient.json(["consumerId": .string(consumer)]))
+            #expect(reserved.status == 201, "\(reserved.text)")
+        }
+        #expect(try await gateway.basket(roomed)["stock"]?.int == 0)
+
         let environment = ["REDIS_URL": cluster.url, "DATABASE_URL": database.url]
         let once = try await ProductProcess.run("reconciler", ["once"], environment: environment)
         #expect(once.status == 0, "\(once.output)")
         let postgres = PostgresClient(url: database.url, size: 1)
-        for basket in [single, limited, keyed] {
+        for basket in [single, limited, keyed, roomed] {
             let redisView = try await gateway.basket(basket)
             let row = try await postgres.query(
                 "SELECT stock, pending_units, confirmed_units FROM baskets WHERE id = $1", [.text(basket)])
