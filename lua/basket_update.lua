@@ -31,17 +31,11 @@ local now = nowMs()
 local room = readRoom(KEYS[4])
 if room and settings.room_rate == '' then
   redis.call('UNLINK', KEYS[4], KEYS[5])
-elseif room and room.base and room.at and room.gone and room.rate and room.rate >= 1 and
+elseif room and room.joined and room.base and room.at and room.gone and room.rate and room.rate >= 1 and
   ((current.paused == '1') ~= (settings.paused == '1') or (current.opens or '') ~= settings.opens or
    (current.room_rate or '') ~= settings.room_rate or (current.room_secs or '') ~= settings.room_secs) then
-  local admitted = roomAdmitted(room, now)
-  -- the time the last admitted place was admitted: what places up to it count their admission from
-  local at = room.at
-  if admitted > room.base then at = room.since + math.ceil((admitted - room.base) * 60000 / room.rate) end
-  local limit = now - (tonumber(current.room_secs) or 300) * 1000
-  local gone = room.gone
-  if room.base >= 1 and room.at <= limit then gone = math.max(gone, room.base) end
-  if room.since and limit > room.since then gone = math.max(gone, math.min(admitted, roomAdmitted(room, limit))) end
+  -- Admitted places nobody holds are not banked: the restart keeps only those handed out.
+  local admitted = math.min(roomAdmitted(room, now), room.joined or 0)
   -- Running again from the opening (or now); before any place was admitted, the first one is
   -- admitted at that instant (as when the room opened), not one interval later.
   local since = ''
@@ -50,8 +44,16 @@ elseif room and room.base and room.at and room.gone and room.rate and room.rate 
     if admitted == 0 then from = from - math.ceil(60000 / tonumber(settings.room_rate)) end
     since = string.format('%d', from)
   end
-  redis.call('HSET', KEYS[4], 'base', string.format('%d', admitted), 'at', string.format('%d', at), 'since', since,
-    'rate', settings.room_rate, 'gone', string.format('%d', gone))
+  restartRoom(KEYS[4], room, now, tonumber(current.room_secs) or 300, admitted, since, settings.room_rate)
+  -- An opening moved into the future re-opens the pre-queue: everyone joined so far is drawn
+  -- again, at the new opening, with a new seed (admissions already given stay valid until they
+  -- expire, and the reserve script refuses before the opening anyway).
+  local newOpens = tonumber(settings.opens)
+  if room.pre and newOpens and newOpens > now then
+    redis.call('HDEL', KEYS[4], 'pre', 'seed', 'drawn')
+    redis.call('HSET', KEYS[4], 'base', 0, 'at', string.format('%d', now), 'gone', 0,
+      'since', settings.paused == '1' and '' or string.format('%d', newOpens - math.ceil(60000 / tonumber(settings.room_rate))))
+  end
 end
 redis.call('HSET', KEYS[1], unpack(withRecord({}, settings, SETTINGS)))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)

@@ -96,3 +96,20 @@ local function readRoom(key)
   end
   return room
 end
+
+-- Restarts a room's schedule at `now` (a PATCH that changes what it depends on, or a join into a
+-- room where nobody waits): places up to `base` stay admitted, counting their admission from when
+-- the last of them was admitted; every place whose admission has expired by now (by `seconds`,
+-- the admission time it was given under) stays expired (`gone`); admission then runs at `rate` a
+-- minute from `since` ("" while stopped). `base` is at most what is admitted now.
+local function restartRoom(key, room, now, seconds, base, since, rate)
+  local at = room.at
+  if base > room.base then at = room.since + math.ceil((base - room.base) * 60000 / room.rate) end
+  local limit = now - seconds * 1000
+  local gone = room.gone
+  if room.base >= 1 and room.at <= limit then gone = math.max(gone, room.base) end
+  if room.since and limit > room.since then gone = math.max(gone, roomAdmitted(room, limit)) end
+  gone = math.min(gone, base)
+  redis.call('HSET', key, 'base', string.format('%d', base), 'at', string.format('%d', at), 'since', since, 'rate', rate,
+    'gone', string.format('%d', gone))
+end

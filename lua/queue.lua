@@ -57,11 +57,19 @@ if joining then
   if current and current ~= ARGV[5] then
     place = current
   else
-    -- At the back: after everyone who joined, and never on a place already admitted (a room
-    -- nobody waited in does not let a burst of late joiners in at once).
-    place = string.format('%d', math.max(room.joined + 1, roomAdmitted(room, now) + 1))
+    -- At the back, after everyone who joined. In a room where nobody waits (admission has run
+    -- past the last place handed out) the schedule restarts here, so this joiner is admitted now
+    -- with a whole admission, and the unused places are not banked for a burst of late joiners.
+    if roomAdmitted(room, now) > room.joined then
+      local since = ''
+      if room.since then since = string.format('%d', now - math.ceil(60000 / room.rate)) end
+      restartRoom(KEYS[2], room, now, tonumber(basket.room_secs) or 300, room.joined, since, string.format('%d', room.rate))
+    end
+    place = string.format('%d', room.joined + 1)
     redis.call('HSET', KEYS[3], ARGV[2], place)
     redis.call('HSET', KEYS[2], 'joined', place)
+    -- A room outlives its sale by a week at most (its tickets say closed meanwhile).
+    if closes then redis.call('PEXPIREAT', KEYS[2], closes + 604800000) redis.call('PEXPIREAT', KEYS[3], closes + 604800000) end
     wrote = 1
   end
 end

@@ -93,7 +93,11 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "gateway")
-        if dev { logger.warning("development mode: using the public development admin token and webhook secret") }
+        if dev { logger.warning("development mode: using the public development admin token and secrets") }
+        // A short secret can be guessed offline from any ticket (never logged: only its length).
+        if let secret = configuration.admissionSecret, secret.utf8.count < 32, secret != GatewayConfiguration.developmentAdmissionSecret {
+            logger.warning("ADMISSION_SECRET is shorter than 32 bytes: use a long random one", metadata: ["bytes": "\(secret.utf8.count)"])
+        }
         if dev && configuration.consumerAuth == .token && configuration.adminToken == GatewayConfiguration.developmentAdminToken {
             logger.warning("token mode with the public development admin token: it can read and cancel every reservation")
         }

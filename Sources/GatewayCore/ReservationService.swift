@@ -163,12 +163,18 @@ public final class ReservationService: Sendable {
         }
     }
 
-    /// The basket's view, with its waiting room's snapshot when it has one (a fresh read: the
-    /// view shows the room's counts and, after the opening, the draw's seed).
+    /// The basket's view, with its waiting room's snapshot when it has one (the room's counts
+    /// and, after the opening, the draw's seed).
     public func basketWithRoom(_ basketId: String, on eventLoop: any EventLoop) -> EventLoopFuture<(BasketState, RoomSnapshot?)> {
         basket(basketId, on: eventLoop).flatMap { state in
             guard state.settings.waitingRoom != nil else { return eventLoop.makeSucceededFuture((state, nil)) }
-            return self.readRoom(basketId, on: eventLoop).map { room in (room.basket, room) }.flatMapErrorThrowing { error in
+            // The room's counts from this gateway's snapshot (at most a second old): a public
+            // view read at the opening second costs Redis no more than the polls do.
+            return self.rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.map { fresh in
+                var room = fresh.snapshot
+                room.observedAtMilliseconds = fresh.now()
+                return (state, room)
+            }.flatMapErrorThrowing { error in
                 // the room went between the two reads (a PATCH removed it): the basket as read
                 if case ReservationError.ticketNotFound = error { return (state, nil) }
                 throw error

@@ -54,7 +54,7 @@ final class RoomCache: Sendable {
                 slots[basketId] = .loading(waiting)
                 return .wait(promise.futureResult)
             default:
-                if slots.count >= Self.maxRooms { slots.removeAll() }
+                if slots.count >= Self.maxRooms { Self.evictReady(&slots) }
                 let promise = eventLoop.makePromise(of: Fresh.self)
                 slots[basketId] = .loading([])
                 return .load(promise)
@@ -82,7 +82,7 @@ final class RoomCache: Sendable {
     func store(_ basketId: String, _ snapshot: RoomSnapshot) {
         slots.withLock { slots in
             if case .loading = slots[basketId] { return }
-            if slots.count >= Self.maxRooms { slots.removeAll() }
+            if slots.count >= Self.maxRooms { Self.evictReady(&slots) }
             slots[basketId] = .ready(Fresh(snapshot: snapshot, fetchedAt: .now()))
         }
     }
@@ -92,6 +92,11 @@ final class RoomCache: Sendable {
         slots.withLock { slots in
             if case .ready = slots[basketId] { slots[basketId] = nil }
         }
+    }
+
+    /// Forgets every room not being read (a room being read keeps its waiting polls).
+    private static func evictReady(_ slots: inout [String: Slot]) {
+        slots = slots.filter { if case .loading = $0.value { return true } else { return false } }
     }
 
     private func usable(_ fresh: Fresh, at now: NIODeadline) -> Bool {
@@ -169,8 +174,8 @@ extension ReservationService {
         return rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.flatMapThrowing { fresh in
             let now = fresh.now()
             // Another room (removed and made again, or lost with Redis's data), or an old ticket.
-            guard fresh.snapshot.room.epoch == ticket.epoch, now < ticket.expiresAtMilliseconds, ticket.join <= fresh.snapshot.room.joined
-            else { throw ReservationError.ticketNotFound }
+            // (A ticket's join number may be ahead of this snapshot: a join on another gateway.)
+            guard fresh.snapshot.room.epoch == ticket.epoch, now < ticket.expiresAtMilliseconds else { throw ReservationError.ticketNotFound }
             return self.signed(QueueView.decide(ticket, in: fresh.snapshot, at: now), asked: text, ticket)
         }
     }
@@ -225,10 +230,18 @@ struct RoomCounts {
 
     init(_ snapshot: RoomSnapshot, at now: Int64) {
         members = snapshot.members
+        let schedule = snapshot.room.schedule
         let admittedPlaces = snapshot.admitted(at: now)
         waiting = max(0, snapshot.room.joined - admittedPlaces)
-        admitted = max(0, members - waiting)
-        expired = min(snapshot.room.schedule.expiredThrough, admittedPlaces)
+        // Places whose admission is over: those admitted more than admissionSeconds ago (places
+        // up to `base` count from `baseAdmittedAt`), and those the schedule's restarts expired.
+        let seconds = Int64(snapshot.settings?.admissionSeconds ?? WaitingRoomSettings.defaultAdmissionSeconds)
+        let cutoff = now - seconds * 1000
+        var over = schedule.expiredThrough
+        if schedule.baseAdmittedAt <= cutoff { over = max(over, schedule.base) }
+        if cutoff > (schedule.since ?? .max) { over = max(over, schedule.admitted(at: cutoff)) }
+        expired = min(over, admittedPlaces)
+        admitted = admittedPlaces - expired
     }
 }
 

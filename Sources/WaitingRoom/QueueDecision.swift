@@ -45,14 +45,18 @@ public struct QueueView: Sendable, Equatable {
             view.refreshAfterSeconds = jittered(Double(untilOpen) / 4, ticket)
             return view
         }
+        // The place: fixed in the ticket by an earlier poll of this same draw, else computed (and
+        // handed back in the ticket, so the next poll does not compute it again).
+        let tag = String(seed.prefix(16))
         var place = ticket.place
-        if place < 1 {
+        if place < 1 || ticket.drawTag != tag {
             if ticket.join <= preQueue, let order = QueueOrder(seedHex: seed, count: preQueue) {
                 place = order.place(ofJoin: ticket.join)
             } else {
                 place = ticket.join
             }
             view.ticket.place = place
+            view.ticket.drawTag = tag
         }
         let schedule = room.schedule
         let admitted = schedule.admitted(at: now)
@@ -61,7 +65,9 @@ public struct QueueView: Sendable, Equatable {
             let wait = (position * 60 + schedule.perMinute - 1) / schedule.perMinute
             view.position = position
             view.estimatedWaitSeconds = wait
-            view.refreshAfterSeconds = jittered(Double(wait) / 8, ticket)
+            // Soon enough never to miss the admission's window (at least 30 s long).
+            let seconds = Double(snapshot.settings?.admissionSeconds ?? WaitingRoomSettings.defaultAdmissionSeconds)
+            view.refreshAfterSeconds = jittered(min(Double(wait) / 8, seconds / 4), ticket)
             return view
         }
         let seconds = Int64(snapshot.settings?.admissionSeconds ?? WaitingRoomSettings.defaultAdmissionSeconds)

@@ -12,14 +12,20 @@ public struct Ticket: Sendable, Equatable {
     /// 0 before the draw (a pre-queue join's place is not known yet).
     public var place: Int64
     public var expiresAtMilliseconds: Int64
+    /// The draw `place` came from (the first 16 hex digits of its seed; "" for none): a place from
+    /// another draw (the room drawn again) is computed afresh.
+    public var drawTag: String
 
-    public init(basketId: String, consumerId: String, epoch: String, join: Int64, place: Int64, expiresAtMilliseconds: Int64) {
+    public init(
+        basketId: String, consumerId: String, epoch: String, join: Int64, place: Int64, expiresAtMilliseconds: Int64, drawTag: String = ""
+    ) {
         self.basketId = basketId
         self.consumerId = consumerId
         self.epoch = epoch
         self.join = join
         self.place = place
         self.expiresAtMilliseconds = expiresAtMilliseconds
+        self.drawTag = drawTag
     }
 }
 
@@ -59,6 +65,7 @@ public struct RoomPasses: Sendable {
             kind: "t1",
             fields: [
                 ticket.basketId, ticket.consumerId, ticket.epoch, String(ticket.join), String(ticket.place), String(ticket.expiresAtMilliseconds),
+                ticket.drawTag,
             ])
     }
 
@@ -68,10 +75,12 @@ public struct RoomPasses: Sendable {
 
     /// The ticket `text` signs, or nil (forged, altered, malformed). Expiry is the caller's to judge.
     public func ticket(_ text: String) -> Ticket? {
-        guard let fields = verified(text, kind: "t1"), fields.count == 6, let join = Self.number(fields[3]), join >= 1,
-            let place = Self.number(fields[4]), let expires = Self.number(fields[5])
+        guard let fields = verified(text, kind: "t1"), fields.count == 7, let join = Self.number(fields[3]), join >= 1,
+            let place = Self.number(fields[4]), let expires = Self.number(fields[5]), fields[6].isEmpty || RoomRecord.isHex(fields[6], count: 16)
         else { return nil }
-        return Ticket(basketId: fields[0], consumerId: fields[1], epoch: fields[2], join: join, place: place, expiresAtMilliseconds: expires)
+        return Ticket(
+            basketId: fields[0], consumerId: fields[1], epoch: fields[2], join: join, place: place, expiresAtMilliseconds: expires,
+            drawTag: fields[6])
     }
 
     public func admission(_ text: String) -> Admission? {

@@ -161,8 +161,13 @@ struct WaitingRoomTests {
         #expect(Set(joins) == Set(1...Int64(count)), "one join number each")
         let early = try await Self.poll(gateway, basketId, tickets[0])
         #expect(early.json?["state"]?.stringValue == "prequeue" && early.json?["position"] == .null)
-        let before = try await gateway.basket(basketId)
-        #expect(before["waitingRoom"]?["seed"] == .null && before["waitingRoom"]?["members"]?.int == count, "no seed before the draw")
+        // The view's counts come from the gateway's room snapshot, at most a second old.
+        var before = try await gateway.basket(basketId)
+        let counted = try await eventually {
+            before = try await gateway.basket(basketId)
+            return before["waitingRoom"]?["members"]?.int == count
+        }
+        #expect(counted && before["waitingRoom"]?["seed"] == .null, "no seed before the draw: \(before)")
         // Joining again, many times, changes nothing.
         for _ in 0..<3 { #expect(try Self.ticket(try await Self.join(gateway, basketId, "c7")).join == joins[7]) }
 
@@ -200,14 +205,68 @@ struct WaitingRoomTests {
         await gateway.stop()
     }
 
+    @Test("an opening moved into the future re-opens the pre-queue: everyone joined so far is drawn again, with a new seed")
+    func openingMovedLater() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-redraw")
+        // Open at once: the first use draws an empty pre-queue; joiners queue in arrival order.
+        try await Self.create(gateway, basketId, perMinute: 1)
+        let early = try await Self.join(gateway, basketId, "bot-1")
+        #expect(try Self.ticket(early).place == 1)
+        _ = try await Self.join(gateway, basketId, "bot-2")
+        let firstSeed = try await gateway.basket(basketId)["waitingRoom"]?["seed"]?.stringValue
+        #expect(firstSeed != nil)
+        let later = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin,
+            body: HTTPTestClient.json(["opensAt": .string(Self.iso(Self.now + 3_600_000))]))
+        #expect(later.status == 200)
+        let again = try await Self.poll(gateway, basketId, try Self.ticketText(early))
+        #expect(again.json?["state"]?.stringValue == "prequeue", "\(again.text)")
+        let alice = try Self.ticketText(try await Self.join(gateway, basketId, "alice"))
+        #expect(try await Self.poll(gateway, basketId, alice).json?["state"]?.stringValue == "prequeue")
+        _ = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin,
+            body: HTTPTestClient.json(["opensAt": .string(Self.iso(Self.now - 1000))]))
+        var places: [Int64] = []
+        for ticket in [try Self.ticketText(early), try Self.ticketText(try await Self.join(gateway, basketId, "bot-2")), alice] {
+            places.append(try Self.ticket(try await Self.poll(gateway, basketId, ticket)).place)
+        }
+        #expect(Set(places) == [1, 2, 3], "all three drawn: \(places)")
+        let view = try await gateway.basket(basketId)
+        #expect(view["waitingRoom"]?["preQueue"]?.int == 3)
+        let secondSeed = try #require(view["waitingRoom"]?["seed"]?.stringValue)
+        #expect(secondSeed != firstSeed)
+        let order = try #require(QueueOrder(seedHex: secondSeed, count: 3))
+        #expect(places == [order.place(ofJoin: 1), order.place(ofJoin: 2), order.place(ofJoin: 3)])
+        await gateway.stop()
+    }
+
+    @Test("a lone joiner of an open room nobody waits in is admitted at once; a burst behind them waits its turn")
+    func emptyRoomAdmitsAtOnce() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-empty")
+        try await Self.create(gateway, basketId, perMinute: 1)
+        let first = try await Self.join(gateway, basketId, "first")
+        let place = try Self.ticket(first).place
+        #expect(first.json?["state"]?.stringValue == "admitted" && place == 1, "\(first.text)")
+        let second = try await Self.join(gateway, basketId, "second")
+        #expect(second.json?["state"]?.stringValue == "waiting" && second.json?["position"]?.int == 1, "\(second.text)")
+        await gateway.stop()
+    }
+
     @Test("admission in order at admitPerMinute from the opening: each place's admission time is the schedule's, to the millisecond")
     func admissionRate() async throws {
         let gateway = try await GatewayHarness.start()
         let basketId = TestEnvironment.uniqueId("wr-rate")
-        // 600 a minute: one place every 100 ms; admissions last 30 s.
-        try await Self.create(gateway, basketId, perMinute: 600, seconds: 30)
+        // 600 a minute: one place every 100 ms; admissions last 30 s. Everyone joins the pre-queue
+        // first (however slowly), then the sale opens: one schedule from the opening on.
+        try await Self.create(gateway, basketId, perMinute: 600, seconds: 30, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
         var tickets: [String] = []
         for index in 0..<12 { tickets.append(try Self.ticketText(try await Self.join(gateway, basketId, "r\(index)"))) }
+        let opened = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["opensAt": .string(Self.iso(Self.now))]))
+        #expect(opened.status == 200)
+        let opensAt = try #require(opened.json?["opensAt"]?.stringValue.flatMap(RFC3339.parse))
         var admittedAt: [Int64: Int64] = [:]
         for ticket in tickets {
             let view = try await Self.pollUntil(gateway, basketId, ticket, "admitted")
@@ -219,8 +278,11 @@ struct WaitingRoomTests {
             #expect(seen + 1_000 >= expires - 30_000)
             #expect(view.json?["admissionToken"]?.stringValue?.hasPrefix("a1.") == true)
         }
-        // 100 ms apart, place by place: no more than the rate, and no less.
+        // Place 1 at the opening, then 100 ms apart, place by place: no more than the rate, and no less.
+        let first = try #require(admittedAt[1])
+        #expect(first >= opensAt && first - opensAt < 60_000, "place 1 at the opening")
         let places = admittedAt.keys.sorted()
+        #expect(places == Array(1...12))
         for (earlier, later) in zip(places, places.dropFirst()) {
             #expect(try #require(admittedAt[later]) - (try #require(admittedAt[earlier])) == (later - earlier) * 100, "\(admittedAt)")
         }

@@ -109,6 +109,13 @@ struct WaitingRoomTests {
             places.append(view.ticket.place)
         }
         #expect(Set(places) == Set(1...6))
+        // A place fixed by another draw (the room drawn again) is computed afresh.
+        var stale = QueueView.decide(Self.ticket(join: 2), in: snapshot, at: 10_000).ticket
+        #expect(stale.drawTag == String(Self.seed.prefix(16)))
+        stale.place = 99
+        #expect(QueueView.decide(stale, in: snapshot, at: 10_000).ticket.place == 99, "the same draw: kept")
+        stale.drawTag = String(repeating: "e", count: 16)
+        #expect(QueueView.decide(stale, in: snapshot, at: 10_000).ticket.place == order.place(ofJoin: 2))
         // One a second at 60 a minute: place 4 is admitted at 14 s, for 30 s.
         let four = Self.ticket(join: 4)
         #expect(QueueView.decide(four, in: snapshot, at: 13_999).position == 1)
@@ -151,7 +158,9 @@ struct WaitingRoomTests {
     @Test("tickets and admissions: signed, checked in full, and never one for the other")
     func passes() throws {
         let passes = RoomPasses(secret: Array("test-secret".utf8))
-        let ticket = Ticket(basketId: "b-1", consumerId: "alice@x", epoch: Self.epoch, join: 12, place: 7, expiresAtMilliseconds: 1_800_000_000_000)
+        let ticket = Ticket(
+            basketId: "b-1", consumerId: "alice@x", epoch: Self.epoch, join: 12, place: 7, expiresAtMilliseconds: 1_800_000_000_000,
+            drawTag: "0123456789abcdef")
         let text = passes.sign(ticket)
         #expect(passes.ticket(text) == ticket)
         let admission = Admission(basketId: "b-1", consumerId: "alice@x", epoch: Self.epoch, expiresAtMilliseconds: 1_800_000_000_000)
