@@ -88,9 +88,14 @@ struct WaitingRoomTests {
         }
         let bob = try Self.ticket(try await Self.join(second, basketId, "bob"))
         #expect(bob.join == ticket.join + 1)
-        let view = try await second.basket(basketId)
-        #expect(view["waitingRoom"]?["members"]?.int == 2 && view["waitingRoom"]?["admitPerMinute"]?.int == 1)
-        #expect(view["waitingRoom"]?["admissionSeconds"]?.int == 300)
+        // (the view's counts are the gateway's room snapshot, at most a second old)
+        var view = try await second.basket(basketId)
+        #expect(
+            try await eventually {
+                view = try await second.basket(basketId)
+                return view["waitingRoom"]?["members"]?.int == 2
+            })
+        #expect(view["waitingRoom"]?["admitPerMinute"]?.int == 1 && view["waitingRoom"]?["admissionSeconds"]?.int == 300)
         // A poll on either gateway answers the same view.
         let polled = [
             try await Self.poll(first, basketId, try Self.ticketText(joined)), try await Self.poll(second, basketId, try Self.ticketText(joined)),
@@ -293,14 +298,21 @@ struct WaitingRoomTests {
     func pauseStopsAdmission() async throws {
         let gateway = try await GatewayHarness.start()
         let basketId = TestEnvironment.uniqueId("wr-pause")
-        try await Self.create(gateway, basketId, perMinute: 60)
-        var last = ""
-        for index in 0..<30 { last = try Self.ticketText(try await Self.join(gateway, basketId, "p\(index)")) }
+        // Thirty in the pre-queue (however slowly they join), then opened and paused at once.
+        try await Self.create(gateway, basketId, perMinute: 60, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
+        var tickets: [String] = []
+        for index in 0..<30 { tickets.append(try Self.ticketText(try await Self.join(gateway, basketId, "p\(index)"))) }
         let patch = try await gateway.request(
-            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["paused": .bool(true)]))
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin,
+            body: HTTPTestClient.json(["paused": .bool(true), "opensAt": .string(Self.iso(Self.now - 1000))]))
         #expect(patch.status == 200 && patch.json?["state"]?.stringValue == "paused")
-        let position = try #require(try await Self.poll(gateway, basketId, last).json?["position"]?.int)
-        #expect(position > 10, "still far back: \(position)")
+        var last = ""
+        var position = 0
+        for ticket in tickets {
+            let view = try await Self.poll(gateway, basketId, ticket)
+            if let at = view.json?["position"]?.int, at > position { (last, position) = (try Self.ticketText(view), at) }
+        }
+        #expect(position == 30, "nothing admitted while paused: the last place is 30 from the front")
         // Polled hard for 3 s (3 places' worth at 60 a minute): the position stays, and Redis is asked
         // about once a second, not once a poll.
         let reads = try await ReplicatedAcknowledgementTests.metric(gateway, "gateway_queue_room_reads_total")
@@ -396,9 +408,13 @@ struct WaitingRoomTests {
         #expect(try await gateway.deliverPayment(eventId: TestEnvironment.uniqueId("evt"), reservationId: reservationId).status == 200)
         for ticket in waiting { _ = try await Self.pollUntil(gateway, basketId, ticket, "sold_out") }
 
+        // Closed by moving closesAt into the past (no test waits for a clock to pass a deadline).
         let closing = TestEnvironment.uniqueId("wr-close")
-        try await Self.create(gateway, closing, perMinute: 1, ["closesAt": .string(Self.iso(Self.now + 2_000))])
+        try await Self.create(gateway, closing, perMinute: 1, ["closesAt": .string(Self.iso(Self.now + 3_600_000))])
         let ticket = try Self.ticketText(try await Self.join(gateway, closing, "late"))
+        let closed = try await gateway.request(
+            .PATCH, "/v1/baskets/\(closing)", headers: gateway.admin, body: HTTPTestClient.json(["closesAt": .string(Self.iso(Self.now - 1000))]))
+        #expect(closed.status == 200 && closed.json?["state"]?.stringValue == "closed", "\(closed.text)")
         _ = try await Self.pollUntil(gateway, closing, ticket, "closed")
         ContractErrorTests.expectError(try await Self.join(gateway, closing, "later"), 409, "sale_closed")
         await gateway.stop()

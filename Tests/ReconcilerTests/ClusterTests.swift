@@ -141,7 +141,8 @@ struct ClusterTests {
             return try await group.reduce(into: [(String, String)]()) { $0.append($1) }
         }
         #expect(Set(tickets.map(\.1)).count == 8 && !tickets.contains { $0.1.isEmpty })
-        #expect(try await gateway.basket(roomed)["waitingRoom"]?["members"]?.int == 8)
+        // (the view's counts are the gateway's room snapshot, at most a second old)
+        #expect(try await eventually { try await gateway.basket(roomed)["waitingRoom"]?["members"]?.int == 8 })
         let unadmitted = try await gateway.reserve(roomed, consumer: "q0")
         #expect(unadmitted.status == 403 && unadmitted.errorCode == "admission_required")
         for (consumer, ticket) in tickets {
