@@ -179,19 +179,26 @@ public struct ConsumerTokenVerifier: Sendable {
 
 /// HMAC-SHA256 keyed with one secret: the key's padding and its two first blocks computed once,
 /// at startup, instead of for every token (about 0.6 µs of the 5 an HS256 verification cost).
-final class HMACPrototype: @unchecked Sendable {
+package final class HMACPrototype: @unchecked Sendable {
     // @unchecked Sendable: `keyed` is set in init and never mutated; each use works on a copy
     // (swift-crypto's HMAC is a value type: updating a copy never changes the original).
     private let keyed: HMAC<SHA256>
 
-    init(secret: [UInt8]) { keyed = HMAC(key: SymmetricKey(data: secret)) }
+    package init(secret: [UInt8]) { keyed = HMAC(key: SymmetricKey(data: secret)) }
 
     /// Whether `mac` is this key's HMAC of `message`, compared in constant time (swift-crypto's
     /// `==` between a code and bytes); a MAC of another length is refused.
-    func isValid(_ mac: [UInt8], for message: ArraySlice<UInt8>) -> Bool {
+    package func isValid(_ mac: [UInt8], for message: ArraySlice<UInt8>) -> Bool {
         var hmac = keyed
         hmac.update(data: message)
         return hmac.finalize() == mac
+    }
+
+    /// This key's HMAC of `message`.
+    package func code(for message: some Sequence<UInt8>) -> [UInt8] {
+        var hmac = keyed
+        hmac.update(data: Array(message))
+        return Array(hmac.finalize())
     }
 }
 

@@ -78,7 +78,7 @@ public final class GatewayMetrics: Sendable {
         var common: [String: [Int: Counter]] = [:]
         for (route, statuses) in [
             ("reserve", [201, 400, 404, 409, 422, 429, 503]), ("get_basket", [200, 404]),
-            ("get_reservation", [200, 404]), ("webhook", [200, 400, 401]),
+            ("get_reservation", [200, 404]), ("webhook", [200, 400, 401]), ("queue_status", [200, 404]), ("join_queue", [200, 409]),
         ] {
             for status in statuses {
                 common[route, default: [:]][status] = Counter(

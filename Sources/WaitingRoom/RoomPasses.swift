@@ -1,5 +1,4 @@
 import ConsumerTokens
-import Crypto
 public import ReservationCore
 
 /// A waiting-room ticket: who joined which room, with which join number, and (once the pre-queue
@@ -50,14 +49,13 @@ public struct Admission: Sendable, Equatable {
 /// other). A pass is `<kind>.<base64url fields>.<base64url MAC>`: readable, not secret, and
 /// worthless altered. Checking compares the MAC in constant time before any field is read.
 public struct RoomPasses: Sendable {
-    /// The key's bytes (SymmetricKey is not Sendable; making one per use is a copy of 32-odd bytes).
-    private let secret: [UInt8]
-    private var key: SymmetricKey { SymmetricKey(data: secret) }
+    /// The key, keyed once (each use works on a copy of the keyed HMAC).
+    private let hmac: HMACPrototype
     /// The longest pass looked at (two 128-byte ids and numbers, encoded: well under it).
     public static let maxLength = 1024
 
     public init(secret: [UInt8]) {
-        self.secret = secret
+        hmac = HMACPrototype(secret: secret)
     }
 
     public func sign(_ ticket: Ticket) -> String {
@@ -90,8 +88,7 @@ public struct RoomPasses: Sendable {
 
     private func sign(kind: String, fields: [String]) -> String {
         let body = kind + "." + Base64URL.encodeString(Array(fields.joined(separator: "\n").utf8))
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(body.utf8), using: key)
-        return body + "." + Base64URL.encodeString(Array(mac))
+        return body + "." + Base64URL.encodeString(hmac.code(for: body.utf8))
     }
 
     private func verified(_ text: String, kind: String) -> [String]? {
@@ -100,9 +97,8 @@ public struct RoomPasses: Sendable {
             utf8.starts(with: Array((kind + ".").utf8))
         else { return nil }
         let body = utf8[..<lastDot]
-        guard let mac = Base64URL.decode(utf8[(lastDot + 1)...]), mac.count == 32,
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Array(body), using: key)
-        else { return nil }
+        // compared in constant time (swift-crypto's code-to-bytes `==`), before any field is read
+        guard let mac = Base64URL.decode(utf8[(lastDot + 1)...]), mac.count == 32, hmac.isValid(mac, for: body) else { return nil }
         // Signed by us: the fields are ours, still read strictly.
         guard let payload = Base64URL.decode(body.dropFirst(kind.utf8.count + 1)) else { return nil }
         let fields = payload.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map {
