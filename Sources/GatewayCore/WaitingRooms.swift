@@ -78,6 +78,15 @@ final class RoomCache: Sendable {
         }
     }
 
+    /// The room's snapshot if this gateway holds a fresh one (a poll's path without a future).
+    func cached(_ basketId: String) -> Fresh? {
+        let now = NIODeadline.now()
+        return slots.withLock { slots in
+            if case .ready(let fresh) = slots[basketId], usable(fresh, at: now) { return fresh }
+            return nil
+        }
+    }
+
     /// Keeps a snapshot a join just read (the freshest there is).
     func store(_ basketId: String, _ snapshot: RoomSnapshot) {
         slots.withLock { slots in
@@ -168,16 +177,22 @@ extension ReservationService {
         _ basketId: String, ticket text: String, consumerId: String?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SignedQueueView> {
         metrics.queuePolled()
-        guard let ticket = passes.ticket(text), ticket.basketId == basketId, consumerId == nil || consumerId == ticket.consumerId else {
+        guard let ticket = passes.ticket(text), ticket.basketId == basketId, consumerId == nil || consumerId == ticket.consumerId
+        else {
             return eventLoop.makeFailedFuture(ReservationError.ticketNotFound)
         }
-        return rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.flatMapThrowing { fresh in
+        @Sendable func answer(_ fresh: RoomCache.Fresh) throws -> SignedQueueView {
             let now = fresh.now()
             // Another room (removed and made again, or lost with Redis's data), or an old ticket.
             // (A ticket's join number may be ahead of this snapshot: a join on another gateway.)
             guard fresh.snapshot.room.epoch == ticket.epoch, now < ticket.expiresAtMilliseconds else { throw ReservationError.ticketNotFound }
-            return self.signed(QueueView.decide(ticket, in: fresh.snapshot, at: now), asked: text, ticket)
+            return signed(QueueView.decide(ticket, in: fresh.snapshot, at: now), asked: text, ticket)
         }
+        // The usual poll: the room is cached, answered without a future chain.
+        if let fresh = rooms.cached(basketId) {
+            return eventLoop.makeCompletedFuture(Result { try answer(fresh) })
+        }
+        return rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.flatMapThrowing(answer)
     }
 
     /// The room read from Redis (opening it, or drawing, when due): a cache refresh, or the basket view's counts.
