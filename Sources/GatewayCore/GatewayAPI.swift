@@ -89,7 +89,15 @@ public final class GatewayAPI: HTTPResponder {
         let label = endpoint?.label ?? "unknown"
         switch decoded {
         case .success(.reserve(let reservation)):
-            let memory = service.soldOutCheck(reservation)
+            // A room this gateway knows, and no admission that could pass: the script's 403, without
+            // Redis. With an Idempotency-Key the script answers (a grant stored under it is replayed),
+            // and the sold-out memory is not asked (it would answer sold_out, not the script's 403).
+            let room = service.roomCheck(reservation)
+            if room == .refused, reservation.idempotencyKey == nil {
+                finish(.success(reserveAnswer(.admissionRequired, reservation)), route: label, completion)
+                return
+            }
+            let memory = room == .refused ? .ask : service.soldOutCheck(reservation)
             if memory == .soldOut, reservation.idempotencyKey == nil {
                 // The answer a flash sale sends most, from the sold-out memory: no Redis, no closure.
                 finish(.success(reserveAnswer(.soldOut, reservation)), route: label, completion)

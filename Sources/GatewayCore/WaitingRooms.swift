@@ -25,6 +25,9 @@ final class RoomCache: Sendable {
     }
 
     private let slots = Mutex<[String: Slot]>([:])
+    /// Whether any room was ever held: a gateway without rooms skips the lookup on every reservation.
+    private let heldAny = Atomic<Bool>(false)
+    var mayHoldRooms: Bool { heldAny.load(ordering: .relaxed) }
     private let maxAge: TimeAmount
     /// Rooms remembered at most (a room is only reached with a ticket this deployment signed, so
     /// only real rooms get here; beyond this the memory starts over).
@@ -68,7 +71,12 @@ final class RoomCache: Sendable {
                 let fresh = result.map { Fresh(snapshot: $0, fetchedAt: .now()) }
                 let waiting: [EventLoopPromise<Fresh>] = self.slots.withLock { slots in
                     guard case .loading(let waiting) = slots[basketId] else { return [] }
-                    if case .success(let fresh) = fresh { slots[basketId] = .ready(fresh) } else { slots[basketId] = nil }
+                    if case .success(let fresh) = fresh {
+                        slots[basketId] = .ready(fresh)
+                        self.heldAny.store(true, ordering: .relaxed)
+                    } else {
+                        slots[basketId] = nil
+                    }
                     return waiting
                 }
                 promise.completeWith(fresh)
@@ -93,6 +101,7 @@ final class RoomCache: Sendable {
             if case .loading = slots[basketId] { return }
             if slots.count >= Self.maxRooms { Self.evictReady(&slots) }
             slots[basketId] = .ready(Fresh(snapshot: snapshot, fetchedAt: .now()))
+            heldAny.store(true, ordering: .relaxed)
         }
     }
 
@@ -221,6 +230,30 @@ extension ReservationService {
         // The same ticket is handed back as it came; one with its place newly fixed is signed again.
         let ticket = (text != nil && asked == view.ticket) ? text ?? "" : passes.sign(view.ticket)
         return SignedQueueView(view: view, ticket: ticket, admissionToken: view.admission.map { passes.sign($0) })
+    }
+
+    /// What this gateway knows of a reservation's waiting room before asking Redis.
+    enum RoomCheck: Equatable {
+        /// No room known here, or a case the reserve script must decide (the window, an admission
+        /// about to expire, another room's epoch): the script answers.
+        case ask
+        /// The basket has a room, the sale is open, and the request carries no admission of it
+        /// that could pass: the script would answer 403 `admission_required`.
+        case refused
+    }
+
+    /// Refuses at once a reservation the reserve script would refuse for want of an admission,
+    /// from this gateway's room snapshot (at most a second old: a room removed on another gateway
+    /// may refuse here for that second). Bots without an admission cost Redis nothing.
+    func roomCheck(_ request: ReserveRequest) -> RoomCheck {
+        guard rooms.mayHoldRooms, let fresh = rooms.cached(request.basketId) else { return .ask }
+        let settings = fresh.snapshot.basket.settings
+        let now = fresh.now()
+        // The script decides the window before the admission.
+        guard settings.waitingRoom != nil, settings.state(at: now) == .open else { return .ask }
+        guard let admission = admission(for: request) else { return .refused }
+        // Clearly expired (a second's margin for the extrapolated clock) is refused; the rest is the script's.
+        return admission.expiresAtMilliseconds < now - 1000 ? .refused : .ask
     }
 
     /// The verified admission a reservation carries, for its basket and consumer; nil for none

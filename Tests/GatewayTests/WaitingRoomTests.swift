@@ -390,6 +390,46 @@ struct WaitingRoomTests {
         await gateway.stop()
     }
 
+    @Test(
+        "without an admission the answer is 403, also on a sold-out basket and with an Idempotency-Key; a gateway that knows the room refuses without Redis"
+    )
+    func refusedWithoutAdmission() async throws {
+        // (no expiry loop: its calls would be counted with the refusals')
+        let gateway = try await GatewayHarness.start(expiryLoop: false)
+        let basketId = TestEnvironment.uniqueId("wr-local")
+        try await Self.create(gateway, basketId, stock: 1, perMinute: 1_000_000)
+        var admissions: [String: String] = [:]
+        for consumer in ["a", "b"] {
+            let ticket = try Self.ticketText(try await Self.join(gateway, basketId, consumer))
+            admissions[consumer] = try await Self.pollUntil(gateway, basketId, ticket, "admitted").json?["admissionToken"]?.stringValue
+        }
+        #expect(try await Self.reserve(gateway, basketId, "a", admission: admissions["a"]).status == 201)
+        // b, admitted, meets the sold-out basket (the gateway's sold-out memory learns it) ...
+        ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "b", admission: admissions["b"]), 409, "sold_out")
+        ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "b", admission: admissions["b"]), 409, "sold_out")
+        // ... but nobody without an admission is told anything but 403, keyed or not, and nothing is stored.
+        for _ in 0..<3 {
+            ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "c", admission: nil), 403, "admission_required")
+            let keyed = try await gateway.request(
+                .POST, "/v1/baskets/\(basketId)/reservations", headers: [("Idempotency-Key", "k-c")],
+                body: HTTPTestClient.json(["consumerId": "c"]))
+            ContractErrorTests.expectError(keyed, 403, "admission_required")
+        }
+        // Refused from this gateway's room snapshot (kept fresh by the room's polls, as in a sale):
+        // each refusal follows a poll, which reads the room only when its snapshot is a second old.
+        // Asked of Redis, the 100 refusals alone would be 100 commands; answered here, the count is
+        // the few room reads (and a refusal only reaches Redis after a gap of a whole second).
+        let ticket = try Self.ticketText(try await Self.join(gateway, basketId, "a"))
+        let before = try await ReplicatedAcknowledgementTests.metric(gateway, "gateway_redis_commands_total")
+        for index in 0..<100 {
+            _ = try await Self.poll(gateway, basketId, ticket)
+            ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "bot\(index)", admission: nil), 403, "admission_required")
+        }
+        let after = try await ReplicatedAcknowledgementTests.metric(gateway, "gateway_redis_commands_total")
+        #expect(after - before < 60, "\(after - before) Redis commands for 100 refusals and 100 polls")
+        await gateway.stop()
+    }
+
     @Test("sold out reaches every waiting ticket once no unit is left or held; closed after closesAt; a join then is 409 sale_closed")
     func soldOutAndClosed() async throws {
         let gateway = try await GatewayHarness.start()
