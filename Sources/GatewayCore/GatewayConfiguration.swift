@@ -30,6 +30,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// `SOLD_OUT_CACHE_MS`, default 50: how long a sold-out answer may be repeated from memory
     /// (only refusals; 0 turns it off).
     public var soldOutCacheMilliseconds: Int = 50
+    /// `QUEUE_CACHE_MS`, default 1000: how long a gateway answers a waiting room's polls (and its
+    /// basket view's counts, and refusals without an admission) from the room's last snapshot.
+    public var queueCacheMilliseconds: Int = 1000
     /// `GATEWAY_MAX_CONNECTIONS`, default 10000: open connections beyond this are closed at once.
     public var maxConnections: Int = 10_000
     /// `GATEWAY_MAX_HEAD_BYTES`, default 16384: the largest request line plus headers (431 beyond).
@@ -99,6 +102,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         if let value = try environment.int("GATEWAY_THREADS", 1...256) { eventLoopThreads = value }
         if let value = try environment.int("EXPIRY_INTERVAL_MS", 10...60_000) { expiryIntervalMilliseconds = value }
         if let value = try environment.int("SOLD_OUT_CACHE_MS", 0...10_000) { soldOutCacheMilliseconds = value }
+        if let value = try environment.int("QUEUE_CACHE_MS", 10...60_000) { queueCacheMilliseconds = value }
         if let value = try environment.int("GATEWAY_MAX_CONNECTIONS", 1...1_000_000) { maxConnections = value }
         if let value = try environment.int("GATEWAY_MAX_HEAD_BYTES", 1024...1_048_576) { maxHeadBytes = value }
         if let value = try environment.int("GATEWAY_REQUEST_TIMEOUT_MS", 100...3_600_000) { requestTimeoutMilliseconds = value }

@@ -40,7 +40,7 @@ public final class ReservationService: Sendable {
     private let ids = ReservationIdGenerator()
     let soldOut: SoldOutCache
     /// Waiting rooms: each room's last snapshot (polls), and the signer of tickets and admissions.
-    let rooms = RoomCache()
+    let rooms: RoomCache
     let passes: RoomPasses
 
     public init(redis: RedisClient, configuration: GatewayConfiguration, metrics: GatewayMetrics) {
@@ -48,6 +48,7 @@ public final class ReservationService: Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.passes = RoomPasses(secret: Array((configuration.admissionSecret ?? "").utf8))
+        self.rooms = RoomCache(maxAge: .milliseconds(Int64(configuration.queueCacheMilliseconds)))
         // A refresh's call is answered or failed within the command timeout (a batch unanswered
         // that long resets the connection and fails its calls).
         self.soldOut = SoldOutCache(
