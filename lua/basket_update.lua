@@ -55,6 +55,16 @@ elseif room and room.joined and room.base and room.at and room.gone and room.rat
       'since', settings.paused == '1' and '' or string.format('%d', newOpens - math.ceil(60000 / tonumber(settings.room_rate))))
   end
 end
+-- A room outlives its sale by a week: its expiry follows a closing time moved or removed.
+if room and settings.room_rate ~= '' and (current.closes or '') ~= settings.closes then
+  if closes then
+    redis.call('PEXPIREAT', KEYS[4], closes + 604800000)
+    redis.call('PEXPIREAT', KEYS[5], closes + 604800000)
+  else
+    redis.call('PERSIST', KEYS[4])
+    redis.call('PERSIST', KEYS[5])
+  end
+end
 redis.call('HSET', KEYS[1], unpack(withRecord({}, settings, SETTINGS)))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_updated', 'basket', ARGV[1], 'seq', seq,

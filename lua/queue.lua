@@ -57,15 +57,26 @@ if joining then
   if current and current ~= ARGV[5] then
     place = current
   else
-    -- At the back, after everyone who joined. In a room where nobody waits (admission has run
-    -- past the last place handed out) the schedule restarts here, so this joiner is admitted now
-    -- with a whole admission, and the unused places are not banked for a burst of late joiners.
-    if roomAdmitted(room, now) > room.joined then
-      local since = ''
-      if room.since then since = string.format('%d', now - math.ceil(60000 / room.rate)) end
-      restartRoom(KEYS[2], room, now, tonumber(basket.room_secs) or 300, room.joined, since, string.format('%d', room.rate))
+    -- At the back, after everyone who joined. In a room where admission has run past the last
+    -- place handed out, the places nobody took are not banked for a burst of late joiners: the
+    -- joiner takes the next place not admitted yet (admitted within one interval). And if no
+    -- admission is running any more, the schedule restarts here so this joiner is admitted at
+    -- once (a restart then changes nobody's admission: every one handed out has expired).
+    local nextPlace = room.joined + 1
+    local admitted = roomAdmitted(room, now)
+    if admitted > room.joined then
+      local seconds = tonumber(basket.room_secs) or 300
+      local limit = now - seconds * 1000
+      local lastExpired = room.joined <= room.gone or (room.joined <= room.base and room.at <= limit) or
+        (room.joined > room.base and room.since and limit > room.since and roomAdmitted(room, limit) >= room.joined)
+      if lastExpired and room.since then
+        restartRoom(KEYS[2], room, now, seconds, room.joined, string.format('%d', now - math.ceil(60000 / room.rate)),
+          string.format('%d', room.rate))
+      else
+        nextPlace = admitted + 1
+      end
     end
-    place = string.format('%d', room.joined + 1)
+    place = string.format("%d", nextPlace)
     redis.call('HSET', KEYS[3], ARGV[2], place)
     redis.call('HSET', KEYS[2], 'joined', place)
     -- A room outlives its sale by a week at most (its tickets say closed meanwhile).

@@ -21,7 +21,9 @@ final class RoomCache: Sendable {
 
     private enum Slot {
         case ready(Fresh)
-        case loading([EventLoopPromise<Fresh>])
+        /// A read in flight, the polls waiting for it, and whether the room was forgotten
+        /// meanwhile (a PATCH: the read may predate it, so it answers its waiters but is not kept).
+        case loading([EventLoopPromise<Fresh>], forgotten: Bool)
     }
 
     private let slots = Mutex<[String: Slot]>([:])
@@ -51,15 +53,15 @@ final class RoomCache: Sendable {
             switch slots[basketId] {
             case .ready(let fresh) where usable(fresh, at: now):
                 return .use(fresh)
-            case .loading(var waiting):
+            case .loading(var waiting, let forgotten):
                 let promise = eventLoop.makePromise(of: Fresh.self)
                 waiting.append(promise)
-                slots[basketId] = .loading(waiting)
+                slots[basketId] = .loading(waiting, forgotten: forgotten)
                 return .wait(promise.futureResult)
             default:
                 if slots.count >= Self.maxRooms { Self.evictReady(&slots) }
                 let promise = eventLoop.makePromise(of: Fresh.self)
-                slots[basketId] = .loading([])
+                slots[basketId] = .loading([], forgotten: false)
                 return .load(promise)
             }
         }
@@ -70,8 +72,8 @@ final class RoomCache: Sendable {
             fetch().whenComplete { result in
                 let fresh = result.map { Fresh(snapshot: $0, fetchedAt: .now()) }
                 let waiting: [EventLoopPromise<Fresh>] = self.slots.withLock { slots in
-                    guard case .loading(let waiting) = slots[basketId] else { return [] }
-                    if case .success(let fresh) = fresh {
+                    guard case .loading(let waiting, let forgotten) = slots[basketId] else { return [] }
+                    if case .success(let fresh) = fresh, !forgotten {
                         slots[basketId] = .ready(fresh)
                         self.heldAny.store(true, ordering: .relaxed)
                     } else {
@@ -108,7 +110,11 @@ final class RoomCache: Sendable {
     /// Forgets a room (its settings changed: the next poll reads it again).
     func forget(_ basketId: String) {
         slots.withLock { slots in
-            if case .ready = slots[basketId] { slots[basketId] = nil }
+            switch slots[basketId] {
+            case .ready: slots[basketId] = nil
+            case .loading(let waiting, _): slots[basketId] = .loading(waiting, forgotten: true)
+            case nil: break
+            }
         }
     }
 

@@ -59,7 +59,9 @@ public struct QueueView: Sendable, Equatable {
             view.ticket.drawTag = tag
         }
         let schedule = room.schedule
-        let admitted = schedule.admitted(at: now)
+        // Never more than this snapshot handed out: a join it has not seen (a restart made on
+        // another gateway) waits for a fresher snapshot rather than counting unclaimed places.
+        let admitted = snapshot.admitted(at: now)
         if place > admitted {
             let position = place - admitted
             let wait = (position * 60 + schedule.perMinute - 1) / schedule.perMinute

@@ -467,7 +467,11 @@ struct WaitingRoomTests {
         let first = try Self.ticket(joined)
         let admitted = try await Self.pollUntil(gateway, basketId, try Self.ticketText(joined), "admitted")
         let admission = try #require(admitted.json?["admissionToken"]?.stringValue)
+        let expiresAt = admitted.json?["admissionExpiresAt"]?.stringValue
         for index in 0..<3 { _ = try await Self.join(gateway, basketId, "other\(index)") }
+        // Later joiners never lengthen (or shorten) an admission that is running.
+        let still = try await Self.poll(gateway, basketId, try Self.ticketText(joined))
+        if still.json?["state"]?.stringValue == "admitted" { #expect(still.json?["admissionExpiresAt"]?.stringValue == expiresAt) }
         _ = try await Self.pollUntil(gateway, basketId, try Self.ticketText(joined), "expired")
         ContractErrorTests.expectError(try await Self.reserve(gateway, basketId, "slow", admission: admission), 403, "admission_required")
         let again = try await Self.join(gateway, basketId, "slow")

@@ -131,6 +131,15 @@ struct WaitingRoomTests {
         #expect(QueueView.decide(Self.ticket(join: 5), in: restarted, at: 30_000).state == .admitted)
     }
 
+    @Test("a snapshot never admits more places than it has seen handed out (a join it has not seen waits)")
+    func admittedIsCappedByJoined() {
+        // The schedule has run far past the 6 places handed out.
+        let snapshot = Self.snapshot(schedule: RoomSchedule(base: 0, baseAdmittedAt: 0, since: 0, perMinute: 60_000, expiredThrough: 0))
+        #expect(QueueView.decide(Self.ticket(join: 6), in: snapshot, at: 10_000).state == .admitted)
+        let unseen = QueueView.decide(Self.ticket(join: 9), in: snapshot, at: 10_000)
+        #expect(unseen.state == .waiting && unseen.position == 3 && unseen.admission == nil)
+    }
+
     @Test("closed and sold out reach every ticket; a unit still held keeps the queue waiting")
     func closedAndSoldOut() {
         for join in Int64(1)...6 {
