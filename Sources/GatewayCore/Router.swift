@@ -1,4 +1,5 @@
 public import NIOHTTP1
+import ReservationCore
 
 /// What a request asks for, decided from its method and target alone: no I/O, no allocation
 /// beyond the path segments, total over every input (the fuzz target feeds it arbitrary bytes).
@@ -139,7 +140,7 @@ public enum Router {
         var index = 0
         while index < utf8.count {
             if utf8[index] == UInt8(ascii: "%"), index + 2 < utf8.count,
-                let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2])
+                let high = Digits.hexValue(utf8[index + 1]), let low = Digits.hexValue(utf8[index + 2])
             {
                 bytes.append(high << 4 | low)
                 index += 3
@@ -149,14 +150,5 @@ public enum Router {
             }
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
 public import Foundation
+import ReservationCore
 
 /// Checks `Webhook-Signature: t=<unix seconds>,v1=<hex>`: HMAC-SHA256 with the webhook secret over
 /// the bytes `<t>.<raw body>`, compared in constant time, `t` within `tolerance` of now. Runs
@@ -69,26 +70,8 @@ public struct WebhookVerifier: Sendable {
     }
 
     static func decodeHex<S: StringProtocol>(_ text: S) -> [UInt8]? {
-        let utf8 = Array(text.utf8)
-        guard utf8.count == 64 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(32)
-        var index = 0
-        while index < utf8.count {
-            guard let high = hexValue(utf8[index]), let low = hexValue(utf8[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        return bytes
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - 48
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - 87
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - 55
-        default: return nil
-        }
+        guard text.utf8.count == 64 else { return nil }
+        return Digits.bytes(hex: text.utf8)
     }
 }
 

@@ -50,8 +50,7 @@ public struct RoomRecord: Sendable, Equatable {
     public init?(_ text: (RoomField) -> String?) {
         func number(_ field: RoomField, max: Int64 = RoomRecord.maxPlaces) -> Int64?? {
             guard let value = text(field), !value.isEmpty else { return .some(nil) }
-            guard value.utf8.count <= 15, value.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let number = Int64(value), number <= max
-            else { return nil }
+            guard let number = Digits.decimal(value), number <= max else { return nil }
             return .some(number)
         }
         let latest = BasketSettings.latestMilliseconds

@@ -1,4 +1,5 @@
 import Crypto
+import ReservationCore
 
 /// The pre-queue's draw: a keyed pseudo-random permutation of the join numbers 1...n, the key
 /// being the seed the room's first use after the opening made (random, unknown before it). A
@@ -14,7 +15,7 @@ public struct QueueOrder: Sendable {
 
     /// nil when `seedHex` is not 64 hex digits or `count` < 1.
     public init?(seedHex: String, count: Int64) {
-        guard count >= 1, let seed = Self.bytes(hex: seedHex), seed.count == 32 else { return nil }
+        guard count >= 1, RoomRecord.isHex(seedHex, count: 64), let seed = Digits.bytes(hex: seedHex.utf8) else { return nil }
         self.count = count
         self.seed = seed
         var bits = 2
@@ -53,26 +54,5 @@ public struct QueueOrder: Sendable {
         var value: UInt64 = 0
         for byte in hasher.finalize().prefix(8) { value = value << 8 | UInt64(byte) }
         return value
-    }
-
-    static func bytes(hex: String) -> [UInt8]? {
-        let utf8 = Array(hex.utf8)
-        guard utf8.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(utf8.count / 2)
-        func digit(_ byte: UInt8) -> UInt8? {
-            switch byte {
-            case 48...57: return byte - 48
-            case 97...102: return byte - 87
-            default: return nil
-            }
-        }
-        var index = 0
-        while index < utf8.count {
-            guard let high = digit(utf8[index]), let low = digit(utf8[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        return bytes
     }
 }

@@ -110,8 +110,5 @@ public struct RoomPasses: Sendable {
     }
 
     /// Digits only, at most 15 of them (no sign, no overflow).
-    static func number(_ text: String) -> Int64? {
-        guard !text.isEmpty, text.utf8.count <= 15, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
-        return Int64(text)
-    }
+    static func number(_ text: String) -> Int64? { Digits.decimal(text) }
 }
