@@ -2,6 +2,7 @@ import ConsumerTokens
 import Foundation
 import GatewayCore
 import NIOHTTP1
+import RedisClient
 import ReservationCore
 import TestSupport
 import Testing
@@ -515,6 +516,33 @@ struct WaitingRoomTests {
         let reserved = try await gateway.request(
             .POST, "/v1/baskets/\(basketId)/reservations", headers: alice + [("Admission-Token", admission)], body: Array("{}".utf8))
         #expect(reserved.status == 201 && reserved.json?["consumerId"]?.stringValue == "alice")
+        await gateway.stop()
+    }
+
+    @Test("a room and its members expire a week after closesAt, and follow a PATCH that moves or removes it")
+    func roomExpiry() async throws {
+        let gateway = try await GatewayHarness.start()
+        let basketId = TestEnvironment.uniqueId("wr-ttl")
+        let partition = Keyspace.partition(ofBasket: basketId)
+        let keys = [Keyspace.room(basketId: basketId, partition: partition), Keyspace.queue(basketId: basketId, partition: partition)]
+        func ttls() async throws -> [Int] {
+            var values: [Int] = []
+            for key in keys { values.append(try await gateway.redis.send("PTTL", .string(key)).int ?? -99) }
+            return values
+        }
+        let week = 604_800_000
+        try await Self.create(gateway, basketId, perMinute: 60, ["closesAt": .string(Self.iso(Self.now + 3_600_000))])
+        _ = try await Self.join(gateway, basketId, "alice")
+        for ttl in try await ttls() { #expect(ttl > week && ttl <= week + 3_600_000, "\(ttl)") }
+        let later = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin,
+            body: HTTPTestClient.json(["closesAt": .string(Self.iso(Self.now + 30 * 86_400_000))]))
+        #expect(later.status == 200)
+        for ttl in try await ttls() { #expect(ttl > week + 29 * 86_400_000, "moved with closesAt: \(ttl)") }
+        let removed = try await gateway.request(
+            .PATCH, "/v1/baskets/\(basketId)", headers: gateway.admin, body: HTTPTestClient.json(["closesAt": .null]))
+        #expect(removed.status == 200)
+        #expect(try await ttls() == [-1, -1], "no closing time: kept")
         await gateway.stop()
     }
 
