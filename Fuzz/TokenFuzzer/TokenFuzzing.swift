@@ -8,7 +8,9 @@
 //   0: the rest is a token, verified as is;
 //   1: the rest is "header JSON \0 payload JSON", signed HS256 with the fixed secret;
 //   2: the rest is a payload JSON, under a valid ES256 header, signed with the fixed P-256 key;
-//   3: the rest is "CONSUMER_TOKEN_KEYS \0 JWKS", parsed (which must refuse or yield keys).
+//   3: the rest is "CONSUMER_TOKEN_KEYS \0 JWKS", parsed (which must refuse or yield keys);
+//   4: the rest is a payload, read by both claims readers, which must agree where the fast one
+//      answers (with and without an audience).
 //
 // Built by scripts/fuzz.sh with RESERVATION_FUZZ_BUILD=1 (libFuzzer supplies `main`); in an
 // ordinary build Replay.swift adds one: `TokenFuzzer <file>...` replays inputs.
@@ -29,7 +31,7 @@ func check(_ input: [UInt8]) {
         return
     }
     let rest = Array(input.dropFirst())
-    switch mode % 4 {
+    switch mode % 5 {
     case 0:
         checkToken(rest)
         _ = ConsumerTokenVerifier.bearer(String(decoding: rest, as: UTF8.self)).map { checkToken(Array($0.utf8)) }
@@ -42,6 +44,8 @@ func check(_ input: [UInt8]) {
     case 2:
         let token = ConsumerTokenMinter.sign(header: #"{"alg":"ES256","kid":"es1"}"#, payload: String(decoding: rest, as: UTF8.self), es256: esKey)
         checkToken(Array(token.utf8))
+    case 4:
+        precondition(ClaimsReaders.agree(rest, audience: nil) && ClaimsReaders.agree(rest, audience: "shop"), "the claims readers disagree")
     default:
         let (hs256, jwks) = split(rest)
         if let parsed = try? ConsumerTokenKeys(hs256: String(decoding: hs256, as: UTF8.self), jwksJSON: jwks) {

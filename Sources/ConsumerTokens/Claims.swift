@@ -81,8 +81,15 @@ enum NumericDate {
     /// `text` has JSON's number grammar (the reader checked it; what is not a digit where one is
     /// expected is refused here anyway, rather than trusted).
     static func seconds(_ text: [UInt8]) -> Int64? {
+        text.withUnsafeBufferPointer { seconds($0) }
+    }
+
+    /// The same, over the bytes in place (no allocation: two passes over the digits).
+    static func seconds(_ text: UnsafeBufferPointer<UInt8>) -> Int64? {
         guard let first = text.first, first != UInt8(ascii: "-") else { return nil }
-        var digits: [UInt8] = []  // every significant digit, integer and fraction parts together
+        // First pass: the significant digits (from the first non-zero one, integer and fraction
+        // parts together), how many of them the fraction holds, and the exponent.
+        var significantDigits = 0
         var fractionDigits = 0
         var index = 0
         var inFraction = false
@@ -94,11 +101,12 @@ enum NumericDate {
                 break
             } else {
                 guard isDigit(byte) else { return nil }
-                if !(digits.isEmpty && byte == UInt8(ascii: "0")) { digits.append(byte - UInt8(ascii: "0")) }
+                if !(significantDigits == 0 && byte == UInt8(ascii: "0")) { significantDigits += 1 }
                 if inFraction { fractionDigits += 1 }
             }
             index += 1
         }
+        let mantissaEnd = index
         // The exponent, saturated: past ±100000 it is far beyond any digit count we can hold.
         var exponent = 0
         if index < text.count {
@@ -115,14 +123,25 @@ enum NumericDate {
             }
             if negative { exponent = -exponent }
         }
-        if digits.isEmpty { return 0 }
+        if significantDigits == 0 { return 0 }
         // value = digits × 10^(exponent - fractionDigits); its integer part has this many digits:
-        let integerDigits = digits.count + exponent - fractionDigits
+        let integerDigits = significantDigits + exponent - fractionDigits
         if integerDigits <= 0 { return 0 }  // below 1: floors to 0
         if integerDigits > 12 { return nil }  // at least 10^12 > maximum
+        // Second pass: the first `integerDigits` significant digits, then zeros.
         var seconds: Int64 = 0
-        for position in 0..<integerDigits {
-            seconds = seconds * 10 + Int64(position < digits.count ? digits[position] : 0)
+        var taken = 0
+        var significant = false
+        for position in 0..<mantissaEnd where taken < integerDigits {
+            let byte = text[position]
+            if byte == UInt8(ascii: ".") || (!significant && byte == UInt8(ascii: "0")) { continue }
+            significant = true
+            seconds = seconds * 10 + Int64(byte - UInt8(ascii: "0"))
+            taken += 1
+        }
+        while taken < integerDigits {
+            seconds *= 10
+            taken += 1
         }
         return seconds <= maximum ? seconds : nil
     }

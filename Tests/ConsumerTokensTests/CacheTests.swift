@@ -27,7 +27,7 @@ import Testing
         let verifier = Fixture.verifier()
         let forged = Fixture.es(key: Fixture.strangerKey)
         #expect(verify(forged, verifier: verifier) == .badSignature)
-        verifier.cache?.insert(Claims(subject: "planted", expiresAt: now + 60), for: TokenDigest(Array(forged.utf8)))
+        verifier.cache?.insert(Claims(subject: "planted", expiresAt: now + 60), for: key(forged))
         #expect(try verifier.verify(forged, nowSeconds: now).get().consumerId == "planted")
     }
 
@@ -95,7 +95,7 @@ import Testing
         for index in 0..<100_000 {
             var bytes = Array("token-".utf8)
             withUnsafeBytes(of: index) { bytes += $0 }
-            cache.insert(Claims(subject: "c\(index)", expiresAt: 1), for: TokenDigest(bytes))
+            cache.insert(Claims(subject: "c\(index)", expiresAt: 1), for: CachedToken(bytes, signature: bytes))
             most = max(most, cache.count)
         }
         #expect(most <= cache.capacity)
@@ -103,10 +103,10 @@ import Testing
         // The newest entries are still there; the oldest are gone.
         var newest = Array("token-".utf8)
         withUnsafeBytes(of: 99_999) { newest += $0 }
-        #expect(cache.claims(for: TokenDigest(newest))?.subject == "c99999")
+        #expect(cache.claims(for: CachedToken(newest, signature: newest))?.subject == "c99999")
         var oldest = Array("token-".utf8)
         withUnsafeBytes(of: 0) { oldest += $0 }
-        #expect(cache.claims(for: TokenDigest(oldest)) == nil)
+        #expect(cache.claims(for: CachedToken(oldest, signature: oldest)) == nil)
     }
 
     @Test func tokensInUseSurviveRotationOfGenerations() {
@@ -120,8 +120,7 @@ import Testing
             #expect(verifier.cache!.count <= 8)
             if index % 3 == 0 { #expect(verify(keep, verifier: verifier) == nil) }
         }
-        let digest = TokenDigest(Array(keep.utf8))
-        #expect(verifier.cache?.claims(for: digest)?.subject == "keep")
+        #expect(verifier.cache?.claims(for: key(keep))?.subject == "keep")
     }
 
     @Test func concurrentUse() async {
@@ -143,5 +142,31 @@ import Testing
         }
         #expect(failures == 0)
         #expect(verifier.cache!.count <= 16)
+    }
+
+    @Test func aCopiedSignatureIsNotAHit() throws {
+        // Another token with a cached token's signature shares its hash, never its entry.
+        let verifier = Fixture.verifier()
+        let token = Fixture.hs()
+        #expect(verify(token, verifier: verifier) == nil)
+        let signature = token.split(separator: ".")[2]
+        let other = Fixture.hs(Fixture.hsHeader, Fixture.claims(sub: #""mallory""#))
+        let grafted = other.split(separator: ".")[0...1].joined(separator: ".") + "." + signature
+        #expect(verify(grafted, verifier: verifier) == .badSignature)
+        #expect(verifier.cache?.count == 1)
+    }
+
+    @Test func longTokensVerifiedEachTime() throws {
+        let verifier = Fixture.verifier()
+        let long = Fixture.hs(Fixture.hsHeader, Fixture.claims(#""pad":"\#(String(repeating: "x", count: 1000))""#))
+        #expect(long.utf8.count > VerifiedTokenCache.maximumTokenBytes)
+        #expect(verify(long, verifier: verifier) == nil)
+        #expect(verify(long, verifier: verifier) == nil)
+        #expect(verifier.cache?.count == 0)
+    }
+
+    /// The cache's key for a token: its bytes and its decoded signature.
+    func key(_ token: String) -> CachedToken {
+        CachedToken(Array(token.utf8), signature: Base64URL.decode(token.split(separator: ".").last!.utf8)!)
     }
 }
