@@ -19,61 +19,88 @@ import Synchronization
 ///   entry never outlives its token.
 /// - Owned by one verifier, whose keys and audience never change: rotating keys means a new
 ///   verifier, hence an empty cache, and no token verified under a retired key is answered from it.
-/// - Bounded by two generations of at most `capacity / 2` entries: inserts go to the current one;
-///   when it is full the previous one is dropped and the current one takes its place. A hit in the
-///   previous generation moves to the current one, so tokens in use survive. O(1) per operation,
-///   amortized (dropping a generation frees its entries at once).
+/// - A fixed table of `capacity` entries in sets of two, the set chosen by the signature's
+///   first word (unpredictable, so no hashing): a lookup reads one set, an insert writes into it,
+///   replacing the entry of the two not used last. No allocation but the entry's, no rehashing,
+///   no generation to drop: a first use (every request of a consumer with a new token) costs a
+///   lookup in one set and a write, about what the dictionary it replaced cost in lookups alone.
+///   A token in use survives unless two newer tokens land in its set between two of its uses.
 public final class VerifiedTokenCache: Sendable {
     public static let defaultCapacity = 16_384
     /// The longest token kept.
     public static let maximumTokenBytes = 1024
 
-    private struct Generations {
-        var current: [CachedToken: Claims] = [:]
-        var previous: [CachedToken: Claims] = [:]
+    private struct Entry {
+        var token: CachedToken
+        var claims: Claims
     }
 
-    private let generations = Mutex(Generations())
-    private let generationCapacity: Int
+    /// One set: two entries, and which of them was used last.
+    private struct Set {
+        var first: Entry?
+        var second: Entry?
+        var secondUsedLast = false
+    }
 
-    /// `capacity`: the most entries held at once (at least 2).
+    private let sets: Mutex<[Set]>
+    private let setMask: UInt64
+
+    /// `capacity`: the most entries held at once, rounded up to a power of two (at least 2).
     public init(capacity: Int = VerifiedTokenCache.defaultCapacity) {
-        generationCapacity = max(1, capacity / 2)
+        var setCount = 1
+        while setCount * 2 < capacity { setCount *= 2 }
+        sets = Mutex([Set](repeating: Set(), count: setCount))
+        setMask = UInt64(setCount - 1)
     }
 
-    /// Entries now held (both generations).
-    public var count: Int { generations.withLock { $0.current.count + $0.previous.count } }
+    /// Entries now held.
+    public var count: Int { sets.withLock { $0.reduce(0) { $0 + ($1.first == nil ? 0 : 1) + ($1.second == nil ? 0 : 1) } } }
 
     /// The most entries ever held at once.
-    public var capacity: Int { generationCapacity * 2 }
+    public var capacity: Int { Int(setMask + 1) * 2 }
 
     func claims(for token: CachedToken) -> Claims? {
-        generations.withLock { generations in
-            if let claims = generations.current[token] { return claims }
-            guard let claims = generations.previous.removeValue(forKey: token) else { return nil }
-            Self.insert(claims, for: token, into: &generations, capacity: generationCapacity)
-            return claims
+        let index = Int(token.words.0 & setMask)
+        return sets.withLock { sets in
+            if let entry = sets[index].first, entry.token == token {
+                sets[index].secondUsedLast = false
+                return entry.claims
+            }
+            if let entry = sets[index].second, entry.token == token {
+                sets[index].secondUsedLast = true
+                return entry.claims
+            }
+            return nil
         }
     }
 
     func insert(_ claims: Claims, for token: CachedToken) {
         guard token.bytes.count <= Self.maximumTokenBytes else { return }
-        generations.withLock { Self.insert(claims, for: token, into: &$0, capacity: generationCapacity) }
-    }
-
-    private static func insert(_ claims: Claims, for token: CachedToken, into generations: inout Generations, capacity: Int) {
-        if generations.current.count >= capacity, generations.current[token] == nil {
-            generations.previous = generations.current
-            generations.current = [:]
-            generations.current.reserveCapacity(capacity)
+        let index = Int(token.words.0 & setMask)
+        let entry = Entry(token: token, claims: claims)
+        sets.withLock { sets in
+            // Where the token already is (verified twice at once), else an empty place, else
+            // over the entry used less recently.
+            if sets[index].first?.token == token {
+                sets[index].first = entry
+                sets[index].secondUsedLast = false
+            } else if sets[index].second?.token == token {
+                sets[index].second = entry
+                sets[index].secondUsedLast = true
+            } else if sets[index].first == nil || (sets[index].second != nil && sets[index].secondUsedLast) {
+                sets[index].first = entry
+                sets[index].secondUsedLast = false
+            } else {
+                sets[index].second = entry
+                sets[index].secondUsedLast = true
+            }
         }
-        generations.current[token] = claims
     }
 }
 
 /// A token as the cache's key: its bytes (compared whole) and its signature's first 32 bytes
-/// (hashed). `Sendable` and cheap to hash.
-struct CachedToken: Hashable, Sendable {
+/// (the first word picks the set; all four are compared before the bytes).
+struct CachedToken: Equatable, Sendable {
     let bytes: [UInt8]
     let words: (UInt64, UInt64, UInt64, UInt64)
 
@@ -88,11 +115,4 @@ struct CachedToken: Hashable, Sendable {
     }
 
     static func == (left: CachedToken, right: CachedToken) -> Bool { left.words == right.words && left.bytes == right.bytes }
-
-    func hash(into hasher: inout Hasher) {
-        hasher.combine(words.0)
-        hasher.combine(words.1)
-        hasher.combine(words.2)
-        hasher.combine(words.3)
-    }
 }
