@@ -48,12 +48,10 @@ public enum Router {
     /// `method_not_allowed` with what the path allows). Ids are returned as they appear in the
     /// path; their format is checked by the endpoint (400 `invalid_request`).
     public static func route(method: HTTPMethod, target: String) -> Result<Endpoint, APIError> {
-        let utf8 = target.utf8
-        guard utf8.count <= maxTargetBytes, utf8.first == UInt8(ascii: "/") else { return .failure(.notFound) }
+        guard target.utf8.count <= maxTargetBytes, target.utf8.first == UInt8(ascii: "/") else { return .failure(.notFound) }
         // Bytes, not Characters: the path's separators are ASCII, and grapheme breaking was a
         // visible share of every request's CPU.
-        let end = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
-        let segments = pathSegments(target, end: end)
+        let segments = pathSegments(target)
 
         func get(_ endpoint: Endpoint) -> Result<Endpoint, APIError> {
             method == .GET || method == .HEAD ? .success(endpoint) : .failure(.methodNotAllowed(allowed: "GET, HEAD"))
@@ -110,22 +108,36 @@ public enum Router {
         }
     }
 
-    /// The segments after the leading `/` up to `end`, at most 5 (the last keeps any further
-    /// `/`): one array, sized up front (`split` grew one and mapped it into another).
-    private static func pathSegments(_ target: String, end: String.Index) -> [Substring] {
-        var segments: [Substring] = []
-        segments.reserveCapacity(5)
-        let utf8 = target.utf8
-        var start = utf8.index(after: utf8.startIndex)
-        var index = start
-        while index < end {
-            if utf8[index] == UInt8(ascii: "/") && segments.count < 4 {
-                segments.append(target[start..<index])
-                start = utf8.index(after: index)
+    /// The segments after the leading `/` up to the first `?` or `#`, at most 5 (the last keeps
+    /// any further `/`): one pass over the contiguous UTF-8 finds the separators (walking
+    /// `String.UTF8View`'s indices cost a visible share of a poll, whose target holds a 300-byte
+    /// ticket), then one array, sized up front.
+    private static func pathSegments(_ target: String) -> [Substring] {
+        var target = target
+        var bounds = InlineArray<5, Int>(repeating: 0)  // the separators' offsets, then the end
+        var separators = 0
+        target.withUTF8 { bytes in
+            var index = 1
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") { break }
+                if byte == UInt8(ascii: "/") && separators < 4 {
+                    bounds[separators] = index
+                    separators += 1
+                }
+                index += 1
             }
-            index = utf8.index(after: index)
+            bounds[separators] = index
         }
-        segments.append(target[start..<end])
+        let utf8 = target.utf8
+        var segments: [Substring] = []
+        segments.reserveCapacity(separators + 1)
+        var start = utf8.index(after: utf8.startIndex)
+        for position in 0...separators {
+            let stop = utf8.index(utf8.startIndex, offsetBy: bounds[position])
+            segments.append(target[start..<stop])
+            if stop < utf8.endIndex { start = utf8.index(after: stop) }
+        }
         return segments
     }
 

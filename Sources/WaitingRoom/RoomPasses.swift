@@ -92,12 +92,14 @@ public struct RoomPasses: Sendable {
     }
 
     private func verified(_ text: String, kind: String) -> [String]? {
+        guard text.utf8.count <= Self.maxLength else { return nil }
         let utf8 = Array(text.utf8)
-        guard utf8.count <= Self.maxLength, let lastDot = utf8.lastIndex(of: UInt8(ascii: ".")),
-            utf8.starts(with: Array((kind + ".").utf8))
+        let kindBytes = kind.utf8.count
+        guard let lastDot = utf8.lastIndex(of: UInt8(ascii: ".")), lastDot > kindBytes, utf8.starts(with: kind.utf8),
+            utf8[kindBytes] == UInt8(ascii: ".")
         else { return nil }
         let body = utf8[..<lastDot]
-        // compared in constant time (swift-crypto's code-to-bytes `==`), before any field is read
+        // compared in constant time (HMACPrototype.isValid), before any field is read
         guard let mac = Base64URL.decode(utf8[(lastDot + 1)...]), mac.count == 32, hmac.isValid(mac, for: body) else { return nil }
         // Signed by us: the fields are ours, still read strictly.
         guard let payload = Base64URL.decode(body.dropFirst(kind.utf8.count + 1)) else { return nil }
