@@ -187,7 +187,7 @@ enum FlatClaims {
                     skipWhitespace()
                     // Nothing nested (and so no recursion deeper than this).
                     guard index < bytes.count, bytes[index] != UInt8(ascii: "["), bytes[index] != UInt8(ascii: "{") else { return nil }
-                    guard let (_, kind) = value() else { return nil }
+                    guard value() != nil else { return nil }
                     skipWhitespace()
                     if take(UInt8(ascii: ",")) { continue }
                     guard take(UInt8(ascii: "]")) else { return nil }
