@@ -198,7 +198,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "ConsumerTokensTests",
-            dependencies: ["ConsumerTokens", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["ConsumerTokens", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [

@@ -18,7 +18,7 @@
 enum FlatClaims {
     static let maximumMembers = 16
 
-    private enum Kind { case string, number, array, other }
+    fileprivate enum Kind { case string, number, array, other }
 
     private struct Member {
         var name: Range<Int>
@@ -32,7 +32,7 @@ enum FlatClaims {
     }
 
     private static func read(_ bytes: UnsafeBufferPointer<UInt8>, audience: [UInt8]?) -> Result<Claims, ConsumerTokenError>? {
-        var scanner = Scanner(bytes: bytes)
+        var scanner = JSONCursor(bytes: bytes)
         // The names seen so far, for the duplicate check, on the stack.
         var names = InlineArray<16, Range<Int>>(repeating: 0..<0)
         var count = 0
@@ -104,7 +104,7 @@ enum FlatClaims {
                 guard bytes[audienceMember.value].elementsEqual(audience) else { return .failure(.init(.audienceMismatch)) }
             case .array:
                 // RFC 7519 §4.1.3: every element a string, one of them ours.
-                var elements = Scanner(bytes: UnsafeBufferPointer(rebasing: bytes[audienceMember.value]))
+                var elements = JSONCursor(bytes: UnsafeBufferPointer(rebasing: bytes[audienceMember.value]))
                 var found = false
                 elements.index = 1  // [
                 while true {
@@ -133,112 +133,59 @@ enum FlatClaims {
         for offset in 0..<range.count where bytes[range.lowerBound + offset] != word.utf8Start[offset] { return false }
         return true
     }
+}
 
-    /// A cursor over the payload; every method either consumes what it recognizes and says so,
-    /// or says nil (the caller then gives up on this reader).
-    private struct Scanner {
-        let bytes: UnsafeBufferPointer<UInt8>
-        var index = 0
-
-        init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
-
-        mutating func skipWhitespace() {
-            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {
+/// What only the flat reader reads: each method either consumes what it recognizes and says
+/// so, or says nil (the caller then gives up on this reader).
+extension JSONCursor {
+    /// A string of printable ASCII without escapes; the range of its text (inside the quotes).
+    fileprivate mutating func plainString() -> Range<Int>? {
+        guard take(UInt8(ascii: "\"")) else { return nil }
+        let start = index
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
                 index += 1
+                return start..<(index - 1)
             }
-        }
-
-        mutating func take(_ byte: UInt8) -> Bool {
-            guard index < bytes.count, bytes[index] == byte else { return false }
+            // An escape, a control character or non-ASCII: the full reader's business.
+            guard byte >= 0x20, byte < 0x7F, byte != UInt8(ascii: "\\") else { return nil }
             index += 1
-            return true
         }
+        return nil
+    }
 
-        /// A string of printable ASCII without escapes; the range of its text (inside the quotes).
-        mutating func plainString() -> Range<Int>? {
-            guard take(UInt8(ascii: "\"")) else { return nil }
-            let start = index
-            while index < bytes.count {
-                let byte = bytes[index]
-                if byte == UInt8(ascii: "\"") {
-                    index += 1
-                    return start..<(index - 1)
-                }
-                // An escape, a control character or non-ASCII: the full reader's business.
-                guard byte >= 0x20, byte < 0x7F, byte != UInt8(ascii: "\\") else { return nil }
-                index += 1
-            }
-            return nil
-        }
-
-        /// A member's value: a plain string (its text's range), a number, a literal, or an array
-        /// of those (their whole range, brackets included).
-        mutating func value() -> (Range<Int>, Kind)? {
-            guard index < bytes.count else { return nil }
-            let start = index
-            switch bytes[index] {
-            case UInt8(ascii: "\""):
-                return plainString().map { ($0, .string) }
-            case UInt8(ascii: "["):
-                index += 1
+    /// A member's value: a plain string (its text's range), a number, a literal, or an array
+    /// of those (their whole range, brackets included).
+    fileprivate mutating func value() -> (Range<Int>, FlatClaims.Kind)? {
+        guard index < bytes.count else { return nil }
+        let start = index
+        switch bytes[index] {
+        case UInt8(ascii: "\""):
+            return plainString().map { ($0, .string) }
+        case UInt8(ascii: "["):
+            index += 1
+            skipWhitespace()
+            if take(UInt8(ascii: "]")) { return (start..<index, .array) }
+            while true {
                 skipWhitespace()
-                if take(UInt8(ascii: "]")) { return (start..<index, .array) }
-                while true {
-                    skipWhitespace()
-                    // Nothing nested (and so no recursion deeper than this).
-                    guard index < bytes.count, bytes[index] != UInt8(ascii: "["), bytes[index] != UInt8(ascii: "{") else { return nil }
-                    guard value() != nil else { return nil }
-                    skipWhitespace()
-                    if take(UInt8(ascii: ",")) { continue }
-                    guard take(UInt8(ascii: "]")) else { return nil }
-                    return (start..<index, .array)
-                }
-            case UInt8(ascii: "t"):
-                return literal("true") ? (start..<index, .other) : nil
-            case UInt8(ascii: "f"):
-                return literal("false") ? (start..<index, .other) : nil
-            case UInt8(ascii: "n"):
-                return literal("null") ? (start..<index, .other) : nil
-            default:
-                return number() ? (start..<index, .number) : nil
+                // Nothing nested (and so no recursion deeper than this).
+                guard index < bytes.count, bytes[index] != UInt8(ascii: "["), bytes[index] != UInt8(ascii: "{") else { return nil }
+                guard value() != nil else { return nil }
+                skipWhitespace()
+                if take(UInt8(ascii: ",")) { continue }
+                guard take(UInt8(ascii: "]")) else { return nil }
+                return (start..<index, .array)
             }
+        case UInt8(ascii: "t"):
+            return literal("true") ? (start..<index, .other) : nil
+        case UInt8(ascii: "f"):
+            return literal("false") ? (start..<index, .other) : nil
+        case UInt8(ascii: "n"):
+            return literal("null") ? (start..<index, .other) : nil
+        default:
+            return number() ? (start..<index, .number) : nil
         }
-
-        mutating func literal(_ word: StaticString) -> Bool {
-            let count = word.utf8CodeUnitCount
-            guard bytes.count - index >= count else { return false }
-            for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { return false }
-            index += count
-            return true
-        }
-
-        /// JSON's number grammar, exactly as the full reader has it.
-        mutating func number() -> Bool {
-            _ = take(UInt8(ascii: "-"))
-            guard index < bytes.count, isDigit(bytes[index]) else { return false }
-            if bytes[index] == UInt8(ascii: "0") {
-                index += 1
-            } else {
-                skipDigits()
-            }
-            if take(UInt8(ascii: ".")) {
-                guard index < bytes.count, isDigit(bytes[index]) else { return false }
-                skipDigits()
-            }
-            if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
-                index += 1
-                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
-                guard index < bytes.count, isDigit(bytes[index]) else { return false }
-                skipDigits()
-            }
-            return true
-        }
-
-        mutating func skipDigits() {
-            while index < bytes.count, isDigit(bytes[index]) { index += 1 }
-        }
-
-        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
     }
 }
 

@@ -18,10 +18,12 @@ indirect enum JSONValue: Sendable, Equatable {
 
     /// The value of `bytes`, which must be exactly one JSON value (whitespace around it allowed).
     static func parse(_ bytes: [UInt8]) -> JSONValue? {
-        var reader = Reader(bytes: bytes)
-        guard let value = reader.value(depth: 0) else { return nil }
-        reader.skipWhitespace()
-        return reader.index == bytes.count ? value : nil
+        bytes.withUnsafeBufferPointer { bytes in
+            var reader = Reader(cursor: JSONCursor(bytes: bytes))
+            guard let value = reader.value(depth: 0) else { return nil }
+            reader.cursor.skipWhitespace()
+            return reader.index == bytes.count ? value : nil
+        }
     }
 
     /// `bytes` as a JSON object, or nil if they are anything else.
@@ -31,17 +33,72 @@ indirect enum JSONValue: Sendable, Equatable {
     }
 }
 
-private struct Reader {
-    let bytes: [UInt8]
+/// A position in JSON bytes and the grammar both readers share (this file's full one and
+/// `FlatClaims`): whitespace, single bytes, literals and numbers.
+struct JSONCursor {
+    let bytes: UnsafeBufferPointer<UInt8>
     var index = 0
 
-    init(bytes: [UInt8]) { self.bytes = bytes }
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
     mutating func skipWhitespace() {
         while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {
             index += 1
         }
     }
+
+    mutating func take(_ byte: UInt8) -> Bool {
+        guard index < bytes.count, bytes[index] == byte else { return false }
+        index += 1
+        return true
+    }
+
+    mutating func literal(_ word: StaticString) -> Bool {
+        let count = word.utf8CodeUnitCount
+        guard bytes.count - index >= count else { return false }
+        for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { return false }
+        index += count
+        return true
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`: whether one is here (and passed).
+    mutating func number() -> Bool {
+        _ = take(UInt8(ascii: "-"))
+        guard index < bytes.count, isDigit(bytes[index]) else { return false }
+        if bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else {
+            skipDigits()
+        }
+        if take(UInt8(ascii: ".")) {
+            guard index < bytes.count, isDigit(bytes[index]) else { return false }
+            skipDigits()
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+            guard index < bytes.count, isDigit(bytes[index]) else { return false }
+            skipDigits()
+        }
+        return true
+    }
+
+    mutating func skipDigits() {
+        while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+    }
+
+    func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+}
+
+private struct Reader {
+    var cursor: JSONCursor
+    var bytes: UnsafeBufferPointer<UInt8> { cursor.bytes }
+    var index: Int {
+        get { cursor.index }
+        set { cursor.index = newValue }
+    }
+
+    mutating func skipWhitespace() { cursor.skipWhitespace() }
 
     mutating func value(depth: Int) -> JSONValue? {
         skipWhitespace()
@@ -64,13 +121,7 @@ private struct Reader {
         }
     }
 
-    mutating func literal(_ word: StaticString) -> Bool {
-        let count = word.utf8CodeUnitCount
-        guard bytes.count - index >= count else { return false }
-        for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { return false }
-        index += count
-        return true
-    }
+    mutating func literal(_ word: StaticString) -> Bool { cursor.literal(word) }
 
     mutating func object(depth: Int) -> JSONValue? {
         index += 1  // {
@@ -203,33 +254,10 @@ private struct Reader {
         return value
     }
 
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, kept as text.
+    /// A number, kept as its text.
     mutating func number() -> JSONValue? {
         let start = index
-        if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
-        guard index < bytes.count, isDigit(bytes[index]) else { return nil }
-        if bytes[index] == UInt8(ascii: "0") {
-            index += 1
-        } else {
-            skipDigits()
-        }
-        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
-            index += 1
-            guard index < bytes.count, isDigit(bytes[index]) else { return nil }
-            skipDigits()
-        }
-        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
-            index += 1
-            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
-            guard index < bytes.count, isDigit(bytes[index]) else { return nil }
-            skipDigits()
-        }
+        guard cursor.number() else { return nil }
         return .number(Array(bytes[start..<index]))
     }
-
-    mutating func skipDigits() {
-        while index < bytes.count, isDigit(bytes[index]) { index += 1 }
-    }
-
-    func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
 }

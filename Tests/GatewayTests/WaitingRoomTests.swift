@@ -146,7 +146,9 @@ struct WaitingRoomTests {
         let gateway = try await GatewayHarness.start()
         let basketId = TestEnvironment.uniqueId("wr-draw")
         // Opens in an hour: everyone below joins the pre-queue; then the opening is moved to now.
-        try await Self.create(gateway, basketId, stock: 5, perMinute: 1, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
+        // Admissions of an hour: place 1 is admitted at the opening, and polling 2,000 tickets one
+        // by one on a loaded machine can outlast the default 5 minutes (it would read "expired").
+        try await Self.create(gateway, basketId, stock: 5, perMinute: 1, seconds: 3_600, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
         let count = 2000
         let tickets = try await withThrowingTaskGroup(of: (Int, String).self) { group in
             var tickets = [String](repeating: "", count: count)
@@ -264,9 +266,11 @@ struct WaitingRoomTests {
     func admissionRate() async throws {
         let gateway = try await GatewayHarness.start()
         let basketId = TestEnvironment.uniqueId("wr-rate")
-        // 600 a minute: one place every 100 ms; admissions last 30 s. Everyone joins the pre-queue
-        // first (however slowly), then the sale opens: one schedule from the opening on.
-        try await Self.create(gateway, basketId, perMinute: 600, seconds: 30, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
+        // 600 a minute: one place every 100 ms; admissions last an hour (so none expires before
+        // this test, polling one ticket after another on a loaded machine, gets to it). Everyone
+        // joins the pre-queue first (however slowly), then the sale opens: one schedule from the
+        // opening on.
+        try await Self.create(gateway, basketId, perMinute: 600, seconds: 3_600, ["opensAt": .string(Self.iso(Self.now + 3_600_000))])
         var tickets: [String] = []
         for index in 0..<12 { tickets.append(try Self.ticketText(try await Self.join(gateway, basketId, "r\(index)"))) }
         let opened = try await gateway.request(
@@ -279,9 +283,9 @@ struct WaitingRoomTests {
             let seen = Self.now
             let expires = try #require(view.json?["admissionExpiresAt"]?.stringValue.flatMap(RFC3339.parse))
             let place = try Self.ticket(view).place
-            admittedAt[place] = expires - 30_000
+            admittedAt[place] = expires - 3_600_000
             // Never admitted early (by more than the poll cache's extrapolation could err).
-            #expect(seen + 1_000 >= expires - 30_000)
+            #expect(seen + 1_000 >= expires - 3_600_000)
             #expect(view.json?["admissionToken"]?.stringValue?.hasPrefix("a1.") == true)
         }
         // Place 1 at the opening, then 100 ms apart, place by place: no more than the rate, and no less.

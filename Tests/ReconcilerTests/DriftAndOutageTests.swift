@@ -226,7 +226,9 @@ struct DriftAndOutageTests {
         let postgres = PostgresClient(url: database.url, size: 2)
         try await Migrator.migrate(postgres, logger: Logger(label: "test"))
         let basketId = TestEnvironment.uniqueId("aofkill")
-        try await gateway.createBasket(basketId, stock: 1_000_000)
+        // Holds of a day: on a loaded machine this test can outlast the default 10 minutes, and a
+        // hold that expires before the checks below is no longer pending (not a lost 201).
+        try await gateway.createBasket(basketId, stock: 1_000_000, holdSeconds: 86_400)
         let tally = LoadTally()
 
         let load = tally.load(clients: 16) { client, attempt in

@@ -253,7 +253,9 @@ struct ReconcilerTests {
     func twoReconcilers() async throws {
         let fixture = try await ReconcilerFixture.start()
         let basketId = TestEnvironment.uniqueId("b")
-        try await fixture.gateway.createBasket(basketId, stock: 5_000)
+        // Holds of a day: on a loaded machine this test can outlast the default 10 minutes, and
+        // holds expiring mid-test would change the counts it checks.
+        try await fixture.gateway.createBasket(basketId, stock: 5_000, holdSeconds: 86_400)
         try await Self.reserveMany(fixture, basketId: basketId, count: 5_000)
         // Cancel a fifth of them so statuses move, and pay for some.
         let ids = Array(try await fixture.redis.send("ZRANGE", .string(Keyspace.holds(Keyspace.partition(ofBasket: basketId))), 0, -1).array ?? [])

@@ -156,7 +156,9 @@ struct RepairUnionTests {
         let basketId = TestEnvironment.uniqueId("overlap")
         let partition = Keyspace.partition(ofBasket: basketId)
         let capacity = 100_000
-        try await fixture.gateway.createBasket(basketId, stock: capacity)
+        // Holds of a day: on a loaded machine this test can outlast the default 10 minutes, and
+        // holds expiring mid-test would change the counts it checks.
+        try await fixture.gateway.createBasket(basketId, stock: capacity, holdSeconds: 86_400)
         let first = fixture.reconciler("first")
         let second = fixture.reconciler("second")
         let tally = LoadTally()
