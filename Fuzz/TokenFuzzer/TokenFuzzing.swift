@@ -101,7 +101,8 @@ func seeds() -> [(String, [UInt8])] {
     return [
         ("hs256", [0] + Array(try! minter.mint(kid: "hs1", sub: "alice", expiresIn: 600, audience: "shop", now: 1_800_000_000).utf8)),
         ("es256", [0] + Array(try! minter.mint(kid: "es1", sub: "alice", expiresIn: 600, now: 1_800_000_000).utf8)),
-        ("bearer", [4] + Array("Bearer \(try! minter.mint(kid: "hs1", sub: "bob", expiresIn: 60, now: 1_800_000_000))".utf8)),
+        ("bearer", [5] + Array("Bearer \(try! minter.mint(kid: "hs1", sub: "bob", expiresIn: 60, now: 1_800_000_000))".utf8)),
+        ("claims", [4] + Array(claims.utf8)),
         ("signed-hs256", [1] + Array(#"{"alg":"HS256","kid":"hs1"}"#.utf8) + [0] + Array(claims.utf8)),
         ("signed-es256", [2] + Array(#"{"sub":"u:1@x.y","exp":1.8000006e9,"aud":"shop"}"#.utf8)),
         (

@@ -183,8 +183,8 @@ package final class HMACPrototype: @unchecked Sendable {
 
     package init(secret: [UInt8]) { keyed = HMAC(key: SymmetricKey(data: secret)) }
 
-    /// Whether `mac` is this key's HMAC of `message`, compared in constant time (swift-crypto's
-    /// `==` between a code and bytes); a MAC of another length is refused.
+    /// Whether `mac` is this key's HMAC of `message`, compared in constant time (a loop over all
+    /// 32 bytes, whatever they hold); a MAC of another length is refused.
     package func isValid(_ mac: [UInt8], for message: ArraySlice<UInt8>) -> Bool {
         var hmac = keyed
         // As a raw buffer: swift-crypto's generic entry points are not specialized for our types,

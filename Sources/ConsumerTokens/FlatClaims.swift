@@ -32,9 +32,17 @@ enum FlatClaims {
     }
 
     private static func read(_ bytes: UnsafeBufferPointer<UInt8>, audience: [UInt8]?) -> Result<Claims, ConsumerTokenError>? {
+        // The names seen so far, for the duplicate check, on the stack (not `InlineArray`: the
+        // package builds with Swift 6.0 and for macOS 14).
+        withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: maximumMembers) { names in
+            read(bytes, audience: audience, names: names)
+        }
+    }
+
+    private static func read(
+        _ bytes: UnsafeBufferPointer<UInt8>, audience: [UInt8]?, names: UnsafeMutableBufferPointer<Range<Int>>
+    ) -> Result<Claims, ConsumerTokenError>? {
         var scanner = JSONCursor(bytes: bytes)
-        // The names seen so far, for the duplicate check, on the stack.
-        var names = InlineArray<16, Range<Int>>(repeating: 0..<0)
         var count = 0
         var subject: Member?
         var expiry: Member?
@@ -53,11 +61,11 @@ enum FlatClaims {
                 guard scanner.take(UInt8(ascii: ":")) else { return nil }
                 scanner.skipWhitespace()
                 guard let (value, kind) = scanner.value() else { return nil }
-                guard count < maximumMembers else { return nil }
+                guard count < names.count else { return nil }
                 let member = Member(name: name, value: value, kind: kind)
                 // A duplicate name: the full reader refuses the payload; let it say so.
                 for index in 0..<count where equal(bytes, names[index], name) { return nil }
-                names[count] = name
+                names.initializeElement(at: count, to: name)
                 count += 1
                 switch name.count {
                 case 3 where equal(bytes, name, "sub"): subject = member

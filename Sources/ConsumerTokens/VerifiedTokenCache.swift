@@ -1,3 +1,4 @@
+import Crypto
 import Synchronization
 
 /// Tokens that verified, so that a consumer's next request with the same token skips the P-256
@@ -9,8 +10,9 @@ import Synchronization
 ///   of the token (no SHA-256 of it is needed; that was about 0.7 µs a request). Equality is the
 ///   whole token's bytes, so a hit means these exact bytes verified before: another token with a
 ///   copied signature only shares a bucket, never an entry.
-/// - Only tokens of at most `maximumTokenBytes` are kept (longer ones are verified each time), so
-///   the cache holds at most `capacity` × 1 KiB of tokens (16 MiB at the default; a typical token
+/// - A token of at most `maximumTokenBytes` is kept as its bytes; a longer one (an identity
+///   provider's access token with many claims) as the SHA-256 of its bytes, so an entry holds at
+///   most 1 KiB and the table at most `capacity` × 1 KiB (16 MiB at the default; a typical token
 ///   is 200-300 bytes).
 /// - Only successes go in, and only after every check, so no stream of invalid tokens, however
 ///   varied, can evict anything: they are refused before they reach the cache. Filling it takes
@@ -27,7 +29,7 @@ import Synchronization
 ///   A token in use survives unless two newer tokens land in its set between two of its uses.
 public final class VerifiedTokenCache: Sendable {
     public static let defaultCapacity = 16_384
-    /// The longest token kept.
+    /// The longest token kept as its bytes (a longer one is kept as its SHA-256).
     public static let maximumTokenBytes = 1024
 
     private struct Entry {
@@ -75,7 +77,6 @@ public final class VerifiedTokenCache: Sendable {
     }
 
     func insert(_ claims: Claims, for token: CachedToken) {
-        guard token.bytes.count <= Self.maximumTokenBytes else { return }
         let index = Int(token.words.0 & setMask)
         let entry = Entry(token: token, claims: claims)
         sets.withLock { sets in
@@ -98,15 +99,26 @@ public final class VerifiedTokenCache: Sendable {
     }
 }
 
-/// A token as the cache's key: its bytes (compared whole) and its signature's first 32 bytes
-/// (the first word picks the set; all four are compared before the bytes).
+/// A token as the cache's key: its bytes (compared whole; for a token longer than
+/// `VerifiedTokenCache.maximumTokenBytes`, the SHA-256 of them) and its signature's first 32
+/// bytes (the first word picks the set; all four are compared before the bytes).
 struct CachedToken: Equatable, Sendable {
+    /// The token, or the SHA-256 of a long one (`hashed`).
     let bytes: [UInt8]
+    let hashed: Bool
     let words: (UInt64, UInt64, UInt64, UInt64)
 
     /// `signature`: the token's decoded signature (fewer than 32 bytes are zero-padded).
     init(_ token: [UInt8], signature: [UInt8]) {
-        bytes = token
+        if token.count > VerifiedTokenCache.maximumTokenBytes {
+            var hasher = SHA256()
+            token.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+            bytes = hasher.finalize().withUnsafeBytes { Array($0) }
+            hashed = true
+        } else {
+            bytes = token
+            hashed = false
+        }
         var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         withUnsafeMutableBytes(of: &words) { words in
             signature.withUnsafeBytes { words.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(32))) }
@@ -114,5 +126,7 @@ struct CachedToken: Equatable, Sendable {
         self.words = words
     }
 
-    static func == (left: CachedToken, right: CachedToken) -> Bool { left.words == right.words && left.bytes == right.bytes }
+    static func == (left: CachedToken, right: CachedToken) -> Bool {
+        left.words == right.words && left.hashed == right.hashed && left.bytes == right.bytes
+    }
 }

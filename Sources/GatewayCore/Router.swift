@@ -114,31 +114,34 @@ public enum Router {
     /// ticket), then one array, sized up front.
     private static func pathSegments(_ target: String) -> [Substring] {
         var target = target
-        var bounds = InlineArray<5, Int>(repeating: 0)  // the separators' offsets, then the end
-        var separators = 0
-        target.withUTF8 { bytes in
-            var index = 1
-            while index < bytes.count {
-                let byte = bytes[index]
-                if byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") { break }
-                if byte == UInt8(ascii: "/") && separators < 4 {
-                    bounds[separators] = index
-                    separators += 1
+        // The separators' offsets, then the end (on the stack; not `InlineArray`: the package
+        // builds with Swift 6.0 and for macOS 14).
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: 5) { bounds in
+            var separators = 0
+            target.withUTF8 { bytes in
+                var index = 1
+                while index < bytes.count {
+                    let byte = bytes[index]
+                    if byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") { break }
+                    if byte == UInt8(ascii: "/") && separators < 4 {
+                        bounds.initializeElement(at: separators, to: index)
+                        separators += 1
+                    }
+                    index += 1
                 }
-                index += 1
+                bounds.initializeElement(at: separators, to: index)
             }
-            bounds[separators] = index
+            let utf8 = target.utf8
+            var segments: [Substring] = []
+            segments.reserveCapacity(separators + 1)
+            var start = utf8.index(after: utf8.startIndex)
+            for position in 0...separators {
+                let stop = utf8.index(utf8.startIndex, offsetBy: bounds[position])
+                segments.append(target[start..<stop])
+                if stop < utf8.endIndex { start = utf8.index(after: stop) }
+            }
+            return segments
         }
-        let utf8 = target.utf8
-        var segments: [Substring] = []
-        segments.reserveCapacity(separators + 1)
-        var start = utf8.index(after: utf8.startIndex)
-        for position in 0...separators {
-            let stop = utf8.index(utf8.startIndex, offsetBy: bounds[position])
-            segments.append(target[start..<stop])
-            if stop < utf8.endIndex { start = utf8.index(after: stop) }
-        }
-        return segments
     }
 
     /// A path segment with its `%XX` escapes decoded (a client's URL library writes `:` and `@`

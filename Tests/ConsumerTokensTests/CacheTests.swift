@@ -176,13 +176,17 @@ import Testing
         #expect(verifier.cache?.count == 1)
     }
 
-    @Test func longTokensVerifiedEachTime() throws {
+    @Test func longTokensCachedByTheirDigest() throws {
         let verifier = Fixture.verifier()
         let long = Fixture.hs(Fixture.hsHeader, Fixture.claims(#""pad":"\#(String(repeating: "x", count: 1000))""#))
         #expect(long.utf8.count > VerifiedTokenCache.maximumTokenBytes)
         #expect(verify(long, verifier: verifier) == nil)
-        #expect(verify(long, verifier: verifier) == nil)
-        #expect(verifier.cache?.count == 0)
+        #expect(verifier.cache?.count == 1)
+        let entry = key(long)
+        #expect(entry.hashed && entry.bytes.count == 32)
+        #expect(verifier.cache?.claims(for: entry)?.subject == "alice")
+        // A short token whose bytes are that digest is another entry.
+        #expect(verifier.cache?.claims(for: CachedToken(entry.bytes, signature: Base64URL.decode(long.split(separator: ".").last!.utf8)!)) == nil)
     }
 
     /// The cache's key for a token: its bytes and its decoded signature.
