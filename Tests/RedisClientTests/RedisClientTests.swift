@@ -199,7 +199,8 @@ struct RedisClientTests {
             #expect(port == configuration.port)
             #expect("\(error)".contains("cannot connect to redis"))
         }
-        #expect(ContinuousClock.now - started < .seconds(300), "bounded, not a hang (a CI run with hogs took 35 s for both, in the suites' first minute)")
+        #expect(
+            ContinuousClock.now - started < .seconds(300), "bounded, not a hang (a CI run with hogs took 35 s for both, in the suites' first minute)")
         await redis.shutdown()
     }
 
@@ -211,7 +212,8 @@ struct RedisClientTests {
         let redis = RedisClient(configuration: configuration, eventLoopGroup: TestEnvironment.eventLoopGroup)
         let started = ContinuousClock.now
         await #expect(throws: RedisError.self) { try await redis.send("PING") }
-        #expect(ContinuousClock.now - started < .seconds(300), "bounded, not a hang (a CI run with hogs took 35 s for both, in the suites' first minute)")
+        #expect(
+            ContinuousClock.now - started < .seconds(300), "bounded, not a hang (a CI run with hogs took 35 s for both, in the suites' first minute)")
         await redis.shutdown()
     }
 
