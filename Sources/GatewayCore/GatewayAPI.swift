@@ -261,6 +261,9 @@ public final class GatewayAPI: HTTPResponder {
         let pipelining = service.redisPipelining
         text += "# TYPE gateway_redis_batches_total counter\ngateway_redis_batches_total \(pipelining.batches)\n"
         text += "# TYPE gateway_redis_commands_total counter\ngateway_redis_commands_total \(pipelining.commands)\n"
+        let coalescing = service.reserveCoalescing
+        text += "# TYPE gateway_reserve_calls_total counter\ngateway_reserve_calls_total \(coalescing.calls)\n"
+        text += "# TYPE gateway_reserve_call_requests_total counter\ngateway_reserve_call_requests_total \(coalescing.requests)\n"
         let waits = service.redisReplicationWaits
         text += "# TYPE gateway_redis_waits_total counter\ngateway_redis_waits_total \(waits.waits)\n"
         text += "# TYPE gateway_redis_wait_timeouts_total counter\ngateway_redis_wait_timeouts_total \(waits.timeouts)\n"

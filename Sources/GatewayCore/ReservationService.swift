@@ -42,11 +42,14 @@ public final class ReservationService: Sendable {
     /// Waiting rooms: each room's last snapshot (polls), and the signer of tickets and admissions.
     let rooms: RoomCache
     let passes: RoomPasses
+    /// Reservations of one basket that an event loop collects for its next Redis batch go as one call.
+    let coalescer: ReserveCoalescer
 
     public init(redis: RedisClient, configuration: GatewayConfiguration, metrics: GatewayMetrics) {
         self.redis = redis
         self.configuration = configuration
         self.metrics = metrics
+        self.coalescer = ReserveCoalescer(redis: redis, metrics: metrics)
         self.passes = RoomPasses(secret: Array((configuration.admissionSecret ?? "").utf8))
         self.rooms = RoomCache(maxAge: .milliseconds(Int64(configuration.queueCacheMilliseconds)))
         // A refresh's call is answered or failed within the command timeout (a batch unanswered
@@ -94,6 +97,10 @@ public final class ReservationService: Sendable {
     /// Batches written to Redis and commands sent in them so far (the metrics page shows both:
     /// their ratio is the pipelining depth).
     public var redisPipelining: (batches: Int, commands: Int) { (redis.batchesWritten, redis.commandsSent) }
+
+    /// Reserve script calls sent and the reservation requests they decided (their ratio is the
+    /// coalescing: reservations per call).
+    public var reserveCoalescing: (calls: Int, requests: Int) { coalescer.counts }
 
     /// REDIS_WAIT_REPLICAS: `WAIT`s answered, those that counted too few replicas, and replies
     /// held for one (all 0 when it is off).
@@ -204,7 +211,8 @@ public final class ReservationService: Sendable {
         soldOut.check(request.basketId, quantity: request.quantity)
     }
 
-    /// One script call; nothing else touches Redis. Refusals are outcomes, not errors: a flash
+    /// One script call, shared with the other requests for the basket this turn of the loop
+    /// (`ReserveCoalescer`); nothing else touches Redis. Refusals are outcomes, not errors: a flash
     /// sale answers far more of them than grants. The answer goes to `completion` on the Redis
     /// reply's loop, without a derived future: this is the path a flash sale runs most, and each
     /// future is an allocation, a callback list and a generic lookup.
@@ -231,7 +239,7 @@ public final class ReservationService: Sendable {
             reservationId: ids.next(partition: Keyspace.partition(ofBasket: request.basketId)),
             attemptsPerSecond: configuration.reserveRateLimit, idempotencyKey: request.idempotencyKey,
             refusalSeconds: configuration.idempotencyRefusalSeconds, admission: request.admissionToken == nil ? nil : admission(for: request))
-        run(call, on: eventLoop) { result in
+        coalescer.reserve(call, on: eventLoop) { result in
             if case .success(.soldOut) = result {
                 self.soldOut.markSoldOut(request.basketId, quantity: request.quantity, ifUnchangedSince: cacheGeneration)
             } else if case .success(.soldOutClosingIn(let left)) = result {

@@ -26,18 +26,39 @@ public struct ReserveCall: ScriptCall {
     }
 
     public static let script = ReservationScripts.reserve
-    /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not.
-    public static let replication = RedisReplication.when { RedisValue.isAnswer($0, oneOf: "granted") }
-    public static let keyNames = [
-        "basket", "reservation", "consumerUnits", "holds", "stream", "idempotency", "rateLimit", "lostBaskets", "partitionMarker", "room",
-    ]
-    public static let argumentNames = [
-        "basketId", "consumerId", "quantity", "reservationId", "attemptsPerSecond", "fingerprint", "idempotencySeconds",
-        "refusalSeconds", "admissionExpires", "admissionEpoch",
+    /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not
+    /// (a coalesced call waits when any of its requests was granted).
+    public static let replication = RedisReplication.when(anyGranted)
+    public static let keyNames = ["basket", "consumerUnits", "holds", "stream", "lostBaskets", "partitionMarker", "room"]
+    public static let repeatedKeyNames = ["reservation", "idempotency", "rateLimit"]
+    public static let argumentNames = ["basketId", "attemptsPerSecond", "idempotencySeconds", "refusalSeconds"]
+    public static let repeatedArgumentNames = [
+        "consumerId", "quantity", "reservationId", "fingerprint", "admissionExpires", "admissionEpoch",
     ]
 
-    public let keys: [String]
-    public let arguments: [RedisArgument]
+    public let basketId: String
+    public let attemptsPerSecond: Int
+    public let refusalSeconds: Int
+    let partition: Int
+    /// This request's own KEYS and ARGV: what a coalesced call (`ReserveBatchCall`) repeats.
+    let requestKeys: [String]
+    let requestArguments: [RedisArgument]
+
+    /// A call of its own: the basket's keys, then this request's.
+    public var keys: [String] { Self.sharedKeys(basketId, partition: partition) + requestKeys }
+    public var arguments: [RedisArgument] { sharedArguments + requestArguments }
+
+    var sharedArguments: [RedisArgument] {
+        [.string(basketId), .int(attemptsPerSecond), .int(Retention.idempotencySeconds), .int(refusalSeconds)]
+    }
+
+    static func sharedKeys(_ basketId: String, partition: Int) -> [String] {
+        [
+            Keyspace.basket(basketId, partition: partition), Keyspace.consumerUnits(basketId: basketId, partition: partition),
+            Keyspace.holds(partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition),
+            Keyspace.room(basketId: basketId, partition: partition),
+        ]
+    }
 
     /// `attemptsPerSecond` 0 turns the rate limit off; without an idempotency key nothing is stored.
     /// `refusalSeconds`: how long a refusal is replayed under its key (a grant: `Retention.idempotencySeconds`);
@@ -58,6 +79,11 @@ public struct ReserveCall: ScriptCall {
     ) {
         let (consumerId, quantity) = (request.consumerId, request.quantity)
         let partition = Keyspace.partition(ofBasket: basketId)
+        self.basketId = basketId
+        self.partition = partition
+        self.attemptsPerSecond = attemptsPerSecond
+        self.refusalSeconds = refusalSeconds
+        // the places a request without a key or a limit does not use hold the basket key (one slot)
         let basketKey = Keyspace.basket(basketId, partition: partition)
         var fingerprint = ""
         var idempotencyRecord = basketKey
@@ -65,24 +91,31 @@ public struct ReserveCall: ScriptCall {
             fingerprint = request.fingerprint
             idempotencyRecord = Keyspace.idempotency(basketId: basketId, consumerId: consumerId, key: idempotencyKey, partition: partition)
         }
-        keys = [
-            basketKey,
-            Keyspace.reservation(reservationId, partition: partition),
-            Keyspace.consumerUnits(basketId: basketId, partition: partition),
-            Keyspace.holds(partition),
-            Keyspace.stream(partition),
-            idempotencyRecord,
+        requestKeys = [
+            Keyspace.reservation(reservationId, partition: partition), idempotencyRecord,
             attemptsPerSecond > 0 ? Keyspace.rateLimit(consumerId: consumerId, partition: partition) : basketKey,
-            Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition), Keyspace.room(basketId: basketId, partition: partition),
         ]
-        arguments = [
-            .string(basketId), .string(consumerId), .int(quantity), .string(reservationId), .int(attemptsPerSecond),
-            .string(fingerprint), .int(Retention.idempotencySeconds), .int(refusalSeconds),
+        requestArguments = [
+            .string(consumerId), .int(quantity), .string(reservationId), .string(fingerprint),
             .string(admission.map { String($0.expiresAtMilliseconds) } ?? ""), .string(admission?.epoch ?? ""),
         ]
     }
 
+    /// Whether any answer of a (coalesced) call is a grant: the reply is then held for `WAIT`.
+    @Sendable public static func anyGranted(_ reply: RedisValue) -> Bool {
+        guard case .array(let answers) = reply else { return false }
+        return answers.contains { RedisValue.isAnswer($0, oneOf: "granted") }
+    }
+
+    /// A call of one: its one answer.
     public static func decode(_ reply: RedisValue) throws -> Outcome {
+        guard case .array(let answers) = reply, answers.count == 1 else { throw StoreReplyError("reserve", reply) }
+        return try decodeAnswer(answers[0])
+    }
+
+    /// One request's answer. `{"failed", message}` (a Redis error of that request's own keys) is
+    /// the server's error, as it would be for a call of its own.
+    public static func decodeAnswer(_ reply: RedisValue) throws -> Outcome {
         let (answer, rest) = try reply.answer(of: "reserve")
         switch answer {
         case "granted":
@@ -114,9 +147,56 @@ public struct ReserveCall: ScriptCall {
             // A Redis reply, range-checked before any arithmetic: a window is at most a second.
             let milliseconds = rest.first?.int ?? 1000
             return .rateLimited(retryAfterMilliseconds: min(max(milliseconds, 1), 60_000))
+        case "failed":
+            // the message only: Redis's own words about its data, no request's values
+            throw RedisError.server(String((rest.first?.string ?? "error").prefix(200)))
         default:
             throw StoreReplyError("reserve", reply)
         }
+    }
+}
+
+/// `lua/reserve.lua` for several requests of one basket in one call (the gateway's coalescing):
+/// decided in the order given, one outcome each, exactly as calls of their own in that order.
+public struct ReserveBatchCall: ScriptCall {
+    public typealias Outcome = [Result<ReserveCall.Outcome, any Error>]
+
+    public static let script = ReserveCall.script
+    public static let replication = ReserveCall.replication
+    public static let keyNames = ReserveCall.keyNames
+    public static let repeatedKeyNames = ReserveCall.repeatedKeyNames
+    public static let argumentNames = ReserveCall.argumentNames
+    public static let repeatedArgumentNames = ReserveCall.repeatedArgumentNames
+
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+    public let count: Int
+
+    /// `requests`: at least one, all of one basket, rate limit and refusal window alike (one
+    /// gateway's configuration); anything else is a programming error.
+    public init(_ requests: [ReserveCall]) {
+        guard let first = requests.first else { preconditionFailure("a reserve call of no request") }
+        var keys = ReserveCall.sharedKeys(first.basketId, partition: first.partition)
+        var arguments = first.sharedArguments
+        keys.reserveCapacity(keys.count + requests.count * ReserveCall.repeatedKeyNames.count)
+        arguments.reserveCapacity(arguments.count + requests.count * ReserveCall.repeatedArgumentNames.count)
+        for request in requests {
+            precondition(
+                request.basketId == first.basketId && request.attemptsPerSecond == first.attemptsPerSecond
+                    && request.refusalSeconds == first.refusalSeconds, "one call decides requests of one basket and configuration")
+            keys += request.requestKeys
+            arguments += request.requestArguments
+        }
+        self.keys = keys
+        self.arguments = arguments
+        self.count = requests.count
+    }
+
+    /// One result per request; a reply of another length or shape fails as a whole (every
+    /// request of the call gets the error).
+    public static func decode(_ reply: RedisValue) throws -> Outcome {
+        guard case .array(let answers) = reply, !answers.isEmpty else { throw StoreReplyError("reserve", reply) }
+        return answers.map { answer in Result { try ReserveCall.decodeAnswer(answer) } }
     }
 }
 
@@ -148,7 +228,7 @@ public struct RefuseSoldOutCall: ScriptCall {
 
     public static func decode(_ reply: RedisValue) throws -> Outcome {
         if reply.array?.first?.string == "ask" { return .ask }
-        let outcome = try ReserveCall.decode(reply)
+        let outcome = try ReserveCall.decodeAnswer(reply)
         switch outcome {
         case .granted, .soldOut, .soldOutReplayed, .limitExceeded, .basketNotFound, .idempotencyKeyReused, .saleClosed:
             return .answered(outcome)

@@ -200,7 +200,7 @@ struct SchemaTests {
     @Test("reserve.lua writes every field a reservation is made with (it writes them in place, for speed)")
     func reserveWritesTheRecord() throws {
         let source = ReservationScripts.ownSource(of: ReservationScripts.reserve)
-        let call = try #require(source.range(of: "redis.call('HSET', KEYS[2]"))
+        let call = try #require(source.range(of: "redis.call('HSET', reservationKey"))
         let open = source.index(call.lowerBound, offsetBy: "redis.call".count)
         let parts = Self.arguments(try #require(Self.balanced(source[open...]))).dropFirst(2)
         let names = stride(from: parts.startIndex, to: parts.endIndex, by: 2).compactMap { Self.literal(parts[$0]) }

@@ -64,6 +64,7 @@ struct ScriptContractTests {
     @Test("each contract names the KEYS and ARGV its script's header declares, in order")
     func headers() {
         Self.check(ReserveCall.self)
+        Self.check(ReserveBatchCall.self)
         Self.check(CancelReservationCall.self)
         Self.check(ExpireHoldsCall.self)
         Self.check(DueHoldsCall.self)
@@ -90,9 +91,17 @@ struct ScriptContractTests {
                     Self.checkShape(
                         ReserveCall(
                             basketId: basket, consumerId: "c", quantity: 1, reservationId: "\(partition)-abc",
-                            attemptsPerSecond: limit, idempotencyKey: key))
+                            attemptsPerSecond: limit, idempotencyKey: key), items: 1)
                 }
             }
+            // a coalesced call: the basket's keys once, then each request's (with and without a key)
+            let requests = (0..<3).map { index in
+                ReserveCall(
+                    basketId: basket, consumerId: "c\(index)", quantity: 1, reservationId: "\(partition)-r\(index)", attemptsPerSecond: 5,
+                    idempotencyKey: index == 1 ? nil : "k{\(index)}")
+            }
+            Self.checkShape(ReserveBatchCall(requests), items: 3)
+            #expect(ReserveBatchCall(requests).keys.prefix(ReserveCall.keyNames.count) == requests[0].keys.prefix(ReserveCall.keyNames.count))
             let target = ReleaseTarget(reservationId: "01-abc", basketId: basket, consumerId: "c")
             Self.checkShape(CancelReservationCall(target, partition: partition), items: 1)
             Self.checkShape(
@@ -150,34 +159,50 @@ struct ScriptContractTests {
     @Test("reserve replies decode to every outcome; anything else is an error")
     func reserveReplies() throws {
         #expect(
-            try ReserveCall.decode(.array([Self.bulk("granted"), Self.bulk("03-x"), .integer(1_700_000_000_000), .integer(4)]))
+            try ReserveCall.decodeAnswer(.array([Self.bulk("granted"), Self.bulk("03-x"), .integer(1_700_000_000_000), .integer(4)]))
                 == .granted(reservationId: "03-x", expiresAtMilliseconds: 1_700_000_000_000, remaining: 4))
         // A replay from an idempotency record: the same answer as bulk strings.
         #expect(
-            try ReserveCall.decode(Self.reply("granted", "03-x", "17", "0"))
+            try ReserveCall.decodeAnswer(Self.reply("granted", "03-x", "17", "0"))
                 == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
-        #expect(try ReserveCall.decode(Self.reply("sold_out")) == .soldOut)
-        #expect(try ReserveCall.decode(Self.reply("sold_out", "replay")) == .soldOutReplayed, "a replay says nothing of the basket now")
-        #expect(try ReserveCall.decode(Self.reply("limit_exceeded", "replay")) == .limitExceeded)
+        #expect(try ReserveCall.decodeAnswer(Self.reply("sold_out")) == .soldOut)
+        #expect(try ReserveCall.decodeAnswer(Self.reply("sold_out", "replay")) == .soldOutReplayed, "a replay says nothing of the basket now")
+        #expect(try ReserveCall.decodeAnswer(Self.reply("limit_exceeded", "replay")) == .limitExceeded)
         #expect(try RefuseSoldOutCall.decode(Self.reply("ask")) == .ask)
         #expect(try RefuseSoldOutCall.decode(Self.reply("sold_out")) == .answered(.soldOut))
         #expect(
             try RefuseSoldOutCall.decode(Self.reply("granted", "03-x", "17", "0"))
                 == .answered(.granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0)))
         #expect(throws: StoreReplyError.self) { try RefuseSoldOutCall.decode(Self.reply("unavailable")) }
-        #expect(try ReserveCall.decode(Self.reply("limit_exceeded")) == .limitExceeded)
-        #expect(try ReserveCall.decode(Self.reply("basket_not_found")) == .basketNotFound)
-        #expect(try ReserveCall.decode(Self.reply("unavailable")) == .unavailable)
-        #expect(try ReserveCall.decode(Self.reply("idempotency_key_reused")) == .idempotencyKeyReused)
-        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(250)])) == .rateLimited(retryAfterMilliseconds: 250))
+        #expect(try ReserveCall.decodeAnswer(Self.reply("limit_exceeded")) == .limitExceeded)
+        #expect(try ReserveCall.decodeAnswer(Self.reply("basket_not_found")) == .basketNotFound)
+        #expect(try ReserveCall.decodeAnswer(Self.reply("unavailable")) == .unavailable)
+        #expect(try ReserveCall.decodeAnswer(Self.reply("idempotency_key_reused")) == .idempotencyKeyReused)
+        #expect(try ReserveCall.decodeAnswer(.array([Self.bulk("rate_limited"), .integer(250)])) == .rateLimited(retryAfterMilliseconds: 250))
         // A window reply is range-checked before anyone does arithmetic with it.
-        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))
-        #expect(try ReserveCall.decode(.array([Self.bulk("rate_limited"), .integer(-5)])) == .rateLimited(retryAfterMilliseconds: 1))
+        #expect(
+            try ReserveCall.decodeAnswer(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))
+        #expect(try ReserveCall.decodeAnswer(.array([Self.bulk("rate_limited"), .integer(-5)])) == .rateLimited(retryAfterMilliseconds: 1))
         for bad: RedisValue in [
             Self.bulk("granted|x|1|2"), .null, .array([]), Self.reply("granted", "x"), Self.reply("granted", "x", "soon", "1"), Self.reply("nope"),
         ] {
+            #expect(throws: StoreReplyError.self) { try ReserveCall.decodeAnswer(bad) }
+        }
+        // A call answers a list, one answer per request: a call of one takes exactly one.
+        #expect(try ReserveCall.decode(.array([Self.reply("sold_out")])) == .soldOut)
+        for bad: RedisValue in [Self.reply("sold_out"), .array([]), .array([Self.reply("sold_out"), Self.reply("sold_out")]), .null] {
             #expect(throws: StoreReplyError.self) { try ReserveCall.decode(bad) }
         }
+        // A request's own Redis error is that request's failure only.
+        let batch = try ReserveBatchCall.decode(.array([Self.reply("sold_out"), Self.reply("failed", "WRONGTYPE x"), Self.reply("limit_exceeded")]))
+        #expect(batch.count == 3)
+        #expect((try? batch[0].get()) == .soldOut && (try? batch[2].get()) == .limitExceeded)
+        #expect(throws: RedisError.server("WRONGTYPE x")) { try batch[1].get() }
+        #expect(throws: StoreReplyError.self) { try ReserveBatchCall.decode(.array([])) }
+        #expect(throws: StoreReplyError.self) { try ReserveBatchCall.decode(Self.bulk("granted")) }
+        // held for WAIT when any request was granted
+        #expect(ReserveCall.anyGranted(.array([Self.reply("sold_out"), Self.reply("granted", "03-x", "17", "0")])))
+        #expect(!ReserveCall.anyGranted(.array([Self.reply("sold_out"), Self.reply("granted|x")])))
     }
 
     @Test("basket, release, payment and repair replies decode to every outcome")

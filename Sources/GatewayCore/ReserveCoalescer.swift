@@ -1,0 +1,144 @@
+import NIOCore
+import RedisClient
+import ReservationScripts
+import Synchronization
+
+/// Coalesces reservations: the reserve calls for one basket that an event loop collects before
+/// its next turn go to Redis as one script call (`ReserveBatchCall`), which decides them in
+/// arrival order exactly as calls of their own would be decided, and answers each. In a flash
+/// sale nearly every call of a batch is for the same hot basket, and the script's fixed costs
+/// (the call, reading and checking the basket, writing it and its holds) are then paid once
+/// per call instead of once per reservation.
+///
+/// A lone request is not delayed: the call leaves in the same turn of the loop, before the Redis
+/// connection's own flush (which `REDIS_BATCH_DELAY_US` still governs). Requests on other event
+/// loops are other calls: each loop owns its groups, and nothing is shared between loops.
+final class ReserveCoalescer: Sendable {
+    typealias Completion = @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
+
+    /// The most requests in one call: a call runs in Redis as one step, so its length bounds
+    /// how long one basket's batch can hold up the others in its Redis (about 15 µs each).
+    static let maxRequestsPerCall = 64
+
+    private let redis: RedisClient
+    private let metrics: GatewayMetrics
+    private let loops: [LoopGroups]
+
+    init(redis: RedisClient, metrics: GatewayMetrics) {
+        self.redis = redis
+        self.metrics = metrics
+        self.loops = redis.eventLoopGroup.makeIterator().map(LoopGroups.init)
+    }
+
+    /// Script calls sent and the requests they decided (their ratio: reservations per call).
+    var counts: (calls: Int, requests: Int) {
+        loops.reduce((0, 0)) { sum, loop in
+            (sum.0 &+ loop.calls.load(ordering: .relaxed), sum.1 &+ loop.requests.load(ordering: .relaxed))
+        }
+    }
+
+    /// Decides `call` with the others of its basket this turn of `eventLoop`; `completion` runs
+    /// on `eventLoop`. From a thread that is not one of the client's loops it is a call of its own.
+    func reserve(_ call: ReserveCall, on eventLoop: any EventLoop, _ completion: @escaping Completion) {
+        guard eventLoop.inEventLoop, let loop = loops.first(where: { $0.eventLoop === eventLoop }) else {
+            send([Pending(call: call, completion: completion)], on: eventLoop, counts: nil)
+            return
+        }
+        if let full = loop.add(Pending(call: call, completion: completion), coalescer: self) {
+            send(full, on: eventLoop, counts: loop)
+        }
+    }
+
+    struct Pending {
+        let call: ReserveCall
+        let completion: Completion
+    }
+
+    /// One call for `requests` (all of one basket, in arrival order); each gets its own answer.
+    /// A failure of the call as a whole (Redis unreachable, a reply of the wrong shape) is every
+    /// request's.
+    fileprivate func send(_ requests: [Pending], on eventLoop: any EventLoop, counts: LoopGroups?) {
+        counts?.calls.wrappingAdd(1, ordering: .relaxed)
+        counts?.requests.wrappingAdd(requests.count, ordering: .relaxed)
+        let started = NIODeadline.now()
+        let metrics = metrics
+        if requests.count == 1 {
+            let request = requests[0]
+            redis.evalSHA(
+                ReserveCall.script, keys: request.call.keys, arguments: request.call.arguments, on: eventLoop,
+                replication: ReserveCall.replication
+            ) { result in
+                request.completion(
+                    result.flatMap { reply in
+                        metrics.redisCall(NIODeadline.now() - started)
+                        return Result { try ReserveCall.decode(reply) }
+                    })
+            }
+            return
+        }
+        let call = ReserveBatchCall(requests.map(\.call))
+        redis.evalSHA(ReserveBatchCall.script, keys: call.keys, arguments: call.arguments, on: eventLoop, replication: ReserveBatchCall.replication) {
+            result in
+            let outcomes: Result<ReserveBatchCall.Outcome, any Error> = result.flatMap { reply in
+                metrics.redisCall(NIODeadline.now() - started)
+                return Result {
+                    let outcomes = try ReserveBatchCall.decode(reply)
+                    guard outcomes.count == requests.count else { throw StoreReplyError("reserve", reply) }
+                    return outcomes
+                }
+            }
+            switch outcomes {
+            case .success(let outcomes):
+                for (request, outcome) in zip(requests, outcomes) { request.completion(outcome) }
+            case .failure(let error):
+                for request in requests { request.completion(.failure(error)) }
+            }
+        }
+    }
+
+    /// One event loop's open groups, by basket, in arrival order.
+    ///
+    /// `@unchecked Sendable`: `groups` and `scheduled` are read and written only on `eventLoop`
+    /// (`reserve` checks `inEventLoop` before it touches them, and the flush runs there); the
+    /// counters are atomics.
+    fileprivate final class LoopGroups: @unchecked Sendable {
+        let eventLoop: any EventLoop
+        let calls = Atomic<Int>(0)
+        let requests = Atomic<Int>(0)
+        private var groups: [[Pending]] = []
+        private var groupOfBasket: [String: Int] = [:]
+        private var scheduled = false
+
+        init(eventLoop: any EventLoop) {
+            self.eventLoop = eventLoop
+        }
+
+        /// Adds a request to its basket's group; a group that reached the most a call takes is
+        /// handed back to be sent now (the next request of its basket starts a new one).
+        func add(_ request: Pending, coalescer: ReserveCoalescer) -> [Pending]? {
+            if !scheduled {
+                scheduled = true
+                eventLoop.execute { self.flush(coalescer) }
+            }
+            let basketId = request.call.basketId
+            guard let index = groupOfBasket[basketId] else {
+                groupOfBasket[basketId] = groups.count
+                groups.append([request])
+                return nil
+            }
+            groups[index].append(request)
+            guard groups[index].count >= ReserveCoalescer.maxRequestsPerCall else { return nil }
+            let full = groups[index]
+            groups[index] = []
+            return full
+        }
+
+        private func flush(_ coalescer: ReserveCoalescer) {
+            let ready = groups
+            groups.removeAll(keepingCapacity: true)
+            groupOfBasket.removeAll(keepingCapacity: true)
+            scheduled = false
+            for group in ready where !group.isEmpty { coalescer.send(group, on: eventLoop, counts: self) }
+        }
+    }
+}
