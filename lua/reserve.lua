@@ -207,21 +207,23 @@ local function decide(r)
   elseif answer then
     reply = {answer}
   else
-    -- the basket's new numbers (written once, at the end of the call)
-    stock, pending, seqNumber = booksStock - quantity, pending + quantity, seqNumber + 1
-    granted = granted + 1
+    local newStock = booksStock - quantity
     local expiresAt = clock() + hold * 1000
     -- numbers become strings once, as integers ('%d'; Lua's own conversion is a costly '%.14g')
     local expires = string.format('%d', expiresAt)
-    local left = string.format('%d', stock)
-    local seq = string.format('%d', seqNumber)
+    local left = string.format('%d', newStock)
+    local seq = string.format('%d', seqNumber + 1)
     redis.call('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status', 'pending',
       'exp', expires)
-    holds[#holds + 1] = expires
-    holds[#holds + 1] = reservationId
     -- the event's status is implied by its type ("reserved" -> pending)
     redis.call('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
       'stock', left, 'capacity', basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires)
+    -- the basket's new numbers, once the grant's own writes are made (written once, at the end
+    -- of the call; a failed write above leaves them as they were)
+    stock, pending, seqNumber = newStock, pending + quantity, seqNumber + 1
+    granted = granted + 1
+    holds[#holds + 1] = expires
+    holds[#holds + 1] = reservationId
     reply = {'granted', reservationId, expiresAt, stock}
   end
 
