@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Redis CPU per call of reserve scripts, side by side (issue 13's harness).
 
-usage: REDIS_PORT=6390 bench/script_cost.py [--calls N] [--rounds R] script.lua [script.lua ...]
-       REDIS_PORT=6390 bench/script_cost.py --breakdown   (lua/reserve.lua, one piece out at a time)
+usage: REDIS_PORT=6390 bench/script_cost.py [--calls N] [--rounds R] [--batch B] [--aof everysec] script.lua [...]
+       REDIS_PORT=6390 bench/script_cost.py --breakdown [--batch B]   (lua/reserve.lua, one piece out at a time)
+       REDIS_PORT=6390 bench/script_cost.py --batches 1,4,16,64 [--aof everysec]   (lua/reserve.lua per batch size)
+
+--batch B: every call decides B reservations (as the gateway's coalesced calls do); the figures
+are then per reservation (the call's cost divided by B).
 
 For each round and each script, alternating: FLUSHALL, a basket seeded as the gateway leaves it,
 then `redis-benchmark -P 16 -c 50` running the script with the gateway's key shape (a fresh
 consumer and reservation id per call, rate limit on and off), and the Redis process's CPU time
 from /proc/<pid>/stat divided by the calls: microseconds of Redis CPU per call, medians. AOF is
-switched off for the measurement (the figure is the script's cost, not the disk's) and restored.
+switched off for the measurement (the figure is the script's cost, not the disk's) and restored,
+unless --aof everysec asks for it on (then the figure includes writing the AOF).
 """
 import argparse
 import json
@@ -21,6 +26,8 @@ import sys
 REDIS_PORT = os.environ.get("REDIS_PORT", "6390")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BASKET = "bench-rb"
+# reservations per script call (--batch)
+BATCH = [1]
 
 
 def redis(*args):
@@ -69,7 +76,7 @@ def reserve_command(sha, rate_limit):
     """EVALSHA with the keys and arguments `ReserveCall` sends; `__rand_int__` makes every call a
     new consumer and a new reservation id (redis-benchmark draws each occurrence apart), and ids
     are in the gateway's shape (the partition first), so the reconciler can drain what this writes."""
-    shape = json.loads(tool("reserve", BASKET, 20 if rate_limit else 0))
+    shape = json.loads(tool("reserve", BASKET, 20 if rate_limit else 0, BATCH[0]))
     return ["EVALSHA", sha, str(len(shape["keys"])), *shape["keys"], *shape["arguments"]]
 
 
@@ -93,14 +100,20 @@ def cost_per_call(path, calls, rate_limit, pid):
     used = cpu_seconds(pid) - before
     granted = int(redis("HGET", basket_keys(BASKET)[0]["basketKey"], "pending") or 0)
     rps = float(re.findall(r"([\d.]+) requests per second", output)[-1])
-    return {"cpu_us": used * 1e6 / calls, "rps": rps, "granted": granted}
+    return {"cpu_us": used * 1e6 / (calls * BATCH[0]), "rps": rps * BATCH[0], "granted": granted}
 
 
-def measure(scripts, calls, rounds, log=lambda message: None):
-    """{script: {"rate_limit_on": {...}, "rate_limit_off": {...}}} with medians over rounds."""
+def measure(scripts, calls, rounds, log=lambda message: None, aof="no"):
+    """{script: {"rate_limit_on": {...}, "rate_limit_off": {...}}} with medians over rounds:
+    Redis CPU per reservation and reservations per second."""
     pid = int(re.search(r"process_id:(\d+)", redis("INFO", "server")).group(1))
     appendonly = redis("CONFIG", "GET", "appendonly").split()[-1]
-    redis("CONFIG", "SET", "appendonly", "no")
+    appendfsync = redis("CONFIG", "GET", "appendfsync").split()[-1]
+    if aof == "no":
+        redis("CONFIG", "SET", "appendonly", "no")
+    else:
+        redis("CONFIG", "SET", "appendonly", "yes")
+        redis("CONFIG", "SET", "appendfsync", aof)
     runs = {script: {"rate_limit_on": [], "rate_limit_off": []} for script in scripts}
     try:
         for round_number in range(rounds):
@@ -111,6 +124,7 @@ def measure(scripts, calls, rounds, log=lambda message: None):
     finally:
         redis("FLUSHALL")
         redis("CONFIG", "SET", "appendonly", appendonly)
+        redis("CONFIG", "SET", "appendfsync", appendfsync)
     return {
         script: {
             mode: {"cpu_us_per_call": statistics.median(r["cpu_us"] for r in results),
@@ -125,18 +139,24 @@ def measure(scripts, calls, rounds, log=lambda message: None):
 # What each piece of lua/reserve.lua costs: the script with one piece taken out (a line it
 # contains replaced), measured beside the whole script. Not products, only measurements.
 BREAKDOWN = {
-    "without the reservation hash": ("  redis.call('HSET', KEYS[2]", "  noop('HSET', KEYS[2]"),
-    "without the hold (ZADD)": ("  redis.call('ZADD', KEYS[4]", "  noop('ZADD', KEYS[4]"),
-    "without the stream event (XADD)": ("  redis.call('XADD', KEYS[5]", "  noop('XADD', KEYS[5]"),
-    "without the basket update (HSET)": ("  redis.call('HSET', KEYS[1]", "  noop('HSET', KEYS[1]"),
-    "without the consumer's count (HINCRBY)": ("  held = redis.call('HINCRBY', KEYS[3], ARGV[2], ARGV[3])",
-                                               "  held = quantity"),
-    "without Redis TIME": ("  local expiresAt = nowMs() + hold * 1000", "  local expiresAt = 1700000000000 + hold * 1000"),
+    "without the reservation hash": ("    redis.call('HSET', reservationKey", "    noop('HSET', reservationKey"),
+    "without the holds (ZADD)": ("  redis.call('ZADD', KEYS[3]", "  noop('ZADD', KEYS[3]"),
+    "without the stream event (XADD)": ("    redis.call('XADD', KEYS[4]", "    noop('XADD', KEYS[4]"),
+    "without the basket update (HSET)": ("  redis.call('HSET', KEYS[1], 'stock'", "  noop('HSET', KEYS[1], 'stock'"),
+    "without the consumer's count (HINCRBY)": ("    local held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)",
+                                               "    local held = quantity"),
+    "without the rate-limit window (SET NX GET)": ("    local counted = redis.call('SET', rateKey, '1', 'PX', '1000', 'NX', 'GET')",
+                                                   "    local counted = false"),
+    "without Redis TIME": ("  if not now then now = nowMs() end", "  if not now then now = 1700000000000 end"),
 }
-MINIMAL = """-- the floor: one counter and one stream entry per call, same keys and arguments
-local left = redis.call('HINCRBY', KEYS[1], 'stock', -1)
-redis.call('XADD', KEYS[5], '*', 'res', ARGV[4], 'stock', left)
-return {'granted', ARGV[4], 0, left}
+MINIMAL = """-- the floor: per reservation one counter and one stream entry, same keys and arguments
+local replies = {}
+for r = 1, (#ARGV - 4) / 6 do
+  local left = redis.call('HINCRBY', KEYS[1], 'stock', -1)
+  redis.call('XADD', KEYS[4], '*', 'res', ARGV[7 + 6 * (r - 1)], 'stock', left)
+  replies[r] = {'granted', ARGV[7 + 6 * (r - 1)], 0, left}
+end
+return replies
 """
 
 
@@ -165,15 +185,32 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true",
                         help="measure lua/reserve.lua with each piece taken out in turn, and a minimal script")
+    parser.add_argument("--batch", type=int, default=1, help="reservations per call (1 to 64)")
+    parser.add_argument("--batches", help="lua/reserve.lua at each of these batch sizes, e.g. 1,4,16,64")
+    parser.add_argument("--aof", default="no", choices=["no", "everysec"], help="AOF during the measurement")
     parser.add_argument("scripts", nargs="*")
     options = parser.parse_args()
     log = lambda message: print(f"script-cost: {message}", file=sys.stderr, flush=True)
+    BATCH[0] = options.batch
+    if options.batches:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        print(f"{'reservations per call':<24} {'rate limit on':>14} {'off':>10} {'reservations/s (on)':>20}   "
+              f"Redis CPU per reservation, medians, AOF {options.aof}")
+        for batch in (int(text) for text in options.batches.split(",")):
+            BATCH[0] = batch
+            # fewer calls for larger batches: about the same number of reservations each time
+            calls = max(options.calls // batch, 2_000)
+            result = measure([os.path.join(root, "lua", "reserve.lua")], calls, options.rounds, log, options.aof)
+            modes = next(iter(result.values()))
+            print(f"{batch:<24} {modes['rate_limit_on']['cpu_us_per_call']:>11.1f} µs {modes['rate_limit_off']['cpu_us_per_call']:>7.1f} µs "
+                  f"{modes['rate_limit_on']['calls_per_second']:>20,.0f}")
+        return
     if options.breakdown:
         import tempfile
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with tempfile.TemporaryDirectory() as directory:
             named = breakdown_scripts(os.path.join(root, "lua", "reserve.lua"), directory)
-            results = measure(list(named.values()), options.calls, options.rounds, log)
+            results = measure(list(named.values()), max(options.calls // options.batch, 2_000), options.rounds, log, options.aof)
             whole = results[named["whole script"]]["rate_limit_on"]["cpu_us_per_call"]
             print(f"{'lua/reserve.lua':<42} {'rate limit on':>14} {'off':>10} {'saved (on)':>11}   Redis CPU per call, medians")
             for name, path in named.items():
@@ -181,7 +218,7 @@ def main():
                 off = results[path]["rate_limit_off"]["cpu_us_per_call"]
                 print(f"{name:<42} {on:>11.1f} µs {off:>7.1f} µs {whole - on:>8.1f} µs")
         return
-    results = measure(options.scripts, options.calls, options.rounds, log)
+    results = measure(options.scripts, max(options.calls // options.batch, 2_000), options.rounds, log, options.aof)
     print(f"{'script':<40} {'rate limit on':>16} {'rate limit off':>16}   (Redis CPU per call, medians)")
     for script, modes in results.items():
         on, off = modes["rate_limit_on"], modes["rate_limit_off"]

@@ -2,9 +2,11 @@
 // keys, arguments or script sources in Python).
 //   bench-scripts source <script>                     the script as Redis runs it (prelude + file)
 //   bench-scripts join <file.lua>                     any Lua file joined to the prelude beside it, the same way
-//   bench-scripts reserve <basket> <attemptsPerSecond> ReserveCall's keys and arguments as JSON, with
-//                                                     redis-benchmark's __rand_int__ in the consumer
-//                                                     and reservation id (a new one per call)
+//   bench-scripts reserve <basket> <attemptsPerSecond> [<count>]
+//                                                     the keys and arguments of a reserve call of
+//                                                     <count> requests (default 1) as JSON, with
+//                                                     redis-benchmark's __rand_int__ in each consumer
+//                                                     and reservation id (new ones per call)
 //   bench-scripts create <basket> <stock>              CreateBasketCall's keys and arguments as JSON
 //   bench-scripts keys <basket>...                     each basket's partition, basket key, stream, index
 //   bench-scripts streams                              every partition's stream key
@@ -32,14 +34,20 @@ enum BenchScripts {
             let preludePath = URL(fileURLWithPath: arguments[1]).deletingLastPathComponent().appendingPathComponent("prelude.lua").path
             let prelude = (try? String(contentsOfFile: preludePath, encoding: .utf8)) ?? ReservationScripts.prelude
             print(ReservationScripts.joined(own: own, prelude: prelude), terminator: "")
-        case ("reserve", 3):
+        case ("reserve", 3), ("reserve", 4):
             let basketId = arguments[1]
             guard let limit = Int(arguments[2]), limit >= 0 else { fail("attemptsPerSecond: a number >= 0") }
+            guard let count = arguments.count == 4 ? Int(arguments[3]) : 1, (1...ReserveBatchCall.maxRequests).contains(count) else {
+                fail("requests per call: 1 to \(ReserveBatchCall.maxRequests)")
+            }
             let partition = Keyspace.partition(ofBasket: basketId)
             let prefix = String(format: "%02d", partition)
-            let call = ReserveCall(
-                basketId: basketId, consumerId: "c__rand_int__", quantity: 1, reservationId: "\(prefix)-rb-__rand_int__",
-                attemptsPerSecond: limit, idempotencyKey: nil)
+            let requests = (0..<count).map { _ in
+                ReserveCall(
+                    basketId: basketId, consumerId: "c__rand_int__", quantity: 1, reservationId: "\(prefix)-rb-__rand_int__",
+                    attemptsPerSecond: limit, idempotencyKey: nil)
+            }
+            let call = ReserveBatchCall(requests)
             let object: [String: Any] = [
                 "keys": call.keys, "arguments": call.arguments.map(text), "basketKey": Keyspace.basket(basketId, partition: partition),
                 "streamKey": Keyspace.stream(partition),

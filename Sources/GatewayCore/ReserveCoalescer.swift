@@ -16,10 +16,6 @@ import Synchronization
 final class ReserveCoalescer: Sendable {
     typealias Completion = @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
 
-    /// The most requests in one call: a call runs in Redis as one step, so its length bounds
-    /// how long one basket's batch can hold up the others in its Redis (about 15 µs each).
-    static let maxRequestsPerCall = 64
-
     private let redis: RedisClient
     private let metrics: GatewayMetrics
     private let loops: [LoopGroups]
@@ -127,7 +123,7 @@ final class ReserveCoalescer: Sendable {
                 return nil
             }
             groups[index].append(request)
-            guard groups[index].count >= ReserveCoalescer.maxRequestsPerCall else { return nil }
+            guard groups[index].count >= ReserveBatchCall.maxRequests else { return nil }
             let full = groups[index]
             groups[index] = []
             return full

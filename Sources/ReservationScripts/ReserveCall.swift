@@ -161,6 +161,10 @@ public struct ReserveCall: ScriptCall {
 public struct ReserveBatchCall: ScriptCall {
     public typealias Outcome = [Result<ReserveCall.Outcome, any Error>]
 
+    /// The most requests in one call: a call runs in Redis as one step, so its length bounds how
+    /// long one basket's batch can hold up everything else on that Redis (some 20-30 µs each).
+    public static let maxRequests = 64
+
     public static let script = ReserveCall.script
     public static let replication = ReserveCall.replication
     public static let keyNames = ReserveCall.keyNames
@@ -176,6 +180,7 @@ public struct ReserveBatchCall: ScriptCall {
     /// gateway's configuration); anything else is a programming error.
     public init(_ requests: [ReserveCall]) {
         guard let first = requests.first else { preconditionFailure("a reserve call of no request") }
+        precondition(requests.count <= Self.maxRequests, "at most \(Self.maxRequests) requests in one call")
         var keys = ReserveCall.sharedKeys(first.basketId, partition: first.partition)
         var arguments = first.sharedArguments
         keys.reserveCapacity(keys.count + requests.count * ReserveCall.repeatedKeyNames.count)

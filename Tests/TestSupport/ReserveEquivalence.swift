@@ -112,7 +112,7 @@ public struct ReserveEquivalence: Sendable {
             heldBefore: heldBefore, legacyRecord: legacy, wrongTypeRecord: Int.random(in: 0..<10, using: &random) == 0, requests: requests)
     }
 
-    static let fullCall = 64
+    static let fullCall = ReserveBatchCall.maxRequests
 
     /// One side of a round: its basket and the prefix of its consumers' names.
     struct Side {
