@@ -36,8 +36,10 @@ final class ReserveCoalescer: Sendable {
     /// Decides `call` with the others of its basket this turn of `eventLoop`; `completion` runs
     /// on `eventLoop`. From a thread that is not one of the client's loops it is a call of its own.
     func reserve(_ call: ReserveCall, on eventLoop: any EventLoop, _ completion: @escaping Completion) {
-        guard eventLoop.inEventLoop, let loop = loops.first(where: { $0.eventLoop === eventLoop }) else {
-            send([Pending(call: call, completion: completion)], on: eventLoop, counts: nil)
+        let loop = loops.first(where: { $0.eventLoop === eventLoop })
+        guard let loop, eventLoop.inEventLoop else {
+            // (counted all the same: the counters are atomics)
+            send([Pending(call: call, completion: completion)], on: eventLoop, counts: loop)
             return
         }
         if let full = loop.add(Pending(call: call, completion: completion), coalescer: self) {
