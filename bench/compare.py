@@ -21,7 +21,9 @@ For every run: requests/s, p99, CPU per request of the gateway and of Redis from
 per batch the gateway wrote (its gateway_redis_* counters) and reservations per reserve script
 call (gateway_reserve_* counters; a build without them sends one call per reservation).
 Medians over rounds. A machine that drifts between two separate runs hits both builds alike
-here. Writes bench-results/compare.json.
+here. Each round starts from an empty Redis with a fresh AOF, and automatic AOF rewrites are off
+for the run (a rewrite is a fork of Redis: noise that would land on whichever run it falls in).
+Writes bench-results/compare.json.
 """
 import json
 import os
@@ -63,9 +65,21 @@ def with_counters(port, run):
     return result
 
 
+def fresh_redis():
+    """An empty Redis with a rewritten (empty) AOF, and the compared baskets made again."""
+    bench.redis("FLUSHALL")
+    bench.redis("BGREWRITEAOF")
+    bench.set_persistence("everysec")  # waits until the rewrite is done
+    bench.create_basket("compare-huge", 10**9)  # through the new gateway (port 8088)
+    bench.create_basket("compare-soldout", 0)
+    for basket in MANY:
+        bench.create_basket(basket, 10**9)
+
+
 def main():
     old_bin, new_bin = sys.argv[1], sys.argv[2]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    rewrite_percentage = "100"
     seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     bench.redis("FLUSHALL")
     bench.set_persistence("everysec")
@@ -89,15 +103,17 @@ def main():
         for port in ports.values():
             bench.wait_http(port)
         bench.wait_http(bench.BASELINE_PORT)
-        bench.create_basket("compare-huge", 10**9)  # through the new gateway (port 8088)
-        bench.create_basket("compare-soldout", 0)
-        for basket in MANY:
-            bench.create_basket(basket, 10**9)
         redis_pid = bench.redis_pid()
+        rewrite_percentage = bench.redis("CONFIG", "GET", "auto-aof-rewrite-percentage").split()[-1]
+        # No AOF rewrite (a fork of a growing Redis) inside a measured run: each round starts
+        # from an empty Redis with a fresh AOF, so every run sees the same data size.
+        bench.redis("CONFIG", "SET", "auto-aof-rewrite-percentage", "0")
+        fresh_redis()
         for name in ports:
             bench.wrk(ports[name], script, ["compare-huge", f"warm{name}"], seconds=2)
         for round_number in range(rounds):
             bench.log(f"compare round {round_number + 1}/{rounds}")
+            fresh_redis()
             runs["baseline"].append(bench.measured({"process": baseline.pid},
                                                    lambda: bench.wrk(bench.BASELINE_PORT, seconds=seconds)))
             for shape, baskets, persistence in shapes:
@@ -110,6 +126,7 @@ def main():
             bench.set_persistence("everysec")
     finally:
         bench.set_persistence("everysec")
+        bench.redis("CONFIG", "SET", "auto-aof-rewrite-percentage", rewrite_percentage)
         for process in (*gateways.values(), baseline):
             process.terminate()
 

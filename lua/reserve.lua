@@ -43,7 +43,7 @@ local idempotencySeconds, refusalSeconds = tonumber(ARGV[3]), tonumber(ARGV[4])
 local requests = (#ARGV - 4) / 6
 
 local basket = redis.call('HMGET', KEYS[1], 'stock', 'pending', 'capacity', 'hold', 'max', 'maint', 'seq', 'confirmed',
-  'opens', 'closes', 'paused', 'room_rate')
+  'opens', 'closes', 'paused', 'room_rate', 'mismatch')
 local exists, inRepair = basket[1] ~= false, basket[6] ~= false
 
 -- Redis's clock, read once for the call (its requests are decided at one instant)
@@ -79,13 +79,30 @@ if exists and not inRepair then
 end
 
 -- The basket's numbers, each converted once and carried from request to request: every field
--- is read and checked before the first write (Redis does not roll a script back): a hash
--- missing one is not served.
-local stock, pending, capacity, hold, maxUnits, seqNumber, confirmed, whole
+-- is read and checked before the first write (Redis does not roll a script back), digits only
+-- (what the scripts write; a counter Lua would read as a fraction, hex or an exponent is
+-- corrupt): a hash missing one, or holding anything else, is not served.
+local function count(text)
+  return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
+end
+local stock, pending, capacity, hold, maxUnits, seqNumber, confirmed, mismatched, whole
 if exists and not inRepair then
-  stock, pending, capacity = tonumber(basket[1]), tonumber(basket[2]), tonumber(basket[3])
-  hold, maxUnits, seqNumber, confirmed = tonumber(basket[4]), tonumber(basket[5]), tonumber(basket[7]), tonumber(basket[8] or '0')
-  whole = stock and pending and capacity and hold and maxUnits and seqNumber and confirmed
+  stock, pending, capacity = count(basket[1]), count(basket[2]), count(basket[3])
+  hold, maxUnits, seqNumber, confirmed = count(basket[4]), count(basket[5]), count(basket[7]), count(basket[8] or '0')
+  mismatched = count(basket[13] or '0')
+  whole = stock and pending and capacity and hold and maxUnits and seqNumber and confirmed and mismatched
+end
+
+-- The partition's holds and stream take every grant's writes, and the call's last writes: of
+-- the wrong type (corruption), a grant would be half written (Redis does not roll back), so
+-- none is made. Checked once per call, before the first request that could be granted.
+local storesWritable
+local function stores()
+  if storesWritable == nil then
+    local holdsType, streamType = redis.call('TYPE', KEYS[3]).ok, redis.call('TYPE', KEYS[4]).ok
+    storesWritable = (holdsType == 'zset' or holdsType == 'none') and (streamType == 'stream' or streamType == 'none')
+  end
+  return storesWritable
 end
 
 -- read at most once each, when a request needs them
@@ -173,7 +190,7 @@ local function decide(r)
       if not marked then storeRefusal = false end
     end
   else
-    if not whole then return {'unavailable'} end
+    if not whole or not stores() then return {'unavailable'} end
     -- The books: what is not held is stock. When the counters disagree (a corrupted or
     -- half-restored counter), sell only what both agree is there, and mark the basket so the
     -- reconciler's audit repairs it and counts it.
@@ -245,7 +262,8 @@ end
 local replies = {}
 for r = 1, requests do
   -- A Redis error of one request (a key of its own of the wrong type) answers that request only:
-  -- what it wrote before the error stays, as it would for a call of its own.
+  -- what it wrote before the error stays, as it would for a call of its own (the shared keys a
+  -- grant writes were checked first, so a grant is never left half written by them).
   local ok, reply = pcall(decide, r)
   if ok then
     replies[r] = reply
@@ -254,11 +272,16 @@ for r = 1, requests do
   end
 end
 
--- the call's writes of the basket: its counters once, its holds in one ZADD
-if mismatches > 0 then redis.call('HINCRBY', KEYS[1], 'mismatch', mismatches) end
-if granted > 0 then
+-- the call's writes of the basket: its counters once, its holds in one ZADD (the basket read
+-- as a hash and the holds' type was checked: neither can fail)
+if granted > 0 and mismatches > 0 then
+  redis.call('HSET', KEYS[1], 'stock', string.format('%d', stock), 'pending', string.format('%d', pending), 'seq',
+    string.format('%d', seqNumber), 'mismatch', string.format('%d', mismatched + mismatches))
+elseif granted > 0 then
   redis.call('HSET', KEYS[1], 'stock', string.format('%d', stock), 'pending', string.format('%d', pending), 'seq',
     string.format('%d', seqNumber))
-  redis.call('ZADD', KEYS[3], unpack(holds))
+elseif mismatches > 0 then
+  redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + mismatches))
 end
+if granted > 0 then redis.call('ZADD', KEYS[3], unpack(holds)) end
 return replies

@@ -13,14 +13,14 @@ import Testing
 /// exactly what the same requests one by one would have.
 @Suite("Coalesced reservations")
 struct CoalescingTests {
-    @Test("random mixes of requests: one coalesced call answers and stores exactly what the same requests one by one do")
+    @Test("random mixes of requests: one coalesced call answers and stores exactly what the same requests one by one do, now and before coalescing")
     func equivalence() async throws {
         // A Redis of its own: the partition marker and the lost set a round sets are its alone.
         let server = try RedisServerProcess(appendOnly: false)
         try await server.start()
         defer { server.stop() }
         let redis = RedisClient(configuration: try RedisConfiguration(url: server.url), eventLoopGroup: TestEnvironment.eventLoopGroup)
-        try await redis.load(ReservationScripts.all)
+        try await redis.load(ReservationScripts.all + [ReserveEquivalence.beforeScript])
         var kinds: Set<String> = []
         var requests = 0
         for partition in [3, 11] {
@@ -141,7 +141,7 @@ struct CoalescingTests {
             owners.insert(owner.port)
             let direct = RedisClient(
                 configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(owner.port)"), eventLoopGroup: TestEnvironment.eventLoopGroup)
-            try await direct.load(ReservationScripts.all)
+            try await direct.load(ReservationScripts.all + [ReserveEquivalence.beforeScript])
             let report = try await ReserveEquivalence(partition: partition, direct: direct).run(rounds: 60, seed: 0xC105 &+ UInt64(partition))
             for difference in report.differences.prefix(20) { Issue.record("\(difference)") }
             #expect(report.differences.count == 0)

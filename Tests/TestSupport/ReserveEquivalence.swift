@@ -39,7 +39,16 @@ public struct ReserveEquivalence: Sendable {
 
     enum Variant: CaseIterable {
         case open, room, closingLater, booksBelowStock, booksAboveStock, paused, notOpen, closed, repair, missing, missingAndLost,
-            halfWritten, unreadableWindow
+            halfWritten, unreadableWindow, fractionalStock, corruptMismatch, corruptHolds, corruptStream
+
+        /// Corrupt counters and shared keys now fail closed (`unavailable`, nothing written)
+        /// where the script before coalescing half wrote a grant or sold fractions.
+        var changedOnPurpose: Bool {
+            switch self {
+            case .fractionalStock, .corruptMismatch, .corruptHolds, .corruptStream: return true
+            default: return false
+            }
+        }
     }
 
     enum Admission { case none, valid, expired, otherRoom }
@@ -57,7 +66,7 @@ public struct ReserveEquivalence: Sendable {
         var maxPerConsumer: Int
         var attemptsPerSecond: Int
         var marker: Bool
-        var heldBefore: [Int: Int]
+        var heldBefore: [Int: String]
         var legacyRecord: String?
         var wrongTypeRecord: Bool
         var requests: [Request]
@@ -77,6 +86,7 @@ public struct ReserveEquivalence: Sendable {
         let weighted: [(Variant, Int)] = [
             (.open, 30), (.room, 14), (.closingLater, 8), (.booksBelowStock, 8), (.booksAboveStock, 5), (.paused, 4), (.notOpen, 4),
             (.closed, 4), (.repair, 3), (.missing, 5), (.missingAndLost, 3), (.halfWritten, 3), (.unreadableWindow, 3),
+            (.fractionalStock, 2), (.corruptMismatch, 2), (.corruptHolds, 2), (.corruptStream, 2),
         ]
         var pick = Int.random(in: 0..<weighted.reduce(0) { $0 + $1.1 }, using: &random)
         var variant = Variant.open
@@ -98,8 +108,10 @@ public struct ReserveEquivalence: Sendable {
             let admission = [Admission.valid, .valid, .valid, .expired, .otherRoom, .none].randomElement(using: &random)!
             requests.append(Request(consumer: Int.random(in: 0..<consumers, using: &random), quantity: quantity, key: key, admission: admission))
         }
-        var heldBefore: [Int: Int] = [:]
-        if Int.random(in: 0..<4, using: &random) == 0 { heldBefore[0] = Int.random(in: 1...maxPerConsumer, using: &random) }
+        var heldBefore: [Int: String] = [:]
+        if Int.random(in: 0..<4, using: &random) == 0 { heldBefore[0] = String(Int.random(in: 1...maxPerConsumer, using: &random)) }
+        // a count that is not a number: that consumer's requests fail after the rate limit counted them
+        if Int.random(in: 0..<12, using: &random) == 0 { heldBefore[2] = "not a number" }
         let legacy: String? =
             switch Int.random(in: 0..<10, using: &random) {
             case 0: "granted|legacy-grant|1700000000000|4"
@@ -132,13 +144,22 @@ public struct ReserveEquivalence: Sendable {
                 basketId: basketId, consumerPrefix: "eq\(tag)-" + UUID().uuidString.lowercased().prefix(8) + "-c",
                 reservationIds: round.requests.map { _ in ids.next(partition: partition) })
         }
-        let oneByOne = side("a")
-        let together = side("b")
+        // the script before coalescing, one call each; the script now, one call each; and now, one call
+        let sides = [side("o"), side("a"), side("b")]
         let marker = Keyspace.partitionMarker(partition)
         _ = try await direct.send(round.marker ? ["SET", .string(marker), "1"] : ["DEL", .string(marker)])
+        let corruptStore =
+            round.variant == .corruptHolds ? Keyspace.holds(partition) : round.variant == .corruptStream ? Keyspace.stream(partition) : nil
         let streamStart = try await lastStreamId()
         let clock = try await redisMilliseconds()
-        for side in [oneByOne, together] { try await prepare(side, round, now: clock) }
+        for side in sides { try await prepare(side, round, now: clock) }
+        // (after the baskets are made: making one appends to the stream)
+        var setAside = false
+        if let corruptStore {
+            setAside = try await direct.send("EXISTS", .string(corruptStore)).int == 1
+            if setAside { _ = try await direct.send("RENAME", .string(corruptStore), .string(corruptStore + ":aside")) }
+            _ = try await direct.send("SET", .string(corruptStore), "not a zset nor a stream")
+        }
 
         let calls = { (side: Side) in
             round.requests.enumerated().map { index, request in
@@ -149,53 +170,93 @@ public struct ReserveEquivalence: Sendable {
                     admission: Self.admission(request.admission, now: clock))
             }
         }
-        // One by one (a call each), then together (one coalesced call), each in a MULTI with the
-        // reads of the consumers' rate-limit windows (a second long: read before they can lapse).
+        // Each side in a MULTI with the reads of the consumers' rate-limit windows (a second
+        // long: read before they can lapse).
         let windows = { (side: Side) -> [[RedisArgument]] in
             Self.consumers(round).flatMap { consumer -> [[RedisArgument]] in
                 let window = RedisArgument.string(Keyspace.rateLimit(consumerId: side.consumer(consumer), partition: partition))
                 return [["GET", window], ["PTTL", window]]
             }
         }
-        let oneByOneCommands = calls(oneByOne).map { Self.evalSHA(keys: $0.keys, arguments: $0.arguments) }
-        let first = try await execute(oneByOneCommands + windows(oneByOne))
-        let firstAnswers: [Result<ReserveCall.Outcome, any Error>] = first.prefix(oneByOneCommands.count).map { reply in
+        func errorOrAnswer(_ reply: RedisValue, _ decode: (RedisValue) throws -> ReserveCall.Outcome) -> Result<ReserveCall.Outcome, any Error> {
             if case .error(let message) = reply { return .failure(RedisError.server(message)) }
-            return Result { try ReserveCall.decode(reply) }
+            return Result { try decode(reply) }
         }
-        let batch = ReserveBatchCall(calls(together))
-        let second = try await execute([Self.evalSHA(keys: batch.keys, arguments: batch.arguments)] + windows(together))
-        let secondAnswers = try ReserveBatchCall.decode(second[0])
+        let beforeCommands = calls(sides[0]).map { Self.beforeCoalescing($0) }
+        let before = try await execute(beforeCommands + windows(sides[0]))
+        let beforeAnswers = before.prefix(beforeCommands.count).map { errorOrAnswer($0, ReserveCall.decodeAnswer) }
+        let oneByOneCommands = calls(sides[1]).map { Self.evalSHA(ReserveCall.script, keys: $0.keys, arguments: $0.arguments) }
+        let oneByOne = try await execute(oneByOneCommands + windows(sides[1]))
+        let oneByOneAnswers = oneByOne.prefix(oneByOneCommands.count).map { errorOrAnswer($0, ReserveCall.decode) }
+        let batch = ReserveBatchCall(calls(sides[2]))
+        let together = try await execute([Self.evalSHA(ReserveBatchCall.script, keys: batch.keys, arguments: batch.arguments)] + windows(sides[2]))
+        let togetherAnswers = try ReserveBatchCall.decode(together[0])
         report.requests += round.requests.count
         if round.requests.count == Self.fullCall { report.kinds.insert("calls of 64") }
 
         let context = "round \(number) (\(round.variant), \(round.requests.count) requests)"
-        guard secondAnswers.count == firstAnswers.count else {
-            report.differences.append("\(context): \(secondAnswers.count) answers for \(firstAnswers.count) requests")
+        guard togetherAnswers.count == oneByOneAnswers.count else {
+            report.differences.append("\(context): \(togetherAnswers.count) answers for \(oneByOneAnswers.count) requests")
             return
         }
-        for index in firstAnswers.indices {
-            let (first, kind) = describe(firstAnswers[index], index: index, side: oneByOne)
-            let (second, _) = describe(secondAnswers[index], index: index, side: together)
-            report.kinds.insert(kind)
-            if first != second { report.differences.append("\(context), request \(index): one by one \(first), coalesced \(second)") }
+        // what the coalesced call is compared with: the calls of one, and (but where coalescing
+        // changed a behaviour on purpose) the script before it
+        var references = [("one by one", sides[1], oneByOneAnswers, oneByOne.dropFirst(oneByOneCommands.count))]
+        if !round.variant.changedOnPurpose {
+            references.append(("before coalescing", sides[0], beforeAnswers, before.dropFirst(beforeCommands.count)))
         }
-        var firstState = try await state(of: oneByOne, round, streamStart: streamStart)
-        var secondState = try await state(of: together, round, streamStart: streamStart)
-        firstState.merge(Self.windowState(first.dropFirst(oneByOneCommands.count), round)) { $1 }
-        secondState.merge(Self.windowState(second.dropFirst(), round)) { $1 }
-        if firstState["basket"]?.contains("mismatch") == true { report.kinds.insert("books mismatch") }
-        for name in Set(firstState.keys).union(secondState.keys).sorted() where firstState[name] != secondState[name] {
-            report.differences.append(
-                "\(context), \(name): one by one \(firstState[name] ?? "nothing"), coalesced \(secondState[name] ?? "nothing")")
+        var coalescedState = try await state(of: sides[2], round, streamStart: streamStart)
+        coalescedState.merge(Self.windowState(together.dropFirst(), round)) { $1 }
+        if coalescedState["basket"]?.contains("mismatch") == true { report.kinds.insert("books mismatch") }
+        for index in togetherAnswers.indices {
+            let (coalesced, kind) = describe(togetherAnswers[index], index: index, side: sides[2])
+            report.kinds.insert(kind)
+            for (name, side, answers, _) in references {
+                let (reference, _) = describe(answers[index], index: index, side: side)
+                if reference != coalesced { report.differences.append("\(context), request \(index): \(name) \(reference), coalesced \(coalesced)") }
+            }
+        }
+        for (name, side, _, windowReads) in references {
+            var referenceState = try await state(of: side, round, streamStart: streamStart)
+            referenceState.merge(Self.windowState(windowReads, round)) { $1 }
+            for field in Set(referenceState.keys).union(coalescedState.keys).sorted() where referenceState[field] != coalescedState[field] {
+                report.differences.append(
+                    "\(context), \(field): \(name) \(referenceState[field] ?? "nothing"), coalesced \(coalescedState[field] ?? "nothing")")
+            }
+        }
+        if let corruptStore {
+            _ = try await direct.send(
+                setAside ? ["RENAME", .string(corruptStore + ":aside"), .string(corruptStore)] : ["DEL", .string(corruptStore)])
         }
     }
+
+    /// The call as the script before coalescing took it (its own order of KEYS and ARGV).
+    static func beforeCoalescing(_ call: ReserveCall) -> [RedisArgument] {
+        let keys = call.keys
+        let arguments = call.arguments
+        // now: basket, consumerUnits, holds, stream, lostBaskets, partitionMarker, room, then
+        // reservation, idempotency, rateLimit; before: basket, reservation, consumerUnits,
+        // holds, stream, idempotency, rateLimit, lostBaskets, partitionMarker, room
+        let beforeKeys = [keys[0], keys[7], keys[1], keys[2], keys[3], keys[8], keys[9], keys[4], keys[5], keys[6]]
+        // now: basketId, attemptsPerSecond, idempotencySeconds, refusalSeconds, then consumerId,
+        // quantity, reservationId, fingerprint, admissionExpires, admissionEpoch
+        let beforeArguments = [
+            arguments[0], arguments[4], arguments[5], arguments[6], arguments[1], arguments[7], arguments[2], arguments[3], arguments[8],
+            arguments[9],
+        ]
+        return evalSHA(beforeScript, keys: beforeKeys, arguments: beforeArguments)
+    }
+
+    /// The script before coalescing, joined with today's prelude (which it shares: unchanged since).
+    public static let beforeScript = RedisScript(
+        name: "reserve-before-coalescing", source: ReservationScripts.joined(own: ReserveBeforeCoalescing.source, prelude: ReservationScripts.prelude)
+    )
 
     /// The consumers a round names (0 and 1 have prepared records).
     static func consumers(_ round: Round) -> [Int] { Set(round.requests.map(\.consumer)).union([0, 1]).sorted() }
 
-    static func evalSHA(keys: [String], arguments: [RedisArgument]) -> [RedisArgument] {
-        ["EVALSHA", .string(ReserveCall.script.sha1), .int(keys.count)] + keys.map { .string($0) } + arguments
+    static func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> [RedisArgument] {
+        ["EVALSHA", .string(script.sha1), .int(keys.count)] + keys.map { .string($0) } + arguments
     }
 
     /// `commands` in one MULTI on the partition's server: nothing runs between them.
@@ -266,12 +327,16 @@ public struct ReserveEquivalence: Sendable {
         case .repair: fields = ["maint", "repair-token"]
         case .unreadableWindow: fields = ["opens", "0x10"]
         case .halfWritten: _ = try await direct.send("HDEL", .string(basket), "pending")
-        case .open, .missing, .missingAndLost: break
+        case .fractionalStock: fields = ["stock", "2.5"]
+        // (mismatched books, so the mark is written)
+        case .corruptMismatch: fields = ["mismatch", "x", "stock", .int(round.stock + 1)]
+        case .open, .missing, .missingAndLost, .corruptHolds, .corruptStream: break
         }
         if !fields.isEmpty { _ = try await direct.send(["HSET", .string(basket)] + fields) }
         for (consumer, units) in round.heldBefore {
             _ = try await direct.send(
-                "HSET", .string(Keyspace.consumerUnits(basketId: side.basketId, partition: partition)), .string(side.consumer(consumer)), .int(units))
+                "HSET", .string(Keyspace.consumerUnits(basketId: side.basketId, partition: partition)), .string(side.consumer(consumer)),
+                .string(units))
         }
         if let legacy = round.legacyRecord {
             let fingerprint = ReservationRequest(consumerId: side.consumer(0), quantity: 1).fingerprint
@@ -289,7 +354,8 @@ public struct ReserveEquivalence: Sendable {
     func describe(_ answer: Result<ReserveCall.Outcome, any Error>, index: Int, side: Side) -> (String, String) {
         switch answer {
         case .failure(let error):
-            if case RedisError.server(let message) = error { return ("failed: \(message)", "failed") }
+            // the error's code (Redis's first word): a script's own error reply adds where it stopped
+            if case RedisError.server(let message) = error { return ("failed: \(message.prefix { $0 != " " })", "failed") }
             return ("error: \(error)", "error")
         case .success(let outcome):
             switch outcome {
