@@ -27,7 +27,8 @@
 -- {"basket_not_found"}, {"unavailable"}, {"idempotency_key_reused"}, {"sale_paused"},
 -- {"sale_closed"}, {"admission_required"} (a basket with a waiting room, and no unexpired
 -- admission of its room: nothing counted or stored), or {"failed", message}: a Redis error of
--- that request's own (a key of the wrong type), which leaves the others decided.
+-- that request's own (a key of the wrong type), which leaves the others decided. (An error of
+-- the server's state met by the first request is the whole call's error reply.)
 -- A replay returns the first answer, as stored (and is not counted by the rate limit); a
 -- replayed refusal carries a second element "replay" (it says nothing of the basket now, so the
 -- gateway's sold-out memory does not learn from it). Every other attempt is counted first; the
@@ -259,6 +260,11 @@ local function decide(r)
   return reply
 end
 
+-- Errors of the server's state (a replica, out of memory, a cluster that is down, ...) refuse a
+-- script's first write, so when the first request meets one nothing of the call was written:
+-- the call fails as a whole with it, as a call of its own did (the client retries or sheds by it).
+local SERVER_STATE = {READONLY = true, OOM = true, MASTERDOWN = true, NOREPLICAS = true, CLUSTERDOWN = true, TRYAGAIN = true,
+  LOADING = true, MISCONF = true, BUSY = true}
 local replies = {}
 for r = 1, requests do
   -- A Redis error of one request (a key of its own of the wrong type) answers that request only:
@@ -268,7 +274,9 @@ for r = 1, requests do
   if ok then
     replies[r] = reply
   else
-    replies[r] = {'failed', type(reply) == 'table' and (reply.err or 'error') or tostring(reply)}
+    local message = type(reply) == 'table' and (reply.err or 'error') or tostring(reply)
+    if r == 1 and SERVER_STATE[string.match(message, '^(%u+)') or ''] then return redis.error_reply(message) end
+    replies[r] = {'failed', message}
   end
 end
 

@@ -3,20 +3,23 @@ import RedisClient
 import ReservationScripts
 import Synchronization
 
-/// Coalesces reservations: the reserve calls for one basket that an event loop collects before
-/// its next turn go to Redis as one script call (`ReserveBatchCall`), which decides them in
-/// arrival order exactly as calls of their own would be decided, and answers each. In a flash
-/// sale nearly every call of a batch is for the same hot basket, and the script's fixed costs
-/// (the call, reading and checking the basket, writing it and its holds) are then paid once
-/// per call instead of once per reservation.
+/// Coalesces reservations: the reserve calls for one basket that an event loop collects for
+/// its connection's next Redis batch go to Redis as one script call (`ReserveBatchCall`),
+/// which decides them in arrival order exactly as calls of their own would be decided, and
+/// answers each. In a flash sale nearly every call of a batch is for the same hot basket, and
+/// the script's fixed costs (the call, reading and checking the basket, writing it and its
+/// holds) are then paid once per call instead of once per reservation.
 ///
-/// A lone request is not delayed: the call leaves in the same turn of the loop, before the Redis
-/// connection's own flush (which `REDIS_BATCH_DELAY_US` still governs). Requests on other event
-/// loops are other calls: each loop owns its groups, and nothing is shared between loops.
+/// A lone request is not delayed: its group is handed to the connection right before the next
+/// batch is formed (`RedisClient.beforeNextBatch`), which is later in this turn of the loop, or
+/// after `REDIS_BATCH_DELAY_US` when that is set (requests of the following turns join it
+/// meanwhile). While a batch is in flight, each turn's groups queue as calls of their own.
+/// Requests on other event loops are other calls: each loop owns its groups, and nothing is
+/// shared between loops.
 final class ReserveCoalescer: Sendable {
     typealias Completion = @Sendable (Result<ReserveCall.Outcome, any Error>) -> Void
 
-    private let redis: RedisClient
+    fileprivate let redis: RedisClient
     private let metrics: GatewayMetrics
     private let loops: [LoopGroups]
 
@@ -42,8 +45,8 @@ final class ReserveCoalescer: Sendable {
             send([Pending(call: call, completion: completion)], on: eventLoop, counts: loop)
             return
         }
-        if let full = loop.add(Pending(call: call, completion: completion), coalescer: self) {
-            send(full, on: eventLoop, counts: loop)
+        for group in loop.add(Pending(call: call, completion: completion), coalescer: self) {
+            send(group, on: eventLoop, counts: loop)
         }
     }
 
@@ -111,24 +114,27 @@ final class ReserveCoalescer: Sendable {
             self.eventLoop = eventLoop
         }
 
-        /// Adds a request to its basket's group; a group that reached the most a call takes is
-        /// handed back to be sent now (the next request of its basket starts a new one).
-        func add(_ request: Pending, coalescer: ReserveCoalescer) -> [Pending]? {
+        /// Adds a request to its basket's group. A group that reached the most a call takes is
+        /// sent now, and with it every group opened before it (in arrival order: a hot basket
+        /// does not overtake the others); the next request of its basket starts a new group.
+        func add(_ request: Pending, coalescer: ReserveCoalescer) -> [[Pending]] {
             if !scheduled {
                 scheduled = true
-                eventLoop.execute { self.flush(coalescer) }
+                // right before the connection's next batch (a lone request leaves with whatever
+                // else this turn sends, never a batch later)
+                coalescer.redis.beforeNextBatch(on: eventLoop) { self.flush(coalescer) }
             }
             let basketId = request.call.basketId
             guard let index = groupOfBasket[basketId] else {
                 groupOfBasket[basketId] = groups.count
                 groups.append([request])
-                return nil
+                return []
             }
             groups[index].append(request)
-            guard groups[index].count >= ReserveBatchCall.maxRequests else { return nil }
-            let full = groups[index]
-            groups[index] = []
-            return full
+            guard groups[index].count >= ReserveBatchCall.maxRequests else { return [] }
+            let ready = groups[...index].filter { !$0.isEmpty }
+            for earlier in 0...index { groups[earlier] = [] }
+            return Array(ready)
         }
 
         private func flush(_ coalescer: ReserveCoalescer) {

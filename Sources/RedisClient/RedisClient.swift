@@ -210,6 +210,21 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Runs `work` on `eventLoop` (where the caller is) right before the next batch of that
+    /// loop's connection is formed (later in this turn, or after `REDIS_BATCH_DELAY_US`): the
+    /// calls `work` sends join that batch (the reserve coalescer gathers a basket's reservations
+    /// until then). On a cluster, whose calls are routed by key: later in this turn.
+    public func beforeNextBatch(on eventLoop: any EventLoop, _ work: @escaping @Sendable () -> Void) {
+        if let standalone, eventLoop.inEventLoop {
+            let connection = standalone.connection(for: eventLoop)
+            if connection.eventLoop === eventLoop {
+                connection.stage(work)
+                return
+            }
+        }
+        eventLoop.execute(work)
+    }
+
     private static func evalSHACommand(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> [RedisArgument] {
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)

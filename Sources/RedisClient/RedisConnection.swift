@@ -17,6 +17,14 @@ final class RedisConnection: @unchecked Sendable {
     private var batchTimer: Scheduled<Void>?
     /// NOSCRIPT recoveries, batches and commands (the client sums them).
     let counters = RedisConnectionCounters()
+    /// Work to run right before the next batch is formed (`stage`), and the flush task or the
+    /// task that runs it when no flush is due, pending on the loop.
+    private var staged: [@Sendable () -> Void] = []
+    private var flushPending = false
+    private var stagedRunPending = false
+    /// Set while staged work runs on its own (no flush was due): its calls are written at once,
+    /// the `REDIS_BATCH_DELAY_US` it waited for being over.
+    private var flushingStaged = false
 
     init(eventLoop: any EventLoop, configuration: RedisConfiguration) {
         self.eventLoop = eventLoop
@@ -63,6 +71,36 @@ final class RedisConnection: @unchecked Sendable {
         return eventLoop.flatSubmit(work)
     }
 
+    /// Runs `work` on this loop right before the next batch is formed: what `work` sends joins
+    /// that batch. With no batch due, one is: later in this turn of the loop, or after
+    /// `REDIS_BATCH_DELAY_US` (work staged meanwhile joins it). A batch in flight does not
+    /// hold staged work back: it runs as above and its calls wait in the queue like any other.
+    /// (The reserve coalescer adds its calls here.) On this connection's loop only.
+    func stage(_ work: @escaping @Sendable () -> Void) {
+        eventLoop.assertInEventLoop()
+        staged.append(work)
+        guard !flushPending, !stagedRunPending else { return }
+        stagedRunPending = true
+        let runStagedNow = { @Sendable in
+            self.stagedRunPending = false
+            self.flushingStaged = true
+            self.runStaged()
+            self.flushingStaged = false
+        }
+        if configuration.batchDelay > .zero {
+            eventLoop.scheduleTask(in: TimeAmount(configuration.batchDelay), runStagedNow)
+        } else {
+            eventLoop.execute(runStagedNow)
+        }
+    }
+
+    private func runStaged() {
+        guard !staged.isEmpty else { return }
+        let work = staged
+        staged.removeAll(keepingCapacity: true)
+        for item in work { item() }
+    }
+
     private func enqueue(_ arguments: [RedisArgument], script: String?, replication: RedisReplication) -> EventLoopFuture<RedisValue> {
         let promise = eventLoop.makePromise(of: RedisValue.self)
         enqueue(arguments, script: script, replication: replication, waiter: .promise(promise))
@@ -82,10 +120,17 @@ final class RedisConnection: @unchecked Sendable {
         case .connect:
             connect()
         case .scheduleFlush:
-            if configuration.batchDelay > .zero {
-                eventLoop.scheduleTask(in: TimeAmount(configuration.batchDelay)) { self.run(self.state.flush(now: .now())) }
+            flushPending = true
+            let flush = { @Sendable in
+                self.flushPending = false
+                // staged work joins the batch about to be formed
+                self.runStaged()
+                self.run(self.state.flush(now: .now()))
+            }
+            if configuration.batchDelay > .zero && !flushingStaged {
+                eventLoop.scheduleTask(in: TimeAmount(configuration.batchDelay), flush)
             } else {
-                eventLoop.execute { self.run(self.state.flush(now: .now())) }
+                eventLoop.execute(flush)
             }
         case .write(let bytes, let batch):
             guard let channel else { return }

@@ -173,4 +173,33 @@ struct CoalescingTests {
         }
         await gateway.stop()
     }
+
+    @Test("a reservation leaves in the same Redis batch as the other commands of its turn of the loop (no batch later), also a lone one")
+    func sameBatchAsItsTurn() async throws {
+        let gateway = try await GatewayHarness.start(expiryLoop: false)
+        let loop = gateway.redis.eventLoopGroup.next()
+        let basketId = TestEnvironment.uniqueId("turn")
+        _ = try await gateway.createBasket(basketId, stock: 10, maxPerConsumer: 1)
+        // the loop's connection is open and idle
+        _ = try await gateway.redis.send(["PING"], on: loop).get()
+        for round in 0..<3 {
+            let before = (gateway.redis.batchesWritten, gateway.redis.commandsSent)
+            // another command first (its batch is due later in this turn), then the reservation
+            let (ping, reservation) = try await loop.submit {
+                let ping = gateway.redis.send(["PING"], on: loop)
+                let reservation = gateway.service.reserve(
+                    ReservationService.ReserveRequest(
+                        basketId: basketId, asked: ReservationRequest(consumerId: "c\(round)", quantity: 1), idempotencyKey: nil), on: loop)
+                return (ping, reservation)
+            }.get()
+            #expect(try await ping.get().string == "PONG")
+            guard case .granted = try await reservation.get() else {
+                Issue.record("round \(round): not granted")
+                continue
+            }
+            #expect(gateway.redis.batchesWritten - before.0 == 1, "one batch for the PING and the reservation")
+            #expect(gateway.redis.commandsSent - before.1 == 2)
+        }
+        await gateway.stop()
+    }
 }
