@@ -94,22 +94,32 @@ if exists and not inRepair then
   whole = stock and pending and capacity and hold and maxUnits and seqNumber and confirmed and mismatched
 end
 
--- The partition's holds and stream take every grant's writes, and the call's last writes: of
--- the wrong type (corruption), a grant would be half written (Redis does not roll back), so
--- none is made. Checked once per call, before the first request that could be granted.
-local storesWritable
-local function stores()
-  if storesWritable == nil then
-    local holdsType, streamType = redis.call('TYPE', KEYS[3]).ok, redis.call('TYPE', KEYS[4]).ok
-    storesWritable = (holdsType == 'zset' or holdsType == 'none') and (streamType == 'stream' or streamType == 'none')
-  end
-  return storesWritable
-end
+-- The partition's holds and stream take every grant's writes, and the holds the call's last
+-- write: of the wrong type (corruption), a grant would be half written (Redis does not roll
+-- back). So a grant writes its hold and its event first, each checked: the call's first grant
+-- adds its hold at once (which proves the key a sorted set, so the one ZADD of the others at
+-- the end cannot fail), and a failed write is undone and answers `unavailable` (for every later
+-- grant of the call too). No command is spent on it when nothing is wrong.
+local holdsWritable, streamWritable = nil, true
 
 -- read at most once each, when a request needs them
 local lost, marked, roomEpoch
 -- what the call writes once, at the end
 local granted, mismatches, holds = 0, 0, {}
+
+-- whether a redis.pcall answered an error
+local function failed(result)
+  return type(result) == 'table' and result.err ~= nil
+end
+
+-- a refused request takes back the units it counted (a consumer who held nothing leaves no entry behind)
+local function giveBack(consumer, held, quantity)
+  if held == quantity then
+    redis.call('HDEL', KEYS[2], consumer)
+  else
+    redis.call('HINCRBY', KEYS[2], consumer, -quantity)
+  end
+end
 
 local function decide(r)
   local key = 8 + 3 * (r - 1)
@@ -174,7 +184,7 @@ local function decide(r)
     end
   end
 
-  local answer
+  local answer, held
   local booksStock
   -- A refusal is not stored when it may be wrong: a basket missing from a partition the
   -- reconciler has not checked since Redis lost its data (no marker) may only be lost.
@@ -191,7 +201,7 @@ local function decide(r)
       if not marked then storeRefusal = false end
     end
   else
-    if not whole or not stores() then return {'unavailable'} end
+    if not whole then return {'unavailable'} end
     -- The books: what is not held is stock. When the counters disagree (a corrupted or
     -- half-restored counter), sell only what both agree is there, and mark the basket so the
     -- reconciler's audit repairs it and counts it.
@@ -201,20 +211,13 @@ local function decide(r)
     booksStock = stock
     if books < booksStock then booksStock = books end
     -- counted up front (one call on the path that grants), taken back on a refusal
-    local held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
+    held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
     if held > maxUnits then
       answer = 'limit_exceeded'
     elseif booksStock < quantity then
       answer = 'sold_out'
     end
-    if answer then
-      -- (a consumer who held nothing leaves no entry behind)
-      if held == quantity then
-        redis.call('HDEL', KEYS[2], consumer)
-      else
-        redis.call('HINCRBY', KEYS[2], consumer, -quantity)
-      end
-    end
+    if answer then giveBack(consumer, held, quantity) end
     if disagree then mismatches = mismatches + 1 end
   end
 
@@ -231,17 +234,31 @@ local function decide(r)
     local expires = string.format('%d', expiresAt)
     local left = string.format('%d', newStock)
     local seq = string.format('%d', seqNumber + 1)
+    local heldNow = false
+    if holdsWritable == nil then
+      holdsWritable = not failed(redis.pcall('ZADD', KEYS[3], expires, reservationId))
+      heldNow = holdsWritable
+    end
+    -- the event's status is implied by its type ("reserved" -> pending)
+    if holdsWritable and streamWritable then
+      streamWritable = not failed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
+        'stock', left, 'capacity', basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires))
+    end
+    if not (holdsWritable and streamWritable) then
+      if heldNow then redis.call('ZREM', KEYS[3], reservationId) end
+      giveBack(consumer, held, quantity)
+      return {'unavailable'}
+    end
     redis.call('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status', 'pending',
       'exp', expires)
-    -- the event's status is implied by its type ("reserved" -> pending)
-    redis.call('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
-      'stock', left, 'capacity', basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires)
     -- the basket's new numbers, once the grant's own writes are made (written once, at the end
-    -- of the call; a failed write above leaves them as they were)
+    -- of the call)
     stock, pending, seqNumber = newStock, pending + quantity, seqNumber + 1
     granted = granted + 1
-    holds[#holds + 1] = expires
-    holds[#holds + 1] = reservationId
+    if not heldNow then
+      holds[#holds + 1] = expires
+      holds[#holds + 1] = reservationId
+    end
     reply = {'granted', reservationId, expiresAt, stock}
   end
 
@@ -280,8 +297,9 @@ for r = 1, requests do
   end
 end
 
--- the call's writes of the basket: its counters once, its holds in one ZADD (the basket read
--- as a hash and the holds' type was checked: neither can fail)
+-- the call's writes of the basket: its counters once, the holds of its grants but the first in
+-- one ZADD (the basket read as a hash, the holds a sorted set once the first was added: neither
+-- can fail)
 if granted > 0 and mismatches > 0 then
   redis.call('HSET', KEYS[1], 'stock', string.format('%d', stock), 'pending', string.format('%d', pending), 'seq',
     string.format('%d', seqNumber), 'mismatch', string.format('%d', mismatched + mismatches))
@@ -291,5 +309,5 @@ elseif granted > 0 then
 elseif mismatches > 0 then
   redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + mismatches))
 end
-if granted > 0 then redis.call('ZADD', KEYS[3], unpack(holds)) end
+if #holds > 0 then redis.call('ZADD', KEYS[3], unpack(holds)) end
 return replies

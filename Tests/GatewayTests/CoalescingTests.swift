@@ -13,6 +13,22 @@ import Testing
 /// exactly what the same requests one by one would have.
 @Suite("Coalesced reservations")
 struct CoalescingTests {
+    /// Distinct consumers asking one unit each of a basket of `stock`: in arrival order, the
+    /// first `stock` are granted (each leaving one unit fewer), the rest sold out.
+    static func expectArrivalOrder(_ outcomes: [ReserveCall.Outcome], stock: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+        for (index, outcome) in outcomes.enumerated() {
+            if index < stock {
+                guard case .granted(_, _, let remaining) = outcome else {
+                    Issue.record("request \(index): \(outcome)", sourceLocation: sourceLocation)
+                    continue
+                }
+                #expect(remaining == stock - 1 - index, "request \(index)", sourceLocation: sourceLocation)
+            } else {
+                #expect(outcome == .soldOut, "request \(index)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
     @Test("random mixes of requests: one coalesced call answers and stores exactly what the same requests one by one do, now and before coalescing")
     func equivalence() async throws {
         // A Redis of its own: the partition marker and the lost set a round sets are its alone.
@@ -85,17 +101,7 @@ struct CoalescingTests {
             }
         }
         // arrival order: the first five of the hot basket's requests get its five units
-        for (index, outcome) in hotOutcomes.enumerated() {
-            if index < 5 {
-                guard case .granted(_, _, let remaining) = outcome else {
-                    Issue.record("request \(index) of the hot basket: \(outcome)")
-                    continue
-                }
-                #expect(remaining == 4 - index)
-            } else {
-                #expect(outcome == .soldOut, "request \(index) of the hot basket")
-            }
-        }
+        Self.expectArrivalOrder(hotOutcomes, stock: 5)
 
         // 70 in one turn: a full call of 64 leaves at once, the other 6 at the end of the turn
         let big = TestEnvironment.uniqueId("big")
@@ -104,17 +110,7 @@ struct CoalescingTests {
         let afterMany = gateway.service.reserveCoalescing
         #expect(afterMany.calls - afterFirst.calls == 2)
         #expect(afterMany.requests - afterFirst.requests == 70)
-        for (index, outcome) in many.enumerated() {
-            if index < 66 {
-                guard case .granted(_, _, let remaining) = outcome else {
-                    Issue.record("request \(index) of 70: \(outcome)")
-                    continue
-                }
-                #expect(remaining == 65 - index)
-            } else {
-                #expect(outcome == .soldOut, "request \(index) of 70")
-            }
-        }
+        Self.expectArrivalOrder(many, stock: 66)
 
         // a lone request is a call of its own, answered without company
         let lone = try await Self.reserveInOneTurn(gateway, [(other, "lone")], on: loop)
@@ -160,17 +156,7 @@ struct CoalescingTests {
         let outcomes = try await Self.reserveInOneTurn(gateway, (0..<30).map { (basketId, "c\($0)") }, on: loop)
         let after = gateway.service.reserveCoalescing
         #expect(after.calls - before.calls == 1 && after.requests - before.requests == 30)
-        for (index, outcome) in outcomes.enumerated() {
-            if index < 10 {
-                guard case .granted(_, _, let remaining) = outcome else {
-                    Issue.record("request \(index): \(outcome)")
-                    continue
-                }
-                #expect(remaining == 9 - index)
-            } else {
-                #expect(outcome == .soldOut, "request \(index)")
-            }
-        }
+        Self.expectArrivalOrder(outcomes, stock: 10)
         await gateway.stop()
     }
 

@@ -96,7 +96,8 @@ struct SchemaTests {
     }
 
     static func appends(of script: RedisScript) throws -> [Append] {
-        let source = ReservationScripts.ownSource(of: script)
+        // (an XADD whose failure the script handles itself is written redis.pcall: read alike)
+        let source = ReservationScripts.ownSource(of: script).replacingOccurrences(of: "redis.pcall('XADD'", with: "redis.call('XADD'")
         var found: [Append] = []
         var rest = source[...]
         while let call = rest.range(of: "redis.call('XADD'") {
@@ -124,7 +125,7 @@ struct SchemaTests {
             found.append(Append(script: script.name, type: type, names: names))
             rest = source[call.upperBound...]
         }
-        // Any other way of appending (pcall, another quote, another spelling) is not read here: fail.
+        // Any other way of appending (another quote, another spelling) is not read here: fail.
         let mentions = source.lowercased().components(separatedBy: "xadd").count - 1
         #expect(mentions == found.count, "\(script.name): every XADD written as redis.call('XADD', ...), \(mentions) vs \(found.count) read")
         return found
