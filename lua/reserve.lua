@@ -28,7 +28,7 @@
 -- {"sale_closed"}, {"admission_required"} (a basket with a waiting room, and no unexpired
 -- admission of its room: nothing counted or stored), or {"failed", message}: a Redis error of
 -- that request's own (a key of the wrong type), which leaves the others decided. (An error of
--- the server's state met by the first request is the whole call's error reply.)
+-- the server's state is the whole call's error reply.)
 -- A replay returns the first answer, as stored (and is not counted by the rate limit); a
 -- replayed refusal carries a second element "replay" (it says nothing of the basket now, so the
 -- gateway's sold-out memory does not learn from it). Every other attempt is counted first; the
@@ -277,11 +277,15 @@ local function decide(r)
   return reply
 end
 
--- Errors of the server's state (a replica, out of memory, a cluster that is down, ...) refuse a
--- script's first write, so when the first request meets one nothing of the call was written:
--- the call fails as a whole with it, as a call of its own did (the client retries or sheds by it).
-local SERVER_STATE = {READONLY = true, OOM = true, MASTERDOWN = true, NOREPLICAS = true, CLUSTERDOWN = true, TRYAGAIN = true,
-  LOADING = true, MISCONF = true, BUSY = true}
+-- Errors of the server's state (a replica, out of memory, writes stopped on a disk error) refuse
+-- a script's first write (read-only and disk errors every write), so when a request meets one
+-- nothing of the call was written: the call fails as a whole with it, as calls of their own did
+-- (the client retries or sheds by it; an earlier request's refusal is then answered by a retry).
+local function serverState(message)
+  local code = string.match(message, '^(%u+)')
+  return code == 'READONLY' or code == 'OOM' or code == 'MISCONF' or code == 'NOREPLICAS' or code == 'MASTERDOWN'
+    or code == 'CLUSTERDOWN' or code == 'TRYAGAIN' or code == 'LOADING' or code == 'BUSY'
+end
 local replies = {}
 for r = 1, requests do
   -- A Redis error of one request (a key of its own of the wrong type) answers that request only:
@@ -292,7 +296,7 @@ for r = 1, requests do
     replies[r] = reply
   else
     local message = type(reply) == 'table' and (reply.err or 'error') or tostring(reply)
-    if r == 1 and SERVER_STATE[string.match(message, '^(%u+)') or ''] then return redis.error_reply(message) end
+    if serverState(message) then return redis.error_reply(message) end
     replies[r] = {'failed', message}
   end
 end

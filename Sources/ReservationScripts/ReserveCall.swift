@@ -40,19 +40,18 @@ public struct ReserveCall: ScriptCall {
     public let attemptsPerSecond: Int
     public let refusalSeconds: Int
     let partition: Int
+    /// A call of its own: the basket's keys and arguments, then this request's (built once: the
+    /// hot path sends them as they are).
+    public let keys: [String]
+    public let arguments: [RedisArgument]
+
     /// This request's own KEYS and ARGV: what a coalesced call (`ReserveBatchCall`) repeats.
-    let requestKeys: [String]
-    let requestArguments: [RedisArgument]
+    var requestKeys: ArraySlice<String> { keys[Self.keyNames.count...] }
+    var requestArguments: ArraySlice<RedisArgument> { arguments[Self.argumentNames.count...] }
+    var sharedKeys: ArraySlice<String> { keys[..<Self.keyNames.count] }
+    var sharedArguments: ArraySlice<RedisArgument> { arguments[..<Self.argumentNames.count] }
 
-    /// A call of its own: the basket's keys, then this request's.
-    public var keys: [String] { Self.sharedKeys(basketId, partition: partition) + requestKeys }
-    public var arguments: [RedisArgument] { sharedArguments + requestArguments }
-
-    var sharedArguments: [RedisArgument] {
-        [.string(basketId), .int(attemptsPerSecond), .int(Retention.idempotencySeconds), .int(refusalSeconds)]
-    }
-
-    static func sharedKeys(_ basketId: String, partition: Int) -> [String] {
+    static func basketKeys(_ basketId: String, partition: Int) -> [String] {
         [
             Keyspace.basket(basketId, partition: partition), Keyspace.consumerUnits(basketId: basketId, partition: partition),
             Keyspace.holds(partition), Keyspace.stream(partition), Keyspace.lostBaskets(partition), Keyspace.partitionMarker(partition),
@@ -91,11 +90,13 @@ public struct ReserveCall: ScriptCall {
             fingerprint = request.fingerprint
             idempotencyRecord = Keyspace.idempotency(basketId: basketId, consumerId: consumerId, key: idempotencyKey, partition: partition)
         }
-        requestKeys = [
-            Keyspace.reservation(reservationId, partition: partition), idempotencyRecord,
-            attemptsPerSecond > 0 ? Keyspace.rateLimit(consumerId: consumerId, partition: partition) : basketKey,
-        ]
-        requestArguments = [
+        keys =
+            Self.basketKeys(basketId, partition: partition) + [
+                Keyspace.reservation(reservationId, partition: partition), idempotencyRecord,
+                attemptsPerSecond > 0 ? Keyspace.rateLimit(consumerId: consumerId, partition: partition) : basketKey,
+            ]
+        arguments = [
+            .string(basketId), .int(attemptsPerSecond), .int(Retention.idempotencySeconds), .int(refusalSeconds),
             .string(consumerId), .int(quantity), .string(reservationId), .string(fingerprint),
             .string(admission.map { String($0.expiresAtMilliseconds) } ?? ""), .string(admission?.epoch ?? ""),
         ]
@@ -181,8 +182,8 @@ public struct ReserveBatchCall: ScriptCall {
     public init(_ requests: [ReserveCall]) {
         guard let first = requests.first else { preconditionFailure("a reserve call of no request") }
         precondition(requests.count <= Self.maxRequests, "at most \(Self.maxRequests) requests in one call")
-        var keys = ReserveCall.sharedKeys(first.basketId, partition: first.partition)
-        var arguments = first.sharedArguments
+        var keys = Array(first.sharedKeys)
+        var arguments = Array(first.sharedArguments)
         keys.reserveCapacity(keys.count + requests.count * ReserveCall.repeatedKeyNames.count)
         arguments.reserveCapacity(arguments.count + requests.count * ReserveCall.repeatedArgumentNames.count)
         for request in requests {
