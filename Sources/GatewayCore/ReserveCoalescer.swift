@@ -63,22 +63,16 @@ final class ReserveCoalescer: Sendable {
         counts?.requests.wrappingAdd(requests.count, ordering: .relaxed)
         let started = NIODeadline.now()
         let metrics = metrics
+        // a call of one is sent as it was built (no copy of its keys and arguments)
+        let keys: [String]
+        let arguments: [RedisArgument]
         if requests.count == 1 {
-            let request = requests[0]
-            redis.evalSHA(
-                ReserveCall.script, keys: request.call.keys, arguments: request.call.arguments, on: eventLoop,
-                replication: ReserveCall.replication
-            ) { result in
-                request.completion(
-                    result.flatMap { reply in
-                        metrics.redisCall(NIODeadline.now() - started)
-                        return Result { try ReserveCall.decode(reply) }
-                    })
-            }
-            return
+            (keys, arguments) = (requests[0].call.keys, requests[0].call.arguments)
+        } else {
+            let call = ReserveBatchCall(requests.map(\.call))
+            (keys, arguments) = (call.keys, call.arguments)
         }
-        let call = ReserveBatchCall(requests.map(\.call))
-        redis.evalSHA(ReserveBatchCall.script, keys: call.keys, arguments: call.arguments, on: eventLoop, replication: ReserveBatchCall.replication) {
+        redis.evalSHA(ReserveBatchCall.script, keys: keys, arguments: arguments, on: eventLoop, replication: ReserveBatchCall.replication) {
             result in
             let outcomes: Result<ReserveBatchCall.Outcome, any Error> = result.flatMap { reply in
                 metrics.redisCall(NIODeadline.now() - started)
