@@ -19,10 +19,14 @@ turn:
 For every run: requests/s, p99, CPU per request of the gateway and of Redis from
 /proc/<pid>/stat (Redis's per granted reservation where everything is granted), Redis calls
 per batch the gateway wrote (its gateway_redis_* counters) and reservations per reserve script
-call (gateway_reserve_* counters; a build without them sends one call per reservation).
+call (gateway_reserve_* counters; a build without them sends one call per reservation), and
+the time Redis counted inside EVALSHA per request (INFO commandstats: the scripts' own run time,
+apart from reading, parsing and answering commands and writing the AOF).
+COMPARE_SHAPES (comma-separated shape names) runs only those shapes.
 Medians over rounds. A machine that drifts between two separate runs hits both builds alike
-here. Each round starts from an empty Redis with a fresh AOF, and automatic AOF rewrites are off
-for the run (a rewrite is a fork of Redis: noise that would land on whichever run it falls in).
+here; which build goes first alternates by round. Each run starts from an empty Redis with a
+fresh AOF (the same data size for both builds), and automatic AOF rewrites are off for the run
+(a rewrite is a fork of Redis: noise that would land on whichever run it falls in).
 Writes bench-results/compare.json.
 """
 import json
@@ -53,10 +57,21 @@ def counters(port):
             value("gateway_reserve_call_requests_total"))
 
 
+def script_time():
+    """(calls, µs) Redis counted inside EVALSHA since the last CONFIG RESETSTAT: the scripts' own
+    run time, without reading, parsing and answering the commands or writing the AOF."""
+    text = bench.redis("INFO", "commandstats")
+    match = re.search(r"^cmdstat_evalsha:calls=(\d+),usec=(\d+)", text, re.M)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
 def with_counters(port, run):
     before = counters(port)
+    bench.redis("CONFIG", "RESETSTAT")
     result = run()
     after = counters(port)
+    _, script_us = script_time()
+    result["redis_script_us_per_request"] = script_us / max(result["requests"], 1)
     result["redis_batch_depth"] = (after[1] - before[1]) / max(after[0] - before[0], 1)
     if after[2] is None:
         result["reservations_per_call"] = 1.0
@@ -96,6 +111,10 @@ def main():
     # (name, baskets, appendfsync)
     shapes = (("flash sale", "compare-huge", "everysec"), ("many baskets", ",".join(MANY), "everysec"),
               ("sold out", "compare-soldout", "everysec"), ("flash sale, always", "compare-huge", "always"))
+    # COMPARE_SHAPES="flash sale,many baskets" runs only those (for a quicker look)
+    if os.environ.get("COMPARE_SHAPES"):
+        wanted = os.environ["COMPARE_SHAPES"].split(",")
+        shapes = tuple(shape for shape in shapes if shape[0] in wanted)
     runs = {"baseline": []}
     for shape, _, _ in shapes:
         runs.update({f"old {shape}": [], f"new {shape}": []})
@@ -117,8 +136,13 @@ def main():
             runs["baseline"].append(bench.measured({"process": baseline.pid},
                                                    lambda: bench.wrk(bench.BASELINE_PORT, seconds=seconds)))
             for shape, baskets, persistence in shapes:
-                bench.set_persistence(persistence)
-                for name in ("old", "new"):
+                # Which build goes first alternates by round, and each run starts from an empty
+                # Redis: the one measured second would otherwise meet a Redis holding the first
+                # one's reservations (a bigger keyspace and holds set, memory touched for the
+                # first time: Redis CPU that is not the build's).
+                for name in (("old", "new") if round_number % 2 == 0 else ("new", "old")):
+                    fresh_redis()
+                    bench.set_persistence(persistence)
                     pids = {"process": gateways[name].pid, "redis": redis_pid}
                     prefix = f"{name}{shape[:2]}{len(persistence)}{round_number}"
                     runs[f"{name} {shape}"].append(bench.measured(pids, lambda: with_counters(ports[name], lambda: bench.wrk(
@@ -147,6 +171,7 @@ def main():
             row["redis_cpu_us"] = median(name, lambda r: r["cpu_us_per_request"]["redis"])
             row["redis_cpu_us_per_grant"] = median(
                 name, lambda r: r["cpu_us_per_request"]["redis"] * r["requests"] / max(r["requests"] - r["non_2xx"], 1))
+            row["redis_script_us"] = median(name, lambda r: r.get("redis_script_us_per_request", 0))
             row["redis_batch_depth"] = median(name, lambda r: r["redis_batch_depth"])
             row["reservations_per_call"] = median(name, lambda r: r["reservations_per_call"])
             row["non_2xx"] = max(r["non_2xx"] for r in runs[name])
@@ -157,7 +182,7 @@ def main():
 
     print(f"\n{rounds} alternating rounds of {seconds} s, wrk -t2 -c64, medians; CPU per request from /proc\n")
     print(f"{'':<25} {'req/s':>8} {'÷ base':>7} {'p99 ms':>7} {'gateway CPU':>12} {'÷ base':>7} {'Redis CPU':>10} "
-          f"{'calls/batch':>12} {'res/call':>9}")
+          f"{'in script':>10} {'calls/batch':>12} {'res/call':>9}")
     for name, row in table.items():
         if name == "baseline":
             print(f"{name:<25} {row['rps']:>8,.0f} {1:>7.2f} {row['p99_ms']:>7.2f} {row['gateway_cpu_us']:>9.1f} µs {1:>7.2f}")
@@ -165,11 +190,11 @@ def main():
         redis_cpu = row["redis_cpu_us"] if "sold out" in name else row["redis_cpu_us_per_grant"]
         print(f"{name:<25} {row['rps']:>8,.0f} {row['rps'] / base_rps:>7.2f} {row['p99_ms']:>7.2f} "
               f"{row['gateway_cpu_us']:>9.1f} µs {row['gateway_cpu_us'] / base_cpu:>7.2f} {redis_cpu:>7.1f} µs "
-              f"{row['redis_batch_depth']:>12.1f} {row['reservations_per_call']:>9.1f}")
-    for name in ("old", "new"):
+              f"{row['redis_script_us']:>7.1f} µs {row['redis_batch_depth']:>12.1f} {row['reservations_per_call']:>9.1f}")
+    for name in ("old", "new") if any(shape[0] == "flash sale, always" for shape in shapes) else ():
         always = table[f"{name} flash sale, always"]["rps"] / table[f"{name} flash sale"]["rps"]
         print(f"{name}: flash sale, always ÷ everysec {always:.2f}")
-    for shape in ("flash sale", "many baskets", "sold out"):
+    for shape in (shape for shape, _, _ in shapes if shape != "flash sale, always"):
         old, new = table[f"old {shape}"], table[f"new {shape}"]
         print(f"{shape}: new ÷ old requests/s {new['rps'] / old['rps']:.2f}, gateway CPU {new['gateway_cpu_us'] / old['gateway_cpu_us']:.2f}, "
               f"Redis CPU {new['redis_cpu_us'] / max(old['redis_cpu_us'], 1e-9):.2f}")
