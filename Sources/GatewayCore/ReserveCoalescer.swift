@@ -110,7 +110,8 @@ final class ReserveCoalescer: Sendable {
 
         /// Adds a request to its basket's group. A group that reached the most a call takes is
         /// sent now, and with it every group opened before it (in arrival order: a hot basket
-        /// does not overtake the others); the next request of its basket starts a new group.
+        /// does not overtake the others); the next request of each of their baskets starts a new
+        /// group, after the groups still open.
         func add(_ request: Pending, coalescer: ReserveCoalescer) -> [[Pending]] {
             if !scheduled {
                 scheduled = true
@@ -128,6 +129,9 @@ final class ReserveCoalescer: Sendable {
             guard groups[index].count >= ReserveBatchCall.maxRequests else { return [] }
             let ready = groups[...index].filter { !$0.isEmpty }
             for earlier in 0...index { groups[earlier] = [] }
+            // the next request of each basket sent now opens a group at the end, behind the
+            // groups opened meanwhile (kept, it would fill its old place and leave before them)
+            for group in ready { groupOfBasket[group[0].call.basketId] = nil }
             return Array(ready)
         }
 

@@ -125,6 +125,44 @@ struct CoalescingTests {
         await gateway.stop()
     }
 
+    @Test("a basket whose call of 64 left goes behind the groups opened meanwhile: its next 64 do not overtake another basket's earlier request")
+    func aFullGroupDoesNotKeepItsPlace() async throws {
+        let gateway = try await GatewayHarness.start(expiryLoop: false)
+        let loop = gateway.redis.eventLoopGroup.next()
+        // both baskets in one partition, so the order of their calls is the order of their
+        // events in one stream
+        let hot = TestEnvironment.uniqueId("hot")
+        var other = TestEnvironment.uniqueId("other")
+        while Keyspace.partition(ofBasket: other) != Keyspace.partition(ofBasket: hot) { other = TestEnvironment.uniqueId("other") }
+        _ = try await gateway.createBasket(hot, stock: 200, maxPerConsumer: 1)
+        _ = try await gateway.createBasket(other, stock: 10, maxPerConsumer: 1)
+
+        // in one turn: one for the hot basket, one for the other, then 128 for the hot one. The
+        // hot basket's first 64 leave when full, alone; its next 64 fill a group opened after
+        // the other basket's, so they leave behind it; the last one at the end of the turn.
+        var requests: [(String, String)] = [(hot, "h0"), (other, "o0")]
+        requests += (1...128).map { (hot, "h\($0)") }
+        let outcomes = try await Self.reserveInOneTurn(gateway, requests, on: loop)
+        for (request, outcome) in zip(requests, outcomes) {
+            guard case .granted = outcome else {
+                Issue.record("\(request.1): \(outcome)")
+                continue
+            }
+        }
+        let stream = Keyspace.stream(Keyspace.partition(ofBasket: hot))
+        var order: [String] = []
+        for entry in try await gateway.redis.send("XRANGE", .string(stream), "-", "+").array ?? [] {
+            let fields = entry.array?.last?.array?.compactMap(\.string) ?? []
+            var event: [String: String] = [:]
+            for pair in stride(from: 0, to: fields.count - 1, by: 2) { event[fields[pair]] = fields[pair + 1] }
+            guard event["type"] == "reserved", let basket = event["basket"], basket == hot || basket == other else { continue }
+            order.append(basket == hot ? "h" : "o")
+        }
+        let expected = Array(repeating: "h", count: 64) + ["o"] + Array(repeating: "h", count: 65)
+        #expect(order == expected, "the other basket's grant is event \(order.firstIndex(of: "o").map(String.init) ?? "none") of \(order.count)")
+        await gateway.stop()
+    }
+
     @Test("on a Redis Cluster: the same equivalence on partitions of two primaries, and the gateway's coalesced calls route to the basket's slot")
     func cluster() async throws {
         let cluster = try RedisClusterProcess()
