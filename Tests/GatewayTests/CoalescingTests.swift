@@ -149,16 +149,8 @@ struct CoalescingTests {
                 continue
             }
         }
-        let stream = Keyspace.stream(Keyspace.partition(ofBasket: hot))
-        var order: [String] = []
-        // only what was written since this gateway started, with a minute of slack for clocks
-        let since = gateway.startedMilliseconds - 60_000
-        for entry in try await gateway.redis.send("XRANGE", .string(stream), .string("\(since)-0"), "+").array ?? [] {
-            let fields = entry.array?.last?.array?.compactMap(\.string) ?? []
-            var event: [String: String] = [:]
-            for pair in stride(from: 0, to: fields.count - 1, by: 2) { event[fields[pair]] = fields[pair + 1] }
-            guard event["type"] == "reserved", let basket = event["basket"], basket == hot || basket == other else { continue }
-            order.append(basket == hot ? "h" : "o")
+        let order = try await ConcurrencyTests.events(gateway, ofBaskets: [hot, other]).filter { $0["type"] == "reserved" }.map {
+            $0["basket"] == hot ? "h" : "o"
         }
         let expected = Array(repeating: "h", count: 64) + ["o"] + Array(repeating: "h", count: 65)
         #expect(order == expected, "the other basket's grant is event \(order.firstIndex(of: "o").map(String.init) ?? "none") of \(order.count)")

@@ -469,7 +469,12 @@ struct ConcurrencyTests {
 
     /// This basket's events, in stream order, as field dictionaries.
     static func events(_ gateway: GatewayHarness, _ basketId: String, partitionOf reservationId: String? = nil) async throws -> [[String: String]] {
-        let partition = Keyspace.partition(ofBasket: basketId)
+        try await events(gateway, ofBaskets: [basketId])
+    }
+
+    /// The events of these baskets (of one partition), in stream order, as field dictionaries.
+    static func events(_ gateway: GatewayHarness, ofBaskets baskets: Set<String>) async throws -> [[String: String]] {
+        guard let partition = baskets.first.map(Keyspace.partition(ofBasket:)) else { return [] }
         // Only what was written since this gateway started (the shared test stream is never trimmed during a run);
         // a minute of slack for clocks, none for how long the run takes.
         let since = gateway.startedMilliseconds - 60_000
@@ -483,7 +488,7 @@ struct ConcurrencyTests {
                 event[fields[index].string ?? ""] = fields[index + 1].string
                 index += 2
             }
-            if event["basket"] == basketId { events.append(event) }
+            if let basket = event["basket"], baskets.contains(basket) { events.append(event) }
         }
         return events
     }
