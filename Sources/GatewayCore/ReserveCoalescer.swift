@@ -63,16 +63,18 @@ final class ReserveCoalescer: Sendable {
         counts?.requests.wrappingAdd(requests.count, ordering: .relaxed)
         let started = NIODeadline.now()
         let metrics = metrics
-        // a call of one is sent as it was built (no copy of its keys and arguments)
+        // a call of one is sent as it was built (no copy of its keys and arguments), to the
+        // straight script of one (reserve_one.lua: the same decisions, without the batch's costs)
+        let script: RedisScript
         let keys: [String]
         let arguments: [RedisArgument]
         if requests.count == 1 {
-            (keys, arguments) = (requests[0].call.keys, requests[0].call.arguments)
+            (script, keys, arguments) = (ReserveCall.script, requests[0].call.keys, requests[0].call.arguments)
         } else {
             let call = ReserveBatchCall(requests.map(\.call))
-            (keys, arguments) = (call.keys, call.arguments)
+            (script, keys, arguments) = (ReserveBatchCall.script, call.keys, call.arguments)
         }
-        redis.evalSHA(ReserveBatchCall.script, keys: keys, arguments: arguments, on: eventLoop, replication: ReserveBatchCall.replication) {
+        redis.evalSHA(script, keys: keys, arguments: arguments, on: eventLoop, replication: ReserveBatchCall.replication) {
             result in
             let outcomes: Result<ReserveBatchCall.Outcome, any Error> = result.flatMap { reply in
                 metrics.redisCall(NIODeadline.now() - started)

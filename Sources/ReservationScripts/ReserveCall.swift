@@ -1,7 +1,8 @@
 public import RedisClient
 public import ReservationCore
 
-/// `lua/reserve.lua`: take units of a basket for a consumer.
+/// `lua/reserve_one.lua`: take units of a basket for a consumer (one request; several of one
+/// basket go together as a `ReserveBatchCall`, with the same keys and arguments in its places).
 public struct ReserveCall: ScriptCall {
     public enum Outcome: Sendable, Equatable {
         case granted(reservationId: String, expiresAtMilliseconds: Int64, remaining: Int)
@@ -25,7 +26,7 @@ public struct ReserveCall: ScriptCall {
         case admissionRequired
     }
 
-    public static let script = ReservationScripts.reserve
+    public static let script = ReservationScripts.reserveOne
     /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not
     /// (a coalesced call waits when any of its requests was granted).
     public static let replication = RedisReplication.when(anyGranted)
@@ -166,7 +167,7 @@ public struct ReserveBatchCall: ScriptCall {
     /// long one basket's batch can hold up everything else on that Redis (some 20-30 µs each).
     public static let maxRequests = 64
 
-    public static let script = ReserveCall.script
+    public static let script = ReservationScripts.reserve
     public static let replication = ReserveCall.replication
     public static let keyNames = ReserveCall.keyNames
     public static let repeatedKeyNames = ReserveCall.repeatedKeyNames

@@ -11,6 +11,8 @@ public enum ReservationScripts {
     public static let prelude = embedded("prelude")
 
     public static let reserve = script("reserve")
+    /// `reserve.lua` for a call of one, written straight (what most calls are when nothing coalesces).
+    public static let reserveOne = script("reserve_one")
     public static let release = script("release")
     public static let payment = script("payment")
     public static let basketCreate = script("basket_create")
@@ -26,7 +28,7 @@ public enum ReservationScripts {
     public static let queue = script("queue")
 
     public static let all: [RedisScript] = [
-        reserve, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
+        reserve, reserveOne, release, payment, basketCreate, basketAdjust, repairReservations, repairBasket, repairLease, dueHolds, repairUnits,
         refuseSoldOut, basketRead, basketUpdate, queue,
     ]
 

@@ -156,8 +156,10 @@ struct SchemaTests {
             #expect(script.source.hasSuffix(own), "\(script.name)")
         }
         #expect(ReservationScripts.refuseSoldOut.source == ReservationScripts.ownSource(of: ReservationScripts.refuseSoldOut))
-        let reservePrelude = ReservationScripts.reserve.source.dropLast(ReservationScripts.ownSource(of: ReservationScripts.reserve).count)
-        #expect(reservePrelude.contains("local function nowMs()") && !reservePrelude.contains("RESERVATION"), "the hot path: the clock only")
+        for hot in [ReservationScripts.reserve, ReservationScripts.reserveOne] {
+            let hotPrelude = hot.source.dropLast(ReservationScripts.ownSource(of: hot).count)
+            #expect(hotPrelude.contains("local function nowMs()") && !hotPrelude.contains("RESERVATION"), "\(hot.name), the hot path: the clock only")
+        }
         let releasePrelude = ReservationScripts.release.source
         for used in [
             "local RESERVATION", "local function nowMs", "local function readRecord", "local function recordReply", "local function withRecord",
@@ -198,14 +200,17 @@ struct SchemaTests {
         }
     }
 
-    @Test("reserve.lua writes every field a reservation is made with (it writes them in place, for speed)")
+    @Test("reserve.lua and reserve_one.lua write every field a reservation is made with (they write them in place, for speed)")
     func reserveWritesTheRecord() throws {
-        let source = ReservationScripts.ownSource(of: ReservationScripts.reserve)
-        let call = try #require(source.range(of: "redis.call('HSET', reservationKey"))
-        let open = source.index(call.lowerBound, offsetBy: "redis.call".count)
-        let parts = Self.arguments(try #require(Self.balanced(source[open...]))).dropFirst(2)
-        let names = stride(from: parts.startIndex, to: parts.endIndex, by: 2).compactMap { Self.literal(parts[$0]) }
-        #expect(Set(names) == Set(ReservationField.allCases.filter(\.setWhenReserved).map(\.rawValue)))
+        for script in [ReservationScripts.reserve, ReservationScripts.reserveOne] {
+            let source = ReservationScripts.ownSource(of: script)
+            let call = try #require(source.range(of: "redis.call('HSET', reservationKey"), "\(script.name)")
+            #expect(source.components(separatedBy: "'HSET', reservationKey").count == 2, "\(script.name) writes a reservation in one place")
+            let open = source.index(call.lowerBound, offsetBy: "redis.call".count)
+            let parts = Self.arguments(try #require(Self.balanced(source[open...]))).dropFirst(2)
+            let names = stride(from: parts.startIndex, to: parts.endIndex, by: 2).compactMap { Self.literal(parts[$0]) }
+            #expect(Set(names) == Set(ReservationField.allCases.filter(\.setWhenReserved).map(\.rawValue)), "\(script.name)")
+        }
     }
 
     @Test("the clock is read in one place, and no script but the hot one names a reservation's fields itself")
@@ -213,7 +218,7 @@ struct SchemaTests {
         for script in ReservationScripts.all {
             let source = ReservationScripts.ownSource(of: script)
             #expect(!source.contains("'TIME'"), "\(script.name) reads the clock itself (the prelude's nowMs() does)")
-            guard script.name != "reserve" else { continue }
+            guard script.name != "reserve" && script.name != "reserve_one" else { continue }
             // (`basket`, `status` and `pay` are what scripts change by name; an Idempotency-Key's
             // record, read by refuse_sold_out, has an `exp` of its own.)
             let own: [ReservationField] = script.name == "refuse_sold_out" ? [.basket, .status, .pay, .exp] : [.basket, .status, .pay]
