@@ -198,6 +198,18 @@ def main():
         old, new = table[f"old {shape}"], table[f"new {shape}"]
         print(f"{shape}: new ÷ old requests/s {new['rps'] / old['rps']:.2f}, gateway CPU {new['gateway_cpu_us'] / old['gateway_cpu_us']:.2f}, "
               f"Redis CPU {new['redis_cpu_us'] / max(old['redis_cpu_us'], 1e-9):.2f}")
+        # The same ratios taken within each round (the two runs minutes apart at most) and then
+        # their median: on a host whose speed swings between minutes, steadier than the ratio of
+        # medians above.
+        pairs = list(zip(runs[f"old {shape}"], runs[f"new {shape}"]))
+
+        def paired(key):
+            return statistics.median(key(n) / max(key(o), 1e-9) for o, n in pairs)
+
+        print(f"{shape}: per-round ratios, medians: requests/s {paired(lambda r: r['rps']):.2f}, "
+              f"gateway CPU {paired(lambda r: r['cpu_us_per_request']['process']):.2f}, "
+              f"Redis CPU {paired(lambda r: r['cpu_us_per_request']['redis']):.2f}, "
+              f"in script {paired(lambda r: r.get('redis_script_us_per_request', 0)):.2f}")
     print("\nwritten to bench-results/compare.json")
 
 

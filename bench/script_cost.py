@@ -3,7 +3,8 @@
 
 usage: REDIS_PORT=6390 bench/script_cost.py [--calls N] [--rounds R] [--batch B] [--aof everysec] script.lua [...]
        REDIS_PORT=6390 bench/script_cost.py --breakdown [--batch B]   (lua/reserve.lua, one piece out at a time)
-       REDIS_PORT=6390 bench/script_cost.py --batches 1,4,16,64 [--aof everysec]   (lua/reserve.lua per batch size)
+       REDIS_PORT=6390 bench/script_cost.py --batches 1,4,16,64 [--aof everysec]   (per batch size: lua/reserve.lua,
+           and lua/reserve_one.lua for calls of one, as the gateway sends them)
 
 --batch B: every call decides B reservations (as the gateway's coalesced calls do); the figures
 are then per reservation (the call's cost divided by B).
@@ -200,7 +201,9 @@ def main():
             BATCH[0] = batch
             # fewer calls for larger batches: about the same number of reservations each time
             calls = max(options.calls // batch, 2_000)
-            result = measure([os.path.join(root, "lua", "reserve.lua")], calls, options.rounds, log, options.aof)
+            # a call of one is what the gateway sends to reserve_one.lua (the straight script)
+            script = "reserve_one.lua" if batch == 1 else "reserve.lua"
+            result = measure([os.path.join(root, "lua", script)], calls, options.rounds, log, options.aof)
             modes = next(iter(result.values()))
             print(f"{batch:<24} {modes['rate_limit_on']['cpu_us_per_call']:>11.1f} µs {modes['rate_limit_off']['cpu_us_per_call']:>7.1f} µs "
                   f"{modes['rate_limit_on']['calls_per_second']:>20,.0f}")

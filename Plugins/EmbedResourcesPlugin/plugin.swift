@@ -5,6 +5,9 @@ import PackagePlugin
 /// `migrations/*.sql` (into ReconcilerCore, as `EmbeddedMigrations`) and `docs/*.yaml` (into
 /// GatewayCore, as `EmbeddedDocs`: the OpenAPI document the gateway serves) with `web/*.html`
 /// (the waiting room's page).
+/// The files are listed when SwiftPM plans the build: after adding one to a folder, an
+/// incremental build embeds it once the package is planned again (`touch Package.swift`); a
+/// fresh clone always has them all.
 @main
 struct EmbedResourcesPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
