@@ -13,7 +13,8 @@ import NIOCore
 /// Replicated acknowledgements (`wait` set, `REDIS_WAIT_REPLICAS` ≥ 1): a batch that holds a
 /// command that may change state (`RedisReplication`) is followed by `WAIT n timeout` in the same
 /// write. The replies of its state changes are held (`held`) until that `WAIT` answers, then
-/// released together: as they are if it counted n replicas, as `notReplicated` otherwise; a
+/// released together: as they are if it counted n replicas, as `notReplicated` otherwise (a
+/// `split` reply: as its answers, those that changed state marked); a
 /// connection that closes first fails them like anything else in flight. Once every reply of a
 /// batch but its `WAIT` is in, the next batch may be written behind it (Redis runs it after the
 /// `WAIT` returns, without waiting for one more round trip), so at most one `WAIT` is ahead of
@@ -101,7 +102,7 @@ struct RedisConnectionStateMachine<Waiter> {
     /// `WAIT`s in flight (0 or 1, at most 2 for a moment: see the type's comment).
     private var waitsInFlight = 0
     /// Replies of state changes waiting for their batch's `WAIT`, oldest first.
-    private var held: [(Waiter, RedisValue)] = []
+    private var held: [(Waiter, RedisValue, RedisReplication)] = []
     private var flushScheduled = false
     /// When the oldest batch with replies still to come was written (nil when nothing is in
     /// flight), and when the one written behind its `WAIT` was.
@@ -251,7 +252,7 @@ struct RedisConnectionStateMachine<Waiter> {
             let replicated = ReplicationWaitReply.replicated(reply, replicas: wait?.replicas ?? 1)
             action.replicated = replicated
             if !held.isEmpty {
-                action.released = held.map { ($0.0, replicated ? .success($0.1) : .failure(.notReplicated)) }
+                action.released = held.map { ($0.0, replicated ? .success($0.1) : $0.2.unreplicated($0.1)) }
                 held.removeAll(keepingCapacity: true)
             }
             // The batch written behind this WAIT, if any, is now the oldest one on the wire.
@@ -272,7 +273,7 @@ struct RedisConnectionStateMachine<Waiter> {
             } else if waitCommand != nil, replication.holds(reply) {
                 // A state change: answered only once this batch's WAIT (it is on the wire,
                 // since this command made its batch one that may write) has answered.
-                held.append((waiter, reply))
+                held.append((waiter, reply, replication))
                 action.held = true
             } else {
                 action.completion = (waiter, .success(reply))

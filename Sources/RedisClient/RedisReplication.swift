@@ -14,6 +14,12 @@ public enum RedisReplication: Sendable {
     case always
     /// May change state; its reply says whether it did: held only when `changed` says so.
     case when(_ changed: @Sendable (RedisValue) -> Bool)
+    /// A reply of several answers (a coalesced script call), some of which may have changed
+    /// state: held when `changed` says so, like `when`; but when too few replicas acknowledge, it
+    /// is handed over as `unreplicated(reply)` instead of `RedisError.notReplicated`: the reply
+    /// with the answers that changed state marked (each caller fails only those), so an answer
+    /// that changed nothing is not failed for a change it shared a call with.
+    case split(_ changed: @Sendable (RedisValue) -> Bool, unreplicated: @Sendable (RedisValue) -> RedisValue)
 
     var mayWrite: Bool {
         if case .none = self { return false }
@@ -25,8 +31,14 @@ public enum RedisReplication: Sendable {
         switch self {
         case .none: return false
         case .always: return true
-        case .when(let changed): return changed(reply)
+        case .when(let changed), .split(let changed, _): return changed(reply)
         }
+    }
+
+    /// What a held reply is handed over as when its batch's `WAIT` counted too few replicas.
+    func unreplicated(_ reply: RedisValue) -> Result<RedisValue, RedisError> {
+        if case .split(_, let unreplicated) = self { return .success(unreplicated(reply)) }
+        return .failure(.notReplicated)
     }
 }
 

@@ -28,8 +28,20 @@ public struct ReserveCall: ScriptCall {
 
     public static let script = ReservationScripts.reserveOne
     /// A grant, fresh or replayed under its Idempotency-Key, waits for the replicas; refusals do not
-    /// (a coalesced call waits when any of its requests was granted).
-    public static let replication = RedisReplication.when(anyGranted)
+    /// (a coalesced call waits when any of its requests was granted). When too few replicas
+    /// acknowledge in time, only the grants fail (`notReplicated`): the refusals of the call are
+    /// answered as they would have been in calls of their own.
+    public static let replication = RedisReplication.split(anyGranted, unreplicated: markingGrantsUnreplicated)
+
+    /// What a grant's answer becomes in a reply its replicas did not acknowledge in time: an error
+    /// element that no script answers (`decodeAnswer` reads it as `RedisError.notReplicated`).
+    static let unreplicatedGrant = RedisValue.error("NOTREPLICATED the grant is not yet acknowledged by enough replicas")
+
+    /// A (coalesced) reply with each grant replaced by `unreplicatedGrant`, the other answers kept.
+    @Sendable public static func markingGrantsUnreplicated(_ reply: RedisValue) -> RedisValue {
+        guard case .array(let answers) = reply else { return reply }
+        return .array(answers.map { RedisValue.isAnswer($0, oneOf: "granted") ? unreplicatedGrant : $0 })
+    }
     public static let keyNames = ["basket", "consumerUnits", "holds", "stream", "lostBaskets", "partitionMarker", "room"]
     public static let repeatedKeyNames = ["reservation", "idempotency", "rateLimit"]
     public static let argumentNames = ["basketId", "attemptsPerSecond", "idempotencySeconds", "refusalSeconds"]
@@ -118,6 +130,7 @@ public struct ReserveCall: ScriptCall {
     /// One request's answer. `{"failed", message}` (a Redis error of that request's own keys) is
     /// the server's error, as it would be for a call of its own.
     public static func decodeAnswer(_ reply: RedisValue) throws -> Outcome {
+        if reply == unreplicatedGrant { throw RedisError.notReplicated }
         let (answer, rest) = try reply.answer(of: "reserve")
         switch answer {
         case "granted":

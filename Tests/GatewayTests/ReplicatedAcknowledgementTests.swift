@@ -1,10 +1,13 @@
 import Foundation
-import GatewayCore
+import NIOCore
 import NIOHTTP1
 import RedisClient
 import ReservationCore
+import ReservationScripts
 import TestSupport
 import Testing
+
+@testable import GatewayCore
 
 /// REDIS_WAIT_REPLICAS on a single Redis with one replica, both the test's own: state changes
 /// are answered once the replica holds them; with the replica frozen (it acknowledges nothing)
@@ -62,6 +65,8 @@ struct ReplicatedAcknowledgementTests {
         // same reservation for the same Idempotency-Key), as the contract tells a client to do.
         try await Self.createRetrying(gateway, basket, stock: 10)
         try await Self.createRetrying(gateway, empty, stock: 0)
+        let mixed = TestEnvironment.uniqueId("wait-mixed")
+        try await Self.createRetrying(gateway, mixed, stock: 5)
         var first: TestHTTPResponse?
         #expect(
             try await eventually(interval: .milliseconds(100)) {
@@ -90,6 +95,28 @@ struct ReplicatedAcknowledgementTests {
             let adjust = try await gateway.request(
                 .POST, "/v1/baskets/\(basket)/stock-adjustments", headers: gateway.admin, body: Array(#"{"delta": 1}"#.utf8))
             #expect(adjust.status == 503, "a stock change is a change: \(adjust.status)")
+            // One coalesced call of a grant and a refusal (dave's second unit, over his limit of
+            // one): only the grant fails as not replicated; the refusal is answered.
+            let loop = gateway.redis.eventLoopGroup.next()
+            let before = gateway.service.reserveCoalescing
+            let futures = try await loop.submit {
+                ["dave", "dave"].map { consumer in
+                    gateway.service.reserve(
+                        ReservationService.ReserveRequest(
+                            basketId: mixed, asked: ReservationRequest(consumerId: consumer, quantity: 1), idempotencyKey: nil), on: loop)
+                }
+            }.get()
+            var outcomes: [Result<ReserveCall.Outcome, any Error>] = []
+            for future in futures {
+                do { outcomes.append(.success(try await future.get())) } catch { outcomes.append(.failure(error)) }
+            }
+            let after = gateway.service.reserveCoalescing
+            #expect(after.calls - before.calls == 1 && after.requests - before.requests == 2, "one call of both")
+            guard case .failure(let grantError) = outcomes[0], case .success(.limitExceeded) = outcomes[1] else {
+                Issue.record("the grant fails, the refusal is answered: \(outcomes)")
+                throw HarnessError("mixed call")
+            }
+            #expect((grantError as? RedisError) == .notReplicated, "\(grantError)")
             #expect(try await Self.metric(gateway, "gateway_redis_wait_timeouts_total") >= timeoutsBeforeFreeze + 3)
         } catch {
             try? replica.resume()

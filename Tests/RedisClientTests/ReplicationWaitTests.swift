@@ -87,6 +87,32 @@ struct ReplicationWaitTests {
         #expect(wait.released[0].0 == 1)
     }
 
+    @Test("a split reply (a coalesced call) that too few replicas acknowledged is handed over with its changes marked, not failed whole")
+    func splitReplyIsMarked() {
+        let split = RedisReplication.split({ $0.array?.contains { $0.array?.first?.string == "granted" } == true }) { reply in
+            .array((reply.array ?? []).map { $0.array?.first?.string == "granted" ? .error("NOTREPLICATED") : $0 })
+        }
+        let mixed = RedisValue.array([Self.granted, Self.soldOut])
+        for (acknowledged, expected) in [(0, RedisValue.array([.error("NOTREPLICATED"), Self.soldOut])), (1, mixed)] {
+            var machine = Self.machine()
+            Self.ready(&machine, at: t0)
+            _ = machine.enqueue(["EVALSHA", "reserve", "0"], waiter: 1, replication: split, now: t0)
+            _ = machine.enqueue(["EVALSHA", "reserve", "0"], waiter: 2, replication: split, now: t0)
+            #expect(Self.text(machine.flush(now: t0))?.hasSuffix(Self.waitBytes) == true)
+            let held = machine.received(mixed)
+            #expect(held.held && held.completion == nil, "a reply with a change waits")
+            let refusals = machine.received(.array([Self.soldOut]))
+            #expect(!refusals.held && refusals.completion?.0 == 2, "a reply of refusals only is answered at once")
+            let wait = machine.received(.integer(Int64(acknowledged)))
+            #expect(wait.replicated == (acknowledged == 1))
+            guard wait.released.count == 1, wait.released[0].0 == 1, case .success(let reply) = wait.released[0].1 else {
+                Issue.record("released \(wait.released)")
+                continue
+            }
+            #expect(reply == expected, "\(acknowledged) replicas: \(reply)")
+        }
+    }
+
     @Test("WAIT's reply is read defensively: an error, a string or a huge number never releases as replicated unless it counts enough")
     func waitReplyParsing() {
         for (reply, replicated) in [
