@@ -89,9 +89,9 @@ struct ReplicationWaitTests {
 
     @Test("a split reply (a coalesced call) that too few replicas acknowledged is handed over with its changes marked, not failed whole")
     func splitReplyIsMarked() {
-        let split = RedisReplication.split({ $0.array?.contains { $0.array?.first?.string == "granted" } == true }) { reply in
-            .array((reply.array ?? []).map { $0.array?.first?.string == "granted" ? .error("NOTREPLICATED") : $0 })
-        }
+        let split = RedisReplication.split(
+            { $0.array?.contains { $0.array?.first?.string == "granted" } == true },
+            unreplicated: { reply in .array((reply.array ?? []).map { $0.array?.first?.string == "granted" ? .error("NOTREPLICATED") : $0 }) })
         let mixed = RedisValue.array([Self.granted, Self.soldOut])
         for (acknowledged, expected) in [(0, RedisValue.array([.error("NOTREPLICATED"), Self.soldOut])), (1, mixed)] {
             var machine = Self.machine()
