@@ -139,7 +139,7 @@ struct ConcurrencyTests {
             async let second = gateway.deliverPayment(eventId: eventId, reservationId: reservationId)
             let answers = try await [first, second].map { $0.json?["status"]?.stringValue }
             #expect(answers.sorted { ($0 ?? "") < ($1 ?? "") } == ["duplicate", "processed"])
-            let events = try await Self.events(gateway, basketId, partitionOf: reservationId)
+            let events = try await Self.events(gateway, basketId)
             #expect(events.filter { $0["type"] == "payment" && $0["event"] == eventId }.count == 1)
             let reservation = try await gateway.request(.GET, "/v1/reservations/\(reservationId)")
             #expect(reservation.json?["status"]?.stringValue == "confirmed")
@@ -165,7 +165,7 @@ struct ConcurrencyTests {
             #expect(answers.filter { $0.json?["status"]?.stringValue == "processed" }.count == 1)
             #expect(answers.filter { $0.json?["status"]?.stringValue == "duplicate" }.count == 49)
             #expect(answers.first { $0.json?["status"]?.stringValue == "processed" }?.json?["outcome"]?.stringValue == "confirmed")
-            let events = try await Self.events(gateway, basketId, partitionOf: reservationId)
+            let events = try await Self.events(gateway, basketId)
             #expect(events.filter { $0["type"] == "payment" && $0["event"] == eventId }.count == 1)
             _ = try await Self.checkInvariant(gateway, basketId)
         }
@@ -468,7 +468,7 @@ struct ConcurrencyTests {
     }
 
     /// This basket's events, in stream order, as field dictionaries.
-    static func events(_ gateway: GatewayHarness, _ basketId: String, partitionOf reservationId: String? = nil) async throws -> [[String: String]] {
+    static func events(_ gateway: GatewayHarness, _ basketId: String) async throws -> [[String: String]] {
         try await events(gateway, ofBaskets: [basketId])
     }
 
