@@ -140,7 +140,7 @@ def measure(scripts, calls, rounds, log=lambda message: None, aof="no"):
 # What each piece of lua/reserve.lua costs: the script with one piece taken out (a line it
 # contains replaced), measured beside the whole script. Not products, only measurements.
 BREAKDOWN = {
-    "without the reservation hash": ("    redis.call('HSET', reservationKey", "    noop('HSET', reservationKey"),
+    "without the reservation hash": ("    if failed(redis.pcall('HSET', reservationKey", "    if failed(noop('HSET', reservationKey"),
     "without the holds (ZADD)": ("  redis.call('ZADD', KEYS[3]", "  noop('ZADD', KEYS[3]"),
     "without the stream event (XADD)": ("    redis.call('XADD', KEYS[4]", "    noop('XADD', KEYS[4]"),
     "without the basket update (HSET)": ("  redis.call('HSET', KEYS[1], 'stock'", "  noop('HSET', KEYS[1], 'stock'"),

@@ -96,7 +96,8 @@ end
 
 -- The partition's holds and stream take every grant's writes, and the holds the call's last
 -- write: of the wrong type (corruption), a grant would be half written (Redis does not roll
--- back). So a grant writes its hold and its event first, each checked: the call's first grant
+-- back). So a grant writes its own reservation hash, its hold and its event first, each checked
+-- (a reservation key of the wrong type refuses only its own request): the call's first grant
 -- adds its hold at once (which proves the key a sorted set, so the one ZADD of the others at
 -- the end cannot fail), and a failed write is undone and answers `unavailable` (for every later
 -- grant of the call too). No command is spent on it when nothing is wrong.
@@ -234,6 +235,13 @@ local function decide(r)
     local expires = string.format('%d', expiresAt)
     local left = string.format('%d', newStock)
     local seq = string.format('%d', seqNumber + 1)
+    -- the reservation's own hash first: of the wrong type (corruption), nothing of the grant is
+    -- written (not its hold, not its event) and it answers `unavailable`
+    if failed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
+      'pending', 'exp', expires)) then
+      giveBack(consumer, held, quantity)
+      return {'unavailable'}
+    end
     local heldNow = false
     if holdsWritable == nil then
       holdsWritable = not failed(redis.pcall('ZADD', KEYS[3], expires, reservationId))
@@ -246,11 +254,10 @@ local function decide(r)
     end
     if not (holdsWritable and streamWritable) then
       if heldNow then redis.call('ZREM', KEYS[3], reservationId) end
+      redis.call('DEL', reservationKey)
       giveBack(consumer, held, quantity)
       return {'unavailable'}
     end
-    redis.call('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status', 'pending',
-      'exp', expires)
     -- the basket's new numbers, once the grant's own writes are made (written once, at the end
     -- of the call)
     stock, pending, seqNumber = newStock, pending + quantity, seqNumber + 1

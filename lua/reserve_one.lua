@@ -141,6 +141,10 @@ else
       redis.call('HINCRBY', KEYS[2], consumer, -quantity)
     end
   end
+  -- a mark of books that disagree is written whatever the request's answer, once its units were
+  -- counted (reserve.lua counts it here and writes it at the end of the call, even when the
+  -- grant fails)
+  if disagree then redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1)) end
 end
 
 local reply
@@ -154,38 +158,34 @@ else
   local expires = string.format('%d', expiresAt)
   local left = string.format('%d', newStock)
   local seq = string.format('%d', seqNumber + 1)
-  -- the holds and the stream are written first, each checked: of the wrong type (corruption),
-  -- the grant is undone and answers `unavailable` (reserve.lua)
+  -- the reservation's hash, the hold and the event are written first, each checked: of the wrong
+  -- type (corruption), the grant is undone and answers `unavailable` (reserve.lua)
   local function failed(result) return type(result) == 'table' and result.err ~= nil end
-  if failed(redis.pcall('ZADD', KEYS[3], expires, reservationId)) then
+  local function undo()
     if held == quantity then
       redis.call('HDEL', KEYS[2], consumer)
     else
       redis.call('HINCRBY', KEYS[2], consumer, -quantity)
     end
     return {{'unavailable'}}
+  end
+  if failed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
+    'pending', 'exp', expires)) then
+    return undo()
+  end
+  if failed(redis.pcall('ZADD', KEYS[3], expires, reservationId)) then
+    redis.call('DEL', reservationKey)
+    return undo()
   end
   if failed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq, 'stock', left, 'capacity',
     basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires)) then
     redis.call('ZREM', KEYS[3], reservationId)
-    if held == quantity then
-      redis.call('HDEL', KEYS[2], consumer)
-    else
-      redis.call('HINCRBY', KEYS[2], consumer, -quantity)
-    end
-    return {{'unavailable'}}
+    redis.call('DEL', reservationKey)
+    return undo()
   end
-  redis.call('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status', 'pending', 'exp', expires)
-  if disagree then
-    redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', pending + quantity), 'seq', seq, 'mismatch',
-      string.format('%d', mismatched + 1))
-  else
-    redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', pending + quantity), 'seq', seq)
-  end
-  disagree = false
+  redis.call('HSET', KEYS[1], 'stock', left, 'pending', string.format('%d', pending + quantity), 'seq', seq)
   reply = {'granted', reservationId, expiresAt, newStock}
 end
-if disagree then redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1)) end
 
 if idempotent then
   if reply[1] == 'granted' then

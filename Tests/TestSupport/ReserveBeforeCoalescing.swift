@@ -2,8 +2,9 @@
 /// KEYS basket, reservation, consumerUnits, holds, stream, idempotency, rateLimit, lostBaskets,
 /// partitionMarker, room; ARGV basketId, consumerId, quantity, reservationId, attemptsPerSecond,
 /// fingerprint, idempotencySeconds, refusalSeconds, admissionExpires, admissionEpoch; one answer.
-/// `ReserveEquivalence` decides its one-by-one side with it too: coalescing must change no
-/// behaviour but the ones its docs name (corrupt counters and stores now fail closed).
+/// `ReserveEquivalence` decides a third side with it (its one-by-one side runs today's
+/// `reserve_one.lua`): coalescing must change no behaviour but the ones its docs name (corrupt
+/// counters and stores now fail closed).
 enum ReserveBeforeCoalescing {
     static let source = #"""
         -- reserve: take `quantity` units of a basket for a consumer, atomically.

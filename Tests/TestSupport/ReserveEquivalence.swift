@@ -24,7 +24,7 @@ public struct ReserveEquivalence: Sendable {
     public static let expectedKinds: Set<String> = [
         "granted", "granted (replay)", "granted (legacy replay)", "sold_out", "sold_out (replay)", "sold_out (closing)",
         "limit_exceeded", "basket_not_found", "unavailable", "rate_limited", "idempotency_key_reused", "sale_not_open", "sale_paused",
-        "sale_closed", "admission_required", "failed", "books mismatch", "calls of 64",
+        "sale_closed", "admission_required", "failed", "books mismatch", "calls of 64", "grant refused by its corrupt reservation key",
     ]
 
     /// `direct`: a client of the server that holds `partition` (on a cluster, a standalone
@@ -39,13 +39,13 @@ public struct ReserveEquivalence: Sendable {
 
     enum Variant: CaseIterable {
         case open, room, closingLater, booksBelowStock, booksAboveStock, paused, notOpen, closed, repair, missing, missingAndLost,
-            halfWritten, unreadableWindow, fractionalStock, corruptMismatch, corruptHolds, corruptStream
+            halfWritten, unreadableWindow, fractionalStock, corruptMismatch, corruptHolds, corruptStream, corruptReservation
 
         /// Corrupt counters and shared keys now fail closed (`unavailable`, nothing written)
         /// where the script before coalescing half wrote a grant or sold fractions.
         var changedOnPurpose: Bool {
             switch self {
-            case .fractionalStock, .corruptMismatch, .corruptHolds, .corruptStream: return true
+            case .fractionalStock, .corruptMismatch, .corruptHolds, .corruptStream, .corruptReservation: return true
             default: return false
             }
         }
@@ -87,6 +87,7 @@ public struct ReserveEquivalence: Sendable {
             (.open, 30), (.room, 14), (.closingLater, 8), (.booksBelowStock, 8), (.booksAboveStock, 5), (.paused, 4), (.notOpen, 4),
             (.closed, 4), (.repair, 3), (.missing, 5), (.missingAndLost, 3), (.halfWritten, 3), (.unreadableWindow, 3),
             (.fractionalStock, 2), (.corruptMismatch, 2), (.corruptHolds, 2), (.corruptStream, 2),
+            (.corruptReservation, 2),
         ]
         var pick = Int.random(in: 0..<weighted.reduce(0) { $0 + $1.1 }, using: &random)
         var variant = Variant.open
@@ -97,6 +98,8 @@ public struct ReserveEquivalence: Sendable {
             }
             pick -= weight
         }
+        // (a rare corruption every twentieth round, so that every run meets it)
+        if number % 20 == 7 { variant = .corruptReservation }
         let consumers = Int.random(in: 1...6, using: &random)
         let maxPerConsumer = Int.random(in: 1...3, using: &random)
         // every tenth round a full call (the most the gateway puts in one), else a short one
@@ -208,6 +211,11 @@ public struct ReserveEquivalence: Sendable {
         var coalescedState = try await state(of: sides[2], round, streamStart: streamStart)
         coalescedState.merge(Self.windowState(together.dropFirst(), round)) { $1 }
         if coalescedState["basket"]?.contains("mismatch") == true { report.kinds.insert("books mismatch") }
+        if round.variant == .corruptReservation, coalescedState["basket"]?.contains("pending=0") == true,
+            togetherAnswers.contains(where: { if case .success(.unavailable) = $0 { return true } else { return false } })
+        {
+            report.kinds.insert("grant refused by its corrupt reservation key")
+        }
         for index in togetherAnswers.indices {
             let (coalesced, kind) = describe(togetherAnswers[index], index: index, side: sides[2])
             report.kinds.insert(kind)
@@ -330,7 +338,14 @@ public struct ReserveEquivalence: Sendable {
         case .fractionalStock: fields = ["stock", "2.5"]
         // (mismatched books, so the mark is written)
         case .corruptMismatch: fields = ["mismatch", "x", "stock", .int(round.stock + 1)]
-        case .open, .missing, .missingAndLost, .corruptHolds, .corruptStream: break
+        // (books that disagree too: the mark stays written when the grant fails)
+        case .corruptHolds, .corruptStream: fields = ["stock", .int(round.stock + 1)]
+        case .corruptReservation:
+            // every request's reservation key holds a string: each grant fails, whole
+            for id in side.reservationIds {
+                _ = try await direct.send("SET", .string(Keyspace.reservation(id, partition: partition)), "not a hash")
+            }
+        case .open, .missing, .missingAndLost: break
         }
         if !fields.isEmpty { _ = try await direct.send(["HSET", .string(basket)] + fields) }
         for (consumer, units) in round.heldBefore {
