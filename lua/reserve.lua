@@ -62,8 +62,9 @@ end
 local window, closes, hasRoom
 if exists and not inRepair then
   -- digits only, as Swift reads them (Lua's tonumber would take hex, exponents, inf and nan)
-  local opens = string.match(basket[9] or '', '^%d+$') and tonumber(basket[9])
-  closes = string.match(basket[10] or '', '^%d+$') and tonumber(basket[10])
+  -- (at most 15 digits: a time Swift reads, and exact in a Lua number)
+  local opens = #(basket[9] or '') <= 15 and string.match(basket[9] or '', '^%d+$') and tonumber(basket[9])
+  closes = #(basket[10] or '') <= 15 and string.match(basket[10] or '', '^%d+$') and tonumber(basket[10])
   local paused = basket[11] or ''
   if (not opens and (basket[9] or '') ~= '') or (not closes and (basket[10] or '') ~= '') then
     window = {'unavailable'}
@@ -213,6 +214,11 @@ local function decide(r)
     if books < booksStock then booksStock = books end
     -- counted up front (one call on the path that grants), taken back on a refusal
     held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
+    -- less than this request's units: the count was negative (corrupt); not served (fail closed)
+    if held < quantity then
+      redis.call('HINCRBY', KEYS[2], consumer, -quantity)
+      return {'unavailable'}
+    end
     if held > maxUnits then
       answer = 'limit_exceeded'
     elseif booksStock < quantity then

@@ -61,8 +61,9 @@ end
 local now, closes
 if exists and not inRepair then
   -- digits only, as Swift reads them
-  local opens = string.match(basket[9] or '', '^%d+$') and tonumber(basket[9])
-  closes = string.match(basket[10] or '', '^%d+$') and tonumber(basket[10])
+  -- (at most 15 digits: a time Swift reads, and exact in a Lua number)
+  local opens = #(basket[9] or '') <= 15 and string.match(basket[9] or '', '^%d+$') and tonumber(basket[9])
+  closes = #(basket[10] or '') <= 15 and string.match(basket[10] or '', '^%d+$') and tonumber(basket[10])
   local paused = basket[11] or ''
   if (not opens and (basket[9] or '') ~= '') or (not closes and (basket[10] or '') ~= '') then return {{'unavailable'}} end
   if paused ~= '' and paused ~= '0' and paused ~= '1' then return {{'unavailable'}} end
@@ -129,6 +130,11 @@ else
   booksStock = stock
   if books < booksStock then booksStock = books end
   held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
+  -- less than this request's units: the count was negative (corrupt); not served (fail closed)
+  if held < quantity then
+    redis.call('HINCRBY', KEYS[2], consumer, -quantity)
+    return {{'unavailable'}}
+  end
   if held > maxUnits then
     answer = 'limit_exceeded'
   elseif booksStock < quantity then

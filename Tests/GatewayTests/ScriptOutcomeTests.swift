@@ -230,6 +230,34 @@ struct ScriptOutcomeTests {
         #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: first)) == .acquired)
     }
 
+    @Test("reserve fails closed on a negative consumer count and an over-long window time, alone and coalesced")
+    func corruptCountsFailClosed() async throws {
+        for coalesced in [false, true] {
+            let (basketId, partition) = try await newBasket(stock: 5, max: 1)
+            let units = Keyspace.consumerUnits(basketId: basketId, partition: partition)
+            _ = try await redis.send("HSET", .string(units), "mallory", "-3")
+            let calls = ["mallory", "alice"].map { consumer in
+                ReserveCall(
+                    basketId: basketId, consumerId: consumer, quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                    idempotencyKey: nil)
+            }
+            let outcomes: [ReserveCall.Outcome]
+            if coalesced {
+                outcomes = try await redis.run(ReserveBatchCall(calls)).map { try $0.get() }
+            } else {
+                outcomes = [try await redis.run(calls[0]), try await redis.run(calls[1])]
+            }
+            #expect(outcomes.count == 2 && outcomes[0] == .unavailable, "a negative count is not a way around the limit: \(outcomes)")
+            guard case .granted = outcomes[1] else {
+                Issue.record("another consumer is served: \(outcomes)")
+                continue
+            }
+            #expect(try await redis.send("HGET", .string(units), "mallory").string == "-3", "the count is left as it was (for the audit)")
+            _ = try await redis.send("HSET", .string(Keyspace.basket(basketId, partition: partition)), "opens", "123456789012345678901")
+            #expect(try await reserve(basketId, "bob") == .unavailable, "a window time past 15 digits does not read")
+        }
+    }
+
     @Test("reserve never sells more than capacity - pending - confirmed, and marks a basket whose books disagree")
     func booksCheck() async throws {
         let (basketId, partition) = try await newBasket(stock: 3, max: 10)
