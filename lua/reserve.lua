@@ -214,9 +214,11 @@ local function decide(r)
     if books < booksStock then booksStock = books end
     -- counted up front (one call on the path that grants), taken back on a refusal
     held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
-    -- less than this request's units: the count was negative (corrupt); not served (fail closed)
+    -- less than this request's units: the count was negative (corrupt); not served (fail closed),
+    -- and the basket marked so the audit finds it and its repair rewrites the consumers' counts
     if held < quantity then
       redis.call('HINCRBY', KEYS[2], consumer, -quantity)
+      mismatches = mismatches + 1
       return {'unavailable'}
     end
     if held > maxUnits then

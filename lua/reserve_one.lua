@@ -130,9 +130,11 @@ else
   booksStock = stock
   if books < booksStock then booksStock = books end
   held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
-  -- less than this request's units: the count was negative (corrupt); not served (fail closed)
+  -- less than this request's units: the count was negative (corrupt); not served (fail closed),
+  -- and the basket marked for the audit (reserve.lua)
   if held < quantity then
     redis.call('HINCRBY', KEYS[2], consumer, -quantity)
+    redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1))
     return {{'unavailable'}}
   end
   if held > maxUnits then

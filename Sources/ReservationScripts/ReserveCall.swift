@@ -147,9 +147,12 @@ public struct ReserveCall: ScriptCall {
             }
             return .soldOut
         case "sale_not_open":
-            guard rest.count == 2, let opens = rest[0].int, let left = rest[1].int,
-                (0...BasketSettings.latestMilliseconds).contains(Int64(opens)), left >= 0
-            else { throw StoreReplyError("reserve", reply) }
+            guard rest.count == 2, let opens = rest[0].int, let left = rest[1].int, left >= 0 else {
+                throw StoreReplyError("reserve", reply)
+            }
+            // A stored `opens` no basket can have (written behind the gateway's back, past the
+            // year 9999): the basket is not served, as for any other corrupt field.
+            guard (0...BasketSettings.latestMilliseconds).contains(Int64(opens)) else { return .unavailable }
             return .saleNotOpen(opensAtMilliseconds: Int64(opens), retryAfterMilliseconds: left)
         case "sale_paused": return .salePaused
         case "sale_closed": return .saleClosed

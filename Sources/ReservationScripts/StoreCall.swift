@@ -31,9 +31,16 @@ extension RedisValue {
     /// Whether this is a script's array answer whose first element is one of `words` (compared
     /// as bytes: this runs on every reply of the hot path).
     static func isAnswer(_ reply: RedisValue, oneOf words: StaticString...) -> Bool {
-        guard case .array(let values) = reply, case .bulk(let first)? = values.first else { return false }
+        // The same words `answer(of:)` reads (a status reply too), so what decodes as a grant is
+        // always held for WAIT and marked when it is not replicated.
+        guard case .array(let values) = reply, let head = values.first else { return false }
         for word in words {
-            let matches = word.withUTF8Buffer { first.elementsEqual($0) }
+            let matches: Bool
+            switch head {
+            case .bulk(let first): matches = word.withUTF8Buffer { first.elementsEqual($0) }
+            case .status(let text): matches = word.withUTF8Buffer { text.utf8.elementsEqual($0) }
+            default: matches = false
+            }
             if matches { return true }
         }
         return false

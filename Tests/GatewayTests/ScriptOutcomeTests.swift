@@ -252,9 +252,25 @@ struct ScriptOutcomeTests {
                 Issue.record("another consumer is served: \(outcomes)")
                 continue
             }
-            #expect(try await redis.send("HGET", .string(units), "mallory").string == "-3", "the count is left as it was (for the audit)")
-            _ = try await redis.send("HSET", .string(Keyspace.basket(basketId, partition: partition)), "opens", "123456789012345678901")
+            #expect(try await redis.send("HGET", .string(units), "mallory").string == "-3", "the count is left for the repair to rewrite")
+            let health = try await redis.run(BasketHealthCall(basketId: basketId))
+            #expect(health.booksMismatches == 1, "the basket is marked, so the audit finds it and repairs it")
+            let basketKey = Keyspace.basket(basketId, partition: partition)
+            _ = try await redis.send("HSET", .string(basketKey), "opens", "123456789012345678901")
             #expect(try await reserve(basketId, "bob") == .unavailable, "a window time past 15 digits does not read")
+            // 15 digits but past the year 9999: no basket has it; not served (it answered 500)
+            _ = try await redis.send("HSET", .string(basketKey), "opens", "999999999999999")
+            #expect(try await reserve(basketId, "bob") == .unavailable, "an opening time no basket can have is not served")
+            let batch = try await redis.run(
+                ReserveBatchCall([
+                    ReserveCall(
+                        basketId: basketId, consumerId: "bob", quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                        idempotencyKey: nil),
+                    ReserveCall(
+                        basketId: basketId, consumerId: "carol", quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                        idempotencyKey: nil),
+                ]))
+            #expect(batch.count == 2 && batch.allSatisfy { (try? $0.get()) == .unavailable }, "coalesced too: \(batch)")
         }
     }
 

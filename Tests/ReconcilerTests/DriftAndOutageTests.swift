@@ -65,6 +65,25 @@ struct DriftAndOutageTests {
         await fixture.stop()
     }
 
+    @Test("a negative consumer count (a way around maxPerConsumer) is refused, marked, found by the audit and repaired")
+    func negativeConsumerCount() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, _) = try await Self.prepared(fixture)
+        let units = Keyspace.consumerUnits(basketId: basketId, partition: Keyspace.partition(ofBasket: basketId))
+        _ = try await fixture.redis.send("HSET", .string(units), "mallory", "-3")
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && report.output.contains("books"), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        #expect(try await fixture.redis.send("HGET", .string(units), "mallory").isNull, "the repair rewrote the counts")
+        #expect(try await fixture.redis.send("HGET", .string(units), "c1").int == 1, "the others' counts are kept")
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201)
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").errorCode == "limit_exceeded", "the limit holds again")
+        await fixture.stop()
+    }
+
     @Test("a basket whose keys were deleted is rebuilt from Postgres, reservations included")
     func deletedBasket() async throws {
         let fixture = try await ReconcilerFixture.start()

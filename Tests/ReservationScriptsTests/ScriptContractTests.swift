@@ -183,6 +183,17 @@ struct ScriptContractTests {
         #expect(try ReserveCall.decodeAnswer(Self.reply("unavailable")) == .unavailable)
         #expect(try ReserveCall.decodeAnswer(Self.reply("idempotency_key_reused")) == .idempotencyKeyReused)
         #expect(try ReserveCall.decodeAnswer(.array([Self.bulk("rate_limited"), .integer(250)])) == .rateLimited(retryAfterMilliseconds: 250))
+        // An opening time no basket can have (past the year 9999): the basket is not served.
+        #expect(
+            try ReserveCall.decodeAnswer(.array([Self.bulk("sale_not_open"), .integer(999_999_999_999_999), .integer(5)])) == .unavailable)
+        #expect(
+            try ReserveCall.decodeAnswer(.array([Self.bulk("sale_not_open"), .integer(1_700_000_000_000), .integer(5)]))
+                == .saleNotOpen(opensAtMilliseconds: 1_700_000_000_000, retryAfterMilliseconds: 5))
+        // What decodes as a grant (a status reply too) is what WAIT holds and marks.
+        let statusGrant: RedisValue = .array([.array([.status("granted"), Self.bulk("03-x"), .integer(17), .integer(0)])])
+        #expect(try ReserveCall.decode(statusGrant) == .granted(reservationId: "03-x", expiresAtMilliseconds: 17, remaining: 0))
+        #expect(ReserveCall.anyGranted(statusGrant))
+        #expect(throws: RedisError.notReplicated) { try ReserveCall.decode(ReserveCall.markingGrantsUnreplicated(statusGrant)) }
         // A window reply is range-checked before anyone does arithmetic with it.
         #expect(
             try ReserveCall.decodeAnswer(.array([Self.bulk("rate_limited"), .integer(Int64.max)])) == .rateLimited(retryAfterMilliseconds: 60_000))
