@@ -50,6 +50,12 @@ PORT, BASELINE_PORT = 8121, 8122
 bench.GATEWAY_PORT = PORT
 ADMIN_HEADERS = {"Authorization": f"Bearer {bench.ADMIN}", "Content-Type": "application/json"}
 POLL_CONSUMERS = int(os.environ.get("QUEUE_POLL_CONSUMERS", "10000"))
+# QUEUE_POLLS_ONLY=1: section 1 only (for working on the poll's cost)
+POLLS_ONLY = os.environ.get("QUEUE_POLLS_ONLY") == "1"
+# QUEUE_POLLS_OTHER_BIN=<dir>: a second gateway of another build (same Redis, same secret) polled
+# in the same rounds, for a side-by-side figure (section 1 only)
+OTHER_BIN = os.environ.get("QUEUE_POLLS_OTHER_BIN")
+OTHER_PORT = 8123
 MEMBERS = int(os.environ.get("QUEUE_MEMBERS", "1000000"))
 JOIN_SCRIPT, POLL_SCRIPT = os.path.join(BENCH_DIR, "queue_join.lua"), os.path.join(BENCH_DIR, "queue_poll.lua")
 RESERVE_SCRIPT = os.path.join(BENCH_DIR, "reserve.lua")
@@ -105,7 +111,7 @@ def used_memory():
     return int(re.search(r"^used_memory:(\d+)", bench.redis("INFO", "memory"), re.M).group(1))
 
 
-def polls_measure(gateway, baseline, rounds, seconds, work):
+def polls_measure(gateway, baseline, rounds, seconds, work, other=None):
     """Section 1: the poll rounds, alternating with the baseline."""
     bench.log(f"polls: {POLL_CONSUMERS:,} consumers join the room q-poll")
     create_room("q-poll")
@@ -126,16 +132,25 @@ def polls_measure(gateway, baseline, rounds, seconds, work):
     bench.wrk(BASELINE_PORT, seconds=2)
     bench.wrk(PORT, POLL_SCRIPT, ["q-poll", tickets_file], seconds=2)
     runs = {"baseline": [], "poll": []}
+    if other:
+        bench.wrk(OTHER_PORT, POLL_SCRIPT, ["q-poll", tickets_file], seconds=2)
+        runs["poll_other"] = []
     for round_number in range(rounds):
         bench.log(f"polls round {round_number + 1}/{rounds}: baseline, polls ({seconds} s each)")
         runs["baseline"].append(bench.measured({"process": baseline.pid}, lambda: bench.wrk(BASELINE_PORT, seconds=seconds)))
         runs["poll"].append(bench.measured({"process": gateway.pid, "redis": bench.redis_pid()}, lambda: with_room_reads(
             lambda: bench.wrk(PORT, POLL_SCRIPT, ["q-poll", tickets_file], seconds=seconds))))
+        if other:
+            runs["poll_other"].append(bench.measured({"process": other.pid}, lambda: bench.wrk(
+                OTHER_PORT, POLL_SCRIPT, ["q-poll", tickets_file], seconds=seconds)))
     for ticket in tickets[:50] + tickets[-50:]:
         state = bench.http("GET", f"/v1/baskets/q-poll/queue/{ticket}")[1].get("state")
         states[state] = states.get(state, 0) + 1
     for baseline_run, poll_run in zip(runs["baseline"], runs["poll"]):
         poll_run["cpu_ratio"] = poll_run["cpu_us_per_request"]["process"] / baseline_run["cpu_us_per_request"]["process"]
+    for baseline_run, poll_run, other_run in zip(runs["baseline"], runs["poll"], runs.get("poll_other", [])):
+        other_run["cpu_ratio"] = other_run["cpu_us_per_request"]["process"] / baseline_run["cpu_us_per_request"]["process"]
+        poll_run["cpu_ratio_to_other"] = poll_run["cpu_us_per_request"]["process"] / other_run["cpu_us_per_request"]["process"]
     return {"rounds": runs, "sampled_states": states, "sample_view": sample, "fresh_tickets_refused_of_200": refused_fresh}
 
 
@@ -300,6 +315,7 @@ def main():
     started = time.monotonic()
     gateway = subprocess.Popen([f"{binary}/gateway"], env=environment)
     baseline = subprocess.Popen([f"{binary}/bench-baseline", str(BASELINE_PORT)], stdout=subprocess.DEVNULL)
+    other = subprocess.Popen([f"{OTHER_BIN}/gateway"], env=dict(environment, GATEWAY_PORT=str(OTHER_PORT))) if OTHER_BIN else None
     results = {"machine": bench.machine(), "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                "settings": {"rounds": rounds, "seconds": seconds, "connections": bench.CONNECTIONS, "wrk_threads": 2,
                             "poll_consumers": POLL_CONSUMERS, "members": MEMBERS,
@@ -308,7 +324,12 @@ def main():
     try:
         bench.wait_http(PORT)
         bench.wait_http(BASELINE_PORT)
-        results["polls"] = polls_measure(gateway, baseline, rounds, seconds, work)
+        if other:
+            bench.wait_http(OTHER_PORT)
+        results["polls"] = polls_measure(gateway, baseline, rounds, seconds, work, other)
+        if POLLS_ONLY:
+            print_polls(results)
+            return
         results["joins"] = join_vs_reserve(gateway, rounds, seconds)
         baseline.terminate()
         bench.log("memory: FLUSHALL, then the room q-pre (opens in an hour) and the plain basket q-plain")
@@ -318,16 +339,34 @@ def main():
         results["memory"], ticket = fill_prequeue("q-pre", MEMBERS)
         results["opening"] = opening(gateway, seconds, ticket)
     finally:
-        for process in (gateway, baseline):
-            if process.poll() is None:
+        for process in (gateway, baseline, other):
+            if process and process.poll() is None:
                 process.terminate()
-        for process in (gateway, baseline):
-            process.wait()
+        for process in (gateway, baseline, other):
+            if process:
+                process.wait()
     results["wall_seconds"] = time.monotonic() - started
     os.makedirs(os.path.join(bench.ROOT, "bench-results"), exist_ok=True)
     with open(os.path.join(bench.ROOT, "bench-results", "queue.json"), "w") as out:
         json.dump(results, out, indent=2)
     print_table(results)
+
+
+def print_polls(results):
+    """QUEUE_POLLS_ONLY=1: section 1's figures alone."""
+    rounds = results["polls"]["rounds"]
+    base = [r["cpu_us_per_request"]["process"] for r in rounds["baseline"]]
+    poll = [r["cpu_us_per_request"]["process"] for r in rounds["poll"]]
+    ratios = [r["cpu_ratio"] for r in rounds["poll"]]
+    print(f"baseline {statistics.median(base):.1f} µs, poll {statistics.median(poll):.1f} µs of CPU per request; "
+          f"poll CPU ÷ baseline {statistics.median(ratios):.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    if "poll_other" in rounds:
+        other = [r["cpu_us_per_request"]["process"] for r in rounds["poll_other"]]
+        other_ratios = [r["cpu_ratio"] for r in rounds["poll_other"]]
+        to_other = [r["cpu_ratio_to_other"] for r in rounds["poll"]]
+        print(f"other build (QUEUE_POLLS_OTHER_BIN): poll {statistics.median(other):.1f} µs, ÷ baseline "
+              f"{statistics.median(other_ratios):.2f} (rounds {', '.join(f'{r:.2f}' for r in other_ratios)}); "
+              f"this build ÷ other {statistics.median(to_other):.2f} (rounds {', '.join(f'{r:.2f}' for r in to_other)})")
 
 
 def print_table(results):

@@ -20,35 +20,54 @@ package enum Base64URL {
         return Array(text).withUnsafeBufferPointer { decode(buffer: $0) }
     }
 
-    private static func decode(buffer text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    /// `decode` on contiguous bytes: four characters to three bytes at a time; a character
+    /// outside the alphabet (0xFF in the table, so a high bit set) anywhere refuses the whole text.
+    package static func decode(buffer text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         let count = text.count
-        if count % 4 == 1 { return nil }
-        let outputCount = count * 3 / 4
+        let tail = count % 4
+        if tail == 1 { return nil }
+        let outputCount = count / 4 * 3 + (tail == 0 ? 0 : tail - 1)
         var valid = true
         let output = [UInt8](unsafeUninitializedCapacity: outputCount) { output, initialized in
-            var accumulator: UInt32 = 0
-            var bits: UInt32 = 0
-            var written = 0
             values.withUnsafeBufferPointer { values in
-                for byte in text {
-                    let value = values[Int(byte)]
-                    if value == 0xFF {
-                        valid = false
-                        break
-                    }
-                    accumulator = (accumulator << 6) | UInt32(value)
-                    bits += 6
-                    if bits >= 8 {
-                        bits -= 8
-                        output[written] = UInt8(truncatingIfNeeded: accumulator >> bits)
+                var input = 0
+                var written = 0
+                // every value or'ed together: one bit 6 or 7 set means a character not in the alphabet
+                var seen: UInt8 = 0
+                while input + 4 <= count {
+                    let a = values[Int(text[input])]
+                    let b = values[Int(text[input + 1])]
+                    let c = values[Int(text[input + 2])]
+                    let d = values[Int(text[input + 3])]
+                    seen |= a | b | c | d
+                    output[written] = a << 2 | b >> 4
+                    output[written + 1] = b << 4 | c >> 2
+                    output[written + 2] = c << 6 | d
+                    input += 4
+                    written += 3
+                }
+                // The last 2 or 3 characters: 1 or 2 bytes, and the bits left over in the last
+                // character (4 or 2 of them) must be zero (one encoding per byte string).
+                var leftover: UInt8 = 0
+                if tail >= 2 {
+                    let a = values[Int(text[input])]
+                    let b = values[Int(text[input + 1])]
+                    seen |= a | b
+                    output[written] = a << 2 | b >> 4
+                    written += 1
+                    if tail == 2 {
+                        leftover = b & 0x0F
+                    } else {
+                        let c = values[Int(text[input + 2])]
+                        seen |= c
+                        output[written] = b << 4 | c >> 2
                         written += 1
-                        accumulator &= (1 << bits) - 1
+                        leftover = c & 0x03
                     }
                 }
+                valid = seen & 0xC0 == 0 && leftover == 0
+                initialized = written
             }
-            // What is left (2 or 4 bits, or none) is padding inside the last character: zero.
-            if accumulator != 0 { valid = false }
-            initialized = written
         }
         return valid ? output : nil
     }

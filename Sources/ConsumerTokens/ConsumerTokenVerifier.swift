@@ -186,10 +186,14 @@ package final class HMACPrototype: @unchecked Sendable {
     /// Whether `mac` is this key's HMAC of `message`, compared in constant time (a loop over all
     /// 32 bytes, whatever they hold); a MAC of another length is refused.
     package func isValid(_ mac: [UInt8], for message: ArraySlice<UInt8>) -> Bool {
-        var hmac = keyed
         // As a raw buffer: swift-crypto's generic entry points are not specialized for our types,
         // and a slice through `DataProtocol` costs a metadata lookup per call.
-        message.withUnsafeBytes { hmac.update(data: $0) }
+        message.withUnsafeBytes { isValid(mac, for: $0) }
+    }
+
+    package func isValid(_ mac: [UInt8], for message: UnsafeRawBufferPointer) -> Bool {
+        var hmac = keyed
+        hmac.update(data: message)
         return hmac.finalize().withUnsafeBytes { code in constantTimeEquals(code, mac) }
     }
 

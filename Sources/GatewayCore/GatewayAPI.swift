@@ -107,6 +107,11 @@ public final class GatewayAPI: HTTPResponder {
             service.reserve(reservation, checked: memory, on: eventLoop) { result in
                 self.finish(result.map { self.reserveAnswer($0, reservation) }, route: label, completion)
             }
+        case .success(.queueStatus(let basketId, let ticket, let consumerId)):
+            // Polls come by the million: answered from the room cache with no future chain.
+            service.queueStatus(basketId, ticket: ticket, consumerId: consumerId, on: eventLoop) { result in
+                self.finish(result.map { .json(.ok, $0.json()) }, route: label, completion)
+            }
         case .success(let command):
             execute(command, on: eventLoop).whenComplete { self.finish($0, route: label, completion) }
         case .failure(let error):
@@ -166,7 +171,12 @@ public final class GatewayAPI: HTTPResponder {
         case .joinQueue(let basketId, let consumerId):
             return service.joinQueue(basketId, consumerId: consumerId, on: eventLoop).map { .json(.ok, $0.json()) }
         case .queueStatus(let basketId, let ticket, let consumerId):
-            return service.queueStatus(basketId, ticket: ticket, consumerId: consumerId, on: eventLoop).map { .json(.ok, $0.json()) }
+            // (`respond` answers polls itself; this is the same answer through a future.)
+            let promise = eventLoop.makePromise(of: HTTPResponse.self)
+            service.queueStatus(basketId, ticket: ticket, consumerId: consumerId, on: eventLoop) { result in
+                promise.completeWith(result.map { .json(.ok, $0.json()) })
+            }
+            return promise.futureResult
         case .queuePage:
             return eventLoop.makeSucceededFuture(QueuePage.response)
         }

@@ -187,27 +187,31 @@ extension ReservationService {
     }
 
     /// A poll: the ticket checked (signature, basket, and in token mode its consumer), the room
-    /// from this gateway's cache, the view decided here.
+    /// from this gateway's cache, the view decided here. The usual poll (the room cached) is
+    /// answered before this returns, with no future and no Redis call; `completion` runs on
+    /// `eventLoop` either way.
     public func queueStatus(
-        _ basketId: String, ticket text: String, consumerId: String?, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<SignedQueueView> {
+        _ basketId: String, ticket text: String, consumerId: String?, on eventLoop: any EventLoop,
+        _ completion: @escaping @Sendable (Result<SignedQueueView, any Error>) -> Void
+    ) {
         metrics.queuePolled()
         guard let ticket = passes.ticket(text), ticket.basketId == basketId, consumerId == nil || consumerId == ticket.consumerId
         else {
-            return eventLoop.makeFailedFuture(ReservationError.ticketNotFound)
+            return completion(.failure(ReservationError.ticketNotFound))
         }
-        @Sendable func answer(_ fresh: RoomCache.Fresh) throws -> SignedQueueView {
+        @Sendable func answer(_ fresh: RoomCache.Fresh) -> Result<SignedQueueView, any Error> {
             let now = fresh.now()
             // Another room (removed and made again, or lost with Redis's data), or an old ticket.
             // (A ticket's join number may be ahead of this snapshot: a join on another gateway.)
-            guard fresh.snapshot.room.epoch == ticket.epoch, now < ticket.expiresAtMilliseconds else { throw ReservationError.ticketNotFound }
-            return signed(QueueView.decide(ticket, in: fresh.snapshot, at: now), asked: text, ticket)
+            guard fresh.snapshot.room.epoch == ticket.epoch, now < ticket.expiresAtMilliseconds else {
+                return .failure(ReservationError.ticketNotFound)
+            }
+            return .success(signed(QueueView.decide(ticket, in: fresh.snapshot, at: now), asked: text, ticket))
         }
-        // The usual poll: the room is cached, answered without a future chain.
-        if let fresh = rooms.cached(basketId) {
-            return eventLoop.makeCompletedFuture(Result { try answer(fresh) })
+        if let fresh = rooms.cached(basketId) { return completion(answer(fresh)) }
+        rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.whenComplete { result in
+            completion(result.flatMap(answer))
         }
-        return rooms.snapshot(basketId, on: eventLoop) { self.readRoom(basketId, on: eventLoop) }.flatMapThrowing(answer)
     }
 
     /// The room read from Redis (opening it, or drawing, when due): a cache refresh, or the basket view's counts.

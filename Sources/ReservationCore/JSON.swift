@@ -360,9 +360,15 @@ public struct JSONWriter {
 
     static func appendString(_ value: String, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
-        // Most values (ids, times, tickets) need no escape: copied whole.
-        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            bytes.append(contentsOf: value.utf8)
+        // Most values (ids, times, tickets) need no escape: copied whole, from a native string's
+        // contiguous UTF-8 by one pointer walk (not UTF8View's index steps).
+        let copied =
+            value.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
+                for byte in utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return false }
+                bytes.append(contentsOf: utf8)
+                return true
+            } ?? false
+        if copied {
             bytes.append(UInt8(ascii: "\""))
             return
         }

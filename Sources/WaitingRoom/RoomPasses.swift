@@ -93,16 +93,23 @@ public struct RoomPasses: Sendable {
 
     private func verified(_ text: String, kind: String) -> [String]? {
         guard text.utf8.count <= Self.maxLength else { return nil }
-        let utf8 = Array(text.utf8)
+        // On the string's own contiguous UTF-8 (a native string's is; a copy otherwise).
+        if let fields = text.utf8.withContiguousStorageIfAvailable({ verified(bytes: $0, kind: kind) }) { return fields }
+        return Array(text.utf8).withUnsafeBufferPointer { verified(bytes: $0, kind: kind) }
+    }
+
+    private func verified(bytes utf8: UnsafeBufferPointer<UInt8>, kind: String) -> [String]? {
         let kindBytes = kind.utf8.count
         guard let lastDot = utf8.lastIndex(of: UInt8(ascii: ".")), lastDot > kindBytes, utf8.starts(with: kind.utf8),
             utf8[kindBytes] == UInt8(ascii: ".")
         else { return nil }
-        let body = utf8[..<lastDot]
+        let body = UnsafeBufferPointer(rebasing: utf8[..<lastDot])
         // compared in constant time (HMACPrototype.isValid), before any field is read
-        guard let mac = Base64URL.decode(utf8[(lastDot + 1)...]), mac.count == 32, hmac.isValid(mac, for: body) else { return nil }
+        guard let mac = Base64URL.decode(buffer: UnsafeBufferPointer(rebasing: utf8[(lastDot + 1)...])), mac.count == 32,
+            hmac.isValid(mac, for: UnsafeRawBufferPointer(body))
+        else { return nil }
         // Signed by us: the fields are ours, still read strictly.
-        guard let payload = Base64URL.decode(body.dropFirst(kind.utf8.count + 1)) else { return nil }
+        guard let payload = Base64URL.decode(buffer: UnsafeBufferPointer(rebasing: body[(kindBytes + 1)...])) else { return nil }
         let fields = payload.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map {
             String(decoding: $0, as: UTF8.self)
         }

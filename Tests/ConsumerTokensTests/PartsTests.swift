@@ -16,6 +16,23 @@ import Testing
         #expect(Base64URL.encodeString([0xFB, 0xFF]) == "-_8")
     }
 
+    @Test("one byte outside the alphabet anywhere (in a group of four or in the tail) refuses the whole text")
+    func base64urlRefusesEveryBadPosition() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Set(Base64URL.alphabet)
+        let outside = (0...255).map(UInt8.init).filter { !alphabet.contains($0) }
+        for count in 1..<40 {
+            let text = Base64URL.encode((0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            for position in text.indices {
+                for bad in [outside.randomElement(using: &generator)!, 0x3D, 0x2B, 0x2F, 0x00, 0xFF] {
+                    var changed = text
+                    changed[position] = bad
+                    #expect(Base64URL.decode(changed) == nil, "\(changed) at \(position)")
+                }
+            }
+        }
+    }
+
     @Test func base64urlStrict() {
         #expect(Base64URL.decode("QQ".utf8) == [0x41])
         #expect(Base64URL.decode("QR".utf8) == nil)  // unused bits set: the non-canonical "QQ"
