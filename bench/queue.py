@@ -22,6 +22,8 @@ One gateway (CONSUMER_AUTH=trusted, RESERVE_RATE_LIMIT=0) and the baseline serve
    room already drawn): reserve p99 of the run spanning the opening ÷ the later run's, and the
    draw as the basket view shows it (drawnAt, preQueue). One opening per run (a pre-queue draws once).
 CPU per request from /proc/<pid>/stat as bench/run.py measures it, medians over rounds.
+QUEUE_POLLS_ONLY=1 runs section 1 alone; QUEUE_POLLS_OTHER_BIN=<another build's bin directory>
+adds that build's gateway, polled in the same rounds (both ÷ baseline, and this ÷ the other).
 """
 import os
 import sys
