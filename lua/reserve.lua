@@ -213,9 +213,14 @@ local function decide(r)
     booksStock = stock
     if books < booksStock then booksStock = books end
     -- counted up front (one call on the path that grants), taken back on a refusal
-    held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
-    -- less than this request's units: the count was negative (corrupt); not served (fail closed),
-    -- and the basket marked so the audit finds it and its repair rewrites the consumers' counts
+    held = redis.pcall('HINCRBY', KEYS[2], consumer, quantityText)
+    -- an error: the count is not an integer, would overflow or its hash is of the wrong type;
+    -- less than this request's units: the count was negative. Either is corrupt: not served (fail
+    -- closed), and the basket marked so the audit finds it and its repair rewrites the counts.
+    if failed(held) then
+      mismatches = mismatches + 1
+      return {'unavailable'}
+    end
     if held < quantity then
       redis.call('HINCRBY', KEYS[2], consumer, -quantity)
       mismatches = mismatches + 1

@@ -105,6 +105,8 @@ if limit > 0 then
   end
 end
 
+-- whether a redis.pcall answered an error
+local function failed(result) return type(result) == 'table' and result.err ~= nil end
 local answer, held, booksStock, stock, pending, capacity, hold, maxUnits, seqNumber, mismatched
 local disagree = false
 -- a refusal is not stored when it may be wrong (reserve.lua)
@@ -129,9 +131,14 @@ else
   disagree = books ~= stock and not (books < 0 and stock == 0)
   booksStock = stock
   if books < booksStock then booksStock = books end
-  held = redis.call('HINCRBY', KEYS[2], consumer, quantityText)
-  -- less than this request's units: the count was negative (corrupt); not served (fail closed),
-  -- and the basket marked for the audit (reserve.lua)
+  held = redis.pcall('HINCRBY', KEYS[2], consumer, quantityText)
+  -- an error (not an integer, an overflow, a hash of the wrong type) or less than this request's
+  -- units (the count was negative): corrupt, so not served (fail closed), and the basket marked
+  -- for the audit (reserve.lua)
+  if failed(held) then
+    redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1))
+    return {{'unavailable'}}
+  end
   if held < quantity then
     redis.call('HINCRBY', KEYS[2], consumer, -quantity)
     redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1))
@@ -168,7 +175,6 @@ else
   local seq = string.format('%d', seqNumber + 1)
   -- the reservation's hash, the hold and the event are written first, each checked: of the wrong
   -- type (corruption), the grant is undone and answers `unavailable` (reserve.lua)
-  local function failed(result) return type(result) == 'table' and result.err ~= nil end
   local function undo()
     if held == quantity then
       redis.call('HDEL', KEYS[2], consumer)

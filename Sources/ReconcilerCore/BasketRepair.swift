@@ -354,9 +354,9 @@ extension Reconciler {
             confirmed: RedisBasketSnapshot.number(text(BasketField.confirmed.rawValue) ?? "0", in: counters),
             capacity: RedisBasketSnapshot.number(text(BasketField.capacity.rawValue), in: counters), settings: settings,
             seq: RedisBasketSnapshot.number(text("seq"), in: RepairPlan.seqRange), reservations: reservations, consumerUnits: units)
-        // Any mark counts, a corrupt one too: the repair clears it.
+        // Any mark counts, a corrupt one too (as the audit reads it): the repair clears it.
         let mismatch = byName["mismatch"] ?? .null
-        snapshot.booksMismatches = mismatch.isNull ? 0 : (RedisBasketSnapshot.number(mismatch.string, in: RepairPlan.counterRange) ?? 1)
+        snapshot.booksMismatches = BasketHealthCall.mismatches(mismatch)
         return (snapshot, !(byName["maint"] ?? .null).isNull, after.string == text("seq"))
     }
 

@@ -40,9 +40,10 @@ public struct RedisBasketSnapshot: Sendable, Equatable {
         self.consumerUnits = consumerUnits
     }
 
-    /// Parses a counter from Redis: digits only, within `range`.
+    /// Parses a counter from Redis as the reserve scripts read it (1 to 15 digits: no sign, no
+    /// `+`, which Swift's `Int(_:)` would take), within `range`.
     public static func number(_ text: String?, in range: ClosedRange<Int>) -> Int? {
-        guard let text, let value = Int(text), range.contains(value) else { return nil }
+        guard let text, let digits = Digits.decimal(text), case let value = Int(digits), range.contains(value) else { return nil }
         return value
     }
 }

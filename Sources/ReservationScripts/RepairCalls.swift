@@ -192,6 +192,14 @@ public struct BasketHealthCall: CommandCall {
     public static func decode(_ reply: RedisValue) throws -> Health {
         guard let values = reply.array, values.count == 4 else { throw StoreReplyError("basket health", reply) }
         return Health(
-            repairOwner: values[0].string, leaseEndMilliseconds: values[1].int, booksMismatches: values[2].int ?? 0, seq: values[3].int)
+            repairOwner: values[0].string, leaseEndMilliseconds: values[1].int, booksMismatches: mismatches(values[2]), seq: values[3].int)
+    }
+
+    /// The reserve scripts read the mark as 1 to 15 digits and serve no request of a basket whose
+    /// mark is anything else (fail closed), so such a mark counts as one mismatch: the audit
+    /// reports it and the repair rewrites it. Only a missing mark is none.
+    public static func mismatches(_ mark: RedisValue) -> Int {
+        if mark.isNull { return 0 }
+        return mark.string.flatMap(Digits.decimal).map { Int($0) } ?? 1
     }
 }

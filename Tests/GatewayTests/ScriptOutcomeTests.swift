@@ -274,6 +274,55 @@ struct ScriptOutcomeTests {
         }
     }
 
+    @Test(
+        "reserve fails closed on a consumer count that is not an integer or would overflow, alone and coalesced, and marks the basket",
+        arguments: ["abc", "1.5", "9223372036854775807", ""])
+    func unreadableCountsFailClosed(count: String) async throws {
+        for coalesced in [false, true] {
+            let (basketId, partition) = try await newBasket(stock: 5, max: 1)
+            let units = Keyspace.consumerUnits(basketId: basketId, partition: partition)
+            _ = try await redis.send("HSET", .string(units), "mallory", .string(count))
+            let calls = ["mallory", "alice"].map { consumer in
+                ReserveCall(
+                    basketId: basketId, consumerId: consumer, quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                    idempotencyKey: nil)
+            }
+            let outcomes: [ReserveCall.Outcome]
+            if coalesced {
+                outcomes = try await redis.run(ReserveBatchCall(calls)).map { try $0.get() }
+            } else {
+                outcomes = [try await redis.run(calls[0]), try await redis.run(calls[1])]
+            }
+            // (it answered a script error: 500, and left no mark)
+            #expect(outcomes.count == 2 && outcomes[0] == .unavailable, "\(count), coalesced \(coalesced): \(outcomes)")
+            guard outcomes.count == 2, case .granted = outcomes[1] else {
+                Issue.record("another consumer is served: \(outcomes)")
+                continue
+            }
+            #expect(try await redis.send("HGET", .string(units), "mallory").string == count, "left for the repair to rewrite")
+            let health = try await redis.run(BasketHealthCall(basketId: basketId))
+            #expect(health.booksMismatches == 1, "the basket is marked, so the audit finds it and repairs it")
+        }
+    }
+
+    @Test(
+        "a mismatch mark the scripts cannot read stops the basket and reads as a mismatch to the audit",
+        arguments: ["x", "", "1.5", "-1", "+1", "1234567890123456"])
+    func unreadableMarkIsAMismatch(mark: String) async throws {
+        let (basketId, partition) = try await newBasket(stock: 5, max: 1)
+        _ = try await redis.send("HSET", .string(Keyspace.basket(basketId, partition: partition)), "mismatch", .string(mark))
+        #expect(try await reserve(basketId, "alice") == .unavailable, "the scripts do not read it (fail closed)")
+        let batch = try await redis.run(
+            ReserveBatchCall([
+                ReserveCall(
+                    basketId: basketId, consumerId: "bob", quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                    idempotencyKey: nil)
+            ]))
+        #expect(batch.count == 1 && batch.allSatisfy { (try? $0.get()) == .unavailable }, "coalesced too: \(batch)")
+        // (the audit read it as 0 or -1: it never reported the basket, which answered 503 for good)
+        #expect(try await redis.run(BasketHealthCall(basketId: basketId)).booksMismatches == 1)
+    }
+
     @Test("reserve never sells more than capacity - pending - confirmed, and marks a basket whose books disagree")
     func booksCheck() async throws {
         let (basketId, partition) = try await newBasket(stock: 3, max: 10)

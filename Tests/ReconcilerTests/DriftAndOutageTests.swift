@@ -65,12 +65,14 @@ struct DriftAndOutageTests {
         await fixture.stop()
     }
 
-    @Test("a negative consumer count (a way around maxPerConsumer) is refused, marked, found by the audit and repaired")
-    func negativeConsumerCount() async throws {
+    @Test(
+        "a negative or unreadable consumer count (a way around maxPerConsumer, or a 500) is refused, marked, found by the audit and repaired",
+        arguments: ["-3", "abc", "9223372036854775807"])
+    func corruptConsumerCount(count: String) async throws {
         let fixture = try await ReconcilerFixture.start()
         let (basketId, _) = try await Self.prepared(fixture)
         let units = Keyspace.consumerUnits(basketId: basketId, partition: Keyspace.partition(ofBasket: basketId))
-        _ = try await fixture.redis.send("HSET", .string(units), "mallory", "-3")
+        _ = try await fixture.redis.send("HSET", .string(units), "mallory", .string(count))
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
         let report = try await Self.audit(fixture)
         #expect(report.status == 1)
@@ -81,6 +83,24 @@ struct DriftAndOutageTests {
         #expect(try await fixture.redis.send("HGET", .string(units), "c1").int == 1, "the others' counts are kept")
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201)
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").errorCode == "limit_exceeded", "the limit holds again")
+        await fixture.stop()
+    }
+
+    @Test("a mismatch mark the scripts cannot read (which stops the basket) is found by the audit and cleared by the repair")
+    func unreadableMismatchMark() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, _) = try await Self.prepared(fixture)
+        let key = Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))
+        _ = try await fixture.redis.send("HSET", .string(key), "mismatch", "x")
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && report.output.contains("books"), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        #expect(try await fixture.redis.send("HGET", .string(key), "mismatch").string != "x", "the repair rewrote the mark")
+        #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201, "served again")
+        #expect(try await Self.grants(fixture, basketId, attempts: 10) == 6)
         await fixture.stop()
     }
 

@@ -25,6 +25,7 @@ public struct ReserveEquivalence: Sendable {
         "granted", "granted (replay)", "granted (legacy replay)", "sold_out", "sold_out (replay)", "sold_out (closing)",
         "limit_exceeded", "basket_not_found", "unavailable", "rate_limited", "idempotency_key_reused", "sale_not_open", "sale_paused",
         "sale_closed", "admission_required", "failed", "books mismatch", "calls of 64", "grant refused by its corrupt reservation key",
+        "corrupt consumer count refused",
     ]
 
     /// `direct`: a client of the server that holds `partition` (on a cluster, a standalone
@@ -113,8 +114,12 @@ public struct ReserveEquivalence: Sendable {
         }
         var heldBefore: [Int: String] = [:]
         if Int.random(in: 0..<4, using: &random) == 0 { heldBefore[0] = String(Int.random(in: 1...maxPerConsumer, using: &random)) }
-        // a count that is not a number: that consumer's requests fail after the rate limit counted them
-        if Int.random(in: 0..<12, using: &random) == 0 { heldBefore[2] = "not a number" }
+        // a count the scripts cannot use (not a number, a fraction, one that would overflow, a
+        // negative one): that consumer's requests are refused `unavailable` and the basket marked,
+        // where the script before coalescing failed (a 500) or, for a negative count, sold past the limit
+        if Int.random(in: 0..<12, using: &random) == 0 {
+            heldBefore[2] = ["not a number", "1.5", "9223372036854775807", "-2"].randomElement(using: &random)!
+        }
         let legacy: String? =
             switch Int.random(in: 0..<10, using: &random) {
             case 0: "granted|legacy-grant|1700000000000|4"
@@ -205,7 +210,7 @@ public struct ReserveEquivalence: Sendable {
         // what the coalesced call is compared with: the calls of one, and (but where coalescing
         // changed a behaviour on purpose) the script before it
         var references = [("one by one", sides[1], oneByOneAnswers, oneByOne.dropFirst(oneByOneCommands.count))]
-        if !round.variant.changedOnPurpose {
+        if !round.variant.changedOnPurpose && round.heldBefore[2] == nil {
             references.append(("before coalescing", sides[0], beforeAnswers, before.dropFirst(beforeCommands.count)))
         }
         var coalescedState = try await state(of: sides[2], round, streamStart: streamStart)
@@ -215,6 +220,13 @@ public struct ReserveEquivalence: Sendable {
             togetherAnswers.contains(where: { if case .success(.unavailable) = $0 { return true } else { return false } })
         {
             report.kinds.insert("grant refused by its corrupt reservation key")
+        }
+        if round.heldBefore[2] != nil, coalescedState["basket"]?.contains("mismatch") == true,
+            zip(round.requests, togetherAnswers).contains(where: { request, answer in
+                if request.consumer == 2, case .success(.unavailable) = answer { return true } else { return false }
+            })
+        {
+            report.kinds.insert("corrupt consumer count refused")
         }
         for index in togetherAnswers.indices {
             let (coalesced, kind) = describe(togetherAnswers[index], index: index, side: sides[2])
