@@ -327,9 +327,15 @@ extension Reconciler {
         } else {
             reservations = try await redisReservations(of: basketId, partition: partition)
         }
-        let unitsReply = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition)))
         var units: [String: Int]? = [:]
-        let flat = unitsReply.array ?? []
+        let flat: [RedisValue]
+        do {
+            flat = try await redis.send("HGETALL", .string(Keyspace.consumerUnits(basketId: basketId, partition: partition))).array ?? []
+        } catch RedisError.server(let message) where message.hasPrefix("WRONGTYPE") {
+            // not a hash (corruption; the reserve scripts refuse the basket's requests): rewritten
+            flat = []
+            units = nil
+        }
         var index = 0
         while index + 1 < flat.count {
             if let consumer = flat[index].string, let value = RedisBasketSnapshot.number(flat[index + 1].string, in: RepairPlan.counterRange) {

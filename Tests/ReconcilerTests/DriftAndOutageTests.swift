@@ -67,12 +67,17 @@ struct DriftAndOutageTests {
 
     @Test(
         "a negative or unreadable consumer count (a way around maxPerConsumer, or a 500) is refused, marked, found by the audit and repaired",
-        arguments: ["-3", "abc", "9223372036854775807"])
+        arguments: ["-3", "abc", "9223372036854775807", "(the hash replaced by a string)"])
     func corruptConsumerCount(count: String) async throws {
         let fixture = try await ReconcilerFixture.start()
         let (basketId, _) = try await Self.prepared(fixture)
         let units = Keyspace.consumerUnits(basketId: basketId, partition: Keyspace.partition(ofBasket: basketId))
-        _ = try await fixture.redis.send("HSET", .string(units), "mallory", .string(count))
+        if count.hasPrefix("(") {
+            _ = try await fixture.redis.send("DEL", .string(units))
+            _ = try await fixture.redis.send("SET", .string(units), "not a hash")
+        } else {
+            _ = try await fixture.redis.send("HSET", .string(units), "mallory", .string(count))
+        }
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
         let report = try await Self.audit(fixture)
         #expect(report.status == 1)
