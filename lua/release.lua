@@ -19,21 +19,56 @@
 local retention = tonumber(ARGV[2])
 local now = nowMs()
 
--- Gives a reservation's units back and records the new status. `r` is the record as read.
+-- a counter as the reserve scripts read it (reserve.lua's `count`): 1 to 15 digits, else nil
+local function count(text)
+  return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
+end
+
+-- whether a redis.pcall answered an error
+local function failed(result)
+  return type(result) == 'table' and result.err ~= nil
+end
+
+-- Gives a reservation's units back and records the new status; false (nothing given back) when
+-- the store is corrupt. `r` is the record as read. Redis does not roll back a script that fails
+-- half way, and a cancel can be retried: a counter that broke a write after the stock was given
+-- back would give it back on every retry (and every expiry round), units sold twice. So every
+-- counter is read and checked first, and the writes that can still fail (a consumer-count hash,
+-- holds or stream of the wrong type) come first, each undone if a later one fails; a corrupt
+-- store writes nothing but the basket's mark (when readable), so the audit repairs it.
 local function finish(id, key, basketKey, unitsKey, r, newStatus)
   local quantity = tonumber(r.qty)
   local oldStatus = r.status
+  local b = redis.call('HMGET', basketKey, 'stock', oldStatus, 'seq', 'capacity', 'mismatch')
+  local stock, held, seqNumber, mark = count(b[1]), count(b[2] or '0'), count(b[3]), count(b[5] or '0')
+  local function corrupt()
+    if mark then redis.call('HSET', basketKey, 'mismatch', string.format('%d', mark + 1)) end
+    return false
+  end
+  if not (stock and held and seqNumber) then return corrupt() end
+  -- the consumer's count: an integer (a negative one too: it is taken down and deleted) that
+  -- the HINCRBY below cannot overflow, in a hash
+  local units = redis.pcall('HGET', unitsKey, r.consumer)
+  if failed(units) or (units and not (#units <= 18 and string.match(units, '^-?%d+$'))) then return corrupt() end
+  local removed = redis.pcall('ZREM', KEYS[1], id)
+  if failed(removed) then return corrupt() end
+  local seq = string.format('%d', seqNumber + 1)
+  r.status = newStatus
+  local event = redis.pcall('XADD', KEYS[2], '*', unpack(withRecord({'type', newStatus, 'seq', seq, 'stock',
+    string.format('%d', stock + quantity), 'capacity', b[4], 'res', id, 'from', oldStatus, 'at', now}, r, RESERVATION)))
+  if failed(event) then
+    r.status = oldStatus
+    if removed == 1 then redis.call('ZADD', KEYS[1], r.exp, id) end
+    return corrupt()
+  end
+  -- (nothing below can fail: every counter was checked, every key's type proved)
   redis.call('HINCRBY', basketKey, 'stock', quantity)
   redis.call('HINCRBY', basketKey, oldStatus, -quantity)
-  local seq = redis.call('HINCRBY', basketKey, 'seq', 1)
-  local basket = redis.call('HMGET', basketKey, 'stock', 'capacity')
+  redis.call('HSET', basketKey, 'seq', seq)
   if redis.call('HINCRBY', unitsKey, r.consumer, -quantity) <= 0 then redis.call('HDEL', unitsKey, r.consumer) end
-  redis.call('ZREM', KEYS[1], id)
   redis.call('HSET', key, 'status', newStatus, 'ended', now)
   redis.call('EXPIRE', key, retention)
-  r.status = newStatus
-  redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', newStatus, 'seq', seq, 'stock', basket[1],
-    'capacity', basket[2], 'res', id, 'from', oldStatus, 'at', now}, r, RESERVATION)))
+  return true
 end
 
 -- A basket under repair, or missing (Redis lost it and the reconciler has not rebuilt it yet),
@@ -60,10 +95,10 @@ if ARGV[1] == 'cancel' then
   if underRepair(KEYS[4]) then return {'unavailable'} end
   if r.status == 'pending' and tonumber(r.exp) <= now then
     -- the hold ran out before the expiry loop got to it: it expires now, not cancels
-    finish(id, key, KEYS[4], KEYS[5], r, 'expired')
+    if not finish(id, key, KEYS[4], KEYS[5], r, 'expired') then return {'unavailable'} end
     return {'reservation_expired'}
   end
-  finish(id, key, KEYS[4], KEYS[5], r, 'cancelled')
+  if not finish(id, key, KEYS[4], KEYS[5], r, 'cancelled') then return {'unavailable'} end
   return recordReply('cancelled', r, RESERVATION)
 end
 
@@ -79,10 +114,11 @@ for i = 1, (#KEYS - 2) / 3 do
   elseif r.basket == ARGV[3 * i + 1] and r.consumer == ARGV[3 * i + 2] and wholeReservation(r) then
     if r.status ~= 'pending' then
       redis.call('ZREM', KEYS[1], id)
-    elseif tonumber(r.exp) <= now and not underRepair(KEYS[3 * i + 1]) then
-      finish(id, key, KEYS[3 * i + 1], KEYS[3 * i + 2], r, 'expired')
+    elseif tonumber(r.exp) <= now and not underRepair(KEYS[3 * i + 1])
+      and finish(id, key, KEYS[3 * i + 1], KEYS[3 * i + 2], r, 'expired') then
       expired = expired + 1
     else
+      -- (not due, under repair, or its store corrupt: looked at again later)
       kept = kept + 1
       redis.call('ZADD', KEYS[1], 'XX', now + 5000, id)
     end

@@ -23,6 +23,10 @@ for i = 1, count do
   for j = 1, #RESERVATION do record[RESERVATION[j]] = ARGV[first + j] end
   local id, ttl = ARGV[first], tonumber(ARGV[first + stride - 1])
   local key = KEYS[2 + i]
+  -- a key of another type (corruption) is replaced: the HSET would fail on it with the repair half
+  -- done, and every later repair with it (the basket out of service for good)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
   redis.call('HSET', key, unpack(withRecord({}, record, RESERVATION)))
   if record.status == 'pending' then
     redis.call('PERSIST', key)

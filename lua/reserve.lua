@@ -203,7 +203,12 @@ local function decide(r)
       if not marked then storeRefusal = false end
     end
   else
-    if not whole then return {'unavailable'} end
+    if not whole then
+      -- a counter that does not read (not served) marks the basket, so the audit finds it however
+      -- the reconciler reads it; an unreadable mark is left as it is (the audit counts it)
+      if mismatched then mismatches = mismatches + 1 end
+      return {'unavailable'}
+    end
     -- The books: what is not held is stock. When the counters disagree (a corrupted or
     -- half-restored counter), sell only what both agree is there, and mark the basket so the
     -- reconciler's audit repairs it and counts it.
@@ -217,6 +222,8 @@ local function decide(r)
     -- an error: the count is not an integer, would overflow or its hash is of the wrong type;
     -- less than this request's units: the count was negative. Either is corrupt: not served (fail
     -- closed), and the basket marked so the audit finds it and its repair rewrites the counts.
+    -- (A server-state error, READONLY or OOM, is caught here too, but the mark's write at the end
+    -- of the call meets it again and fails the call with it, as the gateway expects.)
     if failed(held) then
       mismatches = mismatches + 1
       return {'unavailable'}

@@ -122,7 +122,14 @@ else
   local counters = {basket[1], basket[2], basket[3], basket[4], basket[5], basket[7], basket[8] or '0', basket[13] or '0'}
   for i = 1, 8 do
     local text = counters[i]
-    if not text or #text > 15 or not string.match(text, '^%d+$') then return {{'unavailable'}} end
+    if not text or #text > 15 or not string.match(text, '^%d+$') then
+      -- the basket marked for the audit when its mark reads (reserve.lua)
+      local mark = counters[8]
+      if i < 8 and #mark <= 15 and string.match(mark, '^%d+$') then
+        redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', tonumber(mark) + 1))
+      end
+      return {{'unavailable'}}
+    end
     counters[i] = tonumber(text)
   end
   stock, pending, capacity, hold, maxUnits, seqNumber = counters[1], counters[2], counters[3], counters[4], counters[5], counters[6]
@@ -134,7 +141,7 @@ else
   held = redis.pcall('HINCRBY', KEYS[2], consumer, quantityText)
   -- an error (not an integer, an overflow, a hash of the wrong type) or less than this request's
   -- units (the count was negative): corrupt, so not served (fail closed), and the basket marked
-  -- for the audit (reserve.lua)
+  -- for the audit (reserve.lua; a server-state error fails the mark's write, and so the call)
   if failed(held) then
     redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1))
     return {{'unavailable'}}

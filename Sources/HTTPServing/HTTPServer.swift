@@ -191,6 +191,7 @@ public final class HTTPServer: Sendable {
         decoderLimits.maxHeaderFieldSize = max(limits.maxHeadBytes * 2, 1024)
         decoderLimits.maxHeaderListSize = max(limits.maxHeadBytes * 2, 1024)
         decoderLimits.maxHeaderFieldCount = 1_000
+        let headerLimits = decoderLimits  // (a constant for the child channels' initializer)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -229,7 +230,7 @@ public final class HTTPServer: Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(RequestGuard(state: state))
                     try sync.addHandler(
-                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: headerLimits)))
                     // Answers are encoded by the handler itself (one buffer, one write), and it
                     // keeps pipelined requests in order: no response encoder, no pipelining handler.
                     try sync.addHandler(HTTPRequestHandler(responder: responder, state: state))

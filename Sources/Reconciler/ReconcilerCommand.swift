@@ -152,13 +152,18 @@ extension ReconcilerCommand {
             let (configuration, logger) = try options.environment()
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
             try await Migrator.migrate(postgres, logger: logger)
+            let failuresBefore = reconciler.housekeeping.repairFailures
             let (applied, elapsed, repaired) = try await reconciler.once()
+            // (a basket whose repair failed counts among the drifts; the operator must not read it as mended)
+            let failed = reconciler.housekeeping.repairFailures - failuresBefore
             logger.info(
                 "once finished",
                 metadata: [
-                    "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(repaired)",
+                    "events": "\(applied)", "seconds": "\(elapsed)", "repaired": "\(repaired)", "repair_failures": "\(failed)",
                 ])
-            print("applied \(applied) events in \(elapsed); repaired \(repaired) drifts")
+            print(
+                "applied \(applied) events in \(elapsed); repaired \(repaired) drifts"
+                    + (failed > 0 ? "; \(failed) of those repairs failed (see the log; retried by the next audit)" : ""))
             await redis.shutdown()
             await postgres.shutdown()
         }

@@ -125,8 +125,9 @@ public struct RepairPlan: Sendable, Equatable {
 
     public var needsRepair: Bool { !reasons.isEmpty }
 
-    /// Seqs beyond this are corrupt: Lua numbers are doubles, exact up to 2^53.
-    public static let seqRange = 0...(1 << 53)
+    /// Seqs beyond this are corrupt: the reserve scripts read at most 15 digits (and serve no
+    /// basket whose seq has more), so a repair's seq, one past both sides, must stay within them.
+    public static let seqRange = 0...999_999_999_999_998
     /// Counters and settings fit Postgres's `integer` columns.
     public static let counterRange = 0...Int(Int32.max)
     /// A finished reservation whose retention ends within this margin is not written back:

@@ -276,16 +276,23 @@ struct ScriptOutcomeTests {
 
     @Test(
         "reserve fails closed on a consumer count that is not an integer or would overflow, alone and coalesced, and marks the basket",
-        arguments: ["abc", "1.5", "9223372036854775807", ""])
+        arguments: ["abc", "1.5", "9223372036854775807", "", "(the hash replaced by a string)"])
     func unreadableCountsFailClosed(count: String) async throws {
+        let wrongType = count.hasPrefix("(")
         for coalesced in [false, true] {
             let (basketId, partition) = try await newBasket(stock: 5, max: 1)
             let units = Keyspace.consumerUnits(basketId: basketId, partition: partition)
-            _ = try await redis.send("HSET", .string(units), "mallory", .string(count))
+            if wrongType {
+                _ = try await redis.send("SET", .string(units), "not a hash")
+            } else {
+                _ = try await redis.send("HSET", .string(units), "mallory", .string(count))
+            }
+            // mallory's with an Idempotency-Key: a refusal for a corrupt store is not its answer for good
+            let key = TestEnvironment.uniqueId("key")
             let calls = ["mallory", "alice"].map { consumer in
                 ReserveCall(
                     basketId: basketId, consumerId: consumer, quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
-                    idempotencyKey: nil)
+                    idempotencyKey: consumer == "mallory" ? key : nil)
             }
             let outcomes: [ReserveCall.Outcome]
             if coalesced {
@@ -295,13 +302,57 @@ struct ScriptOutcomeTests {
             }
             // (it answered a script error: 500, and left no mark)
             #expect(outcomes.count == 2 && outcomes[0] == .unavailable, "\(count), coalesced \(coalesced): \(outcomes)")
-            guard outcomes.count == 2, case .granted = outcomes[1] else {
-                Issue.record("another consumer is served: \(outcomes)")
+            let health = try await redis.run(BasketHealthCall(basketId: basketId))
+            if wrongType {
+                #expect(outcomes.count == 2 && outcomes[1] == .unavailable, "nobody's count can be kept: \(outcomes)")
+                #expect(health.booksMismatches == 2, "marked once per request")
+                _ = try await redis.send("DEL", .string(units))
+            } else {
+                guard outcomes.count == 2, case .granted = outcomes[1] else {
+                    Issue.record("another consumer is served: \(outcomes)")
+                    continue
+                }
+                #expect(try await redis.send("HGET", .string(units), "mallory").string == count, "left for the repair to rewrite")
+                #expect(health.booksMismatches == 1, "the basket is marked, so the audit finds it and repairs it")
+                _ = try await redis.send("HDEL", .string(units), "mallory")
+            }
+            // once the count is repaired, the same request with the same key is served
+            guard case .granted = try await redis.run(calls[0]) else {
+                Issue.record("\(count): the key kept the refusal")
                 continue
             }
-            #expect(try await redis.send("HGET", .string(units), "mallory").string == count, "left for the repair to rewrite")
-            let health = try await redis.run(BasketHealthCall(basketId: basketId))
-            #expect(health.booksMismatches == 1, "the basket is marked, so the audit finds it and repairs it")
+        }
+    }
+
+    @Test(
+        "a basket counter the scripts cannot read is not served and marks the basket (alone and coalesced), so the audit finds it",
+        arguments: [("stock", "+7"), ("hold", "+600"), ("max", "+1"), ("seq", "+9"), ("seq", "1000000000000000"), ("pending", "")])
+    func unreadableCounterMarks(field: String, value: String) async throws {
+        let (basketId, partition) = try await newBasket(stock: 5, max: 1)
+        let key = Keyspace.basket(basketId, partition: partition)
+        let good = try await redis.send("HGET", .string(key), .string(field))
+        if value.isEmpty {
+            _ = try await redis.send("HDEL", .string(key), .string(field))
+        } else {
+            _ = try await redis.send("HSET", .string(key), .string(field), .string(value))
+        }
+        let idempotencyKey = TestEnvironment.uniqueId("key")
+        #expect(try await reserve(basketId, "alice", key: idempotencyKey) == .unavailable)
+        #expect(try await redis.run(BasketHealthCall(basketId: basketId)).booksMismatches == 1, "\(field)=\(value)")
+        let batch = try await redis.run(
+            ReserveBatchCall(
+                ["bob", "carol"].map {
+                    ReserveCall(
+                        basketId: basketId, consumerId: $0, quantity: 1, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                        idempotencyKey: nil)
+                }))
+        #expect(batch.count == 2 && batch.allSatisfy { (try? $0.get()) == .unavailable }, "coalesced too: \(batch)")
+        #expect(try await redis.run(BasketHealthCall(basketId: basketId)).booksMismatches == 3, "once per request")
+        // the counter put right, the same key is served (the refusal was not stored)
+        _ = try await redis.send("HSET", .string(key), .string(field), .string(try #require(good.string)))
+        guard case .granted = try await reserve(basketId, "alice", key: idempotencyKey) else {
+            Issue.record("\(field): the key kept the refusal")
+            return
         }
     }
 
@@ -357,5 +408,93 @@ extension ScriptOutcomeTests {
         _ = try await redis.send("HSET", .string(refused), "fp", "bob\n1", "answer", "sold_out")
         #expect(try await reserve(basketId, "bob", key: "old-refusal") == .soldOutReplayed)
         #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 3, "replays reserve nothing")
+    }
+}
+
+extension ScriptOutcomeTests {
+    /// What a corruption of the store leaves a release to do: each case names what it breaks.
+    enum ReleaseCorruption: String, CaseIterable {
+        case unitsNotANumber, unitsTooLong, unitsNotAHash, pendingFraction, seqUnreadable, holdsNotASortedSet, streamNotAStream
+    }
+
+    @Test(
+        "cancel and expiry on a corrupt store give nothing back, however often retried (they gave the units back on every try), and mark the basket")
+    func releaseOnACorruptStore() async throws {
+        // A Redis of its own: the partition's holds and stream are replaced by strings.
+        let server = try RedisServerProcess(appendOnly: false)
+        try await server.start()
+        defer { server.stop() }
+        let redis = RedisClient(configuration: try RedisConfiguration(url: server.url), eventLoopGroup: TestEnvironment.eventLoopGroup)
+        try await redis.load(ReservationScripts.all)
+        for corruption in ReleaseCorruption.allCases {
+            let basketId = TestEnvironment.uniqueId("rc")
+            let partition = Keyspace.partition(ofBasket: basketId)
+            _ = try await redis.run(CreateBasketCall(basketId: basketId, stock: 5, holdSeconds: 600, maxPerConsumer: 5))
+            let reserved = try await redis.run(
+                ReserveCall(
+                    basketId: basketId, consumerId: "alice", quantity: 2, reservationId: ids.next(partition: partition), attemptsPerSecond: 0,
+                    idempotencyKey: nil))
+            let id = try grantedId(reserved)
+            let basketKey = Keyspace.basket(basketId, partition: partition)
+            let units = Keyspace.consumerUnits(basketId: basketId, partition: partition)
+            let holds = Keyspace.holds(partition)
+            let stream = Keyspace.stream(partition)
+            let eventsBefore = try await redis.send("XLEN", .string(stream)).int
+            var setAside: String?
+            switch corruption {
+            case .unitsNotANumber: _ = try await redis.send("HSET", .string(units), "alice", "abc")
+            case .unitsTooLong: _ = try await redis.send("HSET", .string(units), "alice", "9223372036854775807")
+            case .unitsNotAHash:
+                _ = try await redis.send("DEL", .string(units))
+                _ = try await redis.send("SET", .string(units), "not a hash")
+            case .pendingFraction: _ = try await redis.send("HSET", .string(basketKey), "pending", "2.5")
+            case .seqUnreadable: _ = try await redis.send("HSET", .string(basketKey), "seq", "x")
+            case .holdsNotASortedSet, .streamNotAStream:
+                let key = corruption == .holdsNotASortedSet ? holds : stream
+                setAside = key
+                _ = try await redis.send("RENAME", .string(key), .string(key + ":aside"))
+                _ = try await redis.send("SET", .string(key), "not a sorted set nor a stream")
+            }
+            let target = ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "alice")
+            for attempt in 1...3 {
+                #expect(try await redis.run(CancelReservationCall(target, partition: partition)) == .unavailable, "\(corruption), try \(attempt)")
+            }
+            // The hold ran out: expiry rounds keep it for later instead of giving its units back.
+            _ = try await redis.send(
+                "HSET", .string(Keyspace.reservation(id, partition: partition)), "exp", .int(Int(WallClock.nowMilliseconds() - 60_000)))
+            if corruption != .holdsNotASortedSet {
+                for _ in 1...2 {
+                    let expiry = try await redis.run(ExpireHoldsCall([target], partition: partition))
+                    #expect(expiry.expired == 0 && expiry.kept == 1, "\(corruption): \(expiry)")
+                }
+            }
+            #expect(try await redis.run(CancelReservationCall(target, partition: partition)) == .unavailable, "\(corruption): an expiring cancel")
+            if let setAside {
+                _ = try await redis.send("DEL", .string(setAside))
+                _ = try await redis.send("RENAME", .string(setAside + ":aside"), .string(setAside))
+            }
+            let fields = try await redis.send("HMGET", .string(basketKey), "stock", "pending", "mismatch").array?.map(\.string)
+            #expect(fields?[0] == "3", "\(corruption): no unit given back: \(String(describing: fields))")
+            #expect(fields?[1] == (corruption == .pendingFraction ? "2.5" : "2"), "\(corruption): \(String(describing: fields))")
+            // (a cancel, two expiry rounds, one expiring cancel: 3 + 2 + 1 marks, 3 + 1 without holds)
+            let marks = corruption == .holdsNotASortedSet ? "4" : "6"
+            #expect(fields?[2] == marks, "\(corruption): the basket is marked for the audit each time: \(String(describing: fields))")
+            #expect(try await redis.run(ReadReservationCall(reservationId: id, partition: partition))?.status == .pending, "\(corruption)")
+            #expect(try await redis.send("ZSCORE", .string(holds), .string(id)).isNull == false, "\(corruption): the hold is kept")
+            #expect(try await redis.send("XLEN", .string(stream)).int == eventsBefore, "\(corruption): no event")
+            if corruption == .unitsNotANumber {
+                // Repaired by hand, the same cancel gives the units back once.
+                _ = try await redis.send("HSET", .string(units), "alice", "2")
+                _ = try await redis.send(
+                    "HSET", .string(Keyspace.reservation(id, partition: partition)), "exp", .int(Int(WallClock.nowMilliseconds() + 600_000)))
+                guard case .cancelled = try await redis.run(CancelReservationCall(target, partition: partition)) else {
+                    Issue.record("not cancelled once repaired")
+                    continue
+                }
+                #expect(try await redis.run(ReadBasketCall(basketId: basketId))?.stock == 5)
+                #expect(try await redis.send("HGET", .string(units), "alice").isNull)
+                #expect(try await redis.send("XLEN", .string(stream)).int == (eventsBefore ?? 0) + 1)
+            }
+        }
     }
 }

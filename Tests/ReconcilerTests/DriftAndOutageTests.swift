@@ -91,21 +91,42 @@ struct DriftAndOutageTests {
         await fixture.stop()
     }
 
-    @Test("a mismatch mark the scripts cannot read (which stops the basket) is found by the audit and cleared by the repair")
-    func unreadableMismatchMark() async throws {
+    @Test(
+        "a basket field the scripts cannot read (which stops the basket) is found by the audit and rewritten by the repair",
+        arguments: [("mismatch", "x"), ("hold", "+600"), ("stock", "+7"), ("seq", "1000000000000000")])
+    func unreadableBasketField(field: String, value: String) async throws {
         let fixture = try await ReconcilerFixture.start()
         let (basketId, _) = try await Self.prepared(fixture)
         let key = Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))
-        _ = try await fixture.redis.send("HSET", .string(key), "mismatch", "x")
+        _ = try await fixture.redis.send("HSET", .string(key), .string(field), .string(value))
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
         let report = try await Self.audit(fixture)
         #expect(report.status == 1)
         #expect(report.output.contains(basketId) && report.output.contains("books"), "\(report.output)")
         try await Self.once(fixture)
         #expect(try await Self.audit(fixture).status == 0)
-        #expect(try await fixture.redis.send("HGET", .string(key), "mismatch").string != "x", "the repair rewrote the mark")
+        #expect(try await fixture.redis.send("HGET", .string(key), .string(field)).string != value, "the repair rewrote it")
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201, "served again")
         #expect(try await Self.grants(fixture, basketId, attempts: 10) == 6)
+        await fixture.stop()
+    }
+
+    @Test("a reservation key of the wrong type is found by the audit and rewritten by the repair (the repair failed on it for good)")
+    func wrongTypeReservationKey() async throws {
+        let fixture = try await ReconcilerFixture.start()
+        let (basketId, ids) = try await Self.prepared(fixture)
+        let key = Keyspace.reservation(ids[1], partition: Keyspace.partition(ofBasket: basketId))
+        _ = try await fixture.redis.send("DEL", .string(key))
+        _ = try await fixture.redis.send("SET", .string(key), "not a hash")
+        let report = try await Self.audit(fixture)
+        #expect(report.status == 1 && report.output.contains(basketId), "\(report.output)")
+        try await Self.once(fixture)
+        #expect(try await Self.audit(fixture).status == 0)
+        #expect(try await fixture.gateway.request(.GET, "/v1/reservations/\(ids[1])").json?["status"]?.stringValue == "pending")
+        #expect(
+            try await fixture.redis.send("HGET", .string(Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))), "maint")
+                .isNull, "the repair ended")
+        #expect(try await Self.grants(fixture, basketId, attempts: 10) == 7)
         await fixture.stop()
     }
 

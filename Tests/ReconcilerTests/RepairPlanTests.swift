@@ -196,5 +196,11 @@ struct RepairPlanTests {
         #expect(RedisBasketSnapshot.number("9223372036854775807", in: RepairPlan.seqRange) == nil)
         #expect(RedisBasketSnapshot.number("99999999999999999999", in: RepairPlan.seqRange) == nil)
         #expect(RedisBasketSnapshot.number("1e3", in: RepairPlan.seqRange) == nil)
+        // as the reserve scripts read counters: no sign, at most 15 digits
+        for text in ["+5", "-0", " 5", "5 ", "", "1000000000000000", "999999999999999"] {
+            #expect(RedisBasketSnapshot.number(text, in: RepairPlan.seqRange) == nil, "\(text)")
+        }
+        #expect(RedisBasketSnapshot.number("999999999999998", in: RepairPlan.seqRange) == 999_999_999_999_998)
+        #expect(RedisBasketSnapshot.number("007", in: RepairPlan.counterRange) == 7)
     }
 }
