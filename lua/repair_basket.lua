@@ -21,19 +21,23 @@
 -- Returns {"ok"} or {"lease_lost"} (another repair owns the basket: nothing written).
 if redis.call('HGET', KEYS[1], 'maint') ~= ARGV[1] then return {'lease_lost'} end
 local now = nowMs()
+local settings = {}
+for i = 1, #SETTINGS do settings[SETTINGS[i]] = ARGV[8 + i] end
+-- The writes that fail on a key of the wrong type (the partition's index, lost set and stream:
+-- corruption) come first: Redis does not roll back a script that fails half way, and a failure
+-- after the basket's own writes would put it back on sale with no event and half its repair.
+-- Failing here, the basket stays in maintenance (the repair is retried, the pager told).
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[6], ARGV[2])
+redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[7],
+  'stock', ARGV[3], 'capacity', ARGV[6], 'reason', ARGV[8], 'at', now}, settings, SETTINGS)))
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('RENAME', KEYS[5], KEYS[4])
   redis.call('PERSIST', KEYS[4])
 else
   redis.call('DEL', KEYS[4])
 end
-local settings = {}
-for i = 1, #SETTINGS do settings[SETTINGS[i]] = ARGV[8 + i] end
 redis.call('HSET', KEYS[1], unpack(withRecord({'stock', ARGV[3], 'pending', ARGV[4], 'confirmed', ARGV[5],
   'capacity', ARGV[6], 'seq', ARGV[7]}, settings, SETTINGS)))
 redis.call('HDEL', KEYS[1], 'maint', 'lease', 'mismatch')
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SREM', KEYS[6], ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[7],
-  'stock', ARGV[3], 'capacity', ARGV[6], 'reason', ARGV[8], 'at', now}, settings, SETTINGS)))
 return {'ok'}

@@ -498,3 +498,34 @@ extension ScriptOutcomeTests {
         }
     }
 }
+
+extension ScriptOutcomeTests {
+    @Test(
+        "repair_basket failing on a wrong-typed partition key leaves the basket in maintenance, its counters untouched (it put it back on sale half repaired)"
+    )
+    func repairBasketFailsWhole() async throws {
+        // A Redis of its own: the partition's lost set is replaced by a string.
+        let server = try RedisServerProcess(appendOnly: false)
+        try await server.start()
+        defer { server.stop() }
+        let redis = RedisClient(configuration: try RedisConfiguration(url: server.url), eventLoopGroup: TestEnvironment.eventLoopGroup)
+        try await redis.load(ReservationScripts.all)
+        let basketId = TestEnvironment.uniqueId("rb")
+        let partition = Keyspace.partition(ofBasket: basketId)
+        _ = try await redis.run(CreateBasketCall(basketId: basketId, stock: 5, holdSeconds: 600, maxPerConsumer: 5))
+        #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: Self.lease)) == .acquired)
+        let events = try await redis.send("XLEN", .string(Keyspace.stream(partition))).int
+        _ = try await redis.send("SET", .string(Keyspace.lostBaskets(partition)), "not a set")
+        let state = BasketState(stock: 3, pending: 2, confirmed: 0, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
+        await #expect(throws: (any Error).self) {
+            try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: Self.lease))
+        }
+        let basket = Keyspace.basket(basketId, partition: partition)
+        #expect(try await redis.send("HGET", .string(basket), "maint").string == Self.lease.token, "still in maintenance")
+        #expect(try await redis.send("HGET", .string(basket), "stock").string == "5", "nothing of the repair written")
+        #expect(try await redis.send("XLEN", .string(Keyspace.stream(partition))).int == events, "no event")
+        _ = try await redis.send("DEL", .string(Keyspace.lostBaskets(partition)))
+        #expect(try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: Self.lease)) == .done)
+        #expect(try await redis.send("HMGET", .string(basket), "stock", "maint").array?.map(\.string) == ["3", nil])
+    }
+}

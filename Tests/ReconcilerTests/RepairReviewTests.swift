@@ -45,10 +45,19 @@ struct RepairReviewTests {
             return try await group.reduce(into: [String]()) { $0 += $1 }
         }.sorted()
         try await fixture.once()
-        // Redis lost every reservation (its counters kept their units); the last one's key is
-        // now of the wrong type, so the repair's second chunk fails after the first was written.
+        // Redis lost every reservation (its counters kept their units; the last one's key is now
+        // of the wrong type, which the repair replaces), and Postgres refuses the repair's record
+        // of the basket (a trigger of this test's own database): it fails after writing Redis's
+        // reservations, in two chunks.
         _ = try await fixture.redis.send(["DEL"] + ids.map { .string(Self.repairKey($0, of: basketId)) })
         _ = try await fixture.redis.send("SET", .string(Self.repairKey(ids[count - 1], of: basketId)), "not-a-hash")
+        _ = try await fixture.postgres.execute(
+            """
+            CREATE FUNCTION refuse_repair() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused by the test'; END $$
+            """, [])
+        _ = try await fixture.postgres.execute(
+            "CREATE TRIGGER refuse_repair BEFORE UPDATE ON baskets FOR EACH ROW EXECUTE FUNCTION refuse_repair()", [])
 
         let reconciler = fixture.reconciler()
         await #expect(throws: (any Error).self) { try await reconciler.repairBasket(basketId, reason: Self.drift(basketId)) }
@@ -58,9 +67,13 @@ struct RepairReviewTests {
             "a half-written basket was put back on sale")
         #expect(try await fixture.gateway.reserve(basketId, consumer: "during").status == 503)
 
+        #expect(try await fixture.redis.send("HGET", .string(Self.repairKey(ids[count - 1], of: basketId)), "status").string == "pending")
+
         // The cause removed, the same reconciler's retry takes its lease back and finishes.
-        _ = try await fixture.redis.send("DEL", .string(Self.repairKey(ids[count - 1], of: basketId)))
-        #expect(try await reconciler.repairBasket(basketId, reason: Self.drift(basketId)) == .repaired(oversoldBy: 0))
+        _ = try await fixture.postgres.execute("DROP TRIGGER refuse_repair ON baskets", [])
+        // (the first try wrote every reservation back, and the counters had kept their units: under
+        // the lease the basket is whole again, and it goes back on sale)
+        #expect(try await reconciler.repairBasket(basketId, reason: Self.drift(basketId)) == .consistent)
         #expect(try await fixture.redis.send("HEXISTS", .string(Self.basketKey(basketId)), "maint").int == 0)
         var held = 0
         for id in ids where try await fixture.redis.send("EXISTS", .string(Self.repairKey(id, of: basketId))).int == 1 { held += 1 }
