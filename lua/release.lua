@@ -46,10 +46,9 @@ local function finish(id, key, basketKey, unitsKey, r, newStatus)
     return false
   end
   if not (stock and held and seqNumber) then return corrupt() end
-  -- the consumer's count: an integer (a negative one too: it is taken down and deleted) that
-  -- the HINCRBY below cannot overflow, in a hash
+  -- the consumer's count: an integer (a negative one too: it is taken down and deleted) in a hash
   local units = redis.pcall('HGET', unitsKey, r.consumer)
-  if failed(units) or (units and not (#units <= 18 and string.match(units, '^-?%d+$'))) then return corrupt() end
+  if failed(units) or (units and not (#units <= 15 and string.match(units, '^-?%d+$'))) then return corrupt() end
   local removed = redis.pcall('ZREM', KEYS[1], id)
   if failed(removed) then return corrupt() end
   local seq = string.format('%d', seqNumber + 1)
@@ -61,11 +60,17 @@ local function finish(id, key, basketKey, unitsKey, r, newStatus)
     if removed == 1 then redis.call('ZADD', KEYS[1], r.exp, id) end
     return corrupt()
   end
-  -- (nothing below can fail: every counter was checked, every key's type proved)
-  redis.call('HINCRBY', basketKey, 'stock', quantity)
-  redis.call('HINCRBY', basketKey, oldStatus, -quantity)
-  redis.call('HSET', basketKey, 'seq', seq)
-  if redis.call('HINCRBY', unitsKey, r.consumer, -quantity) <= 0 then redis.call('HDEL', unitsKey, r.consumer) end
+  -- (nothing below can fail: every key's type is proved, and the counters are written as the
+  -- numbers checked above, not incremented: HINCRBY refuses what the checks let through, such as
+  -- a leading zero, and would fail here with the hold and the event already written)
+  redis.call('HSET', basketKey, 'stock', string.format('%d', stock + quantity), oldStatus, string.format('%d', held - quantity),
+    'seq', seq)
+  local left = tonumber(units or '0') - quantity
+  if left <= 0 then
+    redis.call('HDEL', unitsKey, r.consumer)
+  else
+    redis.call('HSET', unitsKey, r.consumer, string.format('%d', left))
+  end
   redis.call('HSET', key, 'status', newStatus, 'ended', now)
   redis.call('EXPIRE', key, retention)
   return true

@@ -26,7 +26,14 @@ for i = 1, #SETTINGS do settings[SETTINGS[i]] = ARGV[8 + i] end
 -- The writes that fail on a key of the wrong type (the partition's index, lost set and stream:
 -- corruption) come first: Redis does not roll back a script that fails half way, and a failure
 -- after the basket's own writes would put it back on sale with no event and half its repair.
--- Failing here, the basket stays in maintenance (the repair is retried, the pager told).
+-- Failing here, the basket stays in maintenance (the repair is retried, the pager told). Their
+-- types are checked before any of them is written, so such a failure writes nothing at all.
+for _, expected in ipairs({{KEYS[3], 'set'}, {KEYS[6], 'set'}, {KEYS[2], 'stream'}}) do
+  local kind = redis.call('TYPE', expected[1]).ok
+  if kind ~= 'none' and kind ~= expected[2] then
+    return redis.error_reply('WRONGTYPE repair_basket: ' .. expected[1] .. ' is a ' .. kind .. ', not a ' .. expected[2])
+  end
+end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SREM', KEYS[6], ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(withRecord({'type', 'basket_repaired', 'basket', ARGV[2], 'seq', ARGV[7],

@@ -414,7 +414,8 @@ extension ScriptOutcomeTests {
 extension ScriptOutcomeTests {
     /// What a corruption of the store leaves a release to do: each case names what it breaks.
     enum ReleaseCorruption: String, CaseIterable {
-        case unitsNotANumber, unitsTooLong, unitsNotAHash, pendingFraction, seqUnreadable, holdsNotASortedSet, streamNotAStream
+        case unitsNotANumber, unitsTooLong, unitsNotAHash, stockUnreadable, pendingFraction, seqUnreadable, holdsNotASortedSet,
+            streamNotAStream
     }
 
     @Test(
@@ -447,6 +448,7 @@ extension ScriptOutcomeTests {
             case .unitsNotAHash:
                 _ = try await redis.send("DEL", .string(units))
                 _ = try await redis.send("SET", .string(units), "not a hash")
+            case .stockUnreadable: _ = try await redis.send("HSET", .string(basketKey), "stock", "x")
             case .pendingFraction: _ = try await redis.send("HSET", .string(basketKey), "pending", "2.5")
             case .seqUnreadable: _ = try await redis.send("HSET", .string(basketKey), "seq", "x")
             case .holdsNotASortedSet, .streamNotAStream:
@@ -474,7 +476,7 @@ extension ScriptOutcomeTests {
                 _ = try await redis.send("RENAME", .string(setAside + ":aside"), .string(setAside))
             }
             let fields = try await redis.send("HMGET", .string(basketKey), "stock", "pending", "mismatch").array?.map(\.string)
-            #expect(fields?[0] == "3", "\(corruption): no unit given back: \(String(describing: fields))")
+            #expect(fields?[0] == (corruption == .stockUnreadable ? "x" : "3"), "\(corruption): no unit given back: \(String(describing: fields))")
             #expect(fields?[1] == (corruption == .pendingFraction ? "2.5" : "2"), "\(corruption): \(String(describing: fields))")
             // (a cancel, two expiry rounds, one expiring cancel: 3 + 2 + 1 marks, 3 + 1 without holds)
             let marks = corruption == .holdsNotASortedSet ? "4" : "6"
@@ -501,10 +503,10 @@ extension ScriptOutcomeTests {
 
 extension ScriptOutcomeTests {
     @Test(
-        "repair_basket failing on a wrong-typed partition key leaves the basket in maintenance, its counters untouched (it put it back on sale half repaired)"
-    )
-    func repairBasketFailsWhole() async throws {
-        // A Redis of its own: the partition's lost set is replaced by a string.
+        "repair_basket on a wrong-typed partition key writes nothing: the basket stays in maintenance, its counters untouched (it put it back on sale half repaired)",
+        arguments: ["index", "lost", "stream"])
+    func repairBasketFailsWhole(key corrupted: String) async throws {
+        // A Redis of its own: a key of the partition is replaced by a string.
         let server = try RedisServerProcess(appendOnly: false)
         try await server.start()
         defer { server.stop() }
@@ -514,8 +516,13 @@ extension ScriptOutcomeTests {
         let partition = Keyspace.partition(ofBasket: basketId)
         _ = try await redis.run(CreateBasketCall(basketId: basketId, stock: 5, holdSeconds: 600, maxPerConsumer: 5))
         #expect(try await redis.run(RepairLeaseCall(basketId: basketId, mode: .acquire, lease: Self.lease)) == .acquired)
+        let keys = ["index": Keyspace.basketIndex(partition), "lost": Keyspace.lostBaskets(partition), "stream": Keyspace.stream(partition)]
+        let key = try #require(keys[corrupted])
+        let lost = Keyspace.lostBaskets(partition)
+        _ = try await redis.send("SADD", .string(lost), .string(basketId))  // (every key to set aside exists)
         let events = try await redis.send("XLEN", .string(Keyspace.stream(partition))).int
-        _ = try await redis.send("SET", .string(Keyspace.lostBaskets(partition)), "not a set")
+        _ = try await redis.send("RENAME", .string(key), .string(key + ":aside"))
+        _ = try await redis.send("SET", .string(key), "not a set nor a stream")
         let state = BasketState(stock: 3, pending: 2, confirmed: 0, capacity: 5, holdSeconds: 600, maxPerConsumer: 5)
         await #expect(throws: (any Error).self) {
             try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: Self.lease))
@@ -523,9 +530,39 @@ extension ScriptOutcomeTests {
         let basket = Keyspace.basket(basketId, partition: partition)
         #expect(try await redis.send("HGET", .string(basket), "maint").string == Self.lease.token, "still in maintenance")
         #expect(try await redis.send("HGET", .string(basket), "stock").string == "5", "nothing of the repair written")
+        if corrupted != "lost" {
+            #expect(try await redis.send("SISMEMBER", .string(lost), .string(basketId)).int == 1, "still named lost")
+        }
+        _ = try await redis.send("DEL", .string(key))
+        _ = try await redis.send("RENAME", .string(key + ":aside"), .string(key))
         #expect(try await redis.send("XLEN", .string(Keyspace.stream(partition))).int == events, "no event")
-        _ = try await redis.send("DEL", .string(Keyspace.lostBaskets(partition)))
         #expect(try await redis.run(RepairBasketCall(basketId: basketId, state: state, seq: 10, reason: "counters", lease: Self.lease)) == .done)
         #expect(try await redis.send("HMGET", .string(basket), "stock", "maint").array?.map(\.string) == ["3", nil])
+        #expect(try await redis.send("SISMEMBER", .string(lost), .string(basketId)).int == 0)
+    }
+
+    @Test("cancel reads counters with leading zeros (which HINCRBY refuses) and gives the units back exactly once, written canonically")
+    func releaseLeadingZeros() async throws {
+        for (field, value) in [("units", "02"), ("pending", "02"), ("stock", "003"), ("seq", "01")] {
+            let (basketId, partition) = try await newBasket(stock: 5, max: 5)
+            let id = try grantedId(try await reserve(basketId, "alice", quantity: 2))
+            let basketKey = Keyspace.basket(basketId, partition: partition)
+            let units = Keyspace.consumerUnits(basketId: basketId, partition: partition)
+            if field == "units" {
+                _ = try await redis.send("HSET", .string(units), "alice", .string(value))
+            } else {
+                _ = try await redis.send("HSET", .string(basketKey), .string(field), .string(value))
+            }
+            let target = ReleaseTarget(reservationId: id, basketId: basketId, consumerId: "alice")
+            for _ in 1...3 {
+                guard case .cancelled = try await redis.run(CancelReservationCall(target, partition: partition)) else {
+                    Issue.record("\(field)=\(value): not cancelled")
+                    break
+                }
+            }
+            let fields = try await redis.send("HMGET", .string(basketKey), "stock", "pending").array?.map(\.string)
+            #expect(fields == ["5", "0"], "\(field)=\(value): once, canonical: \(String(describing: fields))")
+            #expect(try await redis.send("HGET", .string(units), "alice").isNull, "\(field)=\(value)")
+        }
     }
 }
