@@ -35,6 +35,16 @@ struct DriftAndOutageTests {
     }
 
     /// A basket with 3 of 10 units held, one paid, one cancelled, all in Postgres.
+    /// The audit reports the basket (its line naming `kind`), `reconciler once` repairs it, and
+    /// the next audit finds nothing.
+    static func auditFindsAndOnceRepairs(_ fixture: ReconcilerFixture, _ basketId: String, kind: String?) async throws {
+        let report = try await audit(fixture)
+        #expect(report.status == 1)
+        #expect(report.output.contains(basketId) && (kind.map { report.output.contains($0) } ?? true), "\(report.output)")
+        try await once(fixture)
+        #expect(try await audit(fixture).status == 0)
+    }
+
     static func prepared(_ fixture: ReconcilerFixture) async throws -> (String, [String]) {
         let basketId = TestEnvironment.uniqueId("drift")
         try await fixture.gateway.createBasket(basketId, stock: 10)
@@ -55,11 +65,7 @@ struct DriftAndOutageTests {
         let fixture = try await ReconcilerFixture.start()
         let (basketId, _) = try await Self.prepared(fixture)
         _ = try await fixture.redis.send("HSET", .string(Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))), "stock", 999)
-        let report = try await Self.audit(fixture)
-        #expect(report.status == 1)
-        #expect(report.output.contains(basketId) && report.output.contains("counters"), "\(report.output)")
-        try await Self.once(fixture)
-        #expect(try await Self.audit(fixture).status == 0)
+        try await Self.auditFindsAndOnceRepairs(fixture, basketId, kind: "counters")
         #expect(try await fixture.postgresBasket(basketId)?.stock == 7)
         #expect(try await Self.grants(fixture, basketId, attempts: 12) == 7)
         await fixture.stop()
@@ -79,11 +85,7 @@ struct DriftAndOutageTests {
             _ = try await fixture.redis.send("HSET", .string(units), "mallory", .string(count))
         }
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
-        let report = try await Self.audit(fixture)
-        #expect(report.status == 1)
-        #expect(report.output.contains(basketId) && report.output.contains("books"), "\(report.output)")
-        try await Self.once(fixture)
-        #expect(try await Self.audit(fixture).status == 0)
+        try await Self.auditFindsAndOnceRepairs(fixture, basketId, kind: "books")
         #expect(try await fixture.redis.send("HGET", .string(units), "mallory").isNull, "the repair rewrote the counts")
         #expect(try await fixture.redis.send("HGET", .string(units), "c1").int == 1, "the others' counts are kept")
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201)
@@ -100,11 +102,7 @@ struct DriftAndOutageTests {
         let key = Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))
         _ = try await fixture.redis.send("HSET", .string(key), .string(field), .string(value))
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 503, "fails closed")
-        let report = try await Self.audit(fixture)
-        #expect(report.status == 1)
-        #expect(report.output.contains(basketId) && report.output.contains("books"), "\(report.output)")
-        try await Self.once(fixture)
-        #expect(try await Self.audit(fixture).status == 0)
+        try await Self.auditFindsAndOnceRepairs(fixture, basketId, kind: "books")
         #expect(try await fixture.redis.send("HGET", .string(key), .string(field)).string != value, "the repair rewrote it")
         #expect(try await fixture.gateway.reserve(basketId, consumer: "mallory").status == 201, "served again")
         #expect(try await Self.grants(fixture, basketId, attempts: 10) == 6)
@@ -118,10 +116,7 @@ struct DriftAndOutageTests {
         let key = Keyspace.reservation(ids[1], partition: Keyspace.partition(ofBasket: basketId))
         _ = try await fixture.redis.send("DEL", .string(key))
         _ = try await fixture.redis.send("SET", .string(key), "not a hash")
-        let report = try await Self.audit(fixture)
-        #expect(report.status == 1 && report.output.contains(basketId), "\(report.output)")
-        try await Self.once(fixture)
-        #expect(try await Self.audit(fixture).status == 0)
+        try await Self.auditFindsAndOnceRepairs(fixture, basketId, kind: nil)
         #expect(try await fixture.gateway.request(.GET, "/v1/reservations/\(ids[1])").json?["status"]?.stringValue == "pending")
         #expect(
             try await fixture.redis.send("HGET", .string(Keyspace.basket(basketId, partition: Keyspace.partition(ofBasket: basketId))), "maint")
