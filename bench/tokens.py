@@ -27,8 +27,10 @@ def main():
     binary = os.environ["BIN"]
     work = tempfile.mkdtemp(prefix="bench-tokens-")
     # Enough for every round's first-use run to never reach the next round's tokens (a token
-    # used twice on the first-use basket answers 409: one unit per consumer there).
-    count = 150_000 * rounds
+    # used twice on the first-use basket answers 409: one unit per consumer there): wrk's two
+    # threads take every other line, so a round spans twice the faster thread's requests
+    # (40,000 a second between them for `seconds`, with room for one thread running ahead).
+    count = max(150_000, 60_000 * seconds) * rounds
     hs_file, es_file = os.path.join(work, "hs256"), os.path.join(work, "es256")
     bench.log(f"minting {count:,} HS256 and {count:,} ES256 tokens")
     hs_keys = subprocess.run([f"{binary}/bench-scripts", "tokens", "hs256", str(count), hs_file], check=True,

@@ -21,6 +21,18 @@ local function nowMs()
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 end
 
+-- A stored counter as a number: 1 to 15 digits (what the scripts write), else nil. A counter Lua
+-- would read as a fraction, hex, an exponent, a sign or past 2^53 is corrupt: not served, and
+-- Lua arithmetic only ever runs on numbers read through here.
+local function storedCount(text)
+  return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
+end
+
+-- Whether a redis.pcall answered an error (a key of the wrong type, a non-integer HINCRBY).
+local function pcallFailed(result)
+  return type(result) == 'table' and result.err ~= nil
+end
+
 -- A record's fields by name (`fields`: one of the lists above); a missing field is nil.
 local function readRecord(key, fields)
   local values = redis.call('HMGET', key, unpack(fields))

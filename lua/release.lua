@@ -19,16 +19,6 @@
 local retention = tonumber(ARGV[2])
 local now = nowMs()
 
--- a counter as the reserve scripts read it (reserve.lua's `count`): 1 to 15 digits, else nil
-local function count(text)
-  return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
-end
-
--- whether a redis.pcall answered an error
-local function failed(result)
-  return type(result) == 'table' and result.err ~= nil
-end
-
 -- Gives a reservation's units back and records the new status; false (nothing given back) when
 -- the store is corrupt. `r` is the record as read. Redis does not roll back a script that fails
 -- half way, and a cancel can be retried: a counter that broke a write after the stock was given
@@ -40,7 +30,7 @@ local function finish(id, key, basketKey, unitsKey, r, newStatus)
   local quantity = tonumber(r.qty)
   local oldStatus = r.status
   local b = redis.call('HMGET', basketKey, 'stock', oldStatus, 'seq', 'capacity', 'mismatch')
-  local stock, held, seqNumber, mark = count(b[1]), count(b[2] or '0'), count(b[3]), count(b[5] or '0')
+  local stock, held, seqNumber, mark = storedCount(b[1]), storedCount(b[2] or '0'), storedCount(b[3]), storedCount(b[5] or '0')
   local function corrupt()
     if mark then redis.call('HSET', basketKey, 'mismatch', string.format('%d', mark + 1)) end
     return false
@@ -48,14 +38,14 @@ local function finish(id, key, basketKey, unitsKey, r, newStatus)
   if not (stock and held and seqNumber) then return corrupt() end
   -- the consumer's count: an integer (a negative one too: it is taken down and deleted) in a hash
   local units = redis.pcall('HGET', unitsKey, r.consumer)
-  if failed(units) or (units and not (#units <= 15 and string.match(units, '^-?%d+$'))) then return corrupt() end
+  if pcallFailed(units) or (units and not (#units <= 15 and string.match(units, '^-?%d+$'))) then return corrupt() end
   local removed = redis.pcall('ZREM', KEYS[1], id)
-  if failed(removed) then return corrupt() end
+  if pcallFailed(removed) then return corrupt() end
   local seq = string.format('%d', seqNumber + 1)
   r.status = newStatus
   local event = redis.pcall('XADD', KEYS[2], '*', unpack(withRecord({'type', newStatus, 'seq', seq, 'stock',
     string.format('%d', stock + quantity), 'capacity', b[4], 'res', id, 'from', oldStatus, 'at', now}, r, RESERVATION)))
-  if failed(event) then
+  if pcallFailed(event) then
     r.status = oldStatus
     if removed == 1 then redis.call('ZADD', KEYS[1], r.exp, id) end
     return corrupt()

@@ -83,15 +83,12 @@ end
 -- The basket's numbers, each converted once and carried from request to request: every field
 -- is read and checked before the first write (Redis does not roll a script back), digits only
 -- (what the scripts write; a counter Lua would read as a fraction, hex or an exponent is
--- corrupt): a hash missing one, or holding anything else, is not served.
-local function count(text)
-  return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
-end
+-- corrupt: storedCount): a hash missing one, or holding anything else, is not served.
 local stock, pending, capacity, hold, maxUnits, seqNumber, confirmed, mismatched, whole
 if exists and not inRepair then
-  stock, pending, capacity = count(basket[1]), count(basket[2]), count(basket[3])
-  hold, maxUnits, seqNumber, confirmed = count(basket[4]), count(basket[5]), count(basket[7]), count(basket[8] or '0')
-  mismatched = count(basket[13] or '0')
+  stock, pending, capacity = storedCount(basket[1]), storedCount(basket[2]), storedCount(basket[3])
+  hold, maxUnits, seqNumber, confirmed = storedCount(basket[4]), storedCount(basket[5]), storedCount(basket[7]), storedCount(basket[8] or '0')
+  mismatched = storedCount(basket[13] or '0')
   whole = stock and pending and capacity and hold and maxUnits and seqNumber and confirmed and mismatched
 end
 
@@ -108,11 +105,6 @@ local holdsWritable, streamWritable = nil, true
 local lost, marked, roomEpoch
 -- what the call writes once, at the end
 local granted, mismatches, holds = 0, 0, {}
-
--- whether a redis.pcall answered an error
-local function failed(result)
-  return type(result) == 'table' and result.err ~= nil
-end
 
 -- a refused request takes back the units it counted (a consumer who held nothing leaves no entry behind)
 local function giveBack(consumer, held, quantity)
@@ -224,7 +216,7 @@ local function decide(r)
     -- closed), and the basket marked so the audit finds it and its repair rewrites the counts.
     -- (A server-state error, READONLY or OOM, is caught here too, but the mark's write at the end
     -- of the call meets it again and fails the call with it, as the gateway expects.)
-    if failed(held) then
+    if pcallFailed(held) then
       mismatches = mismatches + 1
       return {'unavailable'}
     end
@@ -257,19 +249,19 @@ local function decide(r)
     local seq = string.format('%d', seqNumber + 1)
     -- the reservation's own hash first: of the wrong type (corruption), nothing of the grant is
     -- written (not its hold, not its event) and it answers `unavailable`
-    if failed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
+    if pcallFailed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
       'pending', 'exp', expires)) then
       giveBack(consumer, held, quantity)
       return {'unavailable'}
     end
     local heldNow = false
     if holdsWritable == nil then
-      holdsWritable = not failed(redis.pcall('ZADD', KEYS[3], expires, reservationId))
+      holdsWritable = not pcallFailed(redis.pcall('ZADD', KEYS[3], expires, reservationId))
       heldNow = holdsWritable
     end
     -- the event's status is implied by its type ("reserved" -> pending)
     if holdsWritable and streamWritable then
-      streamWritable = not failed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
+      streamWritable = not pcallFailed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq,
         'stock', left, 'capacity', basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires))
     end
     if not (holdsWritable and streamWritable) then

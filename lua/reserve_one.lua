@@ -105,8 +105,6 @@ if limit > 0 then
   end
 end
 
--- whether a redis.pcall answered an error
-local function failed(result) return type(result) == 'table' and result.err ~= nil end
 local answer, held, booksStock, stock, pending, capacity, hold, maxUnits, seqNumber, mismatched
 local disagree = false
 -- a refusal is not stored when it may be wrong (reserve.lua)
@@ -118,7 +116,7 @@ elseif not exists then
   answer = 'basket_not_found'
   if idempotent and redis.call('EXISTS', KEYS[6]) == 0 then storeRefusal = false end
 else
-  -- every counter digits only and read before the first write (reserve.lua's `count`)
+  -- every counter digits only and read before the first write (the prelude's rule for a stored counter)
   local counters = {basket[1], basket[2], basket[3], basket[4], basket[5], basket[7], basket[8] or '0', basket[13] or '0'}
   for i = 1, 8 do
     local text = counters[i]
@@ -142,7 +140,7 @@ else
   -- an error (not an integer, an overflow, a hash of the wrong type) or less than this request's
   -- units (the count was negative): corrupt, so not served (fail closed), and the basket marked
   -- for the audit (reserve.lua; a server-state error fails the mark's write, and so the call)
-  if failed(held) then
+  if pcallFailed(held) then
     redis.call('HSET', KEYS[1], 'mismatch', string.format('%d', mismatched + 1))
     return {{'unavailable'}}
   end
@@ -190,15 +188,15 @@ else
     end
     return {{'unavailable'}}
   end
-  if failed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
+  if pcallFailed(redis.pcall('HSET', reservationKey, 'basket', ARGV[1], 'consumer', consumer, 'qty', quantityText, 'status',
     'pending', 'exp', expires)) then
     return undo()
   end
-  if failed(redis.pcall('ZADD', KEYS[3], expires, reservationId)) then
+  if pcallFailed(redis.pcall('ZADD', KEYS[3], expires, reservationId)) then
     redis.call('DEL', reservationKey)
     return undo()
   end
-  if failed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq, 'stock', left, 'capacity',
+  if pcallFailed(redis.pcall('XADD', KEYS[4], '*', 'type', 'reserved', 'basket', ARGV[1], 'seq', seq, 'stock', left, 'capacity',
     basket[3], 'res', reservationId, 'consumer', consumer, 'qty', quantityText, 'exp', expires)) then
     redis.call('ZREM', KEYS[3], reservationId)
     redis.call('DEL', reservationKey)

@@ -12,9 +12,10 @@ import Synchronization
 /// - `sub` a consumer id, `exp` required and in the future, `nbf` and `iat` when present not in
 ///   the future, all with `leewaySeconds` of skew; `aud` holding the audience when one is set.
 ///
-/// Successes are cached (see `VerifiedTokenCache`): a consumer's next request with the same
+/// ES256 successes are cached (see `VerifiedTokenCache`): a consumer's next request with the same
 /// token costs its split, its signature's decoding and a lookup instead of a P-256 verification
-/// (about 40 µs) or an HMAC and the claims' reading (see BenchTokens for today's figures).
+/// (about 40 µs). HS256 tokens are verified every time (an HMAC and the claims' reading cost
+/// about what a cache miss and insert do; see BenchTokens for today's figures).
 public struct ConsumerTokenVerifier: Sendable {
     public static let maximumTokenBytes = 4096
 
@@ -114,9 +115,13 @@ public struct ConsumerTokenVerifier: Sendable {
             guard signature.count == 64 else { return .failure(.init(.badSignature)) }
         }
 
-        // Seen and verified before, by this verifier: only the times need checking again.
+        // Seen and verified before, by this verifier: only the times need checking again. Only
+        // ES256 tokens are cached: an HS256 verification (its HMAC and claims, ~2 µs) costs about
+        // what a lookup that misses plus an insert cost on a gateway under load (~0.8 µs, the
+        // table cold in memory), and a sale's crowd (more consumers than the cache's entries,
+        // each polling and reserving in turn) would mostly miss; so it is simply done each time.
         var cached: CachedToken?
-        if let cache {
+        if let cache, !isHS256 {
             let key = CachedToken(token, signature: signature)
             if let claims = cache.claims(for: key) { return result(claims, now: now) }
             cached = key

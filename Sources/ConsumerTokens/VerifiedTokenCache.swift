@@ -1,9 +1,9 @@
 import Crypto
 import Synchronization
 
-/// Tokens that verified, so that a consumer's next request with the same token skips the P-256
-/// verification (ES256: about 40 µs, the largest cost of a request) or the HMAC and the claims'
-/// reading (HS256), and a first use costs no more than a dictionary insert.
+/// ES256 tokens that verified, so that a consumer's next request with the same token skips the
+/// P-256 verification (about 40 µs, the largest cost of a request), and a first use costs no
+/// more than a dictionary insert. (HS256 tokens are verified every time: ConsumerTokenVerifier.)
 ///
 /// - Keyed by the token itself (`CachedToken`), hashed by its signature's first 32 bytes: they
 ///   are already decoded, and as output of HMAC-SHA256 or ECDSA's R as unpredictable as any hash

@@ -139,15 +139,6 @@ extension ReconcilerCommand {
         static let configuration = CommandConfiguration(abstract: "Apply every event that exists now, audit with repair, exit 0.")
         @OptionGroup var options: CommonOptions
 
-        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
-        static var metricsLimits: HTTPServerLimits {
-            var limits = HTTPServerLimits()
-            limits.maxConnections = 64
-            limits.shutdownGrace = .seconds(1)
-            limits.drainWindow = .zero
-            return limits
-        }
-
         func run() async throws {
             let (configuration, logger) = try options.environment()
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
@@ -174,15 +165,6 @@ extension ReconcilerCommand {
             abstract: "Report drift between Redis and Postgres; change nothing. Exit 1 if any, 2 if a basket is oversold.")
         @OptionGroup var options: CommonOptions
 
-        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
-        static var metricsLimits: HTTPServerLimits {
-            var limits = HTTPServerLimits()
-            limits.maxConnections = 64
-            limits.shutdownGrace = .seconds(1)
-            limits.drainWindow = .zero
-            return limits
-        }
-
         func run() async throws {
             let (configuration, logger) = try options.environment()
             let (reconciler, redis, postgres) = try options.reconciler(configuration, logger)
@@ -199,15 +181,6 @@ extension ReconcilerCommand {
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create or upgrade the schema, then exit.")
         @OptionGroup var options: CommonOptions
-
-        /// A scrape endpoint: a few connections, short timeouts, a quick stop.
-        static var metricsLimits: HTTPServerLimits {
-            var limits = HTTPServerLimits()
-            limits.maxConnections = 64
-            limits.shutdownGrace = .seconds(1)
-            limits.drainWindow = .zero
-            return limits
-        }
 
         func run() async throws {
             let (configuration, logger) = try options.environment()
