@@ -11,6 +11,7 @@ tokens each used many times (cache hits). CPU per request of each gateway from /
 rounds.
 """
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,19 +83,26 @@ def main():
         for process in (*gateways.values(), baseline):
             process.terminate()
     print(f"\n{rounds} alternating rounds of {seconds} s, wrk -t2 -c64, a token never used before per request, medians\n")
-    print(f"{'':<10} {'requests/s':>11} {'p99 ms':>8} {'gateway CPU/request':>20} {'÷ trusted':>10} {'non-2xx':>8}")
+    print(f"{'':<10} {'requests/s':>11} {'p99 ms':>8} {'gateway CPU/request':>20} {'÷ trusted':>10} {'non-2xx':>8}  per-round ÷ trusted")
     print_table(runs)
     print("\nthe same rounds, 2,048 consumers each reusing one token (cache hits after the first use)\n")
     print_table(reuse_runs)
 
 
 def print_table(runs):
-    """A row per side: medians, and gateway CPU per request ÷ trusted's (none for the baseline)."""
+    """A row per side: medians, gateway CPU per request ÷ trusted's (none for the baseline), and
+    the median and range of the per-round ratios (each round's runs are minutes apart at most,
+    so they share the machine's state better than the medians of whole sides do)."""
     trusted_cpu = bench.medians(runs["trusted"])[2]
     for name, results in runs.items():
         rps, p99, cpu, _, errors = bench.medians(results)
         ratio = "" if name == "baseline" else f"{cpu / trusted_cpu:.2f}"
-        print(f"{name:<10} {rps:>11,.0f} {p99:>8.2f} {cpu:>17.1f} µs {ratio:>10} {errors:>8}")
+        per_round = ""
+        if name not in ("baseline", "trusted"):
+            ratios = sorted(r["cpu_us_per_request"]["process"] / t["cpu_us_per_request"]["process"]
+                            for r, t in zip(results, runs["trusted"]))
+            per_round = f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        print(f"{name:<10} {rps:>11,.0f} {p99:>8.2f} {cpu:>17.1f} µs {ratio:>10} {errors:>8}  {per_round}")
 
 if __name__ == "__main__":
     main()
