@@ -22,8 +22,8 @@ local function nowMs()
 end
 
 -- A stored counter as a number: 1 to 15 digits (what the scripts write), else nil. A counter Lua
--- would read as a fraction, hex, an exponent, a sign or past 2^53 is corrupt: not served, and
--- Lua arithmetic only ever runs on numbers read through here.
+-- would read as a fraction, hex, an exponent, a sign or past 2^53 is corrupt: not served.
+-- (reserve_one.lua applies the same rule inline, release.lua a signed one to consumer counts.)
 local function storedCount(text)
   return text and #text <= 15 and string.match(text, '^%d+$') and tonumber(text)
 end

@@ -6,7 +6,7 @@ import Synchronization
 /// more than a dictionary insert. (HS256 tokens are verified every time: ConsumerTokenVerifier.)
 ///
 /// - Keyed by the token itself (`CachedToken`), hashed by its signature's first 32 bytes: they
-///   are already decoded, and as output of HMAC-SHA256 or ECDSA's R as unpredictable as any hash
+///   are already decoded, and as ECDSA's R as unpredictable as any hash
 ///   of the token (no SHA-256 of it is needed; that was about 0.7 µs a request). Equality is the
 ///   whole token's bytes, so a hit means these exact bytes verified before: another token with a
 ///   copied signature only shares a bucket, never an entry.

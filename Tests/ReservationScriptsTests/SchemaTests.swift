@@ -158,7 +158,9 @@ struct SchemaTests {
         #expect(ReservationScripts.refuseSoldOut.source == ReservationScripts.ownSource(of: ReservationScripts.refuseSoldOut))
         for hot in [ReservationScripts.reserve, ReservationScripts.reserveOne] {
             let hotPrelude = hot.source.dropLast(ReservationScripts.ownSource(of: hot).count)
-            #expect(hotPrelude.contains("local function nowMs()") && !hotPrelude.contains("RESERVATION"), "\(hot.name), the hot path: the clock only")
+            #expect(
+                hotPrelude.contains("local function nowMs()") && !hotPrelude.contains("RESERVATION"),
+                "\(hot.name), the hot path: the clock and small helpers, no record lists")
         }
         let releasePrelude = ReservationScripts.release.source
         for used in [
